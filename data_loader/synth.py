@@ -1,0 +1,153 @@
+"""Procedural synthetic faces: the embedded default dataset, written in the real shard format.
+
+Identity lives in features that stay visible above a facemask (face shape, skin and hair colour, hairline,
+eye shape/spacing/colour, brows, glasses) and in some hidden below it (mouth, nose). Every photo of an
+identity is jittered (position, scale, lighting, background, sensor noise) so two photos are never identical.
+Each photo comes unmasked, wearing a plain surgical-style mask of one shape and colour over nose and mouth
+(as in MaskedFace-Net), and with the mask's true alpha.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data_loader import shards, storage
+
+SKIN = np.array([[255, 224, 196], [241, 194, 158], [224, 172, 130], [198, 134, 90], [160, 102, 62],
+                 [120, 74, 44], [90, 56, 36], [250, 210, 180]], dtype=np.float32)
+HAIR = np.array([[20, 16, 14], [70, 44, 26], [120, 80, 40], [200, 160, 90], [150, 60, 30], [170, 170, 170],
+                 [240, 240, 230], [40, 60, 160], [160, 40, 120]], dtype=np.float32)
+IRIS = np.array([[60, 40, 20], [40, 90, 150], [60, 120, 60], [110, 80, 50], [20, 20, 20]], dtype=np.float32)
+MASK_RGB = np.array([140, 190, 225], dtype=np.float32)  # surgical blue, the same for everyone
+
+
+def identity_params(rng: np.random.Generator) -> dict:
+    def pick(palette):  # a palette colour, nudged, so identities do not collide on exact colours
+        return np.clip(palette[rng.integers(len(palette))] + rng.normal(0, 14, 3), 0, 255)
+
+    return {
+        "face_w": rng.uniform(0.46, 0.64), "face_h": rng.uniform(0.62, 0.80),
+        "skin": pick(SKIN), "hair": pick(HAIR), "iris": pick(IRIS),
+        "hairline": rng.uniform(-0.62, -0.32), "hair_volume": rng.uniform(1.02, 1.25),
+        "fringe": rng.uniform(0, 1) < 0.4, "hair_long": rng.uniform(0, 1) < 0.5,
+        "eye_dx": rng.uniform(0.16, 0.27), "eye_y": rng.uniform(-0.22, -0.08),
+        "eye_w": rng.uniform(0.06, 0.11), "eye_h": rng.uniform(0.025, 0.055),
+        "brow_dy": rng.uniform(0.07, 0.14), "brow_t": rng.uniform(0.012, 0.035), "brow_tilt": rng.uniform(-0.35, 0.35),
+        "glasses": rng.uniform(0, 1) < 0.3, "nose_w": rng.uniform(0.04, 0.09),
+        "mouth_w": rng.uniform(0.10, 0.22), "mouth_y": rng.uniform(0.28, 0.40),
+        "lip": np.clip(np.array([170, 80, 80]) + rng.normal(0, 25, 3), 0, 255),
+    }
+
+
+def render(p: dict, rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One jittered photo of identity p: (unmasked uint8 [S,S,3], masked uint8 [S,S,3], alpha uint8 [S,S])."""
+    t = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
+    yy, xx = np.meshgrid(t, t, indexing="ij")
+    sc = rng.uniform(0.93, 1.07)
+    x = (xx - rng.uniform(-0.07, 0.07)) / sc
+    y = (yy - rng.uniform(-0.06, 0.06)) / sc
+
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = rng.uniform(60, 200) + rng.normal(0, 12, 3)  # background: a nuisance, not identity
+
+    def paint(region, colour):
+        img[region] = colour
+
+    face = (x / p["face_w"]) ** 2 + (y / p["face_h"]) ** 2 <= 1
+    hair_out = (x / (p["face_w"] * p["hair_volume"])) ** 2 + ((y + 0.05) / (p["face_h"] * p["hair_volume"])) ** 2 <= 1
+    hair = hair_out & ((y < p["hairline"]) | ~face)
+    if not p["hair_long"]:
+        hair &= y < 0.05
+    if p["fringe"]:
+        hair |= face & (y < p["hairline"] + 0.12) & (x < 0.1)
+    neck = (np.abs(x) < p["face_w"] * 0.45) & (y > 0.3)
+    paint(neck, p["skin"] * 0.85)
+    paint(face, p["skin"])
+    paint(hair, p["hair"])
+
+    for side in (-1, 1):
+        ex = side * p["eye_dx"]
+        eye = ((x - ex) / p["eye_w"]) ** 2 + ((y - p["eye_y"]) / p["eye_h"]) ** 2 <= 1
+        paint(eye, (245, 245, 240))
+        iris = ((x - ex) / (p["eye_h"] * 0.9)) ** 2 + ((y - p["eye_y"]) / (p["eye_h"] * 0.9)) ** 2 <= 1
+        paint(eye & iris, p["iris"])
+        by = p["eye_y"] - p["brow_dy"] + side * p["brow_tilt"] * (x - ex)
+        brow = (np.abs(x - ex) < p["eye_w"] * 1.2) & (np.abs(y - by) < p["brow_t"])
+        paint(brow, p["hair"] * 0.7)
+        if p["glasses"]:
+            ring = np.abs(np.maximum(np.abs(x - ex) / (p["eye_w"] * 1.6), np.abs(y - p["eye_y"]) / (p["eye_h"] * 2.6)) - 1) < 0.12
+            paint(ring, (25, 25, 25))
+    if p["glasses"]:
+        paint((np.abs(x) < p["eye_dx"] - p["eye_w"] * 1.6) & (np.abs(y - p["eye_y"]) < 0.012), (25, 25, 25))
+    nose = (np.abs(x) < p["nose_w"] * (y - p["eye_y"]) / 0.3) & (y > p["eye_y"]) & (y < p["eye_y"] + 0.3)
+    paint(nose, p["skin"] * 0.8)
+    mouth = ((x / p["mouth_w"]) ** 2 + ((y - p["mouth_y"]) / 0.03) ** 2) <= 1
+    paint(mouth, p["lip"])
+
+    # Mask over nose and mouth: from just below the eyes to the chin, across the face; pleats for texture.
+    top = p["eye_y"] + p["eye_h"] + 0.06
+    mask = (y > top + 0.08 * (np.abs(x) / p["face_w"]) ** 2) & (
+        (x / (p["face_w"] * 1.04)) ** 2 + ((y - 0.02) / (p["face_h"] * 1.02)) ** 2 <= 1) & (y < p["face_h"] * 0.98)
+    alpha = mask.astype(np.float32)
+
+    light = 1 + rng.uniform(-0.18, 0.18) * xx + rng.uniform(-0.1, 0.1) * yy + rng.uniform(-0.1, 0.1)
+    noise = rng.normal(0, 4, img.shape)
+    unmasked = np.clip(img * light[..., None] + noise, 0, 255).astype(np.uint8)
+    mask_img = MASK_RGB * (1 - 0.06 * (np.sin((y - top) * 40) > 0.8))[..., None]
+    masked_f = img * (1 - alpha[..., None]) + mask_img * alpha[..., None]
+    masked = np.clip(masked_f * light[..., None] + noise, 0, 255).astype(np.uint8)
+    return unmasked, masked, (alpha * 255).astype(np.uint8)
+
+
+def synth_split(index: int) -> str:
+    # Deterministic 60/20/20 by index so tiny datasets still get every split.
+    r = index % 10
+    return "train" if r < 6 else ("val" if r < 8 else "test")
+
+
+def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_identity: int = 4,
+             seed: int = 0, size: int = 128, shard_size: int = 256, progress=None) -> dict:
+    """Write a synthetic dataset to out_uri (local dir or s3://) in the shard format; returns the manifest."""
+    if identities < 2:
+        raise ValueError("--identities must be at least 2")
+    if images_per_identity < 1:
+        raise ValueError("--images-per-identity must be at least 1")
+    root = storage.resolve(out_uri)
+    rng = np.random.default_rng(seed)
+    writers = {name: shards.ShardWriter(root, name, shard_size) for name in shards.SETS}
+    counts = {name: 0 for name in shards.SETS}
+    split_ids = {s: 0 for s in shards.SPLITS}
+    for label in range(identities):
+        ident = f"synth-{label:06d}"
+        split = synth_split(label)
+        split_ids[split] += 1
+        p = identity_params(rng)
+        jobs = [("gallery", 1)] + [(split, images_per_identity), ("adapt", adapt_per_identity)]
+        for set_name, n in jobs:
+            for _ in range(n):
+                un, ma, al = render(p, rng, size)
+                if set_name == "gallery":
+                    row = shards.image_row(label=label, identity=ident, split=split, variant="gallery", unmasked=un)
+                else:
+                    row = shards.image_row(label=label, identity=ident, split=split, variant="synthetic",
+                                           unmasked=un, masked=ma, alpha=al)
+                writers[set_name].add(**row)
+                counts[set_name] += 1
+        if progress:
+            progress(label + 1, identities)
+    sets = {}
+    for name, w in writers.items():
+        shard_list = w.close()
+        if shard_list:
+            sets[name] = {"rows": counts[name], "shards": shard_list}
+    manifest = {
+        "source": {"kind": "synthetic", "seed": seed, "images_per_identity": images_per_identity,
+                   "adapt_per_identity": adapt_per_identity},
+        "size": size,
+        "identities": identities,
+        "split_identities": split_ids,
+        "sets": sets,
+        "skipped": [],
+    }
+    shards.write_manifest(root, manifest)
+    return manifest
