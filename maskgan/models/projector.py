@@ -1,0 +1,30 @@
+"""Projector: a masked photo -> the transparency (alpha) of its facemask, so a design can be composited in."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CHANNELS = (6, 12, 18, 24, 1)  # the paper's five layers
+
+
+class Projector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, cout in enumerate(CHANNELS):
+            layers.append(nn.Conv2d(cin, cout, 3, padding=1))
+            if i < len(CHANNELS) - 1:
+                layers.append(nn.ReLU())
+            cin = cout
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, masked: torch.Tensor) -> torch.Tensor:
+        """masked: [B,3,S,S] in [0,1] -> alpha [B,1,S,S] in [0,1]."""
+        return torch.sigmoid(self.net(masked))
+
+
+def composite(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
+    """Replace the mask region by the design (the paper's Figure 3): alpha*design + (1-alpha)*photo."""
+    return alpha * design + (1 - alpha) * masked

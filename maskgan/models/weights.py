@@ -1,0 +1,79 @@
+"""Weight and checkpoint loading: the only place model weights are read, always with weights_only=True.
+
+Sources for the recogniser: `vggface2` / `casia-webface` (facenet-pytorch's release files, downloaded once
+into the torch cache; needs internet), `random` (seeded initialisation; numbers are illustrative only),
+or a local path / s3:// URI of a state dict (e.g. from `maskgan recognizer adapt`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import torch
+
+from data_loader import storage
+from maskgan.config import PRETRAINED
+
+FACENET_URLS = {
+    "vggface2": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+    "casia-webface": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
+}
+
+
+class WeightsError(RuntimeError):
+    pass
+
+
+def load_torch(uri: str, what: str = "weights file", endpoint: str | None = None) -> dict:
+    """torch.load(weights_only=True) of a local path or s3:// URI; one-line errors naming the file."""
+    try:
+        data = storage.read_bytes(storage.resolve(uri, endpoint))
+    except storage.StorageError as e:
+        raise WeightsError(f"unreadable {what}: {e}") from None
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncation, refused globals: all mean "not a safe weights file"
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"unreadable {what} {uri}: {first}") from None
+    if not isinstance(obj, dict):
+        raise WeightsError(f"unreadable {what} {uri}: expected a dict, got {type(obj).__name__}")
+    return obj
+
+
+def save_torch(obj: dict, uri: str, endpoint: str | None = None) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    storage.write_bytes(storage.resolve(uri, endpoint), buf.getvalue())
+
+
+def recognizer_state(spec: str, endpoint: str | None = None) -> tuple[dict | None, dict]:
+    """(state dict or None for random, description). The description says what the numbers mean."""
+    if spec == "random":
+        return None, {"weights": "random", "pretrained": False}
+    if spec in PRETRAINED:
+        from maskgan.models.recognizer import _inception_resnet_v1
+
+        _inception_resnet_v1()  # registers facenet_pytorch without its torchvision-needing __init__
+        from facenet_pytorch.models.utils.download import download_url_to_file
+
+        url = FACENET_URLS[spec]
+        home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")))
+        cached = os.path.join(home, "checkpoints", os.path.basename(url))
+        if not os.path.exists(cached):
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            try:
+                download_url_to_file(url, cached)
+            except Exception as e:
+                raise WeightsError(f"cannot download {spec} weights from {url} ({e}); "
+                                   f"download the file elsewhere and pass its path or s3:// URI") from None
+        return load_torch(cached, f"{spec} weights"), {"weights": spec, "pretrained": True}
+    obj = load_torch(spec, "recogniser weights file", endpoint)
+    if "state_dict" in obj:  # our own file (adapt): carries what it was made from
+        meta = dict(obj.get("meta", {}))
+        return obj["state_dict"], {"weights": spec, "pretrained": bool(meta.get("pretrained", False)), **meta}
+    return obj, {"weights": spec, "pretrained": True}
+
+
+def is_illustrative(desc: dict) -> bool:
+    return not desc.get("pretrained", False)
