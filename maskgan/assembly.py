@@ -1,0 +1,196 @@
+"""Builds what a run needs from a config: recogniser, projector, generator, gallery features, checkpoints.
+
+Shared by the Ray Train worker, the evaluator, the pretraining commands and the benchmark, so they all load
+weights, embed the gallery and read checkpoints the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data_loader import shards, storage
+from maskgan.config import RunConfig, from_dict
+from maskgan.models import weights
+from maskgan.models.generators import build_generator
+from maskgan.models.projector import Projector
+from maskgan.models.recognizer import Head, Trunk, build_recognizer
+from maskgan.objective import to_float_images, trunk_features
+
+CKPT_FORMAT = "maskgan-ckpt/1"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"  # written after state.pt: a checkpoint without it is not complete
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+@dataclass
+class Recognizer:
+    trunk: Trunk
+    head: Head
+    desc: dict  # which weights, and whether the numbers mean anything
+
+
+def load_recognizer(spec: str, device, endpoint: str | None = None) -> Recognizer:
+    state, desc = weights.recognizer_state(spec, endpoint)
+    try:
+        trunk, head = build_recognizer(state)
+    except ValueError as e:
+        raise weights.WeightsError(f"{spec}: {e}") from None
+    trunk.to(device).to(memory_format=torch.channels_last)
+    head.to(device).eval()  # identification mode; train_step switches it for the head's own update
+    return Recognizer(trunk, head, desc)
+
+
+def load_projector(uri: str, device, endpoint: str | None = None) -> Projector:
+    if not uri:
+        raise weights.WeightsError("model.projector: no projector checkpoint given; train one with `maskgan projector train`")
+    obj = weights.load_torch(uri, "projector checkpoint", endpoint)
+    proj = Projector()
+    try:
+        proj.load_state_dict(obj.get("state_dict", obj))
+    except RuntimeError as e:
+        raise weights.WeightsError(f"projector checkpoint {uri} does not fit the projector ({str(e).splitlines()[0]})") from None
+    proj.requires_grad_(False)
+    return proj.to(device).eval()
+
+
+def data_root(cfg: RunConfig) -> storage.Location:
+    return storage.resolve(cfg.data.uri, cfg.data.endpoint_url)
+
+
+def image_size(cfg: RunConfig) -> int:
+    return int(shards.read_manifest(data_root(cfg))["size"])
+
+
+def gallery(cfg: RunConfig, trunk: Trunk, device) -> tuple[torch.Tensor, np.ndarray]:
+    """Trunk features of the gallery (one unmasked photo per identity, all splits), in label order."""
+    root = data_root(cfg)
+    feats, labels = [], []
+    for batch in shards.iter_set(root, "gallery", columns=["label", "size", "unmasked"]):
+        feats.append(trunk_features(trunk, to_float_images(torch.from_numpy(batch["unmasked"])).to(device)))
+        labels.append(batch["label"])
+    labels_arr = np.concatenate(labels)
+    order = np.argsort(labels_arr)
+    if not np.array_equal(labels_arr[order], np.arange(len(labels_arr))):
+        raise shards.ShardError(f"{root.uri}: gallery labels are not 0..N-1 (one photo per identity expected)")
+    return torch.cat(feats)[torch.from_numpy(order).to(device)], labels_arr[order]
+
+
+def arch(cfg: RunConfig, size: int) -> dict:
+    return {"generator": cfg.model.generator, "latent_dim": cfg.model.latent_dim, "hidden": cfg.model.hidden, "size": size}
+
+
+def generator_from_arch(a: dict) -> torch.nn.Module:
+    return build_generator(a["generator"], a["latent_dim"], a["hidden"], a["size"])
+
+
+# ---- checkpoints: one save/load pair --------------------------------------------------------------------
+
+
+def save_checkpoint(directory: str, *, cfg: RunConfig, size: int, epoch: int, generator, head, g_opt, h_opt,
+                    metrics: dict) -> None:
+    """Write state.pt then meta.json (with state.pt's sha256) into a fresh local directory."""
+    import os
+
+    state = {
+        "format": CKPT_FORMAT,
+        "arch": arch(cfg, size),
+        "epoch": epoch,
+        "config": cfg.to_dict(),
+        "generator": generator.state_dict(),
+        "head": head.state_dict(),
+        "g_opt": g_opt.state_dict(),
+        "h_opt": h_opt.state_dict() if h_opt is not None else {},
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    with open(os.path.join(directory, STATE_FILE), "wb") as f:
+        f.write(data)
+    meta = {"format": CKPT_FORMAT, "epoch": epoch, "arch": state["arch"], "metrics": metrics,
+            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    with open(os.path.join(directory, META_FILE), "w") as f:
+        json.dump(meta, f, indent=1, sort_keys=True)
+
+
+def read_checkpoint(loc: storage.Location) -> dict:
+    """Load and verify one checkpoint folder (local or s3). Errors name the file."""
+    meta_loc, state_loc = loc.join(META_FILE), loc.join(STATE_FILE)
+    if not storage.exists(meta_loc):
+        raise CheckpointError(f"{loc.uri}: incomplete checkpoint (no {META_FILE})")
+    try:
+        meta = json.loads(storage.read_text(meta_loc))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{meta_loc.uri}: corrupt (not JSON)") from None
+    data = storage.read_bytes(state_loc)
+    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        raise CheckpointError(f"{state_loc.uri}: checksum mismatch (torn or corrupted checkpoint)")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{state_loc.uri}: refused ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
+        raise CheckpointError(f"{state_loc.uri}: not a maskgan checkpoint")
+    return state
+
+
+def list_checkpoints(run: storage.Location) -> list[tuple[int, storage.Location]]:
+    """Complete-looking checkpoints of a run, oldest first, by the epoch their meta.json records."""
+    found = []
+    for name in storage.list_dir(run):
+        if not name.startswith("checkpoint_"):
+            continue
+        loc = run.join(name)
+        meta_loc = loc.join(META_FILE)
+        if not storage.exists(meta_loc):
+            continue
+        try:
+            found.append((int(json.loads(storage.read_text(meta_loc))["epoch"]), loc))
+        except (ValueError, KeyError, json.JSONDecodeError):
+            continue
+    return sorted(found, key=lambda t: (t[0], t[1].uri))
+
+
+def latest_checkpoint(run: storage.Location, log=print) -> tuple[dict, storage.Location]:
+    """The newest checkpoint that verifies; a bad one is reported and the previous one used."""
+    candidates = list_checkpoints(run)
+    if not candidates:
+        raise CheckpointError(f"{run.uri}: no checkpoints (did the run finish an epoch?)")
+    for _, loc in reversed(candidates):
+        try:
+            return read_checkpoint(loc), loc
+        except CheckpointError as e:
+            log(f"warning: skipping bad checkpoint: {e}")
+    raise CheckpointError(f"{run.uri}: every checkpoint failed verification")
+
+
+def generator_from_checkpoint(state: dict, where: str) -> torch.nn.Module:
+    """The architecture comes from the checkpoint; a state that does not fit it is refused clearly."""
+    a = state["arch"]
+    gen = generator_from_arch(a)
+    try:
+        gen.load_state_dict(state["generator"])
+    except RuntimeError:
+        raise CheckpointError(f"{where}: generator weights do not fit architecture {a['generator']} "
+                              f"(latent {a['latent_dim']}, hidden {a['hidden']}, size {a['size']})") from None
+    return gen
+
+
+def check_resume_arch(state: dict, cfg: RunConfig, size: int, where: str) -> None:
+    want = arch(cfg, size)
+    if state["arch"] != want:
+        diff = ", ".join(f"{k}: checkpoint {state['arch'].get(k)!r} vs config {v!r}"
+                         for k, v in want.items() if state["arch"].get(k) != v)
+        raise CheckpointError(f"{where}: checkpoint is from another architecture ({diff})")
+
+
+def config_of(state: dict) -> RunConfig:
+    return from_dict(state["config"])

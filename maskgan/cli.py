@@ -1,0 +1,130 @@
+"""The `maskgan` command: parses and dispatches. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = "Storage URIs are local directories or s3://bucket/prefix (credentials from the usual AWS_* variables)."
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maskgan", description="Design facemasks that defeat face recognition (GAN on Ray).",
+                                epilog=EPILOG)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="run the whole pipeline on synthetic data, locally (about 3 minutes)")
+    d.add_argument("--out", default="demo_out", help="folder for data, weights and runs (default: demo_out)")
+    d.add_argument("--identities", type=int, default=40, help="synthetic identities (default: 40)")
+    d.add_argument("--epochs", type=int, default=4, help="GAN epochs (default: 4)")
+    d.add_argument("--experiment", default="exp1", choices=["exp0", "exp1", "exp2", "exp3"])
+    d.add_argument("--generator", default="fc3", choices=["fc3", "fc_deep", "conv"])
+
+    data = sub.add_parser("data", help="create or prepare datasets").add_subparsers(dest="data_cmd", required=True,
+                                                                                      metavar="ACTION")
+    s = data.add_parser("synth", help="write a synthetic face dataset in the shard format")
+    s.add_argument("--identities", type=int, required=True, help="number of identities")
+    s.add_argument("--images-per-identity", type=int, required=True, help="probe photos per identity")
+    s.add_argument("--adapt-per-identity", type=int, default=4,
+                   help="extra photos per identity for `recognizer adapt` (default: 4)")
+    s.add_argument("--out", required=True, help="output URI (local dir or s3://bucket/prefix)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
+
+    pj = sub.add_parser("projector", help="the alpha-predicting projector").add_subparsers(dest="proj_cmd", required=True,
+                                                                                           metavar="ACTION")
+    pt = pj.add_parser("train", help="fit the projector to alpha labels; prints held-out IoU")
+    pt.add_argument("--data", required=True, help="prepared dataset URI")
+    pt.add_argument("--out", required=True, help="where to write the projector checkpoint (path or s3://)")
+    pt.add_argument("--epochs", type=int, default=8)
+    pt.add_argument("--max-images", type=int, default=2000)
+
+    rc = sub.add_parser("recognizer", help="the face recogniser").add_subparsers(dest="rec_cmd", required=True,
+                                                                                 metavar="ACTION")
+    ra = rc.add_parser("adapt", help="fit the recogniser head on a synthetic dataset's adapt photos")
+    ra.add_argument("--data", required=True, help="dataset URI with an 'adapt' set (synthetic data)")
+    ra.add_argument("--out", required=True, help="where to write the adapted weights (path or s3://)")
+    ra.add_argument("--base", default="random", help="starting weights: random, vggface2, casia-webface, path, s3://")
+    ra.add_argument("--steps", type=int, default=300)
+
+    t = sub.add_parser("train", help="train the GAN on Ray Train")
+    t.add_argument("--config", required=True, help="run config (YAML or JSON); see configs/")
+    t.add_argument("--resume", action="store_true", help="continue the run named in the config from its last checkpoint")
+
+    e = sub.add_parser("evaluate", help="score a run: accuracy per split and row, with 95%% intervals")
+    e.add_argument("--run", required=True, help="run folder URI (train.storage/train.name)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("maskgan: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for known user errors; a traceback for bugs
+        if _is_user_error(e):
+            print(f"maskgan: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_user_error(e: Exception) -> bool:
+    from data_loader.shards import ShardError
+    from data_loader.storage import StorageError
+    from maskgan.assembly import CheckpointError
+    from maskgan.config import ConfigError
+    from maskgan.models.weights import WeightsError
+    from maskgan.train import RunExistsError
+
+    return isinstance(e, (ConfigError, StorageError, ShardError, WeightsError, CheckpointError, RunExistsError))
+
+
+def _dispatch(args) -> int:
+    if args.cmd == "demo":
+        from maskgan import demo
+
+        demo.run(args.out, identities=args.identities, epochs=args.epochs, experiment=args.experiment,
+                 generator=args.generator)
+        return 0
+    if args.cmd == "data" and args.data_cmd == "synth":
+        from data_loader import synth
+        from maskgan.config import ConfigError
+
+        try:
+            m = synth.generate(args.out, args.identities, args.images_per_identity, args.adapt_per_identity,
+                               seed=args.seed, size=args.size)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        print(f"wrote {sum(s['rows'] for s in m['sets'].values())} rows "
+              "(" + ", ".join(f"{k}: {v['rows']}" for k, v in m["sets"].items()) + f") to {args.out}")
+        return 0
+    if args.cmd == "projector":
+        from maskgan import pretrain
+
+        pretrain.train_projector(args.data, args.out, epochs=args.epochs, max_images=args.max_images)
+        return 0
+    if args.cmd == "recognizer":
+        from maskgan import pretrain
+
+        pretrain.adapt_recognizer(args.data, args.out, base=args.base, steps=args.steps)
+        return 0
+    if args.cmd == "train":
+        from maskgan import config, train
+
+        cfg = config.load(args.config)
+        result = train.fit(cfg, resume=args.resume)
+        print(f"run: {result.run_uri}\ncheckpoint: {result.checkpoint_uri}")
+        return 0
+    if args.cmd == "evaluate":
+        from maskgan import evaluate
+
+        report = evaluate.evaluate_run(args.run)
+        print(evaluate.report_markdown(report))
+        return 0
+    raise AssertionError(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

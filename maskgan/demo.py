@@ -1,0 +1,46 @@
+"""`maskgan demo`: the whole product on a laptop, end to end, with embedded defaults.
+
+synthetic faces -> local directory as object storage -> projector -> recogniser adaptation -> GAN on Ray
+Train (2 CPU workers) -> evaluation -> report.json, report.md, designs.png and checkpoints in one run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from data_loader import storage, synth
+from maskgan import config, evaluate, pretrain, train
+
+
+def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 4, epochs: int = 4,
+        experiment: str = "exp1", generator: str = "fc3", log=print) -> dict:
+    t0 = time.time()
+    out = os.path.abspath(out)
+    cfg = config.debug_cpu(out).replace(train={"epochs": epochs},
+                                        objective={"experiment": experiment}, model={"generator": generator})
+    run_loc = train.run_location(cfg)
+    if storage.exists(run_loc):
+        storage.delete_dir(run_loc)  # the demo always starts fresh; real runs refuse to overwrite
+
+    log(f"[1/5] synthetic faces: {identities} identities x {images_per_identity} photos -> {cfg.data.uri}")
+    synth.generate(cfg.data.uri, identities, images_per_identity, adapt_per_identity=4, seed=cfg.train.seed)
+    log(f"[2/5] projector -> {cfg.model.projector}")
+    pretrain.train_projector(cfg.data.uri, cfg.model.projector, epochs=cfg.projector.epochs,
+                             max_images=cfg.projector.max_images, log=log)
+    log(f"[3/5] recogniser: random trunk, head adapted on the synthetic identities -> {cfg.model.recognizer_weights}")
+    pretrain.adapt_recognizer(cfg.data.uri, cfg.model.recognizer_weights, base="random", log=log)
+    log(f"[4/5] GAN training on Ray Train ({cfg.train.num_workers} workers, {cfg.objective.experiment}, "
+        f"{cfg.model.generator}, {cfg.train.epochs} epochs)")
+    result = train.fit(cfg, log=log)
+    log(f"[5/5] evaluation of {result.run_uri}")
+    report = evaluate.evaluate_run(result.run_uri, log=log)
+    log("")
+    log(open(os.path.join(result.run_uri, "report.md")).read())
+    log(f"run folder:   {result.run_uri}")
+    log(f"report:       {os.path.join(result.run_uri, 'report.json')} and report.md")
+    log(f"designs:      {os.path.join(result.run_uri, 'designs.png')}")
+    log(f"checkpoint:   {result.checkpoint_uri}")
+    log(f"data:         {cfg.data.uri}")
+    log(f"done in {time.time() - t0:.0f} s")
+    return report
