@@ -1,0 +1,123 @@
+"""End to end on Ray Train (2 CPU workers), small: what a user of `maskgan train` / `evaluate` would notice."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from data_loader import shards, storage
+from maskgan import assembly, evaluate, train
+from maskgan.assembly import CheckpointError
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_then_evaluate_fools_the_recogniser(ray_session, small_cfg):
+    cfg = small_cfg.replace(train={"epochs": 4})
+    result = train.fit(cfg)
+    report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None)
+    acc, chance = report["accuracy"], report["chance"]
+    assert report["gallery_size"] == 24 and chance == pytest.approx(1 / 24)
+    assert report["illustrative_only"] is True and report["recognizer"]["base"] == "random"
+    # the recogniser recognises masked synthetic faces ...
+    assert acc["original_mask"]["train"] > 8 * chance
+    # ... and after training, the generated designs fool it far more than the plain mask or any control
+    gen = acc["generated"]["train"]
+    assert gen < acc["original_mask"]["train"] - 0.3
+    for control in ("blue", "black", "white", "noise"):
+        assert gen < acc[control]["train"], (control, acc)
+    lo, hi = acc["generated"]["ci95"]["train"]
+    assert lo <= gen <= hi
+    run = result.run_uri
+    assert json.load(open(os.path.join(run, "report.json")))["experiment"] == "exp1"
+    assert "Illustrative only" in open(os.path.join(run, "report.md")).read()
+    assert open(os.path.join(run, "designs.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _shifted_copy(src: str, dst: str, offset: int) -> None:
+    """The paper's bug, planted: probe labels that do not line up with the gallery's."""
+    shutil.copytree(src, dst)
+    root = storage.resolve(dst)
+    manifest = shards.read_manifest(root)
+    n = manifest["identities"]
+    for split in shards.SPLITS:
+        for shard in manifest["sets"][split]["shards"]:
+            path = os.path.join(dst, shard["path"])
+            table = pq.read_table(path)
+            labels = (table.column("label").to_numpy() + offset) % n
+            table = table.set_column(0, "label", pa.array(labels, pa.int32()))
+            pq.write_table(table, path)
+            shard["sha256"] = __import__("hashlib").sha256(open(path, "rb").read()).hexdigest()
+    shards.write_manifest(root, {k: v for k, v in manifest.items() if k != "format"})
+
+
+def test_off_by_one_identity_labels_fall_to_chance(assets, tmp_path):
+    from maskgan import config
+
+    cfg = config.debug_cpu(str(assets))
+    rec = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu")
+    proj = assembly.load_projector(cfg.model.projector, "cpu")
+    gallery, _ = assembly.gallery(cfg, rec.trunk, "cpu")
+    with torch.no_grad():
+        gallery_emb = rec.head(gallery)
+    gen = assembly.generator_from_arch(assembly.arch(cfg, 128))
+    models = dict(trunk=rec.trunk, head=rec.head, projector=proj, generator=gen, latent_dim=100,
+                  gallery_emb=gallery_emb, device="cpu")
+    good = evaluate.score_set(storage.resolve(cfg.data.uri), "train", ["unmasked"], **models)["unmasked"].mean()
+    _shifted_copy(cfg.data.uri, str(tmp_path / "shifted"), offset=1)
+    bad = evaluate.score_set(storage.resolve(str(tmp_path / "shifted")), "train", ["unmasked"], **models)["unmasked"].mean()
+    assert good > 0.5
+    assert bad <= 2 / 24  # chance is 1/24
+
+
+def test_resume_continues_at_next_epoch_with_same_weights(ray_session, small_cfg):
+    first = train.fit(small_cfg.replace(train={"epochs": 2}))
+    run = storage.resolve(first.run_uri)
+    state_before, _ = assembly.latest_checkpoint(run)
+    assert state_before["epoch"] == 1
+    with pytest.raises(train.RunExistsError, match="--resume"):
+        train.fit(small_cfg.replace(train={"epochs": 3}))
+    with pytest.raises(CheckpointError, match="another architecture.*generator: checkpoint 'fc3' vs config 'conv'"):
+        train.fit(small_cfg.replace(train={"epochs": 3}, model={"generator": "conv"}), resume=True)
+    resumed = train.fit(small_cfg.replace(train={"epochs": 3}), resume=True)
+    assert resumed.metrics["epoch"] == 2
+    epochs = [e for e, _ in assembly.list_checkpoints(run)]
+    assert epochs == [1, 2]  # num_to_keep=2: epoch 2 was added after epoch 1, no epoch re-run
+    # the resumed run started from epoch 1's weights: its Adam state continued (step count grew)
+    state_after, _ = assembly.latest_checkpoint(run)
+    step = lambda s: int(next(iter(s["g_opt"]["state"].values()))["step"])  # noqa: E731
+    assert step(state_after) == step(state_before) * 3 // 2
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "maskgan.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("model:\n  generator: vit\n", "model.generator: 'vit' is not allowed"),
+    ("objective:\n  experiment: exp9\n", "objective.experiment: 'exp9' is not allowed"),
+])
+def test_cli_bad_config_is_one_line(tmp_path, content, needle):
+    p = tmp_path / "c.yaml"
+    p.write_text(content)
+    r = _cli("train", "--config", str(p))
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_missing_data_and_bad_weights_are_one_line(tmp_path, assets):
+    r = _cli("projector", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.pt"))
+    assert r.returncode == 2 and "nowhere: no manifest.json" in r.stderr
+    (tmp_path / "w.pt").write_bytes(b"\x00garbage")
+    r = _cli("recognizer", "adapt", "--data", str(assets / "data"), "--out", str(tmp_path / "r.pt"),
+             "--base", str(tmp_path / "w.pt"))
+    assert r.returncode == 2 and "unreadable recogniser weights file" in r.stderr and "w.pt" in r.stderr
+    r = _cli("evaluate", "--run", str(tmp_path / "norun"))
+    assert r.returncode == 2 and "no checkpoints" in r.stderr
