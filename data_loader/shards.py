@@ -47,7 +47,7 @@ SCHEMA = pa.schema(
 
 
 class ShardError(RuntimeError):
-    pass
+    user_error = True
 
 
 def split_of(identity: str, fractions=(0.8, 0.1, 0.1)) -> str:

@@ -21,6 +21,8 @@ import pyarrow.fs as pafs
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI, never a credential."""
 
+    user_error = True  # the CLI prints it as one line
+
 
 @dataclass(frozen=True)
 class Location:

@@ -28,7 +28,7 @@ META_FILE = "meta.json"  # written after state.pt: a checkpoint without it is no
 
 
 class CheckpointError(RuntimeError):
-    pass
+    user_error = True
 
 
 @dataclass

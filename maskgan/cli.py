@@ -51,6 +51,44 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="run config (YAML or JSON); see configs/")
     t.add_argument("--resume", action="store_true", help="continue the run named in the config from its last checkpoint")
 
+    pr = data.add_parser("prepare", help="FFHQ + MaskedFace-Net (local or s3://) -> prepared shards, as a Ray Data job")
+    pr.add_argument("--ffhq", required=True, help="FFHQ images URI (NNNNN.png, flat or in thousand-folders)")
+    pr.add_argument("--maskedfacenet", required=True, help="MaskedFace-Net URI (NNNNN_Mask*.jpg, flat or in folders)")
+    pr.add_argument("--out", required=True, help="output URI for shards + manifest")
+    pr.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
+    pr.add_argument("--shard-size", type=int, default=1024, help="rows per shard (default: 1024)")
+    pr.add_argument("--max-bad-fraction", type=float, default=0.01,
+                    help="fail when more than this fraction of inputs is unusable (default: 0.01)")
+    pr.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
+
+    tu = sub.add_parser("tune", help="Ray Tune sweep over experiments and generator architectures")
+    tu.add_argument("--space", required=True, help="search space YAML (see tune/spaces/)")
+    tu.add_argument("--storage", default=None, help="where the sweep lives (default: the space's base storage)")
+    tu.add_argument("--num-samples", type=int, default=1, help="samples per grid point (default: 1)")
+    tu.add_argument("--scheduler", choices=["asha", "pbt", "none"], default="asha")
+    tu.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
+
+    ex = sub.add_parser("export", help="upload the best checkpoint of a run or sweep to s3:// with a model card")
+    ex.add_argument("--run", required=True, help="train run or sweep URI")
+    ex.add_argument("--to", required=True, help="s3://bucket/prefix (or a local directory)")
+    ex.add_argument("--metric", default="acc/val/generated", help="checkpoint metric to rank by (lower is better)")
+
+    sa = sub.add_parser("sample", help="sample new designs from an exported model (or a run)")
+    sa.add_argument("--from", dest="source", required=True, help="export URI (s3://bucket/prefix) or run URI")
+    sa.add_argument("--n", type=int, default=16, help="number of designs (default: 16)")
+    sa.add_argument("--out", required=True, help="PNG file to write")
+
+    sb = sub.add_parser("submit", help="submit a maskgan command to a Ray cluster as a job and follow it")
+    sb.add_argument("--address", default=None, help="Ray dashboard URL (default: RAY_ADDRESS or http://127.0.0.1:8265)")
+    sb.add_argument("--working-dir", default=".", help="directory shipped as the job's runtime env (default: .)")
+    sb.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    sb.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- maskgan train --config ...")
+
+    gr = sub.add_parser("grafana", help="Grafana dashboard").add_subparsers(dest="graf_cmd", required=True,
+                                                                          metavar="ACTION")
+    gp = gr.add_parser("push", help="create or update the maskgan dashboard (token from GRAFANA_TOKEN)")
+    gp.add_argument("--url", required=True, help="Grafana base URL")
+
     e = sub.add_parser("evaluate", help="score a run: accuracy per split and row, with 95%% intervals")
     e.add_argument("--run", required=True, help="run folder URI (train.storage/train.name)")
     return p
@@ -71,14 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(e: Exception) -> bool:
-    from data_loader.shards import ShardError
-    from data_loader.storage import StorageError
-    from maskgan.assembly import CheckpointError
-    from maskgan.config import ConfigError
-    from maskgan.models.weights import WeightsError
-    from maskgan.train import RunExistsError
-
-    return isinstance(e, (ConfigError, StorageError, ShardError, WeightsError, CheckpointError, RunExistsError))
+    # Errors about the user's input (config, URIs, files, data) set `user_error = True`: one line, no traceback.
+    return bool(getattr(e, "user_error", False))
 
 
 def _dispatch(args) -> int:
@@ -99,6 +131,39 @@ def _dispatch(args) -> int:
             raise ConfigError(str(e)) from None
         print(f"wrote {sum(s['rows'] for s in m['sets'].values())} rows "
               "(" + ", ".join(f"{k}: {v['rows']}" for k, v in m["sets"].items()) + f") to {args.out}")
+        return 0
+    if args.cmd == "data" and args.data_cmd == "prepare":
+        from data_loader import prepare
+
+        prepare.run(args.ffhq, args.maskedfacenet, args.out, size=args.size, shard_size=args.shard_size,
+                    max_bad_fraction=args.max_bad_fraction, endpoint=args.endpoint_url)
+        return 0
+    if args.cmd == "tune":
+        from tune import sweep
+
+        sweep.run(args.space, storage=args.storage, num_samples=args.num_samples, scheduler=args.scheduler,
+                  resume=args.resume)
+        return 0
+    if args.cmd == "export":
+        from tune import export
+
+        export.export(args.run, args.to, metric=args.metric)
+        return 0
+    if args.cmd == "sample":
+        from tune import export
+
+        export.sample(args.source, n=args.n, out=args.out)
+        return 0
+    if args.cmd == "submit":
+        from cluster import submit
+
+        entry = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
+        return submit.submit(entry, address=args.address, working_dir=args.working_dir, wait=not args.no_wait)
+    if args.cmd == "grafana":
+        from cluster import grafana
+
+        result = grafana.push_dashboard(args.url)
+        print(f"dashboard pushed: {result.get('url', result)}")
         return 0
     if args.cmd == "projector":
         from maskgan import pretrain

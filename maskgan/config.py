@@ -25,6 +25,8 @@ PRETRAINED = ("vggface2", "casia-webface")
 class ConfigError(ValueError):
     """One line: which field, what is wrong, what is allowed."""
 
+    user_error = True
+
 
 @dataclass
 class DataConfig:

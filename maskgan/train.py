@@ -24,7 +24,7 @@ VAL_ROWS = ("unmasked", "original_mask", "generated")
 
 
 class RunExistsError(RuntimeError):
-    pass
+    user_error = True
 
 
 # ---- worker -----------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ FACENET_URLS = {
 
 
 class WeightsError(RuntimeError):
-    pass
+    user_error = True
 
 
 def load_torch(uri: str, what: str = "weights file", endpoint: str | None = None) -> dict:
