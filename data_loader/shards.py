@@ -82,20 +82,31 @@ class ShardWriter:
         if not self._rows:
             return
         rel = f"{self.set_name}/part-{self._index:05d}.parquet"
-        table = pa.Table.from_pylist(self._rows, schema=SCHEMA)
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd", row_group_size=min(256, len(self._rows)))
-        data = buf.getvalue()
-        storage.write_bytes(self.root.join(rel), data)
-        self.shards.append(
-            {"path": rel, "rows": len(self._rows), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        )
+        self.shards.append(write_shard(self.root, rel, self._rows))
         self._rows = []
         self._index += 1
 
     def close(self) -> list[dict]:
         self.flush()
         return self.shards
+
+
+def write_shard(root: Location, rel: str, rows: list[dict]) -> dict:
+    """Write rows (image_row dicts) as one parquet shard at root/rel; returns its manifest entry (with sha256)."""
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", row_group_size=max(1, min(256, len(rows))))
+    data = buf.getvalue()
+    storage.write_bytes(root.join(rel), data)
+    return {"path": rel, "rows": len(rows), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def shard_ok(root: Location, shard: dict) -> bool:
+    """True when the shard exists and its bytes match the manifest entry's sha256 (re-runs skip such shards)."""
+    loc = root.join(shard["path"])
+    if not storage.exists(loc):
+        return False
+    return hashlib.sha256(storage.read_bytes(loc)).hexdigest() == shard["sha256"]
 
 
 def image_row(*, label: int, identity: str, split: str, variant: str, unmasked: np.ndarray,

@@ -1,0 +1,359 @@
+"""`maskgan data prepare`: FFHQ + MaskedFace-Net (local or s3://) -> prepared shards, as a Ray Data job.
+
+The driver only lists (data_loader.sources pairs files by number) and plans chunks; Ray Data tasks read bytes
+and decode one image at a time, so one corrupt file costs one skipped entry, never the job (Ray's read_images
+fails the whole read on one bad file, and max_errored_blocks drops whole blocks).
+
+Two stages, each image decoded once:
+
+1. per chunk of identities: read + decode + resize each FFHQ photo -> `_prepare/unmasked/<chunk>.parquet`.
+   A corrupt FFHQ photo removes its identity, so labels can only be given after this stage.
+2. labels 0..N-1 by sorted identity over the identities whose photo decoded; per chunk: read + decode each
+   MaskedFace-Net image, derive its alpha label from the pair (data_loader.alpha), write the chunk's gallery
+   shard `gallery/part-<split>-<k>.parquet` and probe shard `<split>/part-<k>.parquet`.
+
+Chunks are identities of one split (stable hash of the number), sorted, about --shard-size probe rows each, so
+file names are deterministic. Each finished chunk leaves a marker (`_prepare/.../<chunk>.json`) with the hash
+of what it was asked to do and its shards' sha256; a re-run skips every chunk whose marker matches and whose
+shards verify, so nothing finished is redone or lost. `_prepare/` is that resume state (about the size of the
+gallery set); it may be deleted once prepare has succeeded. The manifest is written last.
+
+Bad inputs are converted (grayscale, CMYK, 16-bit, palette, RGBA -> RGB; non-square -> centre crop) or skipped
+and listed with their reason. When the unusable files exceed --max-bad-fraction of all input images, the job
+writes `_prepare/report.json` (every skipped file and why) but no manifest.json (a dataset that failed its
+check is not published; an older manifest there is removed), then fails with one line. Finished chunks stay,
+so a re-run with a higher --max-bad-fraction completes in seconds. Missing partners ("unpaired") and
+duplicates are listed but not counted as bad: a partial MaskedFace-Net download (e.g. CMFD only) leaves many
+FFHQ numbers unpaired by design.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+
+import numpy as np
+
+from data_loader import alpha, shards, sources, storage
+
+WORK = "_prepare"
+MIN_SIDE = 32  # images smaller than this on a side carry no usable face
+VERSION = 1  # bump when the per-chunk processing changes, so re-runs redo chunks
+
+
+class PrepareError(RuntimeError):
+    user_error = True  # the CLI prints it as one line
+
+
+class BadImage(ValueError):
+    """An input image that cannot be used; the message is the reason listed in the manifest."""
+
+
+# ---- one image ---------------------------------------------------------------------------------------------
+
+
+def load_rgb(data: bytes, size: int) -> tuple[np.ndarray, list[str]]:
+    """Encoded image bytes -> (uint8 [size,size,3], conversions applied). Raises BadImage with the reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    conversions: list[str] = []
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if min(w, h) < MIN_SIDE:
+                raise BadImage(f"too small ({w}x{h}, need at least {MIN_SIDE}x{MIN_SIDE})")
+            if im.format == "JPEG":
+                im.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale when that still covers size
+            im.load()
+            if im.mode != "RGB":
+                conversions.append(f"{im.mode}->RGB")
+                im = _to_rgb(im)
+            if w != h:
+                conversions.append(f"{w}x{h} centre-cropped to square")
+            cw, ch = im.size
+            s = min(cw, ch)
+            box = ((cw - s) / 2, (ch - s) / 2, (cw + s) / 2, (ch + s) / 2)
+            im = im.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+            arr = np.asarray(im, dtype=np.uint8)
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage("cannot decode (not an image format Pillow reads)") from None
+    except Exception as e:  # Pillow raises many types for corrupt files (OSError, SyntaxError, struct.error, ...)
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise BadImage(f"cannot decode ({type(e).__name__}{': ' + msg if msg else ''})") from None
+    if arr.shape != (size, size, 3):
+        raise BadImage(f"decoded to an unexpected shape {arr.shape}")
+    return np.ascontiguousarray(arr), conversions
+
+
+def _to_rgb(im):
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if im.mode.startswith("I;16") or a.max(initial=0) > 255:
+            a = a / 257.0  # 16-bit -> 8-bit
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.stack([g, g, g], axis=-1))
+    if im.mode in ("RGBA", "LA", "PA", "P") and (im.mode != "P" or "transparency" in im.info):
+        im = im.convert("RGBA")
+        flat = Image.new("RGBA", im.size, (255, 255, 255, 255))  # transparent areas onto white
+        return Image.alpha_composite(flat, im).convert("RGB")
+    return im.convert("RGB")
+
+
+# ---- the two per-chunk stages (run as Ray Data tasks) -------------------------------------------------------
+
+
+def _spec_hash(spec: dict) -> str:
+    return hashlib.sha256(json.dumps({"v": VERSION, **spec}, sort_keys=True).encode()).hexdigest()
+
+
+def _resumed(root: storage.Location, marker: storage.Location, spec_hash: str, keys: tuple[str, ...]) -> dict | None:
+    """The marker's entry when it matches this spec and every shard it names verifies; else None."""
+    if not storage.exists(marker):
+        return None
+    try:
+        entry = json.loads(storage.read_text(marker))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if entry.get("spec_hash") != spec_hash:
+        return None
+    for key in keys:
+        if entry.get(key) is not None and not shards.shard_ok(root, entry[key]):
+            return None
+    return {**entry, "resumed": True}
+
+
+def unmasked_chunk(spec: dict, ffhq: storage.Location, root: storage.Location) -> dict:
+    """Stage 1: decode + resize the chunk's FFHQ photos into `_prepare/unmasked/<chunk>.parquet`."""
+    h = _spec_hash(spec)
+    marker = root.join(WORK, "unmasked", f"{spec['chunk']}.json")
+    done = _resumed(root, marker, h, ("shard",))
+    if done:
+        return done
+    rows, good, bad, skipped, converted = [], [], {}, [], []
+    for ident, rel, _bytes in spec["ffhq"]:
+        loc = ffhq.join(rel)
+        try:
+            img, conv = load_rgb(storage.read_bytes(loc), spec["size"])
+        except BadImage as e:
+            skipped.append({"path": loc.uri, "reason": str(e), "kind": "bad"})
+            bad[ident] = loc.uri
+            continue
+        if conv:
+            converted.append({"path": loc.uri, "converted": ", ".join(conv)})
+        rows.append(shards.image_row(label=-1, identity=ident, split=spec["split"], variant="gallery", unmasked=img))
+        good.append(ident)
+    shard = shards.write_shard(root, f"{WORK}/unmasked/{spec['chunk']}.parquet", rows) if rows else None
+    entry = {"chunk": spec["chunk"], "spec_hash": h, "shard": shard, "good": good, "bad": bad, "skipped": skipped,
+             "converted": converted}
+    storage.write_text(marker, json.dumps(entry))
+    return {**entry, "resumed": False}
+
+
+def pairs_chunk(spec: dict, mfn: storage.Location, root: storage.Location) -> dict:
+    """Stage 2: the chunk's gallery rows + probe rows (masked, unmasked, derived alpha) as two shards."""
+    h = _spec_hash(spec)
+    marker = root.join(WORK, "done", f"{spec['chunk']}.json")
+    done = _resumed(root, marker, h, ("gallery", "probes"))
+    if done:
+        return done
+    unmasked_shard = spec["unmasked"]
+    table = shards.read_table(root, unmasked_shard)  # verifies its sha256
+    photos = dict(zip(table.column("identity").to_pylist(),
+                      shards.decode(table.select(["size", "unmasked"]).to_pydict())["unmasked"]))
+    split, gallery, probes, skipped, converted, counts = spec["split"], [], [], [], [], {}
+    for ident, label, masked_files in spec["ids"]:
+        un = photos[ident]
+        gallery.append(shards.image_row(label=label, identity=ident, split=split, variant="gallery", unmasked=un))
+        for variant, rel, _bytes in masked_files:
+            loc = mfn.join(rel)
+            try:
+                ma, conv = load_rgb(storage.read_bytes(loc), spec["size"])
+            except BadImage as e:
+                skipped.append({"path": loc.uri, "reason": str(e), "kind": "bad"})
+                continue
+            al, why = alpha.derive(ma, un)
+            if al is None:
+                skipped.append({"path": loc.uri, "reason": why, "kind": "bad"})
+                continue
+            if conv:
+                converted.append({"path": loc.uri, "converted": ", ".join(conv)})
+            probes.append(shards.image_row(label=label, identity=ident, split=split, variant=variant,
+                                           unmasked=un, masked=ma, alpha=al))
+            counts[variant] = counts.get(variant, 0) + 1
+    entry = {
+        "chunk": spec["chunk"], "split": split, "spec_hash": h,
+        "gallery": shards.write_shard(root, f"gallery/part-{spec['chunk']}.parquet", gallery),
+        "probes": shards.write_shard(root, f"{split}/part-{spec['index']:05d}.parquet", probes) if probes else None,
+        "counts": counts, "skipped": skipped, "converted": converted,
+    }
+    storage.write_text(marker, json.dumps(entry))
+    return {**entry, "resumed": False}
+
+
+def _stage_batch(batch: dict, stage: str, src: storage.Location, root: storage.Location) -> dict:
+    fn = unmasked_chunk if stage == "unmasked" else pairs_chunk
+    return {"entry": np.array([json.dumps(fn(json.loads(str(s)), src, root)) for s in batch["spec"]], dtype=object)}
+
+
+# ---- driver -----------------------------------------------------------------------------------------------
+
+
+def plan(identities: list[sources.Identity], shard_size: int, size: int) -> list[dict]:
+    """Stage-1 specs: per split, sorted identities in chunks of about shard_size probe rows."""
+    mean_pairs = sum(len(i.masked) for i in identities) / max(len(identities), 1)
+    per_chunk = max(1, round(shard_size / max(mean_pairs, 1.0)))
+    chunks = []
+    for split in shards.SPLITS:
+        ids = [i for i in identities if shards.split_of(i.identity) == split]
+        for k in range(0, len(ids), per_chunk):
+            part = ids[k:k + per_chunk]
+            chunks.append({"chunk": f"{split}-{k // per_chunk:05d}", "split": split, "index": k // per_chunk,
+                           "size": size, "ffhq": [[i.identity, *i.ffhq] for i in part],
+                           "_masked": {i.identity: [list(m) for m in i.masked] for i in part}})
+    return chunks
+
+
+def _run_stage(stage: str, specs: list[dict], src: storage.Location, root: storage.Location, what: str,
+               log) -> list[dict]:
+    import ray.data
+
+    if not specs:
+        return []
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ds = ray.data.from_items([{"spec": json.dumps(s)} for s in specs], override_num_blocks=len(specs))
+    ds = ds.map_batches(_stage_batch, batch_size=1, batch_format="numpy", num_cpus=1,
+                        fn_kwargs={"stage": stage, "src": src, "root": root})
+    entries, resumed, every = [], 0, max(1, len(specs) // 20)
+    for row in ds.iter_rows():
+        entry = json.loads(row["entry"])
+        entries.append(entry)
+        resumed += bool(entry.get("resumed"))
+        if len(entries) % every == 0 or len(entries) == len(specs):
+            log(f"prepare: {what}: {len(entries)}/{len(specs)} chunks done"
+                + (f" ({resumed} already finished, skipped)" if resumed else ""))
+    return sorted(entries, key=lambda e: e["chunk"])
+
+
+def ensure_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # RAY_ADDRESS (set by `ray job submit` and on cluster nodes) attaches to the cluster; else a local Ray.
+        ray.init(log_to_driver=True, configure_logging=False)
+
+
+def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size: int = 1024,
+        max_bad_fraction: float = 0.01, endpoint: str | None = None, log=print) -> dict:
+    """Prepare shards from FFHQ + MaskedFace-Net; returns the manifest (also written to out/manifest.json)."""
+    if size < MIN_SIDE:
+        raise PrepareError(f"--size {size}: must be at least {MIN_SIDE}")
+    if shard_size < 1:
+        raise PrepareError(f"--shard-size {shard_size}: must be at least 1")
+    if not 0 <= max_bad_fraction <= 1:
+        raise PrepareError(f"--max-bad-fraction {max_bad_fraction}: must be between 0 and 1")
+    t0 = time.perf_counter()
+    src_f, src_m = storage.resolve(ffhq, endpoint), storage.resolve(maskedfacenet, endpoint)
+    root = storage.resolve(out, endpoint)
+    for flag, loc in (("--ffhq", src_f), ("--maskedfacenet", src_m)):
+        if not storage.is_dir(loc):
+            raise PrepareError(f"{flag} {loc.uri}: not found (expected a directory or s3:// prefix of images)")
+
+    found = sources.discover(src_f, src_m)
+    n_inputs = found.files["ffhq"] + found.files["maskedfacenet"]
+    n_pairs = sum(len(i.masked) for i in found.identities)
+    log(f"prepare: found {found.files['ffhq']} FFHQ and {found.files['maskedfacenet']} MaskedFace-Net images "
+        f"-> {n_pairs} pairs of {len(found.identities)} identities"
+        + (f" ({found.ignored} other files ignored)" if found.ignored else ""))
+    if not found.identities:
+        raise PrepareError(f"no pairs: {found.files['ffhq']} FFHQ images (NNNNN.png) under {src_f.uri} and "
+                           f"{found.files['maskedfacenet']} MaskedFace-Net images (NNNNN_Mask*.jpg) under "
+                           f"{src_m.uri} share no number")
+    ensure_ray()
+
+    specs1 = plan(found.identities, shard_size, size)
+    masked_of = {ident: files for s in specs1 for ident, files in s.pop("_masked").items()}
+    stage1 = _run_stage("unmasked", specs1, src_f, root, "decode FFHQ photos", log)
+
+    skipped = list(found.skipped)
+    converted: list[dict] = []
+    good: set[str] = set()
+    for e in stage1:
+        good.update(e["good"])
+        skipped += e["skipped"]
+        converted += e["converted"]
+        for ident, uri in e["bad"].items():  # the masked partners of an unusable FFHQ photo
+            for _variant, rel, _bytes in masked_of[ident]:
+                skipped.append({"path": src_m.join(rel).uri, "reason": f"its FFHQ image {uri} is unusable",
+                                "kind": "partner_bad"})
+    labels = {ident: i for i, ident in enumerate(sorted(good))}
+
+    specs2 = []
+    stage1_of = {e["chunk"]: e for e in stage1}
+    for spec in specs1:
+        e = stage1_of[spec["chunk"]]
+        ids = [[ident, labels[ident], masked_of[ident]] for ident, _rel, _b in spec["ffhq"] if ident in labels]
+        if ids:
+            specs2.append({"chunk": spec["chunk"], "split": spec["split"], "index": spec["index"],
+                           "size": size, "unmasked": e["shard"], "ids": ids})
+    stage2 = _run_stage("pairs", specs2, src_m, root, "decode MaskedFace-Net images + derive alpha", log)
+
+    sets = {name: {"rows": 0, "shards": []} for name in ("gallery", *shards.SPLITS)}
+    counts = {split: {} for split in shards.SPLITS}
+    for e in stage2:
+        for set_name, shard in (("gallery", e["gallery"]), (e["split"], e["probes"])):
+            if shard:
+                sets[set_name]["shards"].append(shard)
+                sets[set_name]["rows"] += shard["rows"]
+        for variant, n in e["counts"].items():
+            counts[e["split"]][variant] = counts[e["split"]].get(variant, 0) + n
+        skipped += e["skipped"]
+        converted += e["converted"]
+    for s in sets.values():
+        s["shards"].sort(key=lambda x: x["path"])
+    skipped.sort(key=lambda s: s["path"])
+    converted.sort(key=lambda c: c["path"])
+    n_bad = sum(s["kind"] == "bad" for s in skipped)
+    split_ids = {split: sum(shards.split_of(i) == split for i in labels) for split in shards.SPLITS}
+    manifest = {
+        "source": {"kind": "ffhq+maskedfacenet", "ffhq": src_f.uri, "maskedfacenet": src_m.uri,
+                   "shard_size": shard_size, "alpha": "derived from each pair (data_loader.alpha)"},
+        "size": size,
+        "identities": len(labels),
+        "split_identities": split_ids,
+        "sets": sets,
+        "counts": counts,
+        "inputs": {"ffhq": found.files["ffhq"], "maskedfacenet": found.files["maskedfacenet"],
+                   "ignored": found.ignored, "ignored_examples": found.ignored_examples},
+        "bad": {"count": n_bad, "fraction": n_bad / max(n_inputs, 1), "max_fraction": max_bad_fraction},
+        "skipped": skipped,
+        "converted": converted,
+    }
+    report = root.join(WORK, "report.json")
+    storage.write_text(report, json.dumps(manifest, indent=1, sort_keys=True))
+    kinds = {}
+    for s in skipped:
+        kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
+    log(f"prepare: {len(labels)} identities (train {split_ids['train']} / val {split_ids['val']} / test "
+        f"{split_ids['test']}), probe pairs train {sets['train']['rows']} / val {sets['val']['rows']} / test "
+        f"{sets['test']['rows']}; skipped {len(skipped)}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})" if kinds else "")
+        + f", converted {len(converted)}; {time.perf_counter() - t0:.1f}s")
+    if n_bad > max_bad_fraction * n_inputs:
+        stale = root.join(shards.MANIFEST)
+        if storage.exists(stale):
+            root.fs.delete_file(stale.path)
+        raise PrepareError(
+            f"{n_bad} of {n_inputs} input images ({n_bad / n_inputs:.1%}) are unusable, above --max-bad-fraction "
+            f"{max_bad_fraction:.1%}; no manifest written. Every skipped file and why: {report.uri} "
+            f"(finished shards are kept: a re-run resumes)")
+    shards.write_manifest(root, manifest)
+    log(f"prepare: manifest written to {root.join(shards.MANIFEST).uri}")
+    return {"format": shards.FORMAT, **manifest}
