@@ -141,6 +141,33 @@ def write_bytes(loc: Location, data: bytes) -> None:
         raise StorageError(f"{loc.uri}: cannot write ({_short(e)})") from None
 
 
+def is_transient(e: BaseException) -> bool:
+    """Worth retrying: network and service errors. Not: a full disk, a missing file, a permission."""
+    text = str(e).lower()
+    permanent = ("no space left", "not found", "permission denied", "access denied", "escape")
+    return not any(p in text for p in permanent)
+
+
+def with_retries(fn, what: str, attempts: int = 8, base: float = 0.5, cap: float = 15.0, log=None):
+    """Run fn(), retrying transient storage errors with capped exponential backoff (~60 s in all).
+
+    Long enough to ride out an object-store blip during a checkpoint upload; permanent errors (disk full,
+    missing, denied) surface at once.
+    """
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except (StorageError, OSError) as e:
+            if attempt == attempts - 1 or not is_transient(e):
+                raise
+            delay = min(cap, base * 2 ** attempt)
+            if log:
+                log(f"{what}: {_short(e)}; retrying in {delay:.1f}s ({attempt + 1}/{attempts - 1})")
+            time.sleep(delay)
+
+
 def read_text(loc: Location) -> str:
     return read_bytes(loc).decode("utf-8")
 

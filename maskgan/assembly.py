@@ -24,7 +24,7 @@ from maskgan.objective import to_float_images, trunk_features
 
 CKPT_FORMAT = "maskgan-ckpt/1"
 STATE_FILE = "state.pt"
-META_FILE = "meta.json"  # written after state.pt: a checkpoint without it is not complete
+META_FILE = "meta.json"  # the commit marker: uploaded after everything else; without it a checkpoint is not complete
 
 
 class CheckpointError(RuntimeError):
@@ -119,6 +119,18 @@ def save_checkpoint(directory: str, *, cfg: RunConfig, size: int, epoch: int, ge
             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     with open(os.path.join(directory, META_FILE), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
+
+
+def upload_checkpoint(local_dir: str, dest: storage.Location, log=print) -> None:
+    """Copy a checkpoint folder to storage, write-then-commit: every file first (each retried with backoff
+    through outages), meta.json last. A reader never takes a half-uploaded checkpoint for a complete one."""
+    import os
+
+    names = sorted(os.listdir(local_dir))
+    for name in [n for n in names if n != META_FILE] + [META_FILE]:
+        with open(os.path.join(local_dir, name), "rb") as f:
+            data = f.read()
+        storage.with_retries(lambda: storage.write_bytes(dest.join(name), data), f"upload {dest.join(name).uri}", log=log)
 
 
 def read_checkpoint(loc: storage.Location) -> dict:
