@@ -52,3 +52,32 @@ def test_config_names_cannot_escape_the_storage_root():
     for name in ("../elsewhere", "a/b", ".hidden"):
         with pytest.raises(config.ConfigError, match="train.name"):
             config.from_dict({"train": {"name": name}})
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/maskgan-ckpt-pwned",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    """Even with a matching checksum (an attacker can write meta.json too), loading never unpickles code."""
+    import hashlib
+    import io
+    import pickle
+
+    import torch
+
+    from maskgan import assembly
+
+    marker = "/tmp/maskgan-ckpt-pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    ckpt = tmp_path / "checkpoint_evil"
+    ckpt.mkdir()
+    buf = io.BytesIO()
+    torch.save({"format": assembly.CKPT_FORMAT, "generator": _Payload()}, buf, pickle_module=pickle)
+    (ckpt / "state.pt").write_bytes(buf.getvalue())
+    (ckpt / "meta.json").write_text(json.dumps({"epoch": 0, "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}))
+    with pytest.raises(assembly.CheckpointError, match="state.pt: refused"):
+        assembly.read_checkpoint(storage.resolve(str(ckpt)))
+    assert not os.path.exists(marker)
