@@ -67,6 +67,16 @@ class TrainConfig:
     max_failures: int = 0  # worker-failure restarts (from the last checkpoint)
     val_probes: int = 256  # val probes scored each epoch (the full evaluation is `maskgan evaluate`)
     num_to_keep: int = 2  # checkpoints kept in storage
+    # Speed (bench/step.py measures each). auto: bf16 autocast on CUDA (tensor cores), fp32 on CPU (exact).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # torch.compile the recogniser trunk: ~1.5x the step on a GPU, but the first steps (and the first step of
+    # each new batch shape) pay minutes of compilation; worth it for long runs only.
+    compile: bool = False
+    # GiB of the worker's device memory for keeping its rows resident after the first epoch, with their
+    # per-image constants (projector alpha, real-photo trunk features), so later epochs skip Ray Data and the
+    # constants' recomputation. auto: 40 % of the GPU's memory on CUDA; 0 on CPU, where host memory must stay
+    # flat in dataset size. Used only when the worker's whole share fits; else every epoch streams.
+    resident_gib: Union[float, Literal["auto"]] = "auto"
 
 
 @dataclass
@@ -179,6 +189,8 @@ def _validate(cfg: RunConfig) -> RunConfig:
     positive("train.max_failures", cfg.train.max_failures, allow_zero=True)
     positive("train.val_probes", cfg.train.val_probes, allow_zero=True)
     positive("train.num_to_keep", cfg.train.num_to_keep)
+    if cfg.train.resident_gib != "auto":
+        positive("train.resident_gib", cfg.train.resident_gib, allow_zero=True)
     positive("projector.epochs", cfg.projector.epochs)
     positive("projector.batch_size", cfg.projector.batch_size)
     positive("projector.lr", cfg.projector.lr)
