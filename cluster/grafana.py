@@ -23,6 +23,8 @@ DASHBOARD_PATH = Path(__file__).with_name("dashboard.json")
 class GrafanaPushError(RuntimeError):
     """One line saying which Grafana failed and how; safe to print (no token)."""
 
+    user_error = True
+
 
 def dashboard_exprs(path=DASHBOARD_PATH) -> list[str]:
     """Every PromQL expression in the dashboard, rows' nested panels included."""
