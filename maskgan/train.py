@@ -6,6 +6,7 @@ the one `train_step` from maskgan.objective.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -26,6 +27,12 @@ VAL_ROWS = ("unmasked", "original_mask", "generated")
 
 
 class RunExistsError(RuntimeError):
+    user_error = True
+
+
+class StorageFullError(RuntimeError):
+    """The run's storage ran out of space; the checkpoints written before are intact."""
+
     user_error = True
 
 
@@ -200,9 +207,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     resumed = ray.train.get_checkpoint()
     state = None
     if resumed is not None:
-        with resumed.as_directory() as d:
-            loc = storage.resolve(d)
-            state = assembly.read_checkpoint(loc)
+        try:
+            with resumed.as_directory() as d:
+                state = assembly.read_checkpoint(storage.resolve(d))
+        except assembly.CheckpointError as e:
+            # Torn or corrupted latest checkpoint: say which, and fall back to the newest one that verifies.
+            print(f"[{cfg.train.name}] warning: {e}; falling back to the previous good checkpoint", flush=True)
+            state, _ = assembly.latest_checkpoint(run_location(cfg), log=lambda m: print(m, flush=True))
         assembly.check_resume_arch(state, cfg, size, "resume")
         generator.load_state_dict(state["generator"])
         head.load_state_dict(state["head"])
@@ -261,13 +272,26 @@ def train_loop_per_worker(loop_config: dict) -> None:
                                          head=unwrap(head), g_opt=g_opt, h_opt=h_opt, metrics=metrics)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             t_up = time.perf_counter()
-            ray.train.report(metrics, checkpoint=checkpoint)
+            ray.train.report(metrics, checkpoint=checkpoint,
+                             checkpoint_upload_fn=functools.partial(_upload_checkpoint, run_location(cfg)))
             if rank == 0:
                 metrics["checkpoint/upload_s"] = time.perf_counter() - t_up
         if metrics_sink is not None:
             metrics_sink.log(metrics, step=epoch)
         if rank == 0:
             print(_progress_line(cfg, epoch, metrics), flush=True)
+
+
+def _upload_checkpoint(run: storage.Location, checkpoint, dir_name: str):
+    """Ray Train's upload hook: our write-then-commit upload with retries, instead of a plain directory copy
+    (whose file order is arbitrary, so a torn copy could carry its commit marker). Ray requires the result
+    to live on its own storage filesystem object, so the upload goes through that one."""
+    import ray.train
+
+    ctx = ray.train.get_context().get_storage()
+    dest = storage.Location(ctx.storage_filesystem, f"{ctx.experiment_fs_path}/{dir_name}", run.join(dir_name).uri)
+    assembly.upload_checkpoint(checkpoint.path, dest, log=lambda m: print(m, flush=True))
+    return ray.train.Checkpoint(path=dest.path, filesystem=dest.fs)
 
 
 def _quiet_train_console() -> None:
@@ -368,10 +392,28 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print) -> FitR
             callbacks=callbacks or None),
         datasets={"train": stream.training_dataset(cfg.data.uri, cfg.data.endpoint_url, cfg.train.seed)},
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        if "No space left on device" in _chain_text(e):
+            kept = [str(epoch + 1) for epoch, _ in assembly.list_checkpoints(run)]
+            state = f"checkpoints of epochs {', '.join(kept)} are intact" if kept else "no checkpoint was completed"
+            raise StorageFullError(f"{run.uri}: no space left on device while writing a checkpoint; {state} "
+                                   f"(free space, then rerun with --resume)") from None
+        raise
     storage.write_text(run.join("config.yaml"), _yaml(cfg.to_dict()))
     ckpt = result.checkpoint
     return FitResult(run.uri, dict(result.metrics or {}), _uri_of(storage_root, ckpt.path) if ckpt else None)
+
+
+def _chain_text(e: BaseException) -> str:
+    """The messages of an exception and everything it wraps (Ray nests worker errors several levels deep)."""
+    parts, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        parts.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__ or getattr(e, "cause", None)
+    return "\n".join(parts)
 
 
 def _uri_of(root: storage.Location, path: str) -> str:
