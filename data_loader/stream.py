@@ -14,6 +14,10 @@ from typing import Iterator
 from data_loader import shards, storage
 
 TRAIN_COLUMNS = ["label", "size", "masked", "unmasked", "alpha"]
+# Ray Data's default target block is 128 MiB, and its parquet reader packs whole files into a read task up to
+# that size, so a worker would hold ~128 MiB blocks (a whole small dataset) at once. Small blocks keep each
+# worker's own memory at a few blocks + shuffle buffer + prefetched batches, whatever the dataset's size.
+BLOCK_BYTES = 8 * 2**20
 
 
 def training_dataset(data_uri: str, endpoint: str | None = None, seed: int = 0, set_name: str = "train"):
@@ -25,10 +29,17 @@ def training_dataset(data_uri: str, endpoint: str | None = None, seed: int = 0, 
     root = storage.resolve(data_uri, endpoint)
     manifest = shards.read_manifest(root)
     paths = shards.shard_paths(root, manifest, set_name)
-    return ray.data.read_parquet(
-        paths, filesystem=root.fs, columns=TRAIN_COLUMNS,
-        shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True),
-    )
+    # The Dataset keeps a copy of the context it was made under: set the block size for this one only.
+    ctx = ray.data.DataContext.get_current()
+    default_block = ctx.target_max_block_size
+    ctx.target_max_block_size = BLOCK_BYTES
+    try:
+        return ray.data.read_parquet(
+            paths, filesystem=root.fs, columns=TRAIN_COLUMNS,
+            shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True),
+        )
+    finally:
+        ctx.target_max_block_size = default_block
 
 
 def timed_batches(iterable, batch_size: int, shuffle_buffer: int, prefetch: int, seed: int | None = None
