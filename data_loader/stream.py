@@ -28,23 +28,53 @@ def training_dataset(data_uri: str, endpoint: str | None = None, seed: int = 0, 
     ray.data.DataContext.get_current().enable_progress_bars = False
     root = storage.resolve(data_uri, endpoint)
     manifest = shards.read_manifest(root)
-    paths = shards.shard_paths(root, manifest, set_name)
+    expected = {root.join(s["path"]).path: (s["sha256"], s["rows"]) for s in shards.set_shards(root, manifest, set_name)}
     # The Dataset keeps a copy of the context it was made under: set the block size for this one only.
     ctx = ray.data.DataContext.get_current()
     default_block = ctx.target_max_block_size
     ctx.target_max_block_size = BLOCK_BYTES
     try:
-        return ray.data.read_parquet(
-            paths, filesystem=root.fs, columns=TRAIN_COLUMNS,
-            shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True),
-        )
+        # Whole shard files, verified against the manifest's sha256 before a single row is used: a flipped
+        # byte must not become a silently wrong image. (read_parquet would decode it, or fail the whole read.)
+        files = ray.data.read_binary_files(
+            list(expected), filesystem=root.fs, include_paths=True,
+            shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True))
+        return files.map_batches(_VerifiedRows(expected), batch_size=1, batch_format="pyarrow")
     finally:
         ctx.target_max_block_size = default_block
 
 
-def timed_batches(iterable, batch_size: int, shuffle_buffer: int, prefetch: int, seed: int | None = None
-                  ) -> Iterator[tuple[dict, float]]:
-    """(decoded numpy batch, seconds waited for it) from a Ray DataIterator / Dataset shard."""
+class _VerifiedRows:
+    """One shard file -> its rows, or, when its checksum fails, one marker row carrying how many were skipped."""
+
+    def __init__(self, expected: dict):
+        self.expected = expected
+
+    def __call__(self, files):
+        import hashlib
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path, data = files.column("path")[0].as_py(), files.column("bytes")[0].as_py()
+        sha, rows = self.expected.get(path, (None, 0))
+        if hashlib.sha256(data).hexdigest() == sha:
+            table = pq.read_table(io.BytesIO(data), columns=TRAIN_COLUMNS)
+            return table.append_column("skipped", pa.array([0] * table.num_rows, pa.int32()))
+        print(f"warning: {path}: checksum mismatch (corrupt shard); its {rows} rows are skipped", flush=True)
+        marker = {c: [None] for c in TRAIN_COLUMNS}
+        marker.update(label=[-1], size=[0], skipped=[rows])
+        schema = pa.schema([shards.SCHEMA.field(c) for c in TRAIN_COLUMNS] + [pa.field("skipped", pa.int32())])
+        return pa.Table.from_pydict(marker, schema=schema)
+
+
+def timed_batches(iterable, batch_size: int, shuffle_buffer: int, prefetch: int, seed: int | None = None,
+                  stats: dict | None = None) -> Iterator[tuple[dict, float]]:
+    """(decoded numpy batch, seconds waited for it) from a Ray DataIterator / Dataset shard.
+
+    Rows of shards that failed their checksum never arrive; `stats["skipped_rows"]` counts them.
+    """
     it = iter(iterable.iter_batches(
         batch_size=batch_size, batch_format="numpy", prefetch_batches=prefetch,
         local_shuffle_buffer_size=shuffle_buffer or None, local_shuffle_seed=seed,
@@ -56,4 +86,13 @@ def timed_batches(iterable, batch_size: int, shuffle_buffer: int, prefetch: int,
         except StopIteration:
             return
         waited = time.perf_counter() - t0
+        if "skipped" in raw:
+            bad = raw["label"] < 0
+            if bad.any():
+                if stats is not None:
+                    stats["skipped_rows"] = stats.get("skipped_rows", 0) + int(raw["skipped"][bad].sum())
+                raw = {k: v[~bad] for k, v in raw.items()}
+                if len(raw["label"]) == 0:
+                    continue
+            raw.pop("skipped")
         yield shards.decode(raw), waited

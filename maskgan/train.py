@@ -173,11 +173,11 @@ def _all_workers_agree(flag: bool, device) -> bool:
     return bool(t.item())
 
 
-def _streamed_batches(shard, cfg: RunConfig, epoch: int, projector, trunk, device, autocast, resident):
+def _streamed_batches(shard, cfg: RunConfig, epoch: int, projector, trunk, device, autocast, resident, stats):
     """(step batch, seconds waited for data) from Ray Data; each batch's constants are kept in `resident`
-    when given."""
+    when given; rows of corrupt shards are counted in `stats` and never used."""
     for raw, waited in stream.timed_batches(shard, cfg.data.batch_size, cfg.data.shuffle_buffer,
-                                            cfg.data.prefetch_batches, seed=cfg.train.seed + epoch):
+                                            cfg.data.prefetch_batches, seed=cfg.train.seed + epoch, stats=stats):
         c = constants(raw, projector, trunk, cfg.objective.experiment, device, autocast)
         if resident is not None:
             resident.add(c)
@@ -241,13 +241,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     for epoch in range(start_epoch, cfg.train.epochs):
         unwrap(generator).train()
-        t0, wait, images, sums, steps = time.perf_counter(), 0.0, 0, {}, 0
+        t0, wait, images, sums, steps, data_stats = time.perf_counter(), 0.0, 0, {}, 0, {}
         filling = resident.capacity > 0 and not resident.ready and epoch < cfg.train.epochs - 1
         if resident.ready:
             batches = resident.batches(cfg.data.batch_size, seed=(cfg.train.seed * 1000 + rank) * 100_000 + epoch)
         else:
             batches = _streamed_batches(shard, cfg, epoch, projector, rec.trunk, device, models.autocast,
-                                        resident if filling else None)
+                                        resident if filling else None, data_stats)
         drew_resident = resident.ready
         for batch, waited in batches:
             wait += waited
@@ -262,7 +262,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics = {k: v / max(steps, 1) for k, v in sums.items()}
         metrics.update({"epoch": epoch, "train/images": images, "train/images_per_s": images / max(elapsed, 1e-9),
                         "train/data_wait_s": wait, "train/epoch_s": elapsed,
-                        "train/resident": float(drew_resident)})  # 1: batches came from rows kept on the device
+                        "train/resident": float(drew_resident),  # 1: batches came from rows kept on the device
+                        "data/skipped_rows": data_stats.get("skipped_rows", 0)})
+        if data_stats.get("skipped_rows"):
+            print(f"[{cfg.train.name}] warning: worker {rank} skipped {data_stats['skipped_rows']} rows of shards "
+                  f"that failed their checksum (see the Ray Data logs for which)", flush=True)
         if rank == 0:
             metrics.update(_validate(cfg, rec.trunk, head, projector, generator, gallery_feats, device))
         with tempfile.TemporaryDirectory() as tmp:
