@@ -16,6 +16,7 @@ from maskgan import config, evaluate, pretrain, train
 def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 4, epochs: int = 4,
         experiment: str = "exp1", generator: str = "fc3", log=print) -> dict:
     t0 = time.time()
+    os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # a laptop demo has no Prometheus to wait for
     out = os.path.abspath(out)
     cfg = config.debug_cpu(out).replace(train={"epochs": epochs},
                                         objective={"experiment": experiment}, model={"generator": generator})

@@ -64,5 +64,11 @@ class TrainMetrics:
                 _gauge(_ACCURACY).set(float(value), tags=tags)
 
     def close(self) -> None:
-        # Nothing to flush: Ray's agent exports the last values on its own schedule while the process lives.
-        pass
+        """Wait one metrics export interval: Ray's agent exports gauges on its own schedule and forgets them
+        when the worker exits, so a run's last epoch would otherwise often never reach Prometheus.
+        MASKGAN_METRICS_FLUSH_S overrides the wait (the test suite sets 0)."""
+        import os
+        import time
+
+        default = float(os.environ.get("RAY_metrics_report_interval_ms", "10000")) / 1000
+        time.sleep(max(0.0, float(os.environ.get("MASKGAN_METRICS_FLUSH_S", default))))

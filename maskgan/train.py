@@ -284,6 +284,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             metrics_sink.log(metrics, step=epoch)
         if rank == 0:
             print(_progress_line(cfg, epoch, metrics), flush=True)
+    if metrics_sink is not None:
+        metrics_sink.close()
 
 
 def _upload_checkpoint(run: storage.Location, checkpoint, dir_name: str):

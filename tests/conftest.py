@@ -19,6 +19,7 @@ if ROOT not in sys.path:
 # Small and fast everywhere: torch on 2 cores, no Ray Data progress bars, no usage stats.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # runs here need not wait for a metrics export
 
 
 def free_port() -> int:
