@@ -21,12 +21,11 @@ import io
 import json
 import math
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 
 from data_loader import shards, storage
-from tune.sweep import guard_ok
+from tune.sweep import code_version, guard_ok
 
 CARD = "model_card.json"
 SUMS = "SHA256SUMS"
@@ -164,23 +163,6 @@ def _file_sha256(uri: str, endpoint) -> str | None:
         return None
 
 
-def code_version() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--tags", "--dirty"], cwd=here, capture_output=True,
-                             text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            return f"git {out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        from importlib.metadata import version
-
-        return f"maskgan {version('maskgan')}"
-    except Exception:
-        return "unknown"
-
-
 def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dict]:
     """(files except the card and SHA256SUMS, the card without its `files` entry)."""
     from maskgan import assembly
@@ -225,10 +207,21 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
                        else _file_sha256(weights, cfg.data.endpoint_url),
                        "description": (report or {}).get("recognizer")},
         "projector": {"uri": cfg.model.projector, "sha256": _file_sha256(cfg.model.projector, cfg.data.endpoint_url)},
-        "code_version": code_version(),
+        "code_version": {"export": code_version(), "training": _training_code_version(choice.run)},
         "sample": "maskgan sample --from <this folder> --n 16 --out designs.png",
     }
     return files, card
+
+
+def _training_code_version(run: storage.Location) -> str | None:
+    """The sweep driver's code version when the run belongs to a sweep (runs/<trial> under it); else None."""
+    try:
+        meta_loc = storage.resolve(run.uri.rsplit("/runs/", 1)[0]).join("sweep.json") if "/runs/" in run.uri else None
+        if meta_loc is not None and storage.exists(meta_loc):
+            return json.loads(storage.read_text(meta_loc)).get("code_version")
+    except (storage.StorageError, json.JSONDecodeError):
+        pass
+    return None
 
 
 def _identity(card: dict) -> dict:

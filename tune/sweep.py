@@ -407,18 +407,70 @@ def max_concurrent_trials(base: RunConfig, resources: dict) -> int:
     return by_cpu
 
 
-def _scheduler(kind: str, space: Space):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+def _resumable_asha(state_uri: str, **kwargs):
+    """ASHA whose rung records (each trial's objective at each milestone) survive a driver restart: Tune
+    restores trials but not scheduler state, so after `--resume` a fresh ASHA would compare the remaining
+    trials only with each other. Records go to `asha_state.json` in the sweep folder after every decision."""
+    from ray.tune.schedulers import ASHAScheduler
 
+    class ResumableASHA(ASHAScheduler):
+        def __init__(self, state_uri: str, **kwargs):
+            super().__init__(**kwargs)
+            self._state_uri = state_uri
+            self._loaded = False
+
+        def __setstate__(self, state):  # unpickled from tuner.pkl on restore: read the records again
+            self.__dict__.update(state)
+            self._loaded = False
+
+        def _rungs(self):
+            return [(b, milestone, recorded) for b, bracket in enumerate(self._brackets)
+                    for milestone, recorded in bracket._rungs]
+
+        def _load(self):
+            if self._loaded:
+                return
+            self._loaded = True
+            loc = storage.resolve(self._state_uri)
+            if not storage.exists(loc):
+                return
+            saved = {(r["bracket"], r["milestone"]): r["recorded"] for r in json.loads(storage.read_text(loc))}
+            for b, milestone, recorded in self._rungs():
+                recorded.update(saved.get((b, milestone), {}))
+
+        def _save(self):
+            state = [{"bracket": b, "milestone": milestone, "recorded": recorded}
+                     for b, milestone, recorded in self._rungs()]
+            storage.write_text(storage.resolve(self._state_uri), json.dumps(state))
+
+        def on_trial_add(self, tune_controller, trial):
+            self._load()
+            super().on_trial_add(tune_controller, trial)
+
+        def on_trial_result(self, tune_controller, trial, result):
+            self._load()
+            action = super().on_trial_result(tune_controller, trial, result)
+            self._save()
+            return action
+
+        def on_trial_complete(self, tune_controller, trial, result):
+            self._load()
+            super().on_trial_complete(tune_controller, trial, result)
+            self._save()
+
+    return ResumableASHA(state_uri, **kwargs)
+
+
+def _scheduler(kind: str, space: Space, sweep_uri: str | None = None):
     if kind == "none":
         return None
     if kind == "asha":
         # max_t one past the last epoch: a trial that runs all its epochs ends by itself (its trainer shuts its
         # workers down); only trials stopped early are killed.
-        return ASHAScheduler(time_attr=TIME_ATTR, max_t=space.base.train.epochs + 1,
-                             grace_period=min(space.asha["grace_period"], space.base.train.epochs),
-                             reduction_factor=space.asha["reduction_factor"])
+        return _resumable_asha(storage.join_uri(sweep_uri or ".", "asha_state.json"), time_attr=TIME_ATTR,
+                               max_t=space.base.train.epochs + 1,
+                               grace_period=min(space.asha["grace_period"], space.base.train.epochs),
+                               reduction_factor=space.asha["reduction_factor"])
     if kind == "pbt":
         raise SweepError(
             "--scheduler pbt: not available with this trainer. PBT restarts a weak trial from a strong trial's "
@@ -426,6 +478,27 @@ def _scheduler(kind: str, space: Space):
             "(resume_from_checkpoint is gone) and the worker restores the optimiser's saved learning rate; "
             "use --scheduler asha, or grid/sample g_lr, head_lr and l1_lambda as axes")
     raise SweepError(f"--scheduler {kind}: unknown (asha, pbt, none)")
+
+
+def code_version() -> str:
+    """`git describe` of this checkout, else the installed package version."""
+    import os
+    import subprocess
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--tags", "--dirty"], cwd=here, capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return f"git {out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return f"maskgan {version('maskgan')}"
+    except Exception:
+        return "unknown"
 
 
 def _trial_dirname(t) -> str:
@@ -480,6 +553,7 @@ def run(space_path: str, storage: str | None = None, num_samples: int = 1, sched
     if not resume:
         storage_mod.write_text(meta_loc, json.dumps({"space": space.to_dict(), "scheduler": scheduler,
                                                      "num_samples": num_samples, "space_file": space_path,
+                                                     "code_version": code_version(),
                                                      "runs": runs.uri}, indent=1))
     sweep_args = {"space": space.to_dict(), "runs": runs.uri}
     trainable = tune.with_resources(tune.with_parameters(trial, sweep=sweep_args), TRIAL_RESOURCES)
@@ -497,7 +571,7 @@ def run(space_path: str, storage: str | None = None, num_samples: int = 1, sched
         tuner = tune.Tuner(
             trainable,
             param_space=ps,
-            tune_config=tune.TuneConfig(metric=METRIC, mode="min", scheduler=_scheduler(scheduler, space),
+            tune_config=tune.TuneConfig(metric=METRIC, mode="min", scheduler=_scheduler(scheduler, space, loc.uri),
                                         num_samples=num_samples, max_concurrent_trials=concurrent,
                                         trial_name_creator=lambda t: t.trial_id, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(name=space.name, storage_path=root.path, storage_filesystem=root.fs,
