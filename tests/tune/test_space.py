@@ -1,0 +1,169 @@
+"""Search space files, the recogniser guard, trial concurrency and the tables: no Ray needed."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tune import sweep
+from tune.sweep import SpaceError
+
+SPACES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tune", "spaces")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "maskgan.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ})
+
+
+def test_paper_space_is_the_papers_grid():
+    space = sweep.load_space(os.path.join(SPACES, "paper.yaml"))
+    assert space.grid == {"objective.experiment": ["exp0", "exp1", "exp2", "exp3"], "model.generator": ["fc3"]}
+    assert not (space.choice or space.loguniform or space.uniform)
+    # the base points at `make demo`'s output
+    assert space.base.data.uri == "demo_out/data" and space.base.model.projector == "demo_out/projector.pt"
+
+
+def test_explore_space_covers_generators_rates_lambda_and_batch():
+    space = sweep.load_space(os.path.join(SPACES, "explore.yaml"))
+    assert space.grid["model.generator"] == ["fc3", "fc_deep", "conv"]
+    assert len(space.grid["objective.experiment"]) == 4
+    assert {"objective.g_lr", "objective.head_lr"} <= set(space.loguniform)
+    assert {"objective.l1_lambda", "data.batch_size"} <= set(space.choice)
+    ps = sweep.param_space(space)
+    assert set(ps) == set(space.axes)
+    cfg = sweep.trial_config(space, {"model.generator": "conv", "objective.g_lr": 0.003, "data.batch_size": 16},
+                             "/tmp/sweeps/explore/runs", "abc_00001")
+    assert (cfg.model.generator, cfg.objective.g_lr, cfg.data.batch_size) == ("conv", 0.003, 16)
+    assert (cfg.train.storage, cfg.train.name) == ("/tmp/sweeps/explore/runs", "abc_00001")
+
+
+BASE = {"data": {"uri": "d"}, "model": {"projector": "p.pt"}}
+
+
+@pytest.mark.parametrize("space, needle", [
+    ({"base": BASE, "grid": {"objective.expriment": ["exp1"]}}, "grid.objective.expriment: unknown field"),
+    ({"base": BASE, "grid": {"model.generator": ["fc3", "vit"]}}, "grid.model.generator: 'vit' is not allowed"),
+    ({"base": BASE, "choice": {"data.batch_size": [8, -1]}}, "choice.data.batch_size: must be > 0"),
+    ({"base": BASE, "loguniform": {"objective.g_lr": [0, 0.1]}}, "loguniform.objective.g_lr: loguniform needs low > 0"),
+    ({"base": BASE, "uniform": {"data.batch_size": [8, 32]}}, "uniform.data.batch_size: uniform needs a float field"),
+    ({"base": BASE, "grid": {"train.epochs": [1, 2]}}, "grid.train.epochs: cannot be swept"),
+    ({"base": BASE, "grid": {"generator": ["fc3"]}}, "grid.generator: not a config field"),
+    ({"base": BASE, "grid": {"objective.g_lr": [0.1]}, "loguniform": {"objective.g_lr": [0.01, 0.1]}},
+     "loguniform.objective.g_lr: already an axis under grid"),
+    ({"base": {"data": {"uri": "d", "batch": 8}}}, "base.data.batch: unknown field"),
+    ({"base": BASE, "sheduler": "asha"}, "sheduler: unknown key"),
+    ({"base": BASE, "guard": {"rows": ["generated"]}}, "guard.rows:"),
+    ({"base": BASE, "asha": {"grace_period": 0}}, "asha.grace_period: expected an integer >= 1"),
+    ({"grid": {}}, "base: required"),
+])
+def test_bad_space_names_the_key(space, needle):
+    with pytest.raises(SpaceError) as e:
+        sweep.parse_space(space, "s.yaml")
+    assert str(e.value).startswith("s.yaml: ") and needle in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_bad_space_is_one_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({"base": BASE, "grid": {"model.generator": ["fc3", "vit"]}}))
+    r = _cli("tune", "--space", str(p), "--storage", str(tmp_path / "sweeps"))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "grid.model.generator: 'vit' is not allowed" in r.stderr
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_cli_pbt_is_refused_with_the_reason(ci_space, tmp_path):
+    r = _cli("tune", "--space", ci_space, "--storage", str(tmp_path / "sweeps"), "--scheduler", "pbt")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "--scheduler pbt: not available" in r.stderr and "asha" in r.stderr
+    assert not (tmp_path / "sweeps" / "ci" / "sweep.json").exists()
+
+
+def test_resume_without_a_sweep_says_so(ci_space, tmp_path):
+    r = _cli("tune", "--space", ci_space, "--storage", str(tmp_path / "nowhere"), "--resume")
+    assert r.returncode == 2 and "nothing to resume" in r.stderr
+
+
+def test_guard_a_collapsed_recogniser_never_wins():
+    floors = sweep.guard_floors({"unmasked": 0.9, "original_mask": 0.8}, sweep.Guard())
+    assert floors == {"unmasked": 0.45, "original_mask": 0.4}
+    healthy = {"epoch": 0, "acc/val/unmasked": 0.85, "acc/val/original_mask": 0.7, "acc/val/generated": 0.3}
+    forgot_everyone = {"epoch": 1, "acc/val/unmasked": 0.1, "acc/val/original_mask": 0.0, "acc/val/generated": 0.0}
+    forgot_masks = {"epoch": 1, "acc/val/unmasked": 0.9, "acc/val/original_mask": 0.05, "acc/val/generated": 0.0}
+    assert sweep.guarded(healthy, floors) == {"epochs_done": 1, "guard/ok": True, "objective": 0.3}
+    for collapsed in (forgot_everyone, forgot_masks):
+        g = sweep.guarded(collapsed, floors)
+        assert g["guard/ok"] is False and g["objective"] == 1.0 > sweep.guarded(healthy, floors)["objective"]
+    # an absolute floor as well as the ratio
+    strict = sweep.Guard(rows=("unmasked",), min_ratio=0.5, min_accuracy=0.95)
+    assert sweep.guarded(healthy, sweep.guard_floors({"unmasked": 0.9}, strict))["objective"] == 1.0
+
+
+@pytest.mark.parametrize("workers, cpw, use_gpu, resources, expected", [
+    (1, 0.5, False, {"CPU": 2.0}, 2),  # CI: two 0.5-CPU trials, one CPU left for Ray Data's reads
+    (2, 0.5, False, {"CPU": 2.0}, 1),  # the debug_cpu recipe
+    (2, 0.5, False, {"CPU": 1.0}, 1),  # never zero
+    (2, 8, "auto", {"CPU": 128.0, "GPU": 8.0}, 4),  # by GPUs
+    (8, 8, True, {"CPU": 128.0, "GPU": 8.0}, 1),
+])
+def test_concurrency_from_the_cluster(workers, cpw, use_gpu, resources, expected):
+    base = sweep.load_space(os.path.join(SPACES, "ci.yaml")).base
+    base = base.replace(train={"num_workers": workers, "cpus_per_worker": cpw, "use_gpu": use_gpu})
+    assert sweep.max_concurrent_trials(base, resources) == expected
+
+
+def test_paper_table_has_experiment_columns_and_the_papers_rows():
+    space = sweep.load_space(os.path.join(SPACES, "paper.yaml"))
+
+    def row(trial, exp, objective, gen_train, gen_test):
+        r = {"trial": trial, "objective.experiment": exp, "model.generator": "fc3", "objective": objective,
+             "illustrative_only": True}
+        r.update({"generated/train": gen_train, "generated/test": gen_test, "original_mask/test": 0.8,
+                  "unmasked/test": 1.0})
+        return r
+
+    rows = [row("t0", "exp0", 0.5, 0.06, 0.2), row("t1", "exp1", 0.4, 0.15, 0.3), row("t1b", "exp1", 0.9, 0.9, 0.9),
+            row("t3", "exp3", 0.2, 0.006, 0.1)]
+    table = sweep.paper_table(rows, space)
+    lines = table.splitlines()
+    assert "| experiment # | exp0 | exp1 | exp2 | exp3 |" in lines
+    assert "| training accuracy | 6.0% | 15.0% | – | 0.6% |" in lines  # exp1: the better-objective trial
+    assert "| testing accuracy | 20.0% | 30.0% | – | 10.0% |" in lines
+    assert any(line.startswith("| MaskedFace-Net accuracy") and "80.0%" in line for line in lines)
+    assert any(line.startswith("| FFHQ accuracy") and "100.0%" in line for line in lines)
+    assert "Illustrative only" in table
+
+
+def test_asha_rung_records_survive_a_driver_restart(tmp_path):
+    """Tune restores trials, not scheduler state: our ASHA reloads its rung records, so a trial resumed after
+    the driver died is still compared with the trials that finished before."""
+    import ray.cloudpickle as cloudpickle
+
+    space = sweep.load_space(os.path.join(SPACES, "ci.yaml"))
+
+    class T:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    def fresh(pickled=None):
+        s = cloudpickle.loads(pickled) if pickled else sweep._scheduler("asha", space, str(tmp_path))
+        s.set_search_properties(sweep.METRIC, "min")
+        return s
+
+    first = fresh()
+    pickled = cloudpickle.dumps(first)  # what tuner.pkl holds: the scheduler before any result
+    for tid, objective in (("a", 0.5), ("b", 0.3)):  # b is better: both go on
+        first.on_trial_add(None, T(tid))
+        assert first.on_trial_result(None, T(tid), {"epochs_done": 1, sweep.METRIC: objective}) == "CONTINUE"
+    assert (tmp_path / "asha_state.json").exists()
+
+    restored = fresh(pickled)  # the driver died; --resume unpickles tuner.pkl
+    restored.on_trial_add(None, T("c"))
+    assert restored.on_trial_result(None, T("c"), {"epochs_done": 1, sweep.METRIC: 1.0}) == "STOP"
+    forgetful = fresh()  # without the records, the same trial would have been let through
+    (tmp_path / "asha_state.json").unlink()
+    forgetful.on_trial_add(None, T("c"))
+    assert forgetful.on_trial_result(None, T("c"), {"epochs_done": 1, sweep.METRIC: 1.0}) == "CONTINUE"

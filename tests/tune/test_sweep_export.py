@@ -1,0 +1,224 @@
+"""A real 4-trial sweep on the shared Ray session (driver killed mid-sweep, then resumed), and exports of its
+best checkpoint to moto's S3 server and to a local directory.
+
+One sweep serves every test here (module fixture): trials take ~1 minute each on 2 CPUs.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from data_loader import storage
+from tune import export, sweep
+
+pytestmark = pytest.mark.slow
+
+MIB = 1024 * 1024
+
+
+def _files_with_mtimes(folder):
+    return {os.path.relpath(os.path.join(d, f), folder): os.stat(os.path.join(d, f)).st_mtime_ns
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def _tune_statuses(sweep_dir) -> dict:
+    """Trial statuses as Tune last saved them (what a restore will see); {} before the first save."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return {t.trial_id: t.status for t in ExperimentAnalysis(str(sweep_dir)).trials}
+    except Exception:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def resumed_sweep(ray_session, make_space, tmp_path_factory):
+    """`maskgan tune` as its own driver process attached to the test cluster; killed once Tune has saved one
+    finished trial; then resumed here with resume=True."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    space = make_space(tmp / "ci.yaml")
+    storage_dir = tmp / "sweeps"
+    sweep_dir = storage_dir / "ci"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    with open(tmp / "driver.log", "w") as out:
+        driver = subprocess.Popen([sys.executable, "-m", "maskgan.cli", "tune", "--space", space,
+                                   "--storage", str(storage_dir)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 420
+        finished = []
+        while time.time() < deadline and not finished:
+            assert driver.poll() is None, open(tmp / "driver.log").read()[-3000:]
+            finished = [t for t, s in _tune_statuses(sweep_dir).items() if s == "TERMINATED"]
+            time.sleep(2)
+        assert finished, "no trial finished in time:\n" + open(tmp / "driver.log").read()[-3000:]
+    finally:
+        driver.kill()  # the driver dies without any chance to clean up, like a lost head-node process
+        driver.wait()
+    before = {t: _files_with_mtimes(sweep_dir / "runs" / t) for t in finished}
+    t0 = time.time()
+    result = sweep.run(space, storage=str(storage_dir), resume=True, log=lambda *_: None)
+    return {"result": result, "dir": sweep_dir, "finished_before_kill": before, "space": space,
+            "storage": storage_dir, "resume_s": time.time() - t0}
+
+
+def test_sweep_resumes_after_the_driver_is_killed_without_rerunning_finished_trials(resumed_sweep):
+    rows = resumed_sweep["result"]["rows"]
+    runs = resumed_sweep["dir"] / "runs"
+    assert len(rows) == 4 and len({r["trial"] for r in rows}) == 4
+    for trial, files in resumed_sweep["finished_before_kill"].items():
+        after = _files_with_mtimes(runs / trial)
+        # its checkpoints are exactly the ones it had: no epoch trained again
+        ckpts = {k: v for k, v in files.items() if k.startswith("checkpoint_")}
+        assert ckpts and {k: v for k, v in after.items() if k.startswith("checkpoint_")} == ckpts
+        assert next(r for r in rows if r["trial"] == trial)["epochs"] == 3
+    # a second start without --resume is refused rather than mixing two sweeps in one folder
+    with pytest.raises(sweep.SweepError, match="already holds a sweep; pass --resume"):
+        sweep.run(resumed_sweep["space"], storage=str(resumed_sweep["storage"]), log=lambda *_: None)
+
+
+def test_asha_stops_a_trial_early_and_the_guard_keeps_collapsed_trials_from_winning(resumed_sweep):
+    rows = resumed_sweep["result"]["rows"]
+    assert all(r["status"] in ("completed", "stopped early") for r in rows), rows
+    stopped = [r for r in rows if r["status"] == "stopped early"]
+    assert stopped and all(r["epochs"] < 3 for r in stopped)
+    assert all(r["epochs"] == 3 for r in rows if r["status"] == "completed")
+    # head_lr 1.0 wrecks the recogniser's head: generated accuracy looks great, but the guard says no
+    wrecked = [r for r in rows if r["objective.head_lr"] == 1.0]
+    healthy = [r for r in rows if r["objective.head_lr"] != 1.0]
+    assert len(wrecked) == 2 and all(r["guard_ok"] is False and r["objective"] == 1.0 for r in wrecked)
+    assert all(r["guard_ok"] is True and r["objective"] < 1.0 for r in healthy)
+    best = min(rows, key=lambda r: r["objective"])
+    assert best in healthy
+    assert min(r["generated/val"] for r in wrecked) <= best["generated/val"]  # it would have "won" unguarded
+
+
+def test_results_and_paper_tables(resumed_sweep):
+    d = resumed_sweep["dir"]
+    with open(d / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4
+    for row in table:
+        assert row["objective.experiment"] in ("exp1", "exp2") and int(row["epochs"]) in (1, 2, 3)
+        for col in ("unmasked/val", "unmasked/test", "original_mask/test", "generated/val", "generated/test",
+                    "noise/test"):
+            assert 0.0 <= float(row[col]) <= 1.0, (col, row)
+        assert json.loads(row["generated/test/ci95"])[0] <= float(row["generated/test"])
+        assert os.path.exists(os.path.join(row["run"], "report.json"))
+    md = (d / "results.md").read_text()
+    assert sum(line.startswith("| ") and "_0000" in line for line in md.splitlines()) == 4
+    paper = (d / "paper_table.md").read_text()
+    assert "| experiment # | exp0 | exp1 | exp2 | exp3 |" in paper
+    for label in ("training accuracy", "testing accuracy", "MaskedFace-Net accuracy", "FFHQ accuracy"):
+        line = next(line for line in paper.splitlines() if line.startswith(f"| {label}"))
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        assert cells[0] == "–" and cells[3] == "–" and "%" in cells[1] and "%" in cells[2], line
+
+
+def _objects(client, bucket):
+    return {o["Key"]: (o["ETag"], o["LastModified"], o["Size"])
+            for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+def _sample_cli(source, out, n=6):
+    return subprocess.run([sys.executable, "-m", "maskgan.cli", "sample", "--from", source, "--n", str(n),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, env={**os.environ})
+
+
+def test_export_to_s3_then_sample_from_the_bucket_alone(resumed_sweep, bucket, assets, tmp_path):
+    from PIL import Image
+
+    client = storage.boto3_client()
+    uri = f"s3://{bucket}/designs/best"
+    res = export.export(str(resumed_sweep["dir"]), uri, log=lambda *_: None,
+                        multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+    objs = _objects(client, bucket)
+    names = {k.removeprefix("designs/best/") for k in objs}
+    assert names == {"checkpoint/state.pt", "checkpoint/meta.json", "designs.png", "samples.png", "SHA256SUMS",
+                     "model_card.json"}
+    assert set(res.uploaded) == names
+    state_etag, _, state_size = objs["designs/best/checkpoint/state.pt"]
+    assert state_size > 5 * MIB and "-" in state_etag  # went up in parts
+
+    card = json.loads(client.get_object(Bucket=bucket, Key="designs/best/model_card.json")["Body"].read())
+    rows = {r["trial"]: r for r in resumed_sweep["result"]["rows"]}
+    trial = card["source"]["run"].rstrip("/").rsplit("/", 1)[-1]
+    assert rows[trial]["guard_ok"] is True  # never a collapsed recogniser's checkpoint
+    assert card["config"]["objective"]["head_lr"] == pytest.approx(1e-4)
+    assert card["selection"]["metric"] == "acc/val/generated" and card["selection"]["excluded_by_guard"] >= 2
+    assert card["metrics"]["acc/val/generated"] == card["selection"]["value"]
+    manifest = (assets / "data" / "manifest.json").read_bytes()
+    assert card["data"]["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
+    assert card["recognizer"]["weights"] == str(assets / "recognizer.pt")
+    assert card["recognizer"]["sha256"] == hashlib.sha256((assets / "recognizer.pt").read_bytes()).hexdigest()
+    assert card["code_version"]["export"].startswith(("git ", "maskgan "))
+    assert card["code_version"]["training"] == json.loads((resumed_sweep["dir"] / "sweep.json").read_text())["code_version"]
+    assert card["arch"]["generator"] == "fc3"
+    if card["evaluation"]["same_checkpoint"]:
+        lo, hi = card["evaluation"]["accuracy"]["generated"]["ci95"]["test"]
+        assert lo <= card["evaluation"]["accuracy"]["generated"]["test"] <= hi
+    sums = client.get_object(Bucket=bucket, Key="designs/best/SHA256SUMS")["Body"].read().decode()
+    assert {line.split("  ")[1] for line in sums.splitlines()} == names - {"SHA256SUMS"}
+
+    # a fresh process with only the bucket (and the usual AWS_* variables) samples new designs
+    r = _sample_cli(uri, tmp_path / "new.png", n=6)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Image.open(tmp_path / "new.png") as img:
+        assert img.size == (3 * 128, 2 * 128)
+
+    # exporting again uploads nothing: every object keeps its ETag and timestamp
+    time.sleep(1.1)
+    again = export.export(str(resumed_sweep["dir"]), uri, log=lambda *_: None,
+                          multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+    assert again.uploaded == [] and _objects(client, bucket) == objs
+
+    # a corrupted object (same size, one byte flipped) is found and named
+    body = bytearray(client.get_object(Bucket=bucket, Key="designs/best/checkpoint/state.pt")["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    client.put_object(Bucket=bucket, Key="designs/best/checkpoint/state.pt", Body=bytes(body))
+    r = _sample_cli(uri, tmp_path / "bad.png")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-2000:]
+    assert f"{uri}/checkpoint/state.pt: checksum mismatch" in r.stderr
+    assert not (tmp_path / "bad.png").exists()
+
+    # the next export repairs just that object (and rewrites the card last)
+    repaired = export.export(str(resumed_sweep["dir"]), uri, log=lambda *_: None,
+                             multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+    # (SHA256SUMS too when the card changed: the code version moves if someone committed in between)
+    assert {"checkpoint/state.pt", "model_card.json"} <= set(repaired.uploaded)
+    assert set(repaired.uploaded) <= {"checkpoint/state.pt", "model_card.json", "SHA256SUMS"}
+    export.verify_export(uri)
+
+
+def test_export_a_train_run_to_a_local_folder_and_an_interrupted_export_is_not_taken_for_finished(
+        resumed_sweep, tmp_path, monkeypatch):
+    best = min(resumed_sweep["result"]["rows"], key=lambda r: r["objective"])
+    target = tmp_path / "export"
+    res = export.export(best["run"], str(target), log=lambda *_: None)
+    assert res.checkpoint.startswith(best["run"])
+    assert (target / "model_card.json").exists() and (target / "checkpoint" / "state.pt").exists()
+    out = export.sample(str(target), n=4, out=str(tmp_path / "d.png"), log=lambda *_: None)
+    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert export.export(best["run"], str(target), log=lambda *_: None).uploaded == []
+
+    # an export that dies before its last object leaves no model card, and sample refuses the folder
+    half = tmp_path / "half"
+    real_put = export._StorageTarget.put
+
+    def put_then_die(self, name, data):
+        if name == "SHA256SUMS":
+            raise OSError("connection lost")
+        real_put(self, name, data)
+
+    monkeypatch.setattr(export._StorageTarget, "put", put_then_die)
+    with pytest.raises(OSError):
+        export.export(best["run"], str(half), log=lambda *_: None)
+    assert (half / "checkpoint" / "state.pt").exists() and not (half / "model_card.json").exists()
+    with pytest.raises(export.ExportError, match="unfinished export"):
+        export.sample(str(half), n=2, out=str(tmp_path / "x.png"), log=lambda *_: None)
