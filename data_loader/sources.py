@@ -114,7 +114,8 @@ def discover(ffhq: storage.Location, mfn: storage.Location) -> Discovery:
         if ident not in by_identity:
             rel = ffhq_files[ident][0]
             if ident in bad_masked:
-                skip(ffhq, rel, f"its MaskedFace-Net image {mfn.join(bad_masked[ident]).uri} is unusable", "partner_bad")
+                bad_uri = mfn.join(bad_masked[ident]).uri
+                skip(ffhq, rel, f"its MaskedFace-Net image {bad_uri} is unusable", "partner_bad")
             else:
                 skip(ffhq, rel, f"no MaskedFace-Net image {ident}_Mask*.jpg under {mfn.uri}", "unpaired")
             continue

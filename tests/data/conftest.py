@@ -127,7 +127,8 @@ def write_sources(base: str, seed: int = 0) -> Expected:
             ex.duplicate.add(put(ffhq, f"thumbnails/{ident}.png", _png(_upscale(un, 64))))
         for j, variant in enumerate(PLAN[i % 4]):
             name = f"{ident}{VARIANT_SUFFIX[variant]}.jpg"
-            m_rel = name if (i + j) % 2 == 0 else f"{'CMFD' if variant == 'cmfd' else 'IMFD'}/{n // 1000 * 1000:05d}/{name}"
+            folder = f"{'CMFD' if variant == 'cmfd' else 'IMFD'}/{n // 1000 * 1000:05d}"
+            m_rel = name if (i + j) % 2 == 0 else f"{folder}/{name}"
             uri = put(mfn, m_rel, m_enc(ma))
             if convert_m:
                 ex.converted.add(uri)

@@ -91,8 +91,9 @@ def test_unusable_images_raise_with_a_reason():
     un, _, _ = synth.render(synth.identity_params(rng), rng, 128)
     png = _encode(Image.fromarray(un), "PNG")
     jpeg = _encode(Image.fromarray(un), "JPEG")
-    for data, reason in [(b"", "empty file"), (png[: len(png) // 2], "truncated"), (jpeg[: len(jpeg) // 2], "truncated"),
-                         (b"GIF89a not really" * 10, "cannot decode"), (b"\x89PNG\r\n\x1a\n" + b"\0" * 50, "cannot decode"),
-                         (_encode(Image.fromarray(un[:20, :20]), "PNG"), "too small")]:
+    cases = [(b"", "empty file"), (png[: len(png) // 2], "truncated"), (jpeg[: len(jpeg) // 2], "truncated"),
+             (b"GIF89a not really" * 10, "cannot decode"), (b"\x89PNG\r\n\x1a\n" + b"\0" * 50, "cannot decode"),
+             (_encode(Image.fromarray(un[:20, :20]), "PNG"), "too small")]
+    for data, reason in cases:
         with pytest.raises(BadImage, match=reason):
             load_rgb(data, 64)
