@@ -14,9 +14,9 @@ from typing import Iterator
 from data_loader import shards, storage
 
 TRAIN_COLUMNS = ["label", "size", "masked", "unmasked", "alpha"]
-# Ray Data's default target block is 128 MiB, and its parquet reader packs whole files into a read task up to
-# that size, so a worker would hold ~128 MiB blocks (a whole small dataset) at once. Small blocks keep each
-# worker's own memory at a few blocks + shuffle buffer + prefetched batches, whatever the dataset's size.
+# Ray Data's default target block is 128 MiB: a prepared shard (1024 rows of 128² is 112 MiB) would reach a
+# worker as one block. Small blocks keep each worker's own memory at a few blocks + shuffle buffer + prefetched
+# batches, whatever the shard and dataset sizes.
 BLOCK_BYTES = 8 * 2**20
 
 

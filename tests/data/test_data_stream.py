@@ -56,7 +56,7 @@ def test_worker_memory_stays_flat_from_1k_to_10k_pairs(ray_session, tmp_path):
 
     Each measurement runs in a fresh worker process that first streams the same 4k-row warm-up set (see
     bench.data.stream_memory: without it the 1k run ends inside the worker's start-up growth). A worker that
-    kept what it streamed would grow by ~270 MiB; so would one reading Ray Data's default 128 MiB blocks.
+    kept what it streamed would grow by ~270 MiB.
     """
     import ray
 
