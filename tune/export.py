@@ -67,7 +67,7 @@ def find_runs(loc: storage.Location) -> list[storage.Location]:
     if assembly.list_checkpoints(loc):
         return [loc]
     runs = loc.join("runs")
-    found = [runs.join(n) for n in storage.list_dir(runs)] if storage.is_dir(runs) else []
+    found = [runs.join(n) for n in storage.list_dir(runs) if not n.startswith(".")] if storage.is_dir(runs) else []
     found = [r for r in found if assembly.list_checkpoints(r)]
     if not found:
         raise ExportError(f"{loc.uri}: neither a train run (no checkpoint_* folders) nor a sweep with finished "

@@ -331,6 +331,24 @@ def accuracy_before_training(cfg: RunConfig, rows=("unmasked", "original_mask"))
     return {row: float(v.mean()) if v.size else 0.0 for row, v in scored.items()}
 
 
+def _cached_baseline(cfg: RunConfig, rows, sweep_uri: str) -> dict:
+    """accuracy_before_training, computed once per sweep for each (data, recogniser, probes) and shared by
+    the trials (it scores val probes through the full recogniser, on the trial's CPU)."""
+    import hashlib
+
+    key = {"data": cfg.data.uri, "recognizer": cfg.model.recognizer_weights, "probes": cfg.train.val_probes,
+           "seed": cfg.train.seed, "rows": sorted(rows)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    loc = storage.resolve(sweep_uri, cfg.data.endpoint_url).join(f"guard_baseline-{digest}.json")
+    if storage.exists(loc):
+        cached = json.loads(storage.read_text(loc))
+        if cached.get("key") == key:
+            return cached["accuracy"]
+    accuracy = accuracy_before_training(cfg, rows)
+    storage.write_text(loc, json.dumps({"key": key, "accuracy": accuracy}))
+    return accuracy
+
+
 def _guard_report_callback(floors: dict):
     """TuneReportCallback that adds the guarded objective to what rank 0 reported (runs in Train's controller)."""
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -363,7 +381,7 @@ def trial(config: dict, sweep: dict) -> None:
     if storage.exists(guard_loc):  # a restarted trial keeps its first baseline
         floors = json.loads(storage.read_text(guard_loc))["floors"]
     else:
-        baseline = accuracy_before_training(cfg, space.guard.rows)
+        baseline = _cached_baseline(cfg, space.guard.rows, sweep["sweep"])
         floors = guard_floors(baseline, space.guard)
         storage.write_text(guard_loc, json.dumps({"before_training": baseline, "floors": floors,
                                                   "min_ratio": space.guard.min_ratio,
@@ -521,6 +539,20 @@ def with_absolute_paths(space: Space) -> Space:
     return space
 
 
+def _preflight(base: RunConfig) -> None:
+    """The base's data and weights exist: one line now instead of every trial failing the same way later."""
+    from data_loader import shards
+
+    shards.read_manifest(storage.resolve(base.data.uri, base.data.endpoint_url))
+    for field_name, uri in (("model.projector", base.model.projector),
+                            ("model.recognizer_weights", base.model.recognizer_weights)):
+        if uri in ("", "random", *mconfig.PRETRAINED):
+            continue
+        if not storage.exists(storage.resolve(uri, base.data.endpoint_url)):
+            raise SweepError(f"base.{field_name}: {uri} not found (run `make demo`, or point the space file at "
+                             "your weights)")
+
+
 def sweep_location(space: Space, storage_uri: str | None) -> storage.Location:
     return storage.resolve(storage_uri or space.base.train.storage, space.base.data.endpoint_url).join(space.name)
 
@@ -548,6 +580,7 @@ def run(space_path: str, storage: str | None = None, num_samples: int = 1, sched
         raise SweepError(f"{loc.uri} already holds a sweep; pass --resume to continue it, or change the space's "
                          "name or --storage")
     _scheduler(scheduler, space)  # refuse an unavailable scheduler before anything is written
+    _preflight(space.base)
     train.ensure_ray()
     runs = loc.join("runs")
     if not resume:
@@ -555,7 +588,7 @@ def run(space_path: str, storage: str | None = None, num_samples: int = 1, sched
                                                      "num_samples": num_samples, "space_file": space_path,
                                                      "code_version": code_version(),
                                                      "runs": runs.uri}, indent=1))
-    sweep_args = {"space": space.to_dict(), "runs": runs.uri}
+    sweep_args = {"space": space.to_dict(), "runs": runs.uri, "sweep": loc.uri}
     trainable = tune.with_resources(tune.with_parameters(trial, sweep=sweep_args), TRIAL_RESOURCES)
     if resume and tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs):
         log(f"resuming sweep {loc.uri} (finished trials are kept; unfinished ones continue from their checkpoints)")

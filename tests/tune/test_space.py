@@ -167,3 +167,15 @@ def test_asha_rung_records_survive_a_driver_restart(tmp_path):
     (tmp_path / "asha_state.json").unlink()
     forgetful.on_trial_add(None, T("c"))
     assert forgetful.on_trial_result(None, T("c"), {"epochs_done": 1, sweep.METRIC: 1.0}) == "CONTINUE"
+
+
+def test_relative_paths_are_the_users_and_missing_data_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = sweep.with_absolute_paths(sweep.load_space(os.path.join(SPACES, "paper.yaml")))
+    # trials run in other processes and folders: the demo_out/ paths must name the user's demo_out/
+    assert space.base.data.uri == str(tmp_path / "demo_out" / "data")
+    assert space.base.model.projector == str(tmp_path / "demo_out" / "projector.pt")
+    r = _cli("tune", "--space", os.path.join(SPACES, "paper.yaml"), "--storage", str(tmp_path / "sweeps"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert f"{tmp_path}/demo_out/data: no manifest.json" in r.stderr
+    assert not (tmp_path / "sweeps").exists()
