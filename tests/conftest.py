@@ -29,8 +29,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """The one Ray instance of the test session (2 CPUs, as on CI)."""
+def ray_session(s3_server):
+    """The one Ray instance of the test session (2 CPUs, as on CI).
+
+    Started after moto: Ray workers inherit the environment at start-up, so the AWS_* variables that point
+    at the S3 server must be set before Ray starts, or workers of later tests cannot reach the bucket."""
     import ray
 
     if not ray.is_initialized():

@@ -159,10 +159,3 @@ def write_sources(base: str, seed: int = 0) -> Expected:
 def local_sources(tmp_path):
     ex = write_sources(str(tmp_path / "src"))
     return str(tmp_path / "src"), ex
-
-
-@pytest.fixture(scope="session")
-def ray_session(s3_server, ray_session):
-    """The shared Ray session, started after moto here: Ray workers inherit the AWS_* variables at start-up,
-    and Ray Train workers of the bucket tests resolve s3:// URIs from them."""
-    return ray_session
