@@ -46,6 +46,9 @@ def identity_of(number: str) -> str:
     return f"{int(number):05d}"
 
 
+LINK_REFUSED = "symbolic link pointing outside the input tree (refused)"
+
+
 def discover(ffhq: storage.Location, mfn: storage.Location) -> Discovery:
     """List both roots and pair files by number."""
     d = Discovery(identities=[])
@@ -72,7 +75,8 @@ def discover(ffhq: storage.Location, mfn: storage.Location) -> Discovery:
     bad_ffhq: dict[str, str] = {}  # identity -> relative path of an empty FFHQ file
     bad_masked: dict[str, str] = {}
     n_ffhq = 0
-    for rel, size in storage.walk_files(ffhq):
+    escaped: list[str] = []  # symlinks that resolve outside the input tree: refused and listed
+    for rel, size in storage.walk_files(ffhq, rejected=escaped):
         m = FFHQ_NAME.match(posixpath.basename(rel))
         if not m:
             ignore(ffhq, rel)
@@ -86,7 +90,10 @@ def discover(ffhq: storage.Location, mfn: storage.Location) -> Discovery:
 
     masked: dict[tuple[str, str], tuple[str, str, int]] = {}
     n_mfn = 0
-    for rel, size in storage.walk_files(mfn):
+    for rel in escaped:
+        skip(ffhq, rel, LINK_REFUSED, "bad")
+    escaped = []
+    for rel, size in storage.walk_files(mfn, rejected=escaped):
         m = MFN_NAME.match(posixpath.basename(rel))
         if not m:
             ignore(mfn, rel)
@@ -98,6 +105,9 @@ def discover(ffhq: storage.Location, mfn: storage.Location) -> Discovery:
             bad_masked[ident] = rel
             continue
         keep_largest(masked, (ident, variant), (variant, rel, size), mfn, rel, size)
+
+    for rel in escaped:
+        skip(mfn, rel, LINK_REFUSED, "bad")
 
     by_identity: dict[str, list[tuple[str, str, int]]] = {}
     for (ident, _variant), entry in sorted(masked.items()):

@@ -191,20 +191,40 @@ def delete_dir(loc: Location) -> None:
         raise StorageError(f"{loc.uri}: cannot delete ({_short(e)})") from None
 
 
-def walk_files(loc: Location) -> Iterator[tuple[str, int]]:
-    """Yield (relative path, size) of every file below loc, sorted, skipping hidden temp files."""
+def walk_files(loc: Location, rejected: list | None = None) -> Iterator[tuple[str, int]]:
+    """Yield (relative path, size) of every file below loc, sorted, skipping hidden temp files.
+
+    A local symbolic link that resolves outside loc is never yielded (an input tree must not reach into the
+    rest of the machine); its relative path is appended to `rejected` when given, so callers can list it.
+    """
     try:
         infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
     except OSError as e:
         raise StorageError(f"{loc.uri}: cannot list ({_short(e)})") from None
     base = loc.path.rstrip("/") + "/"
+    local_root = os.path.realpath(loc.path) if isinstance(loc.fs, pafs.LocalFileSystem) else None
     for info in sorted(infos, key=lambda i: i.path):
         if info.type != pafs.FileType.File:
             continue
         rel = info.path[len(base):] if info.path.startswith(base) else info.base_name
         if any(part.startswith(".") for part in rel.split("/")):
             continue
+        if local_root is not None:
+            real = os.path.realpath(info.path)
+            if real != local_root and not real.startswith(local_root + os.sep):
+                link = _first_link(loc.path, rel)  # report a linked folder once, not every file below it
+                if rejected is not None and link not in rejected:
+                    rejected.append(link)
+                continue
         yield rel, int(info.size or 0)
+
+
+def _first_link(root: str, rel: str) -> str:
+    parts = rel.split("/")
+    for i in range(1, len(parts) + 1):
+        if os.path.islink(os.path.join(root, *parts[:i])):
+            return "/".join(parts[:i])
+    return rel
 
 
 def list_dir(loc: Location) -> list[str]:

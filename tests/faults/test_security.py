@@ -81,3 +81,22 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(assembly.CheckpointError, match="state.pt: refused"):
         assembly.read_checkpoint(storage.resolve(str(ckpt)))
     assert not os.path.exists(marker)
+
+
+def test_symlinks_out_of_the_input_tree_are_refused_and_listed(tmp_path):
+    from data_loader import sources
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not yours")
+    ffhq, mfn = tmp_path / "ffhq", tmp_path / "mfn"
+    ffhq.mkdir()
+    mfn.mkdir()
+    (ffhq / "00001.png").write_bytes(b"x" * 10)
+    os.symlink(outside / "secret.txt", ffhq / "00002.png")  # a file link escaping the tree
+    os.symlink(ffhq / "00001.png", ffhq / "00003.png")  # a link inside the tree is fine
+    os.symlink(outside, mfn / "more")  # a folder link escaping the tree
+    found = sources.discover(storage.resolve(str(ffhq)), storage.resolve(str(mfn)))
+    refused = sorted(s["path"] for s in found.skipped if "symbolic link" in s["reason"])
+    assert refused == [str(ffhq / "00002.png"), str(mfn / "more")]
+    assert not any("secret" in s["path"] for s in found.skipped)
