@@ -16,7 +16,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the whole pipeline on synthetic data, locally (about 3 minutes)")
     d.add_argument("--out", default="demo_out", help="folder for data, weights and runs (default: demo_out)")
     d.add_argument("--identities", type=int, default=40, help="synthetic identities (default: 40)")
-    d.add_argument("--epochs", type=int, default=4, help="GAN epochs (default: 4)")
+    d.add_argument("--epochs", type=int, default=8, help="GAN epochs (default: 8)")
     d.add_argument("--experiment", default="exp1", choices=["exp0", "exp1", "exp2", "exp3"])
     d.add_argument("--generator", default="fc3", choices=["fc3", "fc_deep", "conv"])
 
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     pt = pj.add_parser("train", help="fit the projector to alpha labels; prints held-out IoU")
     pt.add_argument("--data", required=True, help="prepared dataset URI")
     pt.add_argument("--out", required=True, help="where to write the projector checkpoint (path or s3://)")
-    pt.add_argument("--epochs", type=int, default=8)
+    pt.add_argument("--epochs", type=int, default=10)
     pt.add_argument("--max-images", type=int, default=2000)
 
     rc = sub.add_parser("recognizer", help="the face recogniser").add_subparsers(dest="rec_cmd", required=True,

@@ -81,9 +81,9 @@ class TrainConfig:
 
 @dataclass
 class ProjectorConfig:
-    epochs: int = 8
-    batch_size: int = 32
-    lr: float = 3e-3
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-2
     max_images: int = 2000  # the paper used 100 hand-labelled images; labels here are automatic
 
 
@@ -248,9 +248,9 @@ def debug_cpu(root: str = "demo_out") -> RunConfig:
         "data": {"uri": f"{root}/data", "batch_size": 8, "shuffle_buffer": 64},
         "model": {"generator": "fc3", "recognizer_weights": f"{root}/recognizer.pt", "projector": f"{root}/projector.pt"},
         "objective": {"experiment": "exp1"},
-        "train": {"epochs": 4, "num_workers": 2, "use_gpu": False, "cpus_per_worker": 0.5,
+        "train": {"epochs": 8, "num_workers": 2, "use_gpu": False, "cpus_per_worker": 0.5,
                   "storage": f"{root}/runs", "name": "demo", "val_probes": 64},
-        "projector": {"epochs": 6, "max_images": 200},
+        "projector": {"epochs": 10, "max_images": 200},
     })
 
 

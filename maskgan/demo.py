@@ -13,7 +13,7 @@ from data_loader import storage, synth
 from maskgan import config, evaluate, pretrain, train
 
 
-def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 4, epochs: int = 4,
+def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 4, epochs: int = 8,
         experiment: str = "exp1", generator: str = "fc3", log=print) -> dict:
     t0 = time.time()
     os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # a laptop demo has no Prometheus to wait for
@@ -28,6 +28,7 @@ def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 
     synth.generate(cfg.data.uri, identities, images_per_identity, adapt_per_identity=4, seed=cfg.train.seed)
     log(f"[2/5] projector -> {cfg.model.projector}")
     pretrain.train_projector(cfg.data.uri, cfg.model.projector, epochs=cfg.projector.epochs,
+                             batch_size=cfg.projector.batch_size, lr=cfg.projector.lr,
                              max_images=cfg.projector.max_images, log=log)
     log(f"[3/5] recogniser: random trunk, head adapted on the synthetic identities -> {cfg.model.recognizer_weights}")
     pretrain.adapt_recognizer(cfg.data.uri, cfg.model.recognizer_weights, base="random", log=log)

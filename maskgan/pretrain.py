@@ -44,7 +44,7 @@ def alpha_iou(projector: Projector, masked: torch.Tensor, alpha: torch.Tensor) -
     return float((inter / union).mean())
 
 
-def train_projector(data_uri: str, out_uri: str, *, epochs: int = 8, batch_size: int = 32, lr: float = 3e-3,
+def train_projector(data_uri: str, out_uri: str, *, epochs: int = 10, batch_size: int = 16, lr: float = 1e-2,
                     max_images: int = 2000, seed: int = 0, endpoint: str | None = None, log=print) -> dict:
     torch.manual_seed(seed)
     root = storage.resolve(data_uri, endpoint)

@@ -369,6 +369,7 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print) -> FitR
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    cfg = _absolute_paths(cfg)
     run = run_location(cfg)
     has_checkpoints = storage.exists(run) and bool(assembly.list_checkpoints(run))
     if has_checkpoints and not resume:
@@ -410,6 +411,20 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print) -> FitR
     storage.write_text(run.join("config.yaml"), _yaml(cfg.to_dict()))
     ckpt = result.checkpoint
     return FitResult(run.uri, dict(result.metrics or {}), _uri_of(storage_root, ckpt.path) if ckpt else None)
+
+
+def _absolute_paths(cfg: RunConfig) -> RunConfig:
+    """Relative local paths in a config mean the driver's working directory; Ray workers run elsewhere."""
+    import os
+
+    def fix(value: str) -> str:
+        if not value or "://" in value or os.path.isabs(value) or value in ("random", "vggface2", "casia-webface"):
+            return value
+        return os.path.abspath(value)
+
+    return cfg.replace(data={"uri": fix(cfg.data.uri)}, train={"storage": fix(cfg.train.storage)},
+                       model={"projector": fix(cfg.model.projector),
+                              "recognizer_weights": fix(cfg.model.recognizer_weights)})
 
 
 def _chain_text(e: BaseException) -> str:

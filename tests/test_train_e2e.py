@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_train_then_evaluate_fools_the_recogniser(ray_session, small_cfg):
-    cfg = small_cfg.replace(train={"epochs": 4})
+    cfg = small_cfg.replace(train={"epochs": 8, "val_probes": 0})
     result = train.fit(cfg)
     report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None)
     acc, chance = report["accuracy"], report["chance"]
@@ -121,3 +121,16 @@ def test_cli_missing_data_and_bad_weights_are_one_line(tmp_path, assets):
     assert r.returncode == 2 and "unreadable recogniser weights file" in r.stderr and "w.pt" in r.stderr
     r = _cli("evaluate", "--run", str(tmp_path / "norun"))
     assert r.returncode == 2 and "no checkpoints" in r.stderr
+
+
+def test_projector_finds_the_mask_and_nothing_else(assets):
+    """The design must land on the mask alone: a projector that leaks alpha into the face lets the generator
+    'win' by repainting the eyes, which no printed mask can do."""
+    from maskgan import pretrain
+
+    proj = assembly.load_projector(str(assets / "projector.pt"), "cpu")
+    masked, alpha = pretrain._pairs(storage.resolve(str(assets / "data")), "val", 64)
+    assert pretrain.alpha_iou(proj, masked, alpha) >= 0.9
+    with torch.no_grad():
+        pred = proj(masked)
+    assert float(pred[alpha < 0.5].mean()) < 0.05  # essentially no design outside the mask

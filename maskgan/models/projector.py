@@ -21,8 +21,11 @@ class Projector(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, masked: torch.Tensor) -> torch.Tensor:
-        """masked: [B,3,S,S] in [0,1] -> alpha [B,1,S,S] in [0,1]."""
-        return torch.sigmoid(self.net(masked))
+        """masked: [B,3,S,S] in [0,1] -> alpha [B,1,S,S] in [0,1].
+
+        Inputs are centred on 0: from [0,1] the small net trained unreliably (held-out IoU anywhere from 0 to
+        0.87 over seeds at 10 epochs), from [-1,1] it reaches 0.95-0.98."""
+        return torch.sigmoid(self.net(masked * 2 - 1))
 
 
 def composite(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
