@@ -1,5 +1,6 @@
 """End to end on Ray Train (2 CPU workers), small: what a user of `maskgan train` / `evaluate` would notice."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -54,7 +55,7 @@ def _shifted_copy(src: str, dst: str, offset: int) -> None:
             labels = (table.column("label").to_numpy() + offset) % n
             table = table.set_column(0, "label", pa.array(labels, pa.int32()))
             pq.write_table(table, path)
-            shard["sha256"] = __import__("hashlib").sha256(open(path, "rb").read()).hexdigest()
+            shard["sha256"] = hashlib.sha256(open(path, "rb").read()).hexdigest()
     shards.write_manifest(root, {k: v for k, v in manifest.items() if k != "format"})
 
 
