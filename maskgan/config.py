@@ -67,6 +67,10 @@ class TrainConfig:
     max_failures: int = 0  # worker-failure restarts (from the last checkpoint)
     val_probes: int = 256  # val probes scored each epoch (the full evaluation is `maskgan evaluate`)
     num_to_keep: int = 2  # checkpoints kept in storage
+    # A new run starts from this checkpoint (a run's checkpoint_* folder, local or s3://): generator, head and
+    # optimiser state, and its epoch count; the learning rates and lambda are this config's. Used by PBT to
+    # clone a strong trial into a weak one; ignored once the run has checkpoints of its own (resume wins).
+    init_from: str = ""
     # Speed (bench/step.py measures each). auto: bf16 autocast on CUDA (tensor cores), fp32 on CPU (exact).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # torch.compile the recogniser trunk: ~1.5x the step on a GPU, but the first steps (and the first step of

@@ -204,22 +204,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     head = rec.head
 
     start_epoch = 0
-    resumed = ray.train.get_checkpoint()
-    state = None
-    if resumed is not None:
-        try:
-            with resumed.as_directory() as d:
-                state = assembly.read_checkpoint(storage.resolve(d))
-        except assembly.CheckpointError as e:
-            # Torn or corrupted latest checkpoint: say which, and fall back to the newest one that verifies.
-            print(f"[{cfg.train.name}] warning: {e}; falling back to the previous good checkpoint", flush=True)
-            state, _ = assembly.latest_checkpoint(run_location(cfg), log=lambda m: print(m, flush=True))
-        assembly.check_resume_arch(state, cfg, size, "resume")
+    state = _starting_state(cfg, size)
+    if state is not None:
         generator.load_state_dict(state["generator"])
         head.load_state_dict(state["head"])
         start_epoch = state["epoch"] + 1
         if rank == 0:
-            print(f"[{cfg.train.name}] resumed from the checkpoint of epoch {start_epoch}", flush=True)
+            how = "resumed from" if ray.train.get_checkpoint() is not None else f"started from {cfg.train.init_from}:"
+            print(f"[{cfg.train.name}] {how} the checkpoint of epoch {start_epoch}", flush=True)
 
     train_head = cfg.objective.experiment != "exp0"
     generator = ray.train.torch.prepare_model(generator)
@@ -231,6 +223,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         g_opt.load_state_dict(state["g_opt"])
         if h_opt is not None and state["h_opt"]:
             h_opt.load_state_dict(state["h_opt"])
+        # The learning rates are this config's, not the saved ones: the same on a resume, the mutated ones
+        # when PBT starts a trial from another's checkpoint; Adam's moments carry over either way.
+        _set_lr(g_opt, cfg.objective.g_lr)
+        _set_lr(h_opt, cfg.objective.head_lr)
     models = accelerate(Models(generator=generator, trunk=rec.trunk, head=head, latent_dim=cfg.model.latent_dim),
                         device, cfg.train.precision, cfg.train.compile)
     opts = Optimizers(generator=g_opt, head=h_opt)
@@ -286,6 +282,36 @@ def train_loop_per_worker(loop_config: dict) -> None:
             print(_progress_line(cfg, epoch, metrics), flush=True)
     if metrics_sink is not None:
         metrics_sink.close()
+
+
+def _starting_state(cfg: RunConfig, size: int) -> dict | None:
+    """The state a worker starts from: the run's own latest checkpoint when Train restores the run (a resume,
+    a worker-failure restart), else `train.init_from`'s, else None (a fresh run)."""
+    import ray.train
+
+    resumed = ray.train.get_checkpoint()
+    if resumed is not None:
+        try:
+            with resumed.as_directory() as d:
+                state = assembly.read_checkpoint(storage.resolve(d))
+        except assembly.CheckpointError as e:
+            # Torn or corrupted latest checkpoint: say which, and fall back to the newest one that verifies.
+            print(f"[{cfg.train.name}] warning: {e}; falling back to the previous good checkpoint", flush=True)
+            state, _ = assembly.latest_checkpoint(run_location(cfg), log=lambda m: print(m, flush=True))
+        where = "resume"
+    elif cfg.train.init_from:
+        state = assembly.read_checkpoint(storage.resolve(cfg.train.init_from, cfg.data.endpoint_url))
+        where = f"train.init_from {cfg.train.init_from}"
+    else:
+        return None
+    assembly.check_resume_arch(state, cfg, size, where)
+    return state
+
+
+def _set_lr(opt, lr: float) -> None:
+    if opt is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
 
 
 def _upload_checkpoint(run: storage.Location, checkpoint, dir_name: str):
@@ -377,6 +403,14 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print) -> FitR
                              f"or choose another train.name")
     if resume and not has_checkpoints:
         log(f"nothing to resume at {run.uri}: starting a new run")
+    if cfg.train.init_from and not has_checkpoints:
+        # Verified here (checksum, architecture) so a bad URI is one line, not a failure in every worker.
+        src = storage.resolve(cfg.train.init_from, cfg.data.endpoint_url)
+        if not storage.exists(src):
+            raise assembly.CheckpointError(f"train.init_from: {src.uri} not found")
+        state = assembly.read_checkpoint(src)
+        assembly.check_resume_arch(state, cfg, assembly.image_size(cfg), f"train.init_from {src.uri}")
+        log(f"starting {run.uri} from {src.uri} (after its epoch {state['epoch'] + 1})")
     if resume and has_checkpoints:
         state, loc = assembly.latest_checkpoint(run, log=log)
         assembly.check_resume_arch(state, cfg, assembly.image_size(cfg), loc.uri)

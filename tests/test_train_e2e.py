@@ -95,6 +95,13 @@ def test_resume_continues_at_next_epoch_with_same_weights(ray_session, small_cfg
     state_after, _ = assembly.latest_checkpoint(run)
     step = lambda s: int(next(iter(s["g_opt"]["state"].values()))["step"])  # noqa: E731
     assert step(state_after) == step(state_before) * 3 // 2
+    # a new run may start from another run's checkpoint (what PBT does): refused clearly when it cannot
+    ckpt = assembly.list_checkpoints(run)[0][1].uri
+    other = small_cfg.replace(train={"name": "other", "init_from": ckpt + "-gone"})
+    with pytest.raises(CheckpointError, match=r"train.init_from: .*-gone not found"):
+        train.fit(other)
+    with pytest.raises(CheckpointError, match="train.init_from .*another architecture.*'fc3' vs config 'conv'"):
+        train.fit(other.replace(train={"init_from": ckpt}, model={"generator": "conv"}))
 
 
 def _cli(*args, env=None):
