@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--space", required=True, help="search space YAML (see tune/spaces/)")
     tu.add_argument("--storage", default=None, help="where the sweep lives (default: the space's base storage)")
     tu.add_argument("--num-samples", type=int, default=1, help="samples per grid point (default: 1)")
-    tu.add_argument("--scheduler", choices=["asha", "pbt", "none"], default="asha")
+    tu.add_argument("--scheduler", choices=["asha", "pbt", "none"], default="asha",
+                    help="asha (default): stop weak trials early; pbt: clone strong trials' checkpoints into weak "
+                         "ones with mutated learning rates and lambda (the space's pbt: section); none: run all")
     tu.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
 
     ex = sub.add_parser("export", help="upload the best checkpoint of a run or sweep to s3:// with a model card")

@@ -47,7 +47,7 @@ AXES = ("grid", "choice", "loguniform", "uniform")
 TOP_KEYS = ("name", "base", *AXES, "asha", "pbt", "guard", "max_concurrent_trials")
 # Set by the sweep itself, or fixed for the whole sweep (resources, the ASHA/PBT horizon): not axes.
 NOT_AXES = ("train.name", "train.storage", "train.num_workers", "train.cpus_per_worker", "train.use_gpu",
-            "train.epochs")
+            "train.epochs", "train.init_from")
 PBT_DEFAULT_MUTATIONS = ("objective.g_lr", "objective.head_lr", "objective.l1_lambda")
 DATA_CPU_RESERVE = 1.0  # CPUs left free for Ray Data's read tasks (1 CPU each) when trials run on CPUs
 # The trial itself only waits on its TorchTrainer: no CPU, a little logical memory. Even 0.01 CPU per trial
@@ -247,6 +247,8 @@ def _parse_pbt(pbt, base: RunConfig) -> dict:
         if key not in PBT_DEFAULT_MUTATIONS:
             raise SpaceError(f"pbt.mutations.{key}: not mutable (allowed: {', '.join(PBT_DEFAULT_MUTATIONS)})")
         _check_axis("pbt.mutations", base, key, spec)
+        if key.endswith("_lr") and spec[0] <= 0:  # resampled log-uniformly
+            raise SpaceError(f"pbt.mutations.{key}: needs low > 0, got {spec[0]}")
     return {"perturbation_interval": _number("pbt.perturbation_interval", pbt.get("perturbation_interval", 1), int, 1),
             "mutations": {k: [float(v[0]), float(v[1])] for k, v in mutations.items()}}
 
@@ -349,16 +351,123 @@ def _cached_baseline(cfg: RunConfig, rows, sweep_uri: str) -> dict:
     return accuracy
 
 
-def _guard_report_callback(floors: dict):
-    """TuneReportCallback that adds the guarded objective to what rank 0 reported (runs in Train's controller)."""
-    from ray.tune.integration.ray_train import TuneReportCallback
+def _trial_report(floors: dict, queue, run_uri: str):
+    """Train V2 callback (runs in the trial's Train controller): rank 0's metrics of each epoch, the guarded
+    objective, and the URI of the epoch's checkpoint, handed to the trial through `queue`.
 
-    class GuardedTuneReport(TuneReportCallback):
+    Ray's TuneReportCallback does this with metrics only (the checkpoint path rides along as a metric), so
+    Tune never holds a checkpoint of the trial and PBT has nothing to clone. Here the trial itself reports each
+    epoch to Tune with a pointer checkpoint (`pointer.json`: the train checkpoint's URI; a few hundred bytes,
+    no second copy of the weights)."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class TrialReport(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
             first = {**metrics[0], **guarded(metrics[0], floors)}
-            super().after_report(run_context, [first, *metrics[1:]], checkpoint)
+            uri = storage.join_uri(run_uri, checkpoint.path.rstrip("/").rsplit("/", 1)[-1]) if checkpoint else None
+            queue.put({"metrics": first, "checkpoint": uri})  # blocks until the trial took the previous one
 
-    return GuardedTuneReport()
+    return TrialReport()
+
+
+POINTER = "pointer.json"
+
+
+def _report_to_tune(metrics: dict, checkpoint_uri: str | None, run_uri: str) -> None:
+    import os
+    import tempfile
+
+    import ray.tune
+
+    if checkpoint_uri is None:
+        ray.tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:  # Tune copies it into the trial folder before report returns
+        with open(os.path.join(d, POINTER), "w") as f:
+            json.dump({"run": run_uri, "checkpoint": checkpoint_uri, "epoch": metrics.get("epoch")}, f)
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(d))
+
+
+def _tune_start() -> dict | None:
+    """The pointer Tune restarts this trial from: its own last report, or (PBT) a stronger trial's."""
+    import os
+
+    import ray.tune
+
+    ckpt = ray.tune.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        path = os.path.join(d, POINTER)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+
+def _relay(queue, fit_ref, run_uri: str) -> None:
+    """Report each epoch the trial's trainer hands over until it ends; then raise its error, if any."""
+    import ray
+    from ray.util.queue import Empty
+
+    while True:
+        try:
+            item = queue.get(block=True, timeout=1.0)
+        except Empty:
+            if ray.wait([fit_ref], timeout=0)[0]:
+                break
+            continue
+        _report_to_tune(item["metrics"], item["checkpoint"], run_uri)
+    while True:  # the last epoch's item can still be queued when the trainer returns
+        try:
+            item = queue.get_nowait()
+        except Empty:
+            break
+        _report_to_tune(item["metrics"], item["checkpoint"], run_uri)
+    ray.get(fit_ref)
+
+
+LINEAGE = "pbt.json"  # in a trial's run folder: the checkpoints PBT cloned into it, oldest first
+CLONE_PREFIX = "checkpoint_pbt_"
+
+
+def _adopt(cfg: RunConfig, run: storage.Location, start: dict, guard: dict, log) -> RunConfig:
+    """PBT restarted this trial from another trial's checkpoint: replace this trial's run by a copy of it
+    (the weaker trial's past is what PBT discards) and train on from there with this trial's (mutated)
+    config. The copy lives in the run as `checkpoint_pbt_<epoch>`, so the trial's evaluation, export and a
+    later restart see it like any checkpoint. Idempotent: a restart before the clone reported finds it."""
+    import tempfile
+
+    from maskgan import assembly
+
+    lineage_loc = run.join(LINEAGE)
+    lineage = json.loads(storage.read_text(lineage_loc)) if storage.exists(lineage_loc) else []
+    if lineage and lineage[-1]["from"] == start["checkpoint"]:
+        return cfg.replace(train={"init_from": lineage[-1]["copy"]})
+    src = storage.resolve(start["checkpoint"], cfg.data.endpoint_url)
+    try:
+        assembly.read_checkpoint(src)  # verified before this trial's own run is given up
+        with tempfile.TemporaryDirectory() as tmp:
+            import os
+
+            for name in (assembly.STATE_FILE, assembly.META_FILE):
+                with open(os.path.join(tmp, name), "wb") as f:
+                    f.write(storage.read_bytes(src.join(name)))
+            storage.delete_dir(run)
+            dest = run.join(f"{CLONE_PREFIX}{int(start['epoch']):04d}")
+            assembly.upload_checkpoint(tmp, dest, log=log)
+    except (assembly.CheckpointError, storage.StorageError, OSError) as e:
+        # e.g. the donor's run already dropped that checkpoint (train.num_to_keep): explore without exploit
+        log(f"warning: cannot clone {src.uri} ({str(e).splitlines()[0][:200]}); continuing this trial's own run "
+            "with the new config")
+        return cfg
+    storage.write_text(run.join("guard.json"), json.dumps(guard, indent=1))
+    lineage.append({"from": start["checkpoint"], "from_run": start["run"], "epoch": start["epoch"],
+                    "copy": dest.uri, "config": {k: v for k, v in cfg.to_dict()["objective"].items()}})
+    storage.write_text(lineage_loc, json.dumps(lineage, indent=1))
+    log(f"PBT: continuing from {src.uri} (epoch {int(start['epoch']) + 1}) with g_lr {cfg.objective.g_lr:.3g}, "
+        f"head_lr {cfg.objective.head_lr:.3g}, l1_lambda {cfg.objective.l1_lambda:.3g}")
+    return cfg.replace(train={"init_from": dest.uri})
 
 
 # ---- the trial (a Tune function trainable that launches the train command's TorchTrainer) -------------------
@@ -368,6 +477,7 @@ def trial(config: dict, sweep: dict) -> None:
     """One trial: the run config from base + this trial's axes, the guard's floor, then `train.fit`."""
     import ray
     import ray.tune
+    from ray.util.queue import Queue
 
     from maskgan import assembly, train
 
@@ -379,19 +489,22 @@ def trial(config: dict, sweep: dict) -> None:
 
     guard_loc = run.join("guard.json")
     if storage.exists(guard_loc):  # a restarted trial keeps its first baseline
-        floors = json.loads(storage.read_text(guard_loc))["floors"]
+        guard = json.loads(storage.read_text(guard_loc))
     else:
         baseline = _cached_baseline(cfg, space.guard.rows, sweep["sweep"])
-        floors = guard_floors(baseline, space.guard)
-        storage.write_text(guard_loc, json.dumps({"before_training": baseline, "floors": floors,
-                                                  "min_ratio": space.guard.min_ratio,
-                                                  "min_accuracy": space.guard.min_accuracy}, indent=1))
+        guard = {"before_training": baseline, "floors": guard_floors(baseline, space.guard),
+                 "min_ratio": space.guard.min_ratio, "min_accuracy": space.guard.min_accuracy}
+        storage.write_text(guard_loc, json.dumps(guard, indent=1))
+    floors = guard["floors"]
+    start = _tune_start()
+    if start is not None and start["run"] != run.uri:
+        cfg = _adopt(cfg, run, start, guard, log)
     done = assembly.list_checkpoints(run) if storage.exists(run) else []
     if done and done[-1][0] >= cfg.train.epochs - 1:
         # Finished before the sweep driver went away: report its last epoch again instead of training more.
         meta = json.loads(storage.read_text(done[-1][1].join(assembly.META_FILE)))
         log(f"already finished ({done[-1][1].uri}); not rerun")
-        ray.tune.report({**meta["metrics"], **guarded(meta["metrics"], floors)})
+        _report_to_tune({**meta["metrics"], **guarded(meta["metrics"], floors)}, done[-1][1].uri, run.uri)
         return
     # train.fit runs in a child task whose runtime env names this cluster (RAY_ADDRESS): Train's controller and
     # its detached placement-group cleaner inherit it. When a scheduler stops this trial, Tune kills this actor
@@ -400,7 +513,9 @@ def trial(config: dict, sweep: dict) -> None:
     # stay reserved for the rest of the session.
     env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     fit_task = ray.remote(num_cpus=0, max_retries=0, runtime_env={"env_vars": env})(_fit)
-    ray.get(fit_task.remote(cfg.to_dict(), bool(done), _guard_report_callback(floors), trial_id))
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    callback = _trial_report(floors, queue, run.uri)
+    _relay(queue, fit_task.remote(cfg.to_dict(), bool(done), callback, trial_id), run.uri)
 
 
 def _fit(cfg_dict: dict, resume: bool, callback, trial_id: str) -> None:
@@ -490,11 +605,16 @@ def _scheduler(kind: str, space: Space, sweep_uri: str | None = None):
                                grace_period=min(space.asha["grace_period"], space.base.train.epochs),
                                reduction_factor=space.asha["reduction_factor"])
     if kind == "pbt":
-        raise SweepError(
-            "--scheduler pbt: not available with this trainer. PBT restarts a weak trial from a strong trial's "
-            "checkpoint with new learning rates, but a Train V2 run can only start from its own run folder "
-            "(resume_from_checkpoint is gone) and the worker restores the optimiser's saved learning rate; "
-            "use --scheduler asha, or grid/sample g_lr, head_lr and l1_lambda as axes")
+        from ray import tune
+        from ray.tune.schedulers import PopulationBasedTraining
+
+        # Every perturbation_interval epochs, a trial in the bottom quarter restarts from a top-quarter trial's
+        # checkpoint (see _adopt) with its learning rates and lambda resampled (25 %) or scaled by 0.8 / 1.2.
+        mutations = {k: (tune.loguniform if k.endswith("_lr") else tune.uniform)(low, high)
+                     for k, (low, high) in space.pbt["mutations"].items()}
+        return PopulationBasedTraining(time_attr=TIME_ATTR, perturbation_interval=space.pbt["perturbation_interval"],
+                                       hyperparam_mutations=mutations, quantile_fraction=0.25,
+                                       resample_probability=0.25)
     raise SweepError(f"--scheduler {kind}: unknown (asha, pbt, none)")
 
 
@@ -580,6 +700,9 @@ def run(space_path: str, storage: str | None = None, num_samples: int = 1, sched
         raise SweepError(f"{loc.uri} already holds a sweep; pass --resume to continue it, or change the space's "
                          "name or --storage")
     _scheduler(scheduler, space)  # refuse an unavailable scheduler before anything is written
+    if scheduler == "pbt" and space.pbt["perturbation_interval"] >= space.base.train.epochs:
+        raise SweepError(f"pbt.perturbation_interval: {space.pbt['perturbation_interval']} epochs, but "
+                         f"train.epochs is {space.base.train.epochs}: PBT would never perturb a trial")
     _preflight(space.base)
     train.ensure_ray()
     runs = loc.join("runs")
@@ -667,6 +790,10 @@ def collect(grid, space: Space, runs: storage.Location, log=print) -> list[dict]
         row = {"trial": tid, "status": status}
         for key in space.axes:
             row[key] = cfg.get(key)
+        for key in space.pbt.get("mutations", {}):  # PBT sets (and mutates) these on every trial
+            if key in cfg:
+                row[key] = cfg[key]
+        row["pbt_from"] = _lineage(runs.join(tid))
         row.update({"epochs": done, "objective": m.get(METRIC), "guard_ok": m.get("guard/ok"),
                     "val_generated_last": m.get("acc/val/generated"), "val_unmasked_last": m.get("acc/val/unmasked")})
         for r in evaluate.ROWS:
@@ -678,6 +805,20 @@ def collect(grid, space: Space, runs: storage.Location, log=print) -> list[dict]
         row["illustrative_only"] = (report or {}).get("illustrative_only")
         rows.append(row)
     return rows
+
+
+def _lineage(run: storage.Location) -> str | None:
+    """'<trial>@<epoch>; ...': the checkpoints PBT cloned into this trial's run, oldest first."""
+    loc = run.join(LINEAGE)
+    if not storage.exists(loc):
+        return None
+    return "; ".join(f"{e['from_run'].rstrip('/').rsplit('/', 1)[-1]}@{int(e['epoch']) + 1}"
+                     for e in json.loads(storage.read_text(loc)))
+
+
+def _axis_columns(rows: list[dict], space: Space) -> list[str]:
+    return [*space.axes, *[k for k in space.pbt.get("mutations", {}) if k not in space.axes
+                           and any(k in r for r in rows)]]
 
 
 def _pct(v) -> str:
@@ -699,7 +840,7 @@ def write_tables(loc: storage.Location, rows: list[dict], space: Space) -> None:
 
 
 def results_csv(rows: list[dict], space: Space) -> str:
-    columns = ["trial", "status", *space.axes, "epochs", "objective", "guard_ok"]
+    columns = ["trial", "status", *_axis_columns(rows, space), "epochs", "objective", "guard_ok", "pbt_from"]
     columns += [f"{r}/{s}" for r in REPORT_ROWS for s in ("val", "test")]
     columns += [f"{r}/{s}/ci95" for r in REPORT_ROWS for s in ("val", "test")]
     columns += ["run"]
@@ -712,7 +853,9 @@ def results_csv(rows: list[dict], space: Space) -> str:
 
 
 def results_markdown(rows: list[dict], space: Space) -> str:
-    head = ["trial", "status", *space.axes, "epochs", "objective"]
+    axes = _axis_columns(rows, space)
+    lineage = any(r.get("pbt_from") for r in rows)
+    head = ["trial", "status", *axes, "epochs", "objective", *(["cloned from (PBT)"] if lineage else [])]
     head += [f"{r} {s}" for r in REPORT_ROWS for s in ("val", "test")]
     lines = [f"# sweep {space.name}: {len(rows)} trials", "",
              "`objective` = val generated accuracy while the recogniser's unmasked accuracy held up, else 1.0 "
@@ -721,8 +864,8 @@ def results_markdown(rows: list[dict], space: Space) -> str:
         lines += ["**Illustrative only:** the recogniser has no real pretrained weights.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in sorted(rows, key=lambda r: (r.get("objective") is None, r.get("objective") or 0, r["trial"])):
-        cells = [row["trial"], row["status"], *[_short(row.get(k)) for k in space.axes], str(row["epochs"]),
-                 _short(row.get("objective"))]
+        cells = [row["trial"], row["status"], *[_short(row.get(k)) for k in axes], str(row["epochs"]),
+                 _short(row.get("objective")), *([row.get("pbt_from") or "–"] if lineage else [])]
         cells += [_pct(row.get(f"{r}/{s}")) for r in REPORT_ROWS for s in ("val", "test")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

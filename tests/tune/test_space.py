@@ -58,6 +58,9 @@ BASE = {"data": {"uri": "d"}, "model": {"projector": "p.pt"}}
     ({"base": BASE, "guard": {"rows": ["generated"]}}, "guard.rows:"),
     ({"base": BASE, "asha": {"grace_period": 0}}, "asha.grace_period: expected an integer >= 1"),
     ({"grid": {}}, "base: required"),
+    ({"base": BASE, "pbt": {"mutations": {"data.batch_size": [8, 16]}}}, "pbt.mutations.data.batch_size: not mutable"),
+    ({"base": BASE, "pbt": {"mutations": {"objective.g_lr": [0.1]}}}, "pbt.mutations.objective.g_lr: expected [low, high]"),
+    ({"base": BASE, "grid": {"train.init_from": ["x"]}}, "grid.train.init_from: cannot be swept"),
 ])
 def test_bad_space_names_the_key(space, needle):
     with pytest.raises(SpaceError) as e:
@@ -75,10 +78,11 @@ def test_cli_bad_space_is_one_line(tmp_path):
     assert not (tmp_path / "sweeps").exists()
 
 
-def test_cli_pbt_is_refused_with_the_reason(ci_space, tmp_path):
-    r = _cli("tune", "--space", ci_space, "--storage", str(tmp_path / "sweeps"), "--scheduler", "pbt")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
-    assert "--scheduler pbt: not available" in r.stderr and "asha" in r.stderr
+def test_cli_pbt_that_could_never_perturb_is_refused(make_space, tmp_path):
+    space = make_space(tmp_path / "pbt.yaml", pbt={"perturbation_interval": 3})  # ci.yaml trains 3 epochs
+    r = _cli("tune", "--space", space, "--storage", str(tmp_path / "sweeps"), "--scheduler", "pbt")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "pbt.perturbation_interval: 3 epochs" in r.stderr and "train.epochs is 3" in r.stderr
     assert not (tmp_path / "sweeps" / "ci" / "sweep.json").exists()
 
 

@@ -1,0 +1,77 @@
+"""PBT on the shared Ray session: a trial whose recogniser collapsed (head_lr 1.0) is replaced by a clone of the
+healthy trial's checkpoint with resampled/perturbed rates, and trains on from there instead of from scratch.
+
+2 trials x 4 epochs, both running at once (no pauses for pending trials); ~3 minutes on 2 CPUs.
+"""
+
+import json
+
+import pytest
+
+from data_loader import storage
+from maskgan import assembly
+from tune import sweep
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def pbt_sweep(ray_session, make_space, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pbt")
+    space = make_space(tmp / "pbt.yaml", name="pbt", grid={"objective.head_lr": [1.0e-4, 1.0]},
+                       pbt={"perturbation_interval": 1, "mutations": {"objective.head_lr": [1.0e-5, 1.0e-3],
+                                                                      "objective.g_lr": [1.0e-3, 1.0e-1]}})
+    # ci.yaml's base trains 3 epochs; one more leaves room for an exploit before the healthy trial finishes
+    import yaml
+
+    data = yaml.safe_load(open(space))
+    data["base"]["train"]["epochs"] = EPOCHS
+    yaml.safe_dump(data, open(space, "w"), sort_keys=False)
+    lines = []
+    result = sweep.run(space, storage=str(tmp / "sweeps"), scheduler="pbt", log=lines.append)
+    return {"result": result, "dir": tmp / "sweeps" / "pbt", "log": lines}
+
+
+def _state(loc):
+    return assembly.read_checkpoint(loc)
+
+
+def test_pbt_clones_the_healthy_trial_into_the_collapsed_one(pbt_sweep):
+    rows = {r["trial"]: r for r in pbt_sweep["result"]["rows"]}
+    assert len(rows) == 2
+    cloned = [r for r in rows.values() if r["pbt_from"]]
+    assert cloned, f"PBT never exploited: {rows}"
+    for row in cloned:
+        donor = row["pbt_from"].split(";")[-1].strip().split("@")[0]
+        assert donor in rows and donor != row["trial"]
+        run = storage.resolve(row["run"])
+        lineage = json.loads(storage.read_text(run.join(sweep.LINEAGE)))
+        clone_epoch = int(lineage[-1]["epoch"])
+        # the clone is a checkpoint of this trial's run, and training went on from it, not from scratch
+        epochs = [e for e, _ in assembly.list_checkpoints(run)]
+        assert clone_epoch in epochs and max(epochs) == EPOCHS - 1 and row["epochs"] == EPOCHS
+        clone = next(loc for e, loc in assembly.list_checkpoints(run) if e == clone_epoch)
+        assert clone.uri.rstrip("/").rsplit("/", 1)[-1] == f"{sweep.CLONE_PREFIX}{clone_epoch:04d}"
+        # the rates it trained on after the clone are its own (mutated) config's, not the donor's saved ones
+        final = _state(assembly.latest_checkpoint(run)[1])
+        cfg = final["config"]["objective"]
+        assert final["g_opt"]["param_groups"][0]["lr"] == pytest.approx(cfg["g_lr"])
+        assert final["h_opt"]["param_groups"][0]["lr"] == pytest.approx(cfg["head_lr"])
+        assert row["objective.head_lr"] == pytest.approx(cfg["head_lr"])
+        # Adam's step count went on from the donor's: the optimiser state came with the weights
+        assert float(final["g_opt"]["state"][0]["step"]) > float(_state(clone)["g_opt"]["state"][0]["step"])
+    wrecked = [r for r in rows.values() if r["trial"] not in {c["trial"] for c in cloned}
+               and r["objective.head_lr"] == 1.0]
+    # the collapsed trial (head_lr 1.0) ends with working rates: it was the one PBT replaced
+    assert not wrecked, rows
+    assert all(r["objective.head_lr"] < 0.01 for r in rows.values())
+    assert all(r["guard_ok"] is True for r in rows.values()), rows
+
+
+def test_pbt_results_table_names_the_clone(pbt_sweep):
+    md = (pbt_sweep["dir"] / "results.md").read_text()
+    assert "cloned from (PBT)" in md and "objective.g_lr" in md
+    csv_text = (pbt_sweep["dir"] / "results.csv").read_text()
+    assert "pbt_from" in csv_text.splitlines()[0]
