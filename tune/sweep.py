@@ -436,6 +436,8 @@ def _adopt(cfg: RunConfig, run: storage.Location, start: dict, guard: dict, log)
     (the weaker trial's past is what PBT discards) and train on from there with this trial's (mutated)
     config. The copy lives in the run as `checkpoint_pbt_<epoch>`, so the trial's evaluation, export and a
     later restart see it like any checkpoint. Idempotent: a restart before the clone reported finds it."""
+    import hashlib
+    import os
     import tempfile
 
     from maskgan import assembly
@@ -446,24 +448,25 @@ def _adopt(cfg: RunConfig, run: storage.Location, start: dict, guard: dict, log)
         return cfg.replace(train={"init_from": lineage[-1]["copy"]})
     src = storage.resolve(start["checkpoint"], cfg.data.endpoint_url)
     try:
-        assembly.read_checkpoint(src)  # verified before this trial's own run is given up
-        with tempfile.TemporaryDirectory() as tmp:
-            import os
-
-            for name in (assembly.STATE_FILE, assembly.META_FILE):
-                with open(os.path.join(tmp, name), "wb") as f:
-                    f.write(storage.read_bytes(src.join(name)))
-            storage.delete_dir(run)
-            dest = run.join(f"{CLONE_PREFIX}{int(start['epoch']):04d}")
-            assembly.upload_checkpoint(tmp, dest, log=log)
-    except (assembly.CheckpointError, storage.StorageError, OSError) as e:
+        files = {name: storage.read_bytes(src.join(name)) for name in (assembly.META_FILE, assembly.STATE_FILE)}
+        # verified before this trial's own run is given up
+        if hashlib.sha256(files[assembly.STATE_FILE]).hexdigest() != json.loads(files[assembly.META_FILE])["sha256"]:
+            raise assembly.CheckpointError(f"{src.uri}: checksum mismatch")
+    except (assembly.CheckpointError, storage.StorageError, OSError, ValueError, KeyError) as e:
         # e.g. the donor's run already dropped that checkpoint (train.num_to_keep): explore without exploit
         log(f"warning: cannot clone {src.uri} ({str(e).splitlines()[0][:200]}); continuing this trial's own run "
             "with the new config")
         return cfg
+    storage.delete_dir(run)
+    dest = run.join(f"{CLONE_PREFIX}{int(start['epoch']):04d}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
+        assembly.upload_checkpoint(tmp, dest, log=log)  # meta.json last: a torn copy is never taken as complete
     storage.write_text(run.join("guard.json"), json.dumps(guard, indent=1))
     lineage.append({"from": start["checkpoint"], "from_run": start["run"], "epoch": start["epoch"],
-                    "copy": dest.uri, "config": {k: v for k, v in cfg.to_dict()["objective"].items()}})
+                    "copy": dest.uri, "config": cfg.to_dict()["objective"]})
     storage.write_text(lineage_loc, json.dumps(lineage, indent=1))
     log(f"PBT: continuing from {src.uri} (epoch {int(start['epoch']) + 1}) with g_lr {cfg.objective.g_lr:.3g}, "
         f"head_lr {cfg.objective.head_lr:.3g}, l1_lambda {cfg.objective.l1_lambda:.3g}")

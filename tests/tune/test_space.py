@@ -183,3 +183,46 @@ def test_relative_paths_are_the_users_and_missing_data_is_one_line(tmp_path, mon
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert f"{tmp_path}/demo_out/data: no manifest.json" in r.stderr
     assert not (tmp_path / "sweeps").exists()
+
+
+def _fake_checkpoint(folder, payload: bytes, epoch: int):
+    import hashlib
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "state.pt").write_bytes(payload)
+    (folder / "meta.json").write_text(json.dumps({"epoch": epoch, "sha256": hashlib.sha256(payload).hexdigest()}))
+
+
+def test_pbt_clone_replaces_the_weak_run_once_and_a_vanished_donor_keeps_it(tmp_path):
+    import json
+
+    from data_loader import storage
+    from maskgan import config
+
+    cfg = config.debug_cpu(str(tmp_path)).replace(train={"storage": str(tmp_path / "runs"), "name": "weak"})
+    weak, strong = tmp_path / "runs" / "weak", tmp_path / "runs" / "strong"
+    _fake_checkpoint(weak / "checkpoint_a", b"weak", 0)
+    _fake_checkpoint(strong / "checkpoint_b", b"strong", 1)
+    guard = {"floors": {"unmasked": 0.4}}
+    run, lines = storage.resolve(str(weak)), []
+
+    gone = {"run": str(strong), "checkpoint": str(strong / "checkpoint_gone"), "epoch": 1}
+    assert sweep._adopt(cfg, run, gone, guard, lines.append) == cfg  # nothing to clone: keep the own run
+    assert "cannot clone" in lines[-1] and (weak / "checkpoint_a" / "state.pt").read_bytes() == b"weak"
+
+    (strong / "checkpoint_b" / "state.pt").write_bytes(b"torn")  # fails its checksum: not cloned either
+    start = {"run": str(strong), "checkpoint": str(strong / "checkpoint_b"), "epoch": 1}
+    assert sweep._adopt(cfg, run, start, guard, lines.append) == cfg and "checksum mismatch" in lines[-1]
+    (strong / "checkpoint_b" / "state.pt").write_bytes(b"strong")
+
+    adopted = sweep._adopt(cfg, run, start, guard, lines.append)
+    clone = weak / "checkpoint_pbt_0001"
+    assert adopted.train.init_from == str(clone) and adopted.objective == cfg.objective
+    assert sorted(p.name for p in weak.iterdir()) == ["checkpoint_pbt_0001", "guard.json", "pbt.json"]
+    assert (clone / "state.pt").read_bytes() == b"strong" and json.loads((weak / "guard.json").read_text()) == guard
+    assert json.loads((weak / "pbt.json").read_text())[0]["from"] == str(strong / "checkpoint_b")
+    mtime = (clone / "meta.json").stat().st_mtime_ns
+    # the trial restarted before reporting from the clone: the same start is not copied again
+    assert sweep._adopt(cfg, run, start, guard, lines.append).train.init_from == str(clone)
+    assert (clone / "meta.json").stat().st_mtime_ns == mtime and len(json.loads((weak / "pbt.json").read_text())) == 1
