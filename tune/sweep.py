@@ -647,7 +647,11 @@ def run(space_path: str, storage: str | None = None, num_samples: int = 1, sched
     train.ensure_ray()
     # A driver killed mid-sweep (the usual reason for --resume) can leave a trial's worker CPUs reserved for
     # good; free them before trials are scheduled, or the sweep can wait forever for Ray Data's read tasks.
-    free_leaked_placement_groups(log=log)
+    # Best effort (it reads Ray's internal GCS tables): a failure here must not stop the sweep.
+    try:
+        free_leaked_placement_groups(log=log)
+    except Exception as e:
+        log(f"warning: could not check for placement groups left by killed drivers: {str(e).splitlines()[0][:200]}")
     runs = loc.join("runs")
     if not resume:
         storage_mod.write_text(meta_loc, json.dumps({"space": space.to_dict(), "scheduler": scheduler,
