@@ -214,6 +214,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
             # Torn or corrupted latest checkpoint: say which, and fall back to the newest one that verifies.
             print(f"[{cfg.train.name}] warning: {e}; falling back to the previous good checkpoint", flush=True)
             state, _ = assembly.latest_checkpoint(run_location(cfg), log=lambda m: print(m, flush=True))
+    run = run_location(cfg)
+    on_disk = assembly.list_checkpoints(run) if storage.exists(run) else []
+    if on_disk and (state is None or on_disk[-1][0] > state["epoch"]):
+        # A checkpoint on disk that Ray Train does not know: the driver was killed after our upload hook wrote
+        # it but before Train recorded it (checkpoint_manager_snapshot.json), so Train offers an older one or
+        # none. `fit` only starts over existing checkpoints when resuming: continue from the newest that
+        # verifies instead of training its epochs again.
+        newest, _ = assembly.latest_checkpoint(run, log=lambda m: print(m, flush=True))
+        if state is None or newest["epoch"] > state["epoch"]:
+            state = newest
+    if state is not None:
         assembly.check_resume_arch(state, cfg, size, "resume")
         generator.load_state_dict(state["generator"])
         head.load_state_dict(state["head"])
