@@ -204,13 +204,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     head = rec.head
 
     start_epoch = 0
-    state = _starting_state(cfg, size)
+    state, how = _starting_state(cfg, size)
     if state is not None:
         generator.load_state_dict(state["generator"])
         head.load_state_dict(state["head"])
         start_epoch = state["epoch"] + 1
         if rank == 0:
-            how = "resumed from" if ray.train.get_checkpoint() is not None else f"started from {cfg.train.init_from}:"
             print(f"[{cfg.train.name}] {how} the checkpoint of epoch {start_epoch}", flush=True)
 
     train_head = cfg.objective.experiment != "exp0"
@@ -284,12 +283,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics_sink.close()
 
 
-def _starting_state(cfg: RunConfig, size: int) -> dict | None:
-    """The state a worker starts from: the run's own latest checkpoint when Train restores the run (a resume,
-    a worker-failure restart), else `train.init_from`'s, else None (a fresh run)."""
+def _starting_state(cfg: RunConfig, size: int) -> tuple[dict | None, str]:
+    """(state, how) a worker starts from: the run's own newest checkpoint when it has one (a resume, a
+    worker-failure restart), else `train.init_from`'s, else (None, "") for a fresh run."""
     import ray.train
 
     resumed = ray.train.get_checkpoint()
+    state = None
     if resumed is not None:
         try:
             with resumed.as_directory() as d:
@@ -298,14 +298,25 @@ def _starting_state(cfg: RunConfig, size: int) -> dict | None:
             # Torn or corrupted latest checkpoint: say which, and fall back to the newest one that verifies.
             print(f"[{cfg.train.name}] warning: {e}; falling back to the previous good checkpoint", flush=True)
             state, _ = assembly.latest_checkpoint(run_location(cfg), log=lambda m: print(m, flush=True))
-        where = "resume"
+    run = run_location(cfg)
+    on_disk = assembly.list_checkpoints(run) if storage.exists(run) else []
+    if on_disk and (state is None or on_disk[-1][0] > state["epoch"]):
+        # A checkpoint on disk that Ray Train does not know: the driver was killed after our upload hook wrote
+        # it but before Train recorded it (checkpoint_manager_snapshot.json), so Train offers an older one or
+        # none. `fit` only starts over existing checkpoints when resuming: continue from the newest that
+        # verifies instead of training its epochs again. (A PBT clone, checkpoint_pbt_*, is found here too.)
+        newest, _ = assembly.latest_checkpoint(run, log=lambda m: print(m, flush=True))
+        if state is None or newest["epoch"] > state["epoch"]:
+            state = newest
+    if state is not None:
+        where, how = "resume", "resumed from"
     elif cfg.train.init_from:
         state = assembly.read_checkpoint(storage.resolve(cfg.train.init_from, cfg.data.endpoint_url))
-        where = f"train.init_from {cfg.train.init_from}"
+        where, how = f"train.init_from {cfg.train.init_from}", f"started from {cfg.train.init_from}:"
     else:
-        return None
+        return None, ""
     assembly.check_resume_arch(state, cfg, size, where)
-    return state
+    return state, how
 
 
 def _set_lr(opt, lr: float) -> None:

@@ -676,6 +676,69 @@ def _preflight(base: RunConfig) -> None:
                              "your weights)")
 
 
+def free_leaked_placement_groups(timeout_s: float = 60.0, settle_s: float = 2.0, log=print) -> list[str]:
+    """Remove the placement groups that killed drivers left reserved; return their ids (hex).
+
+    Ray removes a job's placement groups when its driver dies, but only those registered at that moment. The
+    actors of the job die a few milliseconds later, one ownership level at a time (trial actor, `_fit` task,
+    Train controller), and a Train controller that was starting its worker group in between registers its
+    placement group after the job's cleanup has run: nothing removes it then, and its CPUs stay reserved for
+    the life of the cluster (Ray 2.60; gcs_server.out shows "Marking job as finished. job_id=02000000" followed
+    by "Registering placement group ...02000000"). On a 2-CPU cluster a leaked 0.5-CPU worker bundle next to
+    two resumed trials' bundles leaves 0.5 CPU, so Ray Data's 1-CPU read tasks never start and the resumed
+    sweep waits forever.
+
+    So: wait (up to `timeout_s`) until the non-detached actors of dead jobs are gone, after which no more
+    placement groups can come from those jobs; then remove the groups that Ray itself should have removed:
+    not detached, created by a dead job, by no actor or by one that is dead. Another live job's groups, and
+    groups of detached actors that outlive their job (Serve, ...), are never touched.
+    """
+    import time
+
+    import ray
+    from ray._private.state import state as gcs
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    deadline, waited = time.monotonic() + timeout_s, False
+    while True:
+        dead_jobs = {j["JobID"] for j in gcs.job_table() if j["IsDead"]}
+        if not dead_jobs:
+            return []
+        actors = gcs.actor_table(None)
+        dying = [a for a in actors.values()
+                 if a["JobID"] in dead_jobs and not a["IsDetached"] and a["State"] != "DEAD"]
+        if not dying:
+            break
+        if time.monotonic() > deadline:
+            log(f"warning: {len(dying)} actor(s) of a dead driver's job still alive after {timeout_s:.0f} s "
+                f"({', '.join(sorted({a['ActorClassName'] for a in dying}))}); freeing what they left so far")
+            break
+        waited = True
+        time.sleep(0.5)
+    if waited:  # the last of them may have sent a placement group request just before dying
+        time.sleep(settle_s)
+    removed = []
+    for raw in gcs._connect_and_get_accessor().get_placement_group_table():
+        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if (pg.state == gcs_pb2.PlacementGroupTableData.REMOVED or pg.is_detached
+                or pg.creator_job_id.hex() not in dead_jobs):
+            continue
+        creator_id = pg.creator_actor_id.hex()  # nil (all f) when a driver or a task created it
+        creator = actors.get(creator_id) or (gcs.actor_table(creator_id) if creator_id.strip("f") else {})
+        if creator and creator.get("State") != "DEAD":
+            continue
+        try:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))
+        except Exception as e:  # removed meanwhile: nothing left to free
+            log(f"warning: could not remove placement group {pg.placement_group_id.hex()}: {e}")
+            continue
+        removed.append(pg.placement_group_id.hex())
+    if removed:
+        log(f"freed {len(removed)} placement group(s) that a killed driver's job left reserved: {', '.join(removed)}")
+    return removed
+
+
 def sweep_location(space: Space, storage_uri: str | None) -> storage.Location:
     return storage.resolve(storage_uri or space.base.train.storage, space.base.data.endpoint_url).join(space.name)
 
@@ -708,6 +771,13 @@ def run(space_path: str, storage: str | None = None, num_samples: int = 1, sched
                          f"train.epochs is {space.base.train.epochs}: PBT would never perturb a trial")
     _preflight(space.base)
     train.ensure_ray()
+    # A driver killed mid-sweep (the usual reason for --resume) can leave a trial's worker CPUs reserved for
+    # good; free them before trials are scheduled, or the sweep can wait forever for Ray Data's read tasks.
+    # Best effort (it reads Ray's internal GCS tables): a failure here must not stop the sweep.
+    try:
+        free_leaked_placement_groups(log=log)
+    except Exception as e:
+        log(f"warning: could not check for placement groups left by killed drivers: {str(e).splitlines()[0][:200]}")
     runs = loc.join("runs")
     if not resume:
         storage_mod.write_text(meta_loc, json.dumps({"space": space.to_dict(), "scheduler": scheduler,
