@@ -676,7 +676,8 @@ def _preflight(base: RunConfig) -> None:
                              "your weights)")
 
 
-def free_leaked_placement_groups(timeout_s: float = 60.0, settle_s: float = 2.0, log=print) -> list[str]:
+def free_leaked_placement_groups(timeout_s: float = 60.0, settle_s: float = 1.0, watch_s: float = 15.0,
+                                 log=print) -> list[str]:
     """Remove the placement groups that killed drivers left reserved; return their ids (hex).
 
     Ray removes a job's placement groups when its driver dies, but only those registered at that moment. The
@@ -691,7 +692,9 @@ def free_leaked_placement_groups(timeout_s: float = 60.0, settle_s: float = 2.0,
     So: wait (up to `timeout_s`) until the non-detached actors of dead jobs are gone, after which no more
     placement groups can come from those jobs; then remove the groups that Ray itself should have removed:
     not detached, created by a dead job, by no actor or by one that is dead. Another live job's groups, and
-    groups of detached actors that outlive their job (Serve, ...), are never touched.
+    groups of detached actors that outlive their job (Serve, ...), are never touched. A request that one of
+    those actors sent just before it died can be registered seconds later on a loaded head node, so while a job
+    died in the last five minutes, look again every `settle_s` for `watch_s`.
     """
     import time
 
@@ -700,11 +703,13 @@ def free_leaked_placement_groups(timeout_s: float = 60.0, settle_s: float = 2.0,
     from ray.core.generated import gcs_pb2
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    deadline, waited = time.monotonic() + timeout_s, False
+    deadline = time.monotonic() + timeout_s
     while True:
-        dead_jobs = {j["JobID"] for j in gcs.job_table() if j["IsDead"]}
+        jobs = [j for j in gcs.job_table() if j["IsDead"]]
+        dead_jobs = {j["JobID"] for j in jobs}
         if not dead_jobs:
             return []
+        recent = any(time.time() * 1000 - j["EndTime"] < 300_000 for j in jobs)  # EndTime: ms since the epoch
         actors = gcs.actor_table(None)
         dying = [a for a in actors.values()
                  if a["JobID"] in dead_jobs and not a["IsDetached"] and a["State"] != "DEAD"]
@@ -714,26 +719,32 @@ def free_leaked_placement_groups(timeout_s: float = 60.0, settle_s: float = 2.0,
             log(f"warning: {len(dying)} actor(s) of a dead driver's job still alive after {timeout_s:.0f} s "
                 f"({', '.join(sorted({a['ActorClassName'] for a in dying}))}); freeing what they left so far")
             break
-        waited = True
         time.sleep(0.5)
-    if waited:  # the last of them may have sent a placement group request just before dying
+
+    def sweep_once() -> list[str]:
+        removed = []
+        for raw in gcs._connect_and_get_accessor().get_placement_group_table():
+            pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+            if (pg.state == gcs_pb2.PlacementGroupTableData.REMOVED or pg.is_detached
+                    or pg.creator_job_id.hex() not in dead_jobs):
+                continue
+            creator_id = pg.creator_actor_id.hex()  # nil (all f) when a driver or a task created it
+            creator = actors.get(creator_id) or (gcs.actor_table(creator_id) if creator_id.strip("f") else {})
+            if creator and creator.get("State") != "DEAD":
+                continue
+            try:
+                remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))
+            except Exception as e:  # removed meanwhile: nothing left to free
+                log(f"warning: could not remove placement group {pg.placement_group_id.hex()}: {e}")
+                continue
+            removed.append(pg.placement_group_id.hex())
+        return removed
+
+    removed = sweep_once()
+    watch_until = time.monotonic() + (watch_s if recent else 0)
+    while time.monotonic() < watch_until:
         time.sleep(settle_s)
-    removed = []
-    for raw in gcs._connect_and_get_accessor().get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if (pg.state == gcs_pb2.PlacementGroupTableData.REMOVED or pg.is_detached
-                or pg.creator_job_id.hex() not in dead_jobs):
-            continue
-        creator_id = pg.creator_actor_id.hex()  # nil (all f) when a driver or a task created it
-        creator = actors.get(creator_id) or (gcs.actor_table(creator_id) if creator_id.strip("f") else {})
-        if creator and creator.get("State") != "DEAD":
-            continue
-        try:
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))
-        except Exception as e:  # removed meanwhile: nothing left to free
-            log(f"warning: could not remove placement group {pg.placement_group_id.hex()}: {e}")
-            continue
-        removed.append(pg.placement_group_id.hex())
+        removed += sweep_once()
     if removed:
         log(f"freed {len(removed)} placement group(s) that a killed driver's job left reserved: {', '.join(removed)}")
     return removed
