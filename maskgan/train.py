@@ -284,31 +284,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 def _starting_state(cfg: RunConfig, size: int) -> tuple[dict | None, str]:
-    """(state, how) a worker starts from: the run's own newest checkpoint when it has one (a resume, a
-    worker-failure restart), else `train.init_from`'s, else (None, "") for a fresh run."""
-    import ray.train
+    """(state, how) a worker starts from: the newest checkpoint in the run folder that verifies (a resume, a
+    worker-failure restart, a PBT clone `checkpoint_pbt_*`), else `train.init_from`'s, else (None, "").
 
-    resumed = ray.train.get_checkpoint()
-    state = None
-    if resumed is not None:
-        try:
-            with resumed.as_directory() as d:
-                state = assembly.read_checkpoint(storage.resolve(d))
-        except assembly.CheckpointError as e:
-            # Torn or corrupted latest checkpoint: say which, and fall back to the newest one that verifies.
-            print(f"[{cfg.train.name}] warning: {e}; falling back to the previous good checkpoint", flush=True)
-            state, _ = assembly.latest_checkpoint(run_location(cfg), log=lambda m: print(m, flush=True))
+    The run folder, not `ray.train.get_checkpoint()`: every checkpoint Train knows is there, and so is one our
+    upload hook wrote just before the driver was killed, which Train never recorded (no
+    checkpoint_manager_snapshot.json entry) and would not offer. `fit` only starts over existing checkpoints
+    when resuming. A torn newest checkpoint is named and the previous good one used."""
     run = run_location(cfg)
-    on_disk = assembly.list_checkpoints(run) if storage.exists(run) else []
-    if on_disk and (state is None or on_disk[-1][0] > state["epoch"]):
-        # A checkpoint on disk that Ray Train does not know: the driver was killed after our upload hook wrote
-        # it but before Train recorded it (checkpoint_manager_snapshot.json), so Train offers an older one or
-        # none. `fit` only starts over existing checkpoints when resuming: continue from the newest that
-        # verifies instead of training its epochs again. (A PBT clone, checkpoint_pbt_*, is found here too.)
-        newest, _ = assembly.latest_checkpoint(run, log=lambda m: print(m, flush=True))
-        if state is None or newest["epoch"] > state["epoch"]:
-            state = newest
-    if state is not None:
+    if storage.exists(run) and assembly.list_checkpoints(run):
+        state, _ = assembly.latest_checkpoint(run, log=lambda m: print(f"[{cfg.train.name}] {m}", flush=True))
         where, how = "resume", "resumed from"
     elif cfg.train.init_from:
         state = assembly.read_checkpoint(storage.resolve(cfg.train.init_from, cfg.data.endpoint_url))
