@@ -37,7 +37,7 @@ def ray_session(s3_server):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=True, configure_logging=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=2, include_dashboard=True, configure_logging=False, log_to_driver=True)
     yield ray
     ray.shutdown()
 
