@@ -1,9 +1,10 @@
 """Strict offline validation of the KubeRay manifests in k8s/.
 
-Two layers. (1) The RayCluster / RayJob CRD schemas (KubeRay v1, copied into shared/kuberay-crds), made strict the
-way the API server's pruning is: a field the schema does not name is an error here rather than silently dropped
-there. (2) The rules the operator enforces but the CRD cannot express, and our own rule that no credential is
-written into a manifest. Other kinds (PodMonitor, Secret, ...) only get apiVersion/kind/metadata checks.
+Two layers. (1) The RayCluster / RayJob CRD schemas (KubeRay v1.7.0, shipped in cluster/crds/ with their commit and
+licence), made strict the way the API server's pruning is: a field the schema does not name is an error here rather
+than silently dropped there. (2) The rules the operator enforces but the CRD cannot express, and our own rule that
+no credential is written into a manifest. Other kinds (PodMonitor, Secret, ...) only get apiVersion/kind/metadata
+checks.
 
     python -m cluster.manifests k8s/*.yaml
 """
@@ -21,7 +22,6 @@ import jsonschema
 import yaml
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are ~2 MB of YAML; libyaml is ~10x faster
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 _CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 _API_VERSION = "ray.io/v1"
 _GPU = "nvidia.com/gpu"
@@ -46,13 +46,10 @@ _AWS_SECRET_KEY = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/
 
 
 def crd_dir() -> Path:
-    """shared/kuberay-crds next to (or above) the repo, or $MASKGAN_KUBERAY_CRDS."""
+    """The KubeRay CRDs shipped in this package (cluster/crds/), or $MASKGAN_KUBERAY_CRDS to try other ones."""
     if os.environ.get("MASKGAN_KUBERAY_CRDS"):
         return Path(os.environ["MASKGAN_KUBERAY_CRDS"])
-    for parent in (_REPO_ROOT, *_REPO_ROOT.parents):
-        if (parent / "shared" / "kuberay-crds").is_dir():
-            return parent / "shared" / "kuberay-crds"
-    raise FileNotFoundError(f"no shared/kuberay-crds above {_REPO_ROOT}; set MASKGAN_KUBERAY_CRDS")
+    return Path(__file__).resolve().with_name("crds")  # package data: beside this module in every install
 
 
 def _strict(schema: dict) -> dict:
