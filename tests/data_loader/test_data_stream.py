@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from bench.data import stream_memory, write_stream_set
 from data_loader import shards, storage, stream
+from data_loader.stream_probe import stream_memory, write_stream_set
 
 
 def _numbered_set(uri: str, rows: int, shard_size: int) -> None:
@@ -55,8 +55,8 @@ def test_worker_memory_stays_flat_from_1k_to_10k_pairs(ray_session, tmp_path):
     """Peak memory of a worker streaming 1k vs 10k pairs (64², 7 MiB vs 273 MiB of pixels) differs < 20 %.
 
     Each measurement runs in a fresh worker process that first streams the same 4k-row warm-up set (see
-    bench.data.stream_memory: without it the 1k run ends inside the worker's start-up growth). A worker that
-    kept what it streamed would grow by ~270 MiB.
+    data_loader.stream_probe.stream_memory: without it the 1k run ends inside the worker's start-up growth). A
+    worker that kept what it streamed would grow by ~270 MiB.
     """
     import ray
 
