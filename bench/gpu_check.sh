@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # bench/gpu_check.sh: every GPU figure of the fast-step work in one run on one lent NVIDIA GPU, in under
 # 5 minutes, from the repo root. It runs, in order:
-#   1. the step-equivalence tests (tests/test_step_equivalence.py; the bf16-on-GPU one runs only here);
+#   1. the step-equivalence tests (tests/maskgan/test_step_equivalence.py; the bf16-on-GPU one runs only here);
 #   2. bench.step: paper-structured step (batch 16, fp32) vs ours (train_step, bf16, batch 1024), then ours
 #      at batch 2048;
 #   3. bench.pipeline: a one-worker `maskgan train` from 32768 synthetic 128x128 rows, 3 epochs, streamed
 #      from Ray Data every epoch (--resident-gib 0), then again with the rows kept on the GPU after epoch 1
 #      (train.resident_gib auto), each next to the in-memory step;
 #   4. if at least 150 s of the 5 minutes are left: ours with a compiled trunk (the warm-up pays the compile).
-# Then a summary table (markdown, for README.md's Benchmarks section). Everything goes to the console and to
+# Then a summary table (markdown, for docs/benchmarks.md). Everything goes to the console and to
 # ${OUT:-/tmp/gpu_check}/gpu_check.log (the device tool brings $OUT back), JSON results to results.jsonl.
 #
 # The GPU machine has python3 with torch, numpy, pyarrow, PyYAML, Pillow, pytest, but neither Ray nor
@@ -76,7 +76,7 @@ $PY -c "import torch, ray, sys; from maskgan.models.recognizer import _inception
 echo "setup took ${SECONDS}s"
 
 say "1. equivalence tests (fp64/fp32 reference on CPU, bf16 on the GPU)"
-run 90 $PY -m pytest -q -p no:cacheprovider tests/test_step_equivalence.py -k "not training_with"
+run 90 $PY -m pytest -q -p no:cacheprovider tests/maskgan/test_step_equivalence.py -k "not training_with"
 
 say "2. bench.step: paper-structured vs ours"
 run 60 $PY -m bench.step --device $DEV --batch $B1 $SMALL
