@@ -130,8 +130,10 @@ def chart_image(palette: Palette, px_per_mm: float) -> np.ndarray:
     h, w = round(PAGE_MM[1] * px_per_mm), round(PAGE_MM[0] * px_per_mm)
     img = np.full((h, w, 3), 255, np.uint8)
 
-    def fill(x, y, side_w, side_h, colour):
-        img[round(y * px_per_mm):round((y + side_h) * px_per_mm), round(x * px_per_mm):round((x + side_w) * px_per_mm)] = colour
+    def fill(x, y, side_w, side_h, colour):  # mm box -> pixels
+        r0, r1 = round(y * px_per_mm), round((y + side_h) * px_per_mm)
+        c0, c1 = round(x * px_per_mm), round((x + side_w) * px_per_mm)
+        img[r0:r1, c0:c1] = colour
 
     m = FIDUCIAL_MM / 7
     for cx, cy in lay.fiducials:
@@ -233,7 +235,8 @@ def fit_image(image: np.ndarray, n_colours: int, source: str = "image") -> Palet
     flat = KT.warp_perspective(photo, homography, size, align_corners=True)[0].permute(1, 2, 0).numpy()
 
     def median(x0, y0, x1, y1):  # mm box -> median colour (0..1)
-        box = flat[round(y0 * READ_PX_PER_MM):round(y1 * READ_PX_PER_MM), round(x0 * READ_PX_PER_MM):round(x1 * READ_PX_PER_MM)]
+        k = READ_PX_PER_MM
+        box = flat[round(y0 * k):round(y1 * k), round(x0 * k):round(x1 * k)]
         return np.median(box.reshape(-1, 3), 0)
 
     m = FIDUCIAL_MM / 7

@@ -5,16 +5,18 @@ along its edge and the model card's sha256 is printed small in a corner (what is
 The design is upscaled from its resolution to width_mm / 25.4 x dpi pixels with a bicubic filter (a smooth
 design stays smooth; nearest would print the design's pixel grid as blocks), and that image is embedded
 unresampled (matplotlib writes an `interpolation="none"` image at its own pixel size), so `pdfimages -list`
-reports exactly those pixels.
+reports exactly those pixels. Outputs are storage URIs (local or s3://), written whole.
 """
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 import torch
 from PIL import Image
+
+from data_loader import storage
 
 MM_PER_INCH = 25.4
 OUTLINE_MM = 0.25  # cut-line width
@@ -65,9 +67,10 @@ def write_page(image: np.ndarray, width_mm: float, height_mm: float, out_pdf: st
     ax.set_ylim(0, height_mm)
     if decorate is not None:
         decorate(ax)
-    os.makedirs(os.path.dirname(os.path.abspath(out_pdf)), exist_ok=True)
+    buf = io.BytesIO()
     # No bbox_inches="tight": the page must keep the figure's (physical) size.
-    fig.savefig(out_pdf, format="pdf", metadata={"Creator": "maskgan"})
+    fig.savefig(buf, format="pdf", metadata={"Creator": "maskgan"})
+    storage.write_bytes(storage.resolve(out_pdf), buf.getvalue())
 
 
 def print_pdf(design, width_mm: float, height_mm: float, dpi: int, out_pdf: str, out_png: str,
@@ -92,6 +95,7 @@ def print_pdf(design, width_mm: float, height_mm: float, dpi: int, out_pdf: str,
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
 
     write_page(image, width_mm, height_mm, out_pdf, decorate)
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    Image.fromarray(image).save(out_png, format="PNG", dpi=(dpi, dpi))
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", dpi=(dpi, dpi))
+    storage.write_bytes(storage.resolve(out_png), buf.getvalue())
     return {"pdf": out_pdf, "png": out_png, "pixels": (w_px, h_px)}
