@@ -17,7 +17,7 @@ EOT (expectation over transformation): `design_transforms` (the print: contrast,
 noise, blur, small rotation/scale/translation) and `face_transforms` (the camera: blur, noise, exposure,
 JPEG-like degradation) are kornia pipelines, batched and differentiable on the input's device; each image of a
 batch draws its own parameters. Their ranges (`PhysicalRanges`) default to the anchors' (AdversarialMask, Zolfi
-et al. 2022; adversarial-yolo, Thys et al. 2019); `held_out(ranges)` widens every range 1.5x.
+et al. 2022; adversarial-yolo, Thys et al. 2019); `held_out(ranges)` widens every range 1.5x. A strength of 0 turns its transform off.
 Seeds: a transform's parameters are a pure function of one integer seed (`transform_seed`): training draws
 even seeds, held-out evaluation odd ones, so evaluation never sees a transform training drew.
 
@@ -174,40 +174,31 @@ def nps(design: torch.Tensor, palette: torch.Tensor, eps: float = 1e-8) -> torch
 
 @dataclass(frozen=True)
 class PhysicalRanges:
-    """Ranges of the random physical transforms. Design (the print, in mask space) then face (the camera)."""
+    """Strengths of the random physical transforms: each a half-width or a maximum (scalars, so a config
+    section can hold them as they are); 0 turns that transform off. Design (the print, in mask space) first,
+    then the face (the camera)."""
 
-    contrast: tuple[float, float] = (0.8, 1.2)  # design x U(lo, hi)   (AdversarialMask)
+    contrast: float = 0.2  # design x U(1-c, 1+c)                     (AdversarialMask: U(0.8, 1.2))
     brightness: float = 0.1  # design + U(-b, b)                      (AdversarialMask)
     noise: float = 0.05  # design + uniform noise U(-n, n) per pixel  (AdversarialMask)
     colour_shift: float = 0.05  # per channel + U(-c, c): the printer's and fabric's colour cast
-    blur_sigma: tuple[float, float] = (0.1, 1.0)  # design Gaussian blur, px of the design (ink bleed)
+    blur_sigma: float = 1.0  # design Gaussian blur, sigma U(0.1, b) px of the design (ink bleed)
     rotation_deg: float = 5.0  # design rotation U(-r, r)              (AdversarialMask; Sharif: 4)
     translate: float = 0.05  # design shift, fraction of its size     (AdversarialMask)
-    scale: tuple[float, float] = (0.95, 1.05)  # design scale U(lo, hi): how the mask sits on the face
-    camera_blur_sigma: tuple[float, float] = (0.1, 1.0)  # face Gaussian blur, px (focus, motion)
-    camera_noise: float = 0.02  # face + N(0, s²) sensor noise
-    exposure: tuple[float, float] = (0.8, 1.2)  # face x U(lo, hi)
-    jpeg_quality: tuple[float, float] = (50.0, 95.0)  # face JPEG-like degradation, quality U(lo, hi)
+    scale: float = 0.05  # design scale U(1-s, 1+s): how the mask sits on the face
+    camera_blur_sigma: float = 1.0  # face Gaussian blur, sigma U(0.1, b) px (focus, motion)
+    camera_noise: float = 0.02  # face + N(0, s^2) sensor noise
+    exposure: float = 0.2  # face x U(1-e, 1+e)
+    jpeg_drop: float = 45.0  # face JPEG-like degradation, quality U(95 - d, 95)
 
 
-# Where a widened range must stop: (lowest, highest) of each field's values.
-LIMITS = {"contrast": (0.05, None), "blur_sigma": (0.05, None), "scale": (0.05, None),
-          "camera_blur_sigma": (0.05, None), "exposure": (0.05, None), "jpeg_quality": (1.0, 100.0)}
+MIN_SIGMA = 0.1  # blur sigmas are drawn from [MIN_SIGMA, max]
+BEST_JPEG = 95.0
 
 
 def held_out(ranges: PhysicalRanges, factor: float = 1.5) -> PhysicalRanges:
-    """Every range widened by `factor` about its centre (a +-half-width by `factor`), kept within LIMITS."""
-    out = {}
-    for f in fields(ranges):
-        value = getattr(ranges, f.name)
-        if isinstance(value, tuple):
-            lo, hi = LIMITS.get(f.name, (None, None))
-            centre, half = (value[0] + value[1]) / 2, (value[1] - value[0]) / 2 * factor
-            new = (centre - half, centre + half)
-            out[f.name] = (max(new[0], lo) if lo is not None else new[0], min(new[1], hi) if hi is not None else new[1])
-        else:
-            out[f.name] = value * factor
-    return PhysicalRanges(**out)
+    """Every strength x `factor` (each range 1.5x as wide): transforms training never drew."""
+    return PhysicalRanges(**{f.name: getattr(ranges, f.name) * factor for f in fields(ranges)})
 
 
 def transform_seed(index: int, held_out: bool, run_seed: int = 0) -> int:
@@ -221,56 +212,66 @@ def _odd(sigma: float) -> int:
 
 
 class Transforms:
-    """A kornia pipeline whose random parameters are drawn from one seed per call: `t(images, seed)`:
-    `before`, then per-pixel noise, then `after`.
+    """Two kornia pipelines with per-pixel noise between them, whose random parameters are drawn from one seed
+    per call: `t(images, seed)` = after(noise(before(images))). Empty pipelines and zero noise are skipped.
 
     Parameters are drawn on the CPU under a forked RNG (the caller's random state is left as it was); the noise
     comes from a generator on the images' device seeded from the seed and `salt` (so the print's noise and the
     camera's are not one stream)."""
 
-    def __init__(self, before: K.AugmentationSequential, noise: tuple[str, float], after: K.AugmentationSequential,
-                 salt: int):
-        self.before, self.after = before, after
+    def __init__(self, before: list, noise: tuple[str, float], after: list, salt: int):
+        self.before = K.AugmentationSequential(*before) if before else None
+        self.after = K.AugmentationSequential(*after) if after else None
         self.noise_kind, self.noise_level = noise
         self.salt = salt
 
     def __call__(self, images: torch.Tensor, seed: int) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
-            before = self.before.forward_parameters(images.shape)
-            after = self.after.forward_parameters(images.shape)
-        out = self.before(images, params=before)
-        gen = torch.Generator(device=images.device).manual_seed(seed * 4 + self.salt)
-        if self.noise_kind == "uniform":
-            noise = torch.rand(out.shape, generator=gen, device=out.device, dtype=out.dtype) * 2 - 1
-        else:
-            noise = torch.randn(out.shape, generator=gen, device=out.device, dtype=out.dtype)
-        out = (out + self.noise_level * noise).clamp(0, 1)
-        return self.after(out, params=after).clamp(0, 1)
+            before = self.before.forward_parameters(images.shape) if self.before is not None else None
+            after = self.after.forward_parameters(images.shape) if self.after is not None else None
+        out = self.before(images, params=before) if self.before is not None else images
+        if self.noise_level > 0:
+            gen = torch.Generator(device=images.device).manual_seed(seed * 4 + self.salt)
+            if self.noise_kind == "uniform":
+                noise = torch.rand(out.shape, generator=gen, device=out.device, dtype=out.dtype) * 2 - 1
+            else:
+                noise = torch.randn(out.shape, generator=gen, device=out.device, dtype=out.dtype)
+            out = out + self.noise_level * noise
+        out = out.clamp(0, 1)
+        return self.after(out, params=after).clamp(0, 1) if self.after is not None else out
+
+
+def _blur(max_sigma: float) -> list:
+    if max_sigma <= MIN_SIGMA:
+        return []
+    return [K.RandomGaussianBlur(_odd(max_sigma), (MIN_SIGMA, max_sigma), p=1.0)]
 
 
 def design_transforms(ranges: PhysicalRanges) -> Transforms:
     """The print's transforms of a design [B,3,h,w] in mask space: colour, noise, then blur and geometry."""
     r = ranges
-    before = K.AugmentationSequential(
-        K.RandomContrast(contrast=r.contrast, p=1.0),  # kornia's contrast multiplies (x factor), as the anchor
-        K.RandomBrightness(brightness=(1 - r.brightness, 1 + r.brightness), p=1.0),  # adds factor - 1
-        K.RandomRGBShift(r.colour_shift, r.colour_shift, r.colour_shift, p=1.0),
-    )
-    after = K.AugmentationSequential(
-        K.RandomGaussianBlur(_odd(r.blur_sigma[1]), r.blur_sigma, p=1.0),
-        K.RandomAffine(degrees=r.rotation_deg, translate=(r.translate, r.translate), scale=r.scale,
-                       padding_mode="border", p=1.0),
-    )
+    before = []
+    if r.contrast > 0:  # kornia's contrast multiplies (x factor), as the anchor
+        before.append(K.RandomContrast(contrast=(max(1 - r.contrast, 0.01), 1 + r.contrast), p=1.0))
+    if r.brightness > 0:  # kornia adds factor - 1
+        before.append(K.RandomBrightness(brightness=(1 - r.brightness, 1 + r.brightness), p=1.0))
+    if r.colour_shift > 0:
+        before.append(K.RandomRGBShift(r.colour_shift, r.colour_shift, r.colour_shift, p=1.0))
+    after = _blur(r.blur_sigma)
+    if r.rotation_deg > 0 or r.translate > 0 or r.scale > 0:
+        after.append(K.RandomAffine(degrees=r.rotation_deg, translate=(r.translate, r.translate),
+                                    scale=(max(1 - r.scale, 0.01), 1 + r.scale), padding_mode="border", p=1.0))
     return Transforms(before, ("uniform", r.noise), after, salt=1)
 
 
 def face_transforms(ranges: PhysicalRanges) -> Transforms:
     """The camera's transforms of a composited face [B,3,H,W]: blur, exposure, sensor noise, then JPEG."""
     r = ranges
-    before = K.AugmentationSequential(
-        K.RandomGaussianBlur(_odd(r.camera_blur_sigma[1]), r.camera_blur_sigma, p=1.0),
-        K.RandomContrast(contrast=r.exposure, p=1.0),  # exposure: a gain on every pixel
-    )
-    after = K.AugmentationSequential(K.RandomJPEG(jpeg_quality=r.jpeg_quality, p=1.0))
+    before = _blur(r.camera_blur_sigma)
+    if r.exposure > 0:  # exposure: a gain on every pixel
+        before.append(K.RandomContrast(contrast=(max(1 - r.exposure, 0.01), 1 + r.exposure), p=1.0))
+    after = []
+    if r.jpeg_drop > 0:
+        after.append(K.RandomJPEG(jpeg_quality=(max(BEST_JPEG - r.jpeg_drop, 1.0), BEST_JPEG), p=1.0))
     return Transforms(before, ("gaussian", r.camera_noise), after, salt=2)

@@ -99,8 +99,8 @@ def test_held_out_transforms_never_repeat_trainings_seeds_and_are_wider():
     held = {physical.transform_seed(i, held_out=True, run_seed=r) for r in range(3) for i in range(5000)}
     assert len(train) == 15000 and len(held) == 15000 and not train & held
     base, wide = physical.PhysicalRanges(), physical.held_out(physical.PhysicalRanges())
-    assert wide.rotation_deg == pytest.approx(7.5) and wide.contrast == pytest.approx((0.7, 1.3))
-    assert wide.jpeg_quality[1] <= 100 and wide.translate == pytest.approx(1.5 * base.translate)
+    assert wide.rotation_deg == pytest.approx(7.5) and wide.contrast == pytest.approx(0.3)  # x U(0.7, 1.3)
+    assert wide.translate == pytest.approx(1.5 * base.translate) and wide.jpeg_drop == pytest.approx(67.5)
 
 
 def test_transforms_are_a_function_of_their_seed_and_change_the_image():
@@ -115,6 +115,13 @@ def test_transforms_are_a_function_of_their_seed_and_change_the_image():
     same = design[:1].expand(3, -1, -1, -1)
     out = t(same, 6)
     assert (out[0] - out[1]).abs().mean().item() > 0.005
+
+
+def test_zero_strengths_turn_the_transforms_off():
+    off = physical.PhysicalRanges(**{f: 0.0 for f in physical.PhysicalRanges.__dataclass_fields__})
+    design = torch.rand(2, 3, *physical.TEMPLATE_HW, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(physical.design_transforms(off)(design, 8), design)
+    assert torch.equal(physical.face_transforms(off)(design, 8), design)
 
 
 def test_gradients_flow_from_the_face_through_eot_composite_and_place_to_the_design():
