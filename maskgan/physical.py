@@ -17,7 +17,8 @@ EOT (expectation over transformation): `design_transforms` (the print: contrast,
 noise, blur, small rotation/scale/translation) and `face_transforms` (the camera: blur, noise, exposure,
 JPEG-like degradation) are kornia pipelines, batched and differentiable on the input's device; each image of a
 batch draws its own parameters. Their ranges (`PhysicalRanges`) default to the anchors' (AdversarialMask, Zolfi
-et al. 2022; adversarial-yolo, Thys et al. 2019); `held_out(ranges)` widens every range 1.5x. A strength of 0 turns its transform off.
+et al. 2022; adversarial-yolo, Thys et al. 2019); `held_out(ranges)` widens every range 1.5x; a strength of 0
+turns its transform off.
 Seeds: a transform's parameters are a pure function of one integer seed (`transform_seed`): training draws
 even seeds, held-out evaluation odd ones, so evaluation never sees a transform training drew.
 
