@@ -247,6 +247,14 @@ def fit_image(image: np.ndarray, n_colours: int, source: str = "image") -> Palet
     span = white - black
     if np.any(span < 0.2):
         raise ValueError(f"{source}: paper and fiducials differ too little in brightness to read the chart")
+    # The gaps beside each patch must be paper: otherwise the chart was made for another number of colours.
+    g = GAP_MM / 4
+    gaps = [median(x + side + g, y + side / 4, x + side + GAP_MM - g, y + 3 * side / 4) for x, y, side in lay.patches
+            if x + side + GAP_MM < lay.grid[2]]
+    paper = np.mean([np.all(np.abs(c - white) < 0.12) for c in gaps]) if gaps else 1.0
+    if paper < 0.9:
+        raise ValueError(f"{source}: the patches do not sit where a chart of {n_colours} colours has them "
+                         "(was it printed for another palette size?)")
     colours = []
     for x, y, side in lay.patches:
         q = side / 4

@@ -68,6 +68,13 @@ def test_fit_recovers_the_colours_of_a_photographed_chart(tmp_path, seed, tilt, 
     assert fitted.calibrated and "photo.jpg" in fitted.note
 
 
+def test_fit_refuses_a_chart_of_another_size(tmp_path):
+    chart = palette.chart_image(palette.DEFAULT, px_per_mm=4.0)
+    Image.fromarray(photograph(chart, 3)).save(tmp_path / "chart30.png")
+    with pytest.raises(ValueError, match="chart30.png.*12 colours"):
+        palette.fit_scan(str(tmp_path / "chart30.png"), 12)
+
+
 def test_fit_names_the_file_when_the_fiducials_are_not_found(tmp_path):
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((600, 800, 3), 230, np.uint8)).save(blank)
