@@ -1,0 +1,101 @@
+"""Print export: a design as a page at physical size (PDF) and the same pixels as a PNG at the print's dpi.
+
+The page IS the mask panel: its size is width_mm x height_mm, the design fills it, a thin cut outline runs
+along its edge and the model card's sha256 is printed small in a corner (what is printed names what was scored).
+The design is upscaled from its resolution to width_mm / 25.4 x dpi pixels with a bicubic filter (a smooth
+design stays smooth; nearest would print the design's pixel grid as blocks), and that image is embedded
+unresampled (matplotlib writes an `interpolation="none"` image at its own pixel size), so `pdfimages -list`
+reports exactly those pixels. Outputs are storage URIs (local or s3://), written whole.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from data_loader import storage
+
+MM_PER_INCH = 25.4
+OUTLINE_MM = 0.25  # cut-line width
+OUTLINE_COLOUR = "#202020"
+SHA_POINTS = 4.0  # the sha256 line's font size (legible, unobtrusive)
+
+
+def to_uint8_image(design) -> np.ndarray:
+    """A design as HxWx3 uint8: float [3,h,w] / [1,3,h,w] in [0,1] (tensor or array) or uint8 [h,w,3]."""
+    if isinstance(design, torch.Tensor):
+        design = design.detach().float().cpu().numpy()
+    a = np.asarray(design)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3:
+        raise ValueError(f"design: expected [3,h,w] or [h,w,3], got shape {a.shape}")
+    if a.shape[0] == 3 and a.shape[2] != 3:
+        a = a.transpose(1, 2, 0)
+    if a.shape[2] != 3:
+        raise ValueError(f"design: expected 3 colour channels, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        a = (np.clip(a.astype(np.float64), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return a
+
+
+def pixels_for(mm: float, dpi: float) -> int:
+    return max(1, int(round(mm / MM_PER_INCH * dpi)))
+
+
+def upscale(image: np.ndarray, width_px: int, height_px: int) -> np.ndarray:
+    """uint8 HxWx3 -> height_px x width_px x 3, bicubic (smooth; clipped to 0..255 by PIL)."""
+    return np.asarray(Image.fromarray(image).resize((width_px, height_px), Image.Resampling.BICUBIC))
+
+
+def write_page(image: np.ndarray, width_mm: float, height_mm: float, out_pdf: str, decorate=None) -> None:
+    """One PDF page of exactly width_mm x height_mm with `image` filling it, embedded at its own pixel size;
+    `decorate(ax)` draws on top in millimetre coordinates (origin bottom-left)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_mm / MM_PER_INCH, height_mm / MM_PER_INCH))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.imshow(image, extent=(0, width_mm, 0, height_mm), interpolation="none", aspect="auto")
+    ax.set_xlim(0, width_mm)
+    ax.set_ylim(0, height_mm)
+    if decorate is not None:
+        decorate(ax)
+    buf = io.BytesIO()
+    # No bbox_inches="tight": the page must keep the figure's (physical) size.
+    fig.savefig(buf, format="pdf", metadata={"Creator": "maskgan"})
+    storage.write_bytes(storage.resolve(out_pdf), buf.getvalue())
+
+
+def print_pdf(design, width_mm: float, height_mm: float, dpi: int, out_pdf: str, out_png: str,
+              sha256_text: str) -> dict:
+    """Write the design as a width_mm x height_mm page (cut outline, sha256) and as a PNG at `dpi`.
+    Returns {"pdf", "png", "pixels": (width_px, height_px)}."""
+    if width_mm <= 0 or height_mm <= 0:
+        raise ValueError(f"print size {width_mm} x {height_mm} mm: both must be positive")
+    if dpi <= 0:
+        raise ValueError(f"dpi {dpi}: must be positive")
+    w_px, h_px = pixels_for(width_mm, dpi), pixels_for(height_mm, dpi)
+    image = upscale(to_uint8_image(design), w_px, h_px)
+
+    def decorate(ax):
+        from matplotlib.patches import Rectangle
+
+        inset = OUTLINE_MM / 2
+        ax.add_patch(Rectangle((inset, inset), width_mm - OUTLINE_MM, height_mm - OUTLINE_MM, fill=False,
+                               linewidth=OUTLINE_MM / MM_PER_INCH * 72, edgecolor=OUTLINE_COLOUR))
+        ax.text(1.5, 1.5, f"model card sha256 {sha256_text}", fontsize=SHA_POINTS, family="monospace",
+                va="bottom", ha="left", color="black",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
+
+    write_page(image, width_mm, height_mm, out_pdf, decorate)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", dpi=(dpi, dpi))
+    storage.write_bytes(storage.resolve(out_png), buf.getvalue())
+    return {"pdf": out_pdf, "png": out_png, "pixels": (w_px, h_px)}

@@ -1,0 +1,137 @@
+"""Mask space, shading, EOT and the TV/NPS losses (maskgan.physical): fast, no Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data_loader import synth
+from maskgan import physical
+from maskgan.palette import DEFAULT
+
+
+def synthetic_faces(n: int = 4, seed: int = 0):
+    """masked [n,3,S,S] and true alpha [n,1,S,S] in [0,1] from the synthetic renderer."""
+    rng = np.random.default_rng(seed)
+    masked, alpha = [], []
+    for _ in range(n):
+        _, ma, al = synth.render(synth.identity_params(rng), rng)
+        masked.append(ma)
+        alpha.append(al)
+    masked = torch.from_numpy(np.stack(masked)).permute(0, 3, 1, 2).float() / 255
+    alpha = torch.from_numpy(np.stack(alpha)).float().unsqueeze(1) / 255
+    return masked, alpha
+
+
+def checkerboard(n: int, h: int = physical.TEMPLATE_HW[0], w: int = physical.TEMPLATE_HW[1], cell: int = 8):
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    board = (((yy // cell) + (xx // cell)) % 2).float()
+    return torch.stack([board, 1 - board, torch.full_like(board, 0.5)]).expand(n, 3, h, w).contiguous()
+
+
+def dilate(region: torch.Tensor, px: int) -> torch.Tensor:
+    return torch.nn.functional.max_pool2d(region.float(), 2 * px + 1, stride=1, padding=px) > 0
+
+
+def test_tv_of_a_constant_design_is_zero_and_of_noise_about_a_third():
+    assert physical.tv(torch.full((2, 3, 64, 128), 0.37)).abs().max().item() == 0.0
+    noise = physical.tv(torch.rand(2, 3, 64, 128, generator=torch.Generator().manual_seed(0)))
+    assert noise.shape == (2,) and torch.allclose(noise, torch.full((2,), 1 / 3), atol=0.01)
+
+
+def test_nps_is_about_zero_on_a_palette_colour_and_large_far_from_every_colour():
+    pal = DEFAULT.tensor()
+    on_palette = pal[7].view(1, 3, 1, 1).expand(1, 3, 16, 32)
+    assert physical.nps(on_palette, pal).item() < 1e-3
+    # Far from all of a dark palette: white against black and dark grey is at least sqrt(3) * 0.7 away.
+    dark = torch.tensor([[0.0, 0.0, 0.0], [0.3, 0.3, 0.3]])
+    assert physical.nps(torch.ones(1, 3, 16, 32), dark).item() > 1.2
+    # And a palette colour scores lower than uniform noise against the default palette.
+    assert physical.nps(torch.rand(1, 3, 16, 32), pal).item() > 0.05
+
+
+def test_a_checkerboard_template_lands_inside_the_mask_region_only():
+    masked, alpha = synthetic_faces()
+    space = physical.mask_warp(alpha)
+    placed = physical.place(checkerboard(masked.shape[0]), space.grid, space.alpha)
+    painted = placed.abs().sum(1, keepdim=True) > 0
+    true_region = alpha > 0.5
+    # No painted pixel (and no composited alpha) more than 2 px outside the true mask region...
+    assert not (painted & ~dilate(true_region, 2)).any()
+    assert not ((space.alpha > 0) & ~dilate(true_region, 2)).any()
+    # ...and the region is covered: the design is not a small stamp in the middle of the mask.
+    cover = (painted & true_region).sum((1, 2, 3)).float() / true_region.sum((1, 2, 3))
+    assert cover.min().item() > 0.97
+    # Both colours of the board show in every image (the template is spread over the region, not one cell).
+    for b in range(masked.shape[0]):
+        red = placed[b, 0][painted[b, 0]]
+        assert (red > 0.9).float().mean() > 0.3 and (red < 0.1).float().mean() > 0.3
+
+
+def test_a_stray_projector_blob_near_the_eyes_is_never_painted():
+    masked, alpha = synthetic_faces(2)
+    leaky = alpha.clone()
+    leaky[:, :, 30:38, 40:48] = 0.9  # a blob at eye height, apart from the mask
+    space = physical.mask_warp(leaky)
+    assert space.alpha[:, :, 30:38, 40:48].max().item() == 0.0
+    face = physical.wear(masked, space, torch.zeros(2, 3, *physical.TEMPLATE_HW))
+    assert torch.equal(face[:, :, 30:38, 40:48], masked[:, :, 30:38, 40:48])
+
+
+def test_the_composite_carries_the_masks_shading_onto_the_design():
+    masked, alpha = synthetic_faces(2)
+    space = physical.mask_warp(alpha)
+    grey = torch.full((2, 3, *physical.TEMPLATE_HW), 0.5)
+    face = physical.wear(masked, space, grey)
+    inside = space.alpha[:, 0] > 0.99
+    luma = (masked * torch.tensor(physical.LUMA).view(1, 3, 1, 1)).sum(1)
+    for b in range(2):
+        got, ref = face[b, 0][inside[b]], luma[b][inside[b]]
+        # A flat grey print takes the photo's lighting: brightness follows the original mask's luminance...
+        assert np.corrcoef(got.numpy(), ref.numpy())[0, 1] > 0.9
+        # ...about the design's own level.
+        assert abs(got.mean().item() - 0.5) < 0.02
+
+
+def test_held_out_transforms_never_repeat_trainings_seeds_and_are_wider():
+    train = {physical.transform_seed(i, held_out=False, run_seed=r) for r in range(3) for i in range(5000)}
+    held = {physical.transform_seed(i, held_out=True, run_seed=r) for r in range(3) for i in range(5000)}
+    assert len(train) == 15000 and len(held) == 15000 and not train & held
+    base, wide = physical.PhysicalRanges(), physical.held_out(physical.PhysicalRanges())
+    assert wide.rotation_deg == pytest.approx(7.5) and wide.contrast == pytest.approx(0.3)  # x U(0.7, 1.3)
+    assert wide.translate == pytest.approx(1.5 * base.translate) and wide.jpeg_drop == pytest.approx(67.5)
+
+
+def test_transforms_are_a_function_of_their_seed_and_change_the_image():
+    design = torch.rand(3, 3, *physical.TEMPLATE_HW, generator=torch.Generator().manual_seed(1))
+    t = physical.design_transforms(physical.PhysicalRanges())
+    state = torch.get_rng_state()
+    a, b, c = t(design, 2), t(design, 2), t(design, 4)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is untouched
+    assert torch.equal(a, b)
+    assert (a - c).abs().mean().item() > 0.01 and (a - design).abs().mean().item() > 0.01
+    # Each image of a batch draws its own parameters.
+    same = design[:1].expand(3, -1, -1, -1)
+    out = t(same, 6)
+    assert (out[0] - out[1]).abs().mean().item() > 0.005
+
+
+def test_zero_strengths_turn_the_transforms_off():
+    off = physical.PhysicalRanges(**{f: 0.0 for f in physical.PhysicalRanges.__dataclass_fields__})
+    design = torch.rand(2, 3, *physical.TEMPLATE_HW, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(physical.design_transforms(off)(design, 8), design)
+    assert torch.equal(physical.face_transforms(off)(design, 8), design)
+
+
+def test_gradients_flow_from_the_face_through_eot_composite_and_place_to_the_design():
+    masked, alpha = synthetic_faces(2)
+    space = physical.mask_warp(alpha)
+    design = torch.full((2, 3, *physical.TEMPLATE_HW), 0.5, requires_grad=True)
+    ranges = physical.PhysicalRanges()
+    face = physical.wear(masked, space, design, seed=physical.transform_seed(0, held_out=False),
+                         design_eot=physical.design_transforms(ranges), face_eot=physical.face_transforms(ranges))
+    loss = face.mean() + physical.tv(design).mean() + physical.nps(design, DEFAULT.tensor()).mean()
+    loss.backward()
+    assert torch.isfinite(design.grad).all()
+    assert (design.grad.abs().sum((1, 2, 3)) > 0).all()  # every image's design receives a gradient
