@@ -1,7 +1,8 @@
 """Typed run configuration, validated once at the edge.
 
-Every knob lives in one visible tree with its unit or reason. `load()` accepts YAML or JSON, rejects unknown
-keys and wrong types with a one-line error naming the field (typos are the common case), and checks the
+Every knob lives in one visible tree with its unit or reason, every number with its allowed range. `load()`
+accepts YAML or JSON (through `read_yaml`, the one YAML reader), rejects unknown keys, wrong types, non-finite
+and out-of-range numbers with a one-line error naming the field (typos are the common case), and checks the
 cross-field rules. Everything downstream trusts a RunConfig. The resolved config is stored in every
 checkpoint; on resume the architecture comes from the checkpoint.
 
@@ -346,3 +347,4 @@ def h200_x8(data_uri: str, storage_uri: str) -> RunConfig:
 
 
 RECIPES = {"debug_cpu": debug_cpu, "h200_x8": h200_x8}
+
