@@ -151,7 +151,8 @@ def read_manifest(root: Location) -> dict:
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ShardError(f"{loc.uri}: not a manifest (not UTF-8 text: byte {e.start} is 0x{raw[e.start]:02x})") from None
+        raise ShardError(f"{loc.uri}: not a manifest (not UTF-8 text: byte {e.start} is "
+                         f"0x{raw[e.start]:02x})") from None
     except json.JSONDecodeError as e:
         raise ShardError(f"{loc.uri}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     problem = _manifest_problem(manifest)

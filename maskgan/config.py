@@ -243,7 +243,8 @@ def read_yaml(path: str, what: str) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: {what} is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x}; a binary file?)") from None
+        raise ConfigError(f"{path}: {what} is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x}; "
+                          f"a binary file?)") from None
     if path.endswith(".json"):
         return _read_json(path, what, text)
     try:
@@ -254,8 +255,9 @@ def read_yaml(path: str, what: str) -> Any:
         problem = " ".join(str(e.problem or e.context).split())
         raise ConfigError(f"{path}: {what} is not valid YAML{where}: {problem}") from None
     except yaml.reader.ReaderError as e:  # a character YAML refuses (e.g. NUL): a position, not a mark
+        code = ord(e.character) if isinstance(e.character, str) else e.character
         raise ConfigError(f"{path}: {what} is not valid YAML at character {e.position}: unacceptable character "
-                          f"#x{ord(e.character) if isinstance(e.character, str) else e.character:04x} ({e.reason})") from None
+                          f"#x{code:04x} ({e.reason})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: {what} is not valid YAML: {' '.join(str(e).split())}") from None
 

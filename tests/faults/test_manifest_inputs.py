@@ -44,7 +44,8 @@ def _drop(d: dict, *path):
     (lambda m: _drop(m, "sets"), "sets: expected an object of sets, got NoneType"),
     (lambda m: _drop(m, "size"), "size: expected a positive integer, got None"),
     (lambda m: _drop(m, "sets", "train", "shards"), "sets.train: expected {rows: integer >= 0, shards: [...]}"),
-    (lambda m: _drop(m, "sets", "train", "shards", 0, "sha256"), "sets.train.shards[0]: expected {path, rows, sha256, bytes}"),
+    (lambda m: _drop(m, "sets", "train", "shards", 0, "sha256"),
+     "sets.train.shards[0]: expected {path, rows, sha256, bytes}"),
     (lambda m: m["sets"].update(trian=m["sets"]["train"]), "sets.trian: unknown set"),
 ])
 def test_wrong_shape_is_one_line_naming_the_manifest(tmp_path, mutate, needle):
