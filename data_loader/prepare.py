@@ -16,12 +16,14 @@ Chunks are identities of one split (stable hash of the number), sorted, about --
 file names are deterministic. Each finished chunk leaves a marker (`_prepare/.../<chunk>.json`) with the hash
 of what it was asked to do and its shards' sha256; a re-run skips every chunk whose marker matches and whose
 shards verify, so nothing finished is redone or lost. `_prepare/` is that resume state (about the size of the
-gallery set); it may be deleted once prepare has succeeded. The manifest is written last.
+gallery set); it may be deleted once prepare has succeeded. An older manifest in --out is removed before the
+first shard is written and the new one is written last, so an interrupted or failed run leaves no manifest
+(readers say the folder is incomplete) and a folder with a manifest is always complete.
 
 Bad inputs are converted (grayscale, CMYK, 16-bit, palette, RGBA -> RGB; non-square -> centre crop) or skipped
 and listed with their reason. When the unusable files exceed --max-bad-fraction of all input images, the job
 writes `_prepare/report.json` (every skipped file and why) but no manifest.json (a dataset that failed its
-check is not published; an older manifest there is removed), then fails with one line. Finished chunks stay,
+check is not published), then fails with one line. Finished chunks stay,
 so a re-run with a higher --max-bad-fraction completes in seconds. Missing partners ("unpaired") and
 duplicates are listed but not counted as bad: a partial MaskedFace-Net download (e.g. CMFD only) leaves many
 FFHQ numbers unpaired by design.
@@ -36,7 +38,7 @@ import time
 
 import numpy as np
 
-from data_loader import alpha, shards, sources, storage
+from data_loader import alpha, ranges, shards, sources, storage
 
 WORK = "_prepare"
 MIN_SIDE = 32  # images smaller than this on a side carry no usable face
@@ -253,12 +255,9 @@ def ensure_ray() -> None:
 def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size: int = 1024,
         max_bad_fraction: float = 0.01, endpoint: str | None = None, log=print) -> dict:
     """Prepare shards from FFHQ + MaskedFace-Net; returns the manifest (also written to out/manifest.json)."""
-    if size < MIN_SIDE:
-        raise PrepareError(f"--size {size}: must be at least {MIN_SIDE}")
-    if shard_size < 1:
-        raise PrepareError(f"--shard-size {shard_size}: must be at least 1")
-    if not 0 <= max_bad_fraction <= 1:
-        raise PrepareError(f"--max-bad-fraction {max_bad_fraction}: must be between 0 and 1")
+    ranges.check("--size", size, f"[{MIN_SIDE}, 1024]", integer=True)
+    ranges.check("--shard-size", shard_size, "[1, 1000000]", integer=True)
+    ranges.check("--max-bad-fraction", max_bad_fraction, "[0, 1]")
     t0 = time.perf_counter()
     src_f, src_m = storage.resolve(ffhq, endpoint), storage.resolve(maskedfacenet, endpoint)
     root = storage.resolve(out, endpoint)
@@ -276,6 +275,7 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
         raise PrepareError(f"no pairs: {found.files['ffhq']} FFHQ images (NNNNN.png) under {src_f.uri} and "
                            f"{found.files['maskedfacenet']} MaskedFace-Net images (NNNNN_Mask*.jpg) under "
                            f"{src_m.uri} share no number")
+    shards.unpublish(root)  # before the first shard is written: an interrupted rewrite leaves no manifest
     ensure_ray()
 
     specs1 = plan(found.identities, shard_size, size)
@@ -346,10 +346,7 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
         f"{sets['test']['rows']}; skipped {len(skipped)}"
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})" if kinds else "")
         + f", converted {len(converted)}; {time.perf_counter() - t0:.1f}s")
-    if n_bad > max_bad_fraction * n_inputs:
-        stale = root.join(shards.MANIFEST)
-        if storage.exists(stale):
-            root.fs.delete_file(stale.path)
+    if n_bad > max_bad_fraction * n_inputs:  # not published: the old manifest was removed before any write
         raise PrepareError(
             f"{n_bad} of {n_inputs} input images ({n_bad / n_inputs:.1%}) are unusable, above --max-bad-fraction "
             f"{max_bad_fraction:.1%}; no manifest written. Every skipped file and why: {report.uri} "

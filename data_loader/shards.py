@@ -126,21 +126,67 @@ def image_row(*, label: int, identity: str, split: str, variant: str, unmasked: 
 
 
 def write_manifest(root: Location, manifest: dict) -> None:
+    """Publish a dataset: written last, after every shard it lists (see unpublish)."""
     manifest = {"format": FORMAT, **manifest}
     storage.write_text(root.join(MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
 
 
+def unpublish(root: Location) -> None:
+    """Remove root's manifest before a writer touches any shard, so an interrupted rewrite leaves a folder that
+    says it is incomplete (no manifest) rather than an old manifest over new shards (a checksum mismatch that
+    hides the cause). Writers publish with write_manifest last. True on a local folder and on S3 alike: it
+    needs no atomic rename, only that a delete and a write are seen by the next reader."""
+    loc = root.join(MANIFEST)
+    if storage.exists(loc):
+        loc.fs.delete_file(loc.path)
+
+
 def read_manifest(root: Location) -> dict:
+    """The dataset's manifest, checked for the shape every reader relies on; else one line naming its URI."""
     loc = root.join(MANIFEST)
     if not storage.exists(loc):
-        raise ShardError(f"{root.uri}: no {MANIFEST} here; create data with `maskgan data synth` or `maskgan data prepare`")
+        raise ShardError(f"{root.uri}: no {MANIFEST} (not a dataset, or an incomplete or interrupted write?); "
+                         f"create data with `maskgan data synth` or `maskgan data prepare`")
+    raw = storage.read_bytes(loc)
     try:
-        manifest = json.loads(storage.read_text(loc))
+        manifest = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ShardError(f"{loc.uri}: not a manifest (not UTF-8 text: byte {e.start} is "
+                         f"0x{raw[e.start]:02x})") from None
     except json.JSONDecodeError as e:
-        raise ShardError(f"{loc.uri}: not valid JSON ({e})") from None
-    if manifest.get("format") != FORMAT:
-        raise ShardError(f"{loc.uri}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        raise ShardError(f"{loc.uri}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise ShardError(f"{loc.uri}: not a {FORMAT} manifest ({problem})")
     return manifest
+
+
+def _manifest_problem(m) -> str | None:
+    """What is wrong with a parsed manifest's shape, or None: what readers index must be there, with its type."""
+    def count(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    if not isinstance(m, dict):
+        return f"expected a JSON object, got {type(m).__name__}"
+    if m.get("format") != FORMAT:
+        return f"format {m.get('format')!r}, expected {FORMAT!r}"
+    if not count(m.get("size")) or m["size"] == 0:
+        return f"size: expected a positive integer, got {m.get('size')!r}"
+    sets = m.get("sets")
+    if not isinstance(sets, dict):
+        return f"sets: expected an object of sets, got {type(sets).__name__}"
+    for name, entry in sets.items():
+        if name not in SETS:
+            return f"sets.{name}: unknown set (allowed: {', '.join(SETS)})"
+        if not isinstance(entry, dict) or not count(entry.get("rows")) or not isinstance(entry.get("shards"), list):
+            return f"sets.{name}: expected {{rows: integer >= 0, shards: [...]}}"
+        for i, shard in enumerate(entry["shards"]):
+            ok = (isinstance(shard, dict) and isinstance(shard.get("path"), str) and shard["path"]
+                  and count(shard.get("rows")) and isinstance(shard.get("sha256"), str)
+                  and len(shard["sha256"]) == 64 and count(shard.get("bytes", 0)))
+            if not ok:
+                return f"sets.{name}.shards[{i}]: expected {{path, rows, sha256, bytes}}, got {shard!r:.80}"
+    return None
 
 
 def set_shards(root: Location, manifest: dict, set_name: str) -> list[dict]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_loader import shards, storage
+from data_loader import ranges, shards, storage
 
 SKIN = np.array([[255, 224, 196], [241, 194, 158], [224, 172, 130], [198, 134, 90], [160, 102, 62],
                  [120, 74, 44], [90, 56, 36], [250, 210, 180]], dtype=np.float32)
@@ -19,6 +19,7 @@ HAIR = np.array([[20, 16, 14], [70, 44, 26], [120, 80, 40], [200, 160, 90], [150
                  [240, 240, 230], [40, 60, 160], [160, 40, 120]], dtype=np.float32)
 IRIS = np.array([[60, 40, 20], [40, 90, 150], [60, 120, 60], [110, 80, 50], [20, 20, 20]], dtype=np.float32)
 MASK_RGB = np.array([140, 190, 225], dtype=np.float32)  # surgical blue, the same for everyone
+MIN_SIZE = 32  # pixels a side: below this the eyes, brows and mask edge are a few pixels (as prepare's MIN_SIDE)
 
 
 def identity_params(rng: np.random.Generator) -> dict:
@@ -107,12 +108,18 @@ def synth_split(index: int) -> str:
 
 def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_identity: int = 4,
              seed: int = 0, size: int = 128, shard_size: int = 256, progress=None) -> dict:
-    """Write a synthetic dataset to out_uri (local dir or s3://) in the shard format; returns the manifest."""
-    if identities < 2:
-        raise ValueError("--identities must be at least 2")
-    if images_per_identity < 1:
-        raise ValueError("--images-per-identity must be at least 1")
+    """Write a synthetic dataset to out_uri (local dir or s3://) in the shard format; returns the manifest.
+
+    Into an existing dataset: its manifest is removed before the first shard is written and the new one is
+    written last, so an interrupted rewrite leaves no manifest (readers then say so) and never a mix."""
+    ranges.check("--identities", identities, "[2, 1000000]", integer=True)
+    ranges.check("--images-per-identity", images_per_identity, "[1, 10000]", integer=True)
+    ranges.check("--adapt-per-identity", adapt_per_identity, "[0, 10000]", integer=True)
+    ranges.check("--size", size, f"[{MIN_SIZE}, 1024]", integer=True)
+    ranges.check("--seed", seed, "[0, 4294967295]", integer=True)
+    ranges.check("shard_size", shard_size, "[1, 1000000]", integer=True)
     root = storage.resolve(out_uri)
+    shards.unpublish(root)
     rng = np.random.default_rng(seed)
     writers = {name: shards.ShardWriter(root, name, shard_size) for name in shards.SETS}
     counts = {name: 0 for name in shards.SETS}

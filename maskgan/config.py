@@ -1,7 +1,8 @@
 """Typed run configuration, validated once at the edge.
 
-Every knob lives in one visible tree with its unit or reason. `load()` accepts YAML or JSON, rejects unknown
-keys and wrong types with a one-line error naming the field (typos are the common case), and checks the
+Every knob lives in one visible tree with its unit or reason, every number with its allowed range. `load()`
+accepts YAML or JSON (through `read_yaml`, the one YAML reader), rejects unknown keys, wrong types, non-finite
+and out-of-range numbers with a one-line error naming the field (typos are the common case), and checks the
 cross-field rules. Everything downstream trusts a RunConfig. The resolved config is stored in every
 checkpoint; on resume the architecture comes from the checkpoint.
 
@@ -11,11 +12,16 @@ Named recipes (`debug_cpu`, `h200_x8`) stand in for new flags.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import json.decoder
+import json.scanner
 import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
+
+from data_loader import ranges
 
 GENERATORS = ("fc3", "fc_deep", "conv")
 EXPERIMENTS = ("exp0", "exp1", "exp2", "exp3")
@@ -28,20 +34,30 @@ class ConfigError(ValueError):
     user_error = True
 
 
+def ranged(default, interval: str):
+    """A numeric field with its allowed range ("(0, 10]"), checked by load/from_dict with the field's name."""
+    return field(default=default, metadata={"range": interval})
+
+
+# Every int / float field has a range (tests/test_config.py checks that none is left out): non-finite numbers
+# (.inf, .nan) never pass, and the bounds are generous limits of sense, not tuning advice.
+
+
 @dataclass
 class DataConfig:
-    uri: str = "demo_out/data"  # prepared shards: local dir or s3://bucket/prefix
+    uri: str = ""  # prepared shards: local dir or s3://bucket/prefix. Required: no default dataset is guessed
     endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, moto); else AWS_ENDPOINT_URL
-    batch_size: int = 32  # images per worker per step
-    shuffle_buffer: int = 256  # rows in each worker's local shuffle buffer (file order is shuffled too)
-    prefetch_batches: int = 2  # batches Ray Data prepares ahead of the step
+    batch_size: int = ranged(32, "[1, 65536]")  # images per worker per step
+    # rows in each worker's local shuffle buffer (file order is shuffled too); 0: no local shuffle
+    shuffle_buffer: int = ranged(256, "[0, 10000000]")
+    prefetch_batches: int = ranged(2, "[0, 1024]")  # batches Ray Data prepares ahead of the step
 
 
 @dataclass
 class ModelConfig:
     generator: Literal["fc3", "fc_deep", "conv"] = "fc3"  # registry name; fc3 is the paper's
-    latent_dim: int = 100  # the paper samples 100-d N(0,1)
-    hidden: int = 32  # units per hidden layer (fc3: 32, as in the paper)
+    latent_dim: int = ranged(100, "[1, 65536]")  # the paper samples 100-d N(0,1)
+    hidden: int = ranged(32, "[1, 65536]")  # units per hidden layer (fc3: 32, as in the paper)
     recognizer_weights: str = "random"  # vggface2 | casia-webface | random | path | s3:// URI
     projector: str = ""  # projector checkpoint (local path or s3://) from `maskgan projector train`
 
@@ -49,24 +65,31 @@ class ModelConfig:
 @dataclass
 class ObjectiveConfig:
     experiment: Literal["exp0", "exp1", "exp2", "exp3"] = "exp1"
-    l1_lambda: float = 0.01  # weight of the L1 term on the recogniser head (paper: 0.01; mean |w|)
-    g_lr: float = 1e-2  # generator Adam learning rate (the design is one big output layer: it can move fast)
-    head_lr: float = 1e-4  # recogniser head Adam learning rate
-    cosine_scale: float = 16.0  # logit = scale * cos(probe embedding, gallery embedding)
+    # weight of the L1 term on the recogniser head (paper: 0.01; mean |w|); 0 turns the term off
+    l1_lambda: float = ranged(0.01, "[0, 1000]")
+    # generator Adam learning rate (the design is one big output layer: it can move fast)
+    g_lr: float = ranged(1e-2, "(0, 10]")
+    head_lr: float = ranged(1e-4, "(0, 10]")  # recogniser head Adam learning rate
+    cosine_scale: float = ranged(16.0, "(0, 1000]")  # logit = scale * cos(probe embedding, gallery embedding)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 3
-    num_workers: int = 2  # Ray Train workers (one per GPU on a cluster)
+    epochs: int = ranged(3, "[1, 100000]")
+    num_workers: int = ranged(2, "[1, 4096]")  # Ray Train workers (one per GPU on a cluster)
     use_gpu: Union[bool, Literal["auto"]] = "auto"  # auto: GPUs if the cluster has any
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = ranged(1.0, "(0, 1024]")
     storage: str = "demo_out/runs"  # where runs (checkpoints, reports) go: local dir or s3://
     name: str = "run"  # run folder under storage
-    seed: int = 0
-    max_failures: int = 0  # worker-failure restarts (from the last checkpoint)
-    val_probes: int = 256  # val probes scored each epoch (the full evaluation is `maskgan evaluate`)
-    num_to_keep: int = 2  # checkpoints kept in storage
+    seed: int = ranged(0, "[0, 4294967295]")  # numpy and torch seeds (numpy refuses negative ones)
+    max_failures: int = ranged(0, "[0, 1000]")  # worker-failure restarts (from the last checkpoint)
+    # val probes scored each epoch (the full evaluation is `maskgan evaluate`); 0: no validation
+    val_probes: int = ranged(256, "[0, 10000000]")
+    num_to_keep: int = ranged(2, "[1, 100000]")  # checkpoints kept in storage
+    # A run that trained on fewer rows than this share of its manifest's train rows (shards that could not be
+    # read are skipped and counted) fails, naming the skipped shards, instead of reporting success on what is
+    # left. 1: every row must be read; 0: never fail on skipped rows.
+    min_rows_fraction: float = ranged(0.99, "[0, 1]")
     # A new run starts from this checkpoint (a run's checkpoint_* folder, local or s3://): generator, head and
     # optimiser state, and its epoch count; the learning rates and lambda are this config's. Used by PBT to
     # clone a strong trial into a weak one; ignored once the run has checkpoints of its own (resume wins).
@@ -80,15 +103,16 @@ class TrainConfig:
     # per-image constants (projector alpha, real-photo trunk features), so later epochs skip Ray Data and the
     # constants' recomputation. auto: 40 % of the GPU's memory on CUDA; 0 on CPU, where host memory must stay
     # flat in dataset size. Used only when the worker's whole share fits; else every epoch streams.
-    resident_gib: Union[float, Literal["auto"]] = "auto"
+    resident_gib: Union[float, Literal["auto"]] = ranged("auto", "[0, 100000]")
 
 
 @dataclass
 class ProjectorConfig:
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-2
-    max_images: int = 2000  # the paper used 100 hand-labelled images; labels here are automatic
+    epochs: int = ranged(10, "[1, 100000]")
+    batch_size: int = ranged(16, "[1, 65536]")
+    lr: float = ranged(1e-2, "(0, 10]")
+    # the paper used 100 hand-labelled images; labels here are automatic
+    max_images: int = ranged(2000, "[1, 10000000]")
 
 
 @dataclass
@@ -158,49 +182,32 @@ def _build(cls, data: Any, path: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
     if unknown:
         where = f"{path}." if path else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown field (allowed: {', '.join(names)})")
+        raise ConfigError(f"{where}{unknown[0]}: unknown field (allowed: {', '.join(fields)})")
     kwargs = {}
-    for name in names:
+    for name, f in fields.items():
         if name not in data:
             continue
         tp = hints[name]
         sub = f"{path}.{name}" if path else name
-        kwargs[name] = _build(tp, data[name], sub) if dataclasses.is_dataclass(tp) else _check_value(sub, tp, data[name])
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], sub)
+            continue
+        value = data[name]
+        if "range" in f.metadata and isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:  # numbers get the range in their error (also inf or 2.5 for an integer field)
+                ranges.check(sub, value, f.metadata["range"], integer=tp is int)
+            except ranges.RangeError as e:
+                raise ConfigError(str(e)) from None
+        kwargs[name] = _check_value(sub, tp, value)
     return cls(**kwargs)
 
 
 def _validate(cfg: RunConfig) -> RunConfig:
-    def positive(path: str, value, allow_zero=False):
-        if value < 0 or (value == 0 and not allow_zero):
-            raise ConfigError(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-    positive("data.batch_size", cfg.data.batch_size)
-    positive("data.shuffle_buffer", cfg.data.shuffle_buffer, allow_zero=True)
-    positive("data.prefetch_batches", cfg.data.prefetch_batches, allow_zero=True)
-    positive("model.latent_dim", cfg.model.latent_dim)
-    positive("model.hidden", cfg.model.hidden)
-    positive("objective.l1_lambda", cfg.objective.l1_lambda, allow_zero=True)
-    positive("objective.g_lr", cfg.objective.g_lr)
-    positive("objective.head_lr", cfg.objective.head_lr)
-    positive("objective.cosine_scale", cfg.objective.cosine_scale)
-    positive("train.epochs", cfg.train.epochs)
-    positive("train.num_workers", cfg.train.num_workers)
-    positive("train.cpus_per_worker", cfg.train.cpus_per_worker)
-    positive("train.max_failures", cfg.train.max_failures, allow_zero=True)
-    positive("train.val_probes", cfg.train.val_probes, allow_zero=True)
-    positive("train.num_to_keep", cfg.train.num_to_keep)
-    if cfg.train.resident_gib != "auto":
-        positive("train.resident_gib", cfg.train.resident_gib, allow_zero=True)
-    positive("projector.epochs", cfg.projector.epochs)
-    positive("projector.batch_size", cfg.projector.batch_size)
-    positive("projector.lr", cfg.projector.lr)
-    positive("projector.max_images", cfg.projector.max_images)
-    if not cfg.data.uri:
-        raise ConfigError("data.uri: required (a local directory or s3://bucket/prefix of prepared shards)")
+    """The rules no single field's type and range can say (each numeric field's range is checked in _build)."""
     if not cfg.train.storage:
         raise ConfigError("train.storage: required")
     name = cfg.train.name
@@ -209,6 +216,8 @@ def _validate(cfg: RunConfig) -> RunConfig:
     w = cfg.model.recognizer_weights
     if not w:
         raise ConfigError(f"model.recognizer_weights: required ({', '.join(PRETRAINED)}, random, a path or s3:// URI)")
+    if not cfg.data.uri:
+        raise ConfigError("data.uri: required (a local directory or s3://bucket/prefix of prepared shards)")
     return cfg
 
 
@@ -216,21 +225,92 @@ def from_dict(data: dict) -> RunConfig:
     return _validate(_build(RunConfig, data, ""))
 
 
-def load(path: str) -> RunConfig:
-    """Load a YAML or JSON config file; errors name the file and the field."""
+def read_yaml(path: str, what: str) -> Any:
+    """The one YAML reader (configs, search spaces): the parsed file, or a one-line ConfigError naming the file.
+
+    `what` names the file's role in the errors ("config", "search space"). Refused, with the line and column
+    where the parser says: a file that is not UTF-8 text, a YAML syntax error, and a key given twice in one
+    mapping (PyYAML keeps the last silently, so a typo'd override would win unseen). A `.json` file is read
+    as JSON with the same checks. An empty file is None.
+    """
     import yaml
 
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+        raise ConfigError(f"{path}: cannot read {what} ({e.strerror})") from None
     try:
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({str(e).splitlines()[0]})") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: {what} is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x}; "
+                          f"a binary file?)") from None
+    if path.endswith(".json"):
+        return _read_json(path, what, text)
     try:
-        return from_dict(data or {})
+        return yaml.load(text, Loader=_strict_loader())  # a SafeLoader: builds plain data, never objects
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(e.problem or e.context).split())
+        raise ConfigError(f"{path}: {what} is not valid YAML{where}: {problem}") from None
+    except yaml.reader.ReaderError as e:  # a character YAML refuses (e.g. NUL): a position, not a mark
+        code = ord(e.character) if isinstance(e.character, str) else e.character
+        raise ConfigError(f"{path}: {what} is not valid YAML at character {e.position}: unacceptable character "
+                          f"#x{code:04x} ({e.reason})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: {what} is not valid YAML: {' '.join(str(e).split())}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _strict_loader():
+    import yaml  # imported on first use (the CLI's --help stays fast)
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _value in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` overrides on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: SafeLoader's own error says so
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given at line {first})", key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
+
+
+def _read_json(path: str, what: str, text: str) -> Any:
+    def pairs_once(s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None, *rest):
+        pairs, end = json.decoder.JSONObject(s_and_end, strict, scan_once, None, list, memo, *rest)
+        keys = [k for k, _v in pairs]
+        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if twice is not None:
+            line = s_and_end[0].count("\n", 0, s_and_end[1]) + 1
+            raise ConfigError(f"{path}: {what} has duplicate key {twice!r} (in the object at line {line})")
+        return dict(pairs), end
+
+    decoder = json.JSONDecoder()
+    decoder.parse_object = pairs_once
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # the C scanner ignores parse_object
+    try:
+        return decoder.decode(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: {what} is not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def load(path: str) -> RunConfig:
+    """Load a YAML or JSON config file; errors name the file and the field."""
+    data = read_yaml(path, "config")
+    if data is None:
+        raise ConfigError(f"{path}: config is empty (data.uri at least is required)")
+    try:
+        return from_dict(data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
@@ -269,3 +349,4 @@ def h200_x8(data_uri: str, storage_uri: str) -> RunConfig:
 
 
 RECIPES = {"debug_cpu": debug_cpu, "h200_x8": h200_x8}
+

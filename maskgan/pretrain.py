@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_loader import shards, storage
+from data_loader import ranges, shards, storage
 from maskgan import assembly
 from maskgan.models import weights
 from maskgan.models.projector import Projector
@@ -46,6 +46,11 @@ def alpha_iou(projector: Projector, masked: torch.Tensor, alpha: torch.Tensor) -
 
 def train_projector(data_uri: str, out_uri: str, *, epochs: int = 10, batch_size: int = 16, lr: float = 1e-2,
                     max_images: int = 2000, seed: int = 0, endpoint: str | None = None, log=print) -> dict:
+    # Checked here, not only in the CLI, so no caller writes an untrained projector (epochs 0) or divides by 0.
+    ranges.check("--epochs", epochs, "[1, 100000]", integer=True)
+    ranges.check("--max-images", max_images, "[1, 10000000]", integer=True)
+    ranges.check("batch_size", batch_size, "[1, 65536]", integer=True)
+    ranges.check("lr", lr, "(0, 10]")
     torch.manual_seed(seed)
     root = storage.resolve(data_uri, endpoint)
     masked, alpha = _pairs(root, "train", max_images)
@@ -75,6 +80,9 @@ def train_projector(data_uri: str, out_uri: str, *, epochs: int = 10, batch_size
 
 def adapt_recognizer(data_uri: str, out_uri: str, *, base: str = "random", steps: int = 300, lr: float = 1e-3,
                      scale: float = 16.0, seed: int = 0, endpoint: str | None = None, log=print) -> dict:
+    ranges.check("--steps", steps, "[1, 1000000]", integer=True)  # steps <= 0 would write unadapted weights
+    ranges.check("lr", lr, "(0, 10]")
+    ranges.check("scale", scale, "(0, 1000]")
     torch.manual_seed(seed)
     root = storage.resolve(data_uri, endpoint)
     manifest = shards.read_manifest(root)

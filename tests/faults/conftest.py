@@ -1,7 +1,55 @@
+import os
+import subprocess
+import sys
+
 import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLI = [sys.executable, "-m", "maskgan.cli"]  # the one place that names the CLI's module
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/faults/" in str(item.fspath):
             item.add_marker(pytest.mark.faults)
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": ROOT, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _run_cli(*args, cwd=None, timeout=180) -> subprocess.CompletedProcess:
+    """`maskgan ARGS...` in a subprocess, as a user runs it (this checkout's code, its exit code and stderr)."""
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=_env(), cwd=cwd,
+                          timeout=timeout)
+
+
+def _start_cli(*args) -> subprocess.Popen:
+    """`maskgan ARGS...` started in the background (for tests that signal it mid-way)."""
+    return subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+
+
+def _cli_error(*args, **kw) -> str:
+    """The one line a refused command prints: exit code 2, a single stderr line, no traceback. Returns it."""
+    r = _run_cli(*args, **kw)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert lines[0].startswith("maskgan: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def run_cli():
+    return _run_cli
+
+
+@pytest.fixture
+def cli_error():
+    return _cli_error
+
+
+@pytest.fixture
+def start_cli():
+    return _start_cli

@@ -46,7 +46,7 @@ BASE = {"data": {"uri": "d"}, "model": {"projector": "p.pt"}}
 @pytest.mark.parametrize("space, needle", [
     ({"base": BASE, "grid": {"objective.expriment": ["exp1"]}}, "grid.objective.expriment: unknown field"),
     ({"base": BASE, "grid": {"model.generator": ["fc3", "vit"]}}, "grid.model.generator: 'vit' is not allowed"),
-    ({"base": BASE, "choice": {"data.batch_size": [8, -1]}}, "choice.data.batch_size: must be > 0"),
+    ({"base": BASE, "choice": {"data.batch_size": [8, -1]}}, "choice.data.batch_size: must be an integer in [1, 65536], got -1"),
     ({"base": BASE, "loguniform": {"objective.g_lr": [0, 0.1]}}, "loguniform.objective.g_lr: loguniform needs low > 0"),
     ({"base": BASE, "uniform": {"data.batch_size": [8, 32]}}, "uniform.data.batch_size: uniform needs a float field"),
     ({"base": BASE, "grid": {"train.epochs": [1, 2]}}, "grid.train.epochs: cannot be swept"),
