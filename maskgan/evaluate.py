@@ -173,7 +173,8 @@ def split_report(root: storage.Location, split: str, rows, designs: dict | None 
         mean_values = {k: np.mean([values[n][k] for n in universal], 0) for k in base}
         out["rows"][UNIVERSAL] = {"designs": len(universal), **scoring.over_designs(per_design),
                                   "per_design": per_design,
-                                  "hub_sentences": [s["hubness"]["sentence"] for s in summaries if s["hubness"]["hub_dominated"]],
+                                  "hub_sentences": [s["hubness"]["sentence"] for s in summaries
+                                                    if s["hubness"]["hub_dominated"]],
                                   "paired_vs_original_mask": scoring.paired(mean_values, base, label, seed=seed)}
     return out
 

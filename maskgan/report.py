@@ -55,7 +55,8 @@ def _split_section(report: dict, split: str) -> list[str]:
              f"95 %; Δ = row minus `original_mask` on the same probes (identity bootstrap).", ""]
     short = [k for k in fars if imp["pairs"] * float(k) < 10]
     if short:
-        lines += [f"FAR {', '.join(short)} rests on fewer than 10 impostor pairs above the threshold: read it as rough.", ""]
+        lines += [f"FAR {' and '.join(short)}: fewer than 10 impostor pairs lie above the threshold; read it as "
+                  "rough.", ""]
     lines += [f"| row | dodging@{f0} | dodging@{fars[-1]} | mean cos | rank-1 | rank-5 | top id share | entropy "
               f"| Δ dodging@{f0} |", "|---|---|---|---|---|---|---|---|---|"]
     hubs = []

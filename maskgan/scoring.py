@@ -51,9 +51,10 @@ class ProbeScores:
 
     @staticmethod
     def concat(parts: list["ProbeScores"]) -> "ProbeScores":
+        fields = ("label", "pred", "own_sim", "rank")
         if not parts:
-            return ProbeScores(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
-        return ProbeScores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("label", "pred", "own_sim", "rank")))
+            return ProbeScores(*(np.zeros(0, np.float32 if f == "own_sim" else np.int64) for f in fields))
+        return ProbeScores(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
 
 
 def probe_scores(sims: np.ndarray, label: np.ndarray) -> ProbeScores:
@@ -131,7 +132,8 @@ def identity_bootstrap(values: np.ndarray, identity: np.ndarray, n_boot: int = N
 def paired_difference(a: np.ndarray, b: np.ndarray, identity: np.ndarray, seed: int = 0) -> dict:
     """mean(a - b) over the same probes, with its identity-bootstrap 95 % interval."""
     d = a.astype(np.float64) - b.astype(np.float64)
-    return {"diff": float(d.mean()) if d.size else float("nan"), "identity95": identity_bootstrap(d, identity, seed=seed)}
+    return {"diff": float(d.mean()) if d.size else float("nan"),
+            "identity95": identity_bootstrap(d, identity, seed=seed)}
 
 
 # ---- hubness ---------------------------------------------------------------------------------------------
@@ -157,8 +159,8 @@ def hubness(scores: ProbeScores, gallery_size: int, hub_share: float = HUB_SHARE
     sentence = ""
     if dominated:
         sentence = (f"hub-dominated: {counts[top]} of {n} probes ({top_share:.0%}) are identified as identity {top} "
-                    f"({int(own[top])} of them are its own probes); {int((counts > 0).sum())} identities are ever "
-                    "predicted, so its accuracy mostly counts the hub's own probes")
+                    f"(only {int(own[top])} of them are its own probes) and {int((counts > 0).sum())} identities are "
+                    "ever predicted: its rank-1 counts the hub's own probes, read dodging instead")
     return {"probes": n, "top_identity": top, "top_share": top_share, "top_own_probes": int(own[top]),
             "distinct_predicted": int((counts > 0).sum()), "entropy": entropy, "per_identity_accuracy": per_identity,
             "hub_dominated": dominated, "sentence": sentence}
@@ -184,7 +186,8 @@ def summarise(scores: ProbeScores, thr: dict[str, float], gallery_size: int, see
     out["intervals"] = {"mean_cosine": {"identity95": identity_bootstrap(scores.own_sim, ident, seed=seed),
                                         "probe95": probe_bootstrap(scores.own_sim, seed=seed)}}
     for key, v in rates.items():
-        out["intervals"][key] = {"wilson95": wilson(float(np.nansum(v)), n), "identity95": identity_bootstrap(v, ident, seed=seed),
+        out["intervals"][key] = {"wilson95": wilson(float(np.nansum(v)), n),
+                                 "identity95": identity_bootstrap(v, ident, seed=seed),
                                  "probe95": probe_bootstrap(v, seed=seed)}
     out["hubness"] = hubness(scores, gallery_size)
     return out

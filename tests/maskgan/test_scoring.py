@@ -136,3 +136,34 @@ def test_a_design_scored_from_its_png_scores_as_the_in_memory_design(assets, tmp
     assert json.dumps(scored, sort_keys=True) == json.dumps(in_memory, sort_keys=True)
     assert in_memory["probes"] > 0 and set(in_memory["verification"]["dodging"]) == {"1e-02", "1e-03"}
     assert "dodging@1e-02" in in_memory["paired_vs_original_mask"]
+
+
+@pytest.mark.slow
+def test_evaluate_writes_the_wearers_figures_beside_todays_keys(ray_session, small_cfg):
+    import os
+
+    from maskgan import train
+
+    result = train.fit(small_cfg.replace(train={"epochs": 1, "val_probes": 0}))
+    rep = evaluate.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=3)
+    on_disk = json.load(open(os.path.join(result.run_uri, "report.json")))
+    assert {"accuracy", "chance", "gallery_size", "rows", "impostors"} <= set(on_disk)
+    for split in ("train", "val", "test"):
+        thr = on_disk["impostors"][split]["thresholds"]
+        assert set(thr) == {"1e-02", "1e-03"} and thr["1e-03"] >= thr["1e-02"]
+        for row in evaluate.ROWS:
+            s = on_disk["rows"][row][split]
+            assert s["verification"]["rank1"] == pytest.approx(on_disk["accuracy"][row][split])  # one ruler
+            assert s["verification"]["rank5"] >= s["verification"]["rank1"]
+            assert set(s["verification"]["dodging"]) == set(thr)
+            assert {"wilson95", "identity95", "probe95"} <= set(s["intervals"]["dodging@1e-02"])
+            assert {"top_share", "entropy", "per_identity_accuracy", "hub_dominated"} <= set(s["hubness"])
+            assert (row == "original_mask") != ("paired_vs_original_mask" in s)
+        uni = on_disk["rows"]["universal"][split]
+        assert uni["designs"] == 3 and len(uni["per_design"]) == 3
+        assert uni["worst"]["rank1"] >= uni["mean"]["rank1"] >= uni["best"]["rank1"]
+        assert uni["worst"]["dodging@1e-02"] <= uni["mean"]["dodging@1e-02"] <= uni["best"]["dodging@1e-02"]
+        assert "dodging@1e-02" in uni["paired_vs_original_mask"]
+    md = open(os.path.join(result.run_uri, "report.md")).read()
+    assert "## test (the figure to quote)" in md and "| universal ×3 mean (worst..best) |" in md
+    assert rep["rows"]["universal"]["test"]["designs"] == 3
