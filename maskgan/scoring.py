@@ -186,7 +186,8 @@ def summarise(scores: ProbeScores, thr: dict[str, float], gallery_size: int, see
     out["intervals"] = {"mean_cosine": {"identity95": identity_bootstrap(scores.own_sim, ident, seed=seed),
                                         "probe95": probe_bootstrap(scores.own_sim, seed=seed)}}
     for key, v in rates.items():
-        out["intervals"][key] = {"wilson95": wilson(float(np.nansum(v)), n),
+        known = not np.isnan(v).any()  # no impostor pairs, no threshold: no dodging rate and no interval
+        out["intervals"][key] = {"wilson95": wilson(float(v.sum()), n) if known else [float("nan")] * 2,
                                  "identity95": identity_bootstrap(v, ident, seed=seed),
                                  "probe95": probe_bootstrap(v, seed=seed)}
     out["hubness"] = hubness(scores, gallery_size)
@@ -198,7 +199,8 @@ def per_probe_values(scores: ProbeScores, thr: dict[str, float]) -> dict[str, np
     v = {"rank1": scores.correct.astype(np.float64), "rank5": (scores.rank < 5).astype(np.float64),
          "mean_cosine": scores.own_sim.astype(np.float64)}
     for key, t in thr.items():
-        v[f"dodging@{key}"] = dodged(scores, t).astype(np.float64)
+        unknown = np.full(v["rank1"].shape, np.nan)
+        v[f"dodging@{key}"] = dodged(scores, t).astype(np.float64) if np.isfinite(t) else unknown
     return v
 
 
