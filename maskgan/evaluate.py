@@ -240,6 +240,7 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
         "fars": [scoring.far_key(f) for f in scoring.FARS],
         "hub_share": scoring.HUB_SHARE,
         "universal_k": universal_k,
+        "universal_seed": cfg.train.seed,  # universal_designs(generator, latent_dim, k, seed) rebuilds them exactly
     }
     storage.write_text(run.join("report.json"), json.dumps(report, indent=1, sort_keys=True))
     storage.write_text(run.join("report.md"), report_markdown(report))
