@@ -1,9 +1,14 @@
 """Evaluation: identification accuracy over the FULL gallery, per split, for each way of covering the face.
 
 Rows: `unmasked` (the probe photo without a mask), `original_mask` (as photographed), `generated` (the
-generator's designs composited into the mask region), and control designs in the same region: `blue`,
-`black`, `white`, `noise` (uniform noise). Each accuracy comes with a bootstrap 95 % interval; `chance` is
-1 / gallery size.
+generator's designs composited into the mask region, a fresh latent per probe), control designs in the same
+region: `blue`, `black`, `white`, `noise` (uniform noise), and `universal`: K fixed designs, each worn by every
+probe (what a wearer would print), summarised as mean, worst and best over the K.
+
+`accuracy` (rank-1, with a probe-bootstrap `ci95`; `chance` is 1 / gallery size) is today's table; `rows`
+adds, per row and split, what `maskgan.scoring` measures: verification at FAR 1e-2 / 1e-3 (thresholds, mean
+cosine to the own gallery photo, dodging), rank-1/rank-5, hubness, Wilson and identity-bootstrap intervals,
+and the paired difference to `original_mask` on the same probes.
 
 This fixes the paper's two evaluation bugs: probes are scored against every identity (not the current
 batch), and labels index the one gallery that all splits share (train/test ids cannot drift apart).
@@ -18,13 +23,16 @@ import numpy as np
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly
+from maskgan import assembly, scoring
 from maskgan.config import RunConfig
 from maskgan.models.projector import composite
-from maskgan.objective import identify, to_float_images, trunk_features, unwrap
+from maskgan.objective import to_float_images, trunk_features, unwrap
+from maskgan.report import report_markdown
 
 ROWS = ("unmasked", "original_mask", "generated", "blue", "black", "white", "noise")
 CONTROLS = {"blue": (140 / 255, 190 / 255, 225 / 255), "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
+UNIVERSAL = "universal"
+UNIVERSAL_K = 8  # fixed designs scored per run (no `eval` config section yet: evaluate_run's universal_k)
 
 
 @torch.no_grad()
@@ -46,48 +54,139 @@ def row_images(row: str, masked, unmasked, alpha, generator, latent_dim: int, ge
 
 @torch.no_grad()
 def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_dim, gallery_emb,
-                gen: torch.Generator, device) -> dict[str, np.ndarray]:
-    """Per-probe correctness (bool) for each row, for one decoded batch."""
+                gen: torch.Generator, device, designs: dict | None = None,
+                rng: np.random.Generator | None = None) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
+    """Per-probe scores of each row for one decoded batch, and the impostor similarities of its unmasked photos.
+
+    A row named in `designs` wears that one fixed design ([1,3,S,S] in [0,1]) on every probe."""
     masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
     unmasked = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
     alpha = projector(masked)
-    label = torch.from_numpy(batch["label"].astype(np.int64)).to(device)
-    out = {}
+    label = batch["label"].astype(np.int64)
+    designs = designs or {}
+    out, impostor = {}, np.zeros(0, np.float32)
     for row in rows:
-        imgs = row_images(row, masked, unmasked, alpha, generator, latent_dim, gen)
-        pred = identify(head, trunk_features(trunk, imgs), gallery_emb)
-        out[row] = (pred == label).cpu().numpy()
-    return out
+        if row in designs:
+            imgs = composite(masked, alpha, designs[row].to(device).expand(masked.shape[0], -1, -1, -1))
+        else:
+            imgs = row_images(row, masked, unmasked, alpha, generator, latent_dim, gen)
+        sims = (unwrap(head)(trunk_features(trunk, imgs)).float() @ gallery_emb.float().T).cpu().numpy()
+        out[row] = scoring.probe_scores(sims, label)
+        if row == "unmasked":
+            impostor = scoring.impostor_similarities(sims, label, rng or np.random.default_rng(0))
+    return out, impostor
 
 
-def score_set(root: storage.Location, set_name: str, rows, max_probes: int | None = None, seed: int = 0,
-              **models) -> dict[str, np.ndarray]:
-    gen = torch.Generator().manual_seed(seed)
-    acc: dict[str, list] = {r: [] for r in rows}
-    seen = 0
+def score_probes(root: storage.Location, set_name: str, rows, max_probes: int | None = None, seed: int = 0,
+                 designs: dict | None = None, **models) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
+    """Every probe of a set (or the first `max_probes`), scored on each row; plus its impostor similarities."""
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+    parts: dict[str, list] = {r: [] for r in rows}
+    impostors, seen = [], 0
     for batch in shards.iter_set(root, set_name, columns=["label", "size", "masked", "unmasked"]):
         if max_probes is not None:
             batch = {k: v[: max_probes - seen] for k, v in batch.items()}
             if len(batch["label"]) == 0:
                 break
-        # projector alpha is needed for every design row; computed inside score_batch
-        for row, ok in score_batch(batch, rows, gen=gen, **models).items():
-            acc[row].append(ok)
+        scored, impostor = score_batch(batch, rows, gen=gen, designs=designs, rng=rng, **models)
+        for row, s in scored.items():
+            parts[row].append(s)
+        impostors.append(impostor)
         seen += len(batch["label"])
         if max_probes is not None and seen >= max_probes:
             break
-    return {r: np.concatenate(v) if v else np.zeros(0, bool) for r, v in acc.items()}
+    imp = np.concatenate(impostors) if impostors else np.zeros(0, np.float32)
+    return {r: scoring.ProbeScores.concat(v) for r, v in parts.items()}, imp
+
+
+def score_set(root: storage.Location, set_name: str, rows, max_probes: int | None = None, seed: int = 0,
+              **models) -> dict[str, np.ndarray]:
+    """Per-probe identification correctness (bool) of each row: the quick per-epoch score."""
+    scored, _ = score_probes(root, set_name, rows, max_probes=max_probes, seed=seed, **models)
+    return {r: s.correct for r, s in scored.items()}
 
 
 def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> list[float]:
-    if correct.size == 0:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = rng.choice(correct.astype(np.float64), size=(n_boot, correct.size), replace=True).mean(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    """Today's `ci95`: the probe bootstrap (the identity bootstrap in `rows` is the honest one)."""
+    return scoring.probe_bootstrap(correct, n_boot=n_boot, seed=seed)
 
 
-def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS) -> dict:
+# ---- universal designs: the ones a wearer would print ----------------------------------------------------
+
+
+@torch.no_grad()
+def universal_designs(generator, latent_dim: int, k: int = UNIVERSAL_K, seed: int = 0, device="cpu") -> torch.Tensor:
+    """K fixed designs [K,3,S,S] from seeded latents, quantised to 8 bits: exactly what a PNG of them holds."""
+    z = torch.randn(k, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    return quantise(unwrap(generator)(z))
+
+
+def quantise(design: torch.Tensor) -> torch.Tensor:
+    return (design.clamp(0, 1) * 255).round() / 255
+
+
+def design_png(design: torch.Tensor) -> bytes:
+    """One design ([3,S,S] or [1,3,S,S], in [0,1]) as PNG bytes."""
+    from PIL import Image
+
+    img = (quantise(design.reshape(3, *design.shape[-2:])) * 255).byte().permute(1, 2, 0).cpu().numpy()
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def design_from_png(data: bytes) -> torch.Tensor:
+    """PNG bytes -> a design [1,3,S,S] in [0,1] (the inverse of design_png)."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return to_float_images(torch.from_numpy(img.copy()).unsqueeze(0))
+
+
+def split_report(root: storage.Location, split: str, rows, designs: dict | None = None, seed: int = 0,
+                 **models) -> dict:
+    """One split, scored on `rows` (which must include unmasked and original_mask) and on fixed `designs`.
+
+    Verification thresholds are calibrated per split on impostor pairs of UNMASKED photos only: each unmasked
+    probe photo of this split against the gallery photos (unmasked) of every other identity. The masked,
+    generated or design-wearing probes never enter the calibration, so an attack cannot move its own bar.
+    Designs named 'universal/<i>' are also aggregated into a `universal` row (mean, worst, best over them)."""
+    designs = designs or {}
+    names = list(rows) + list(designs)
+    scored, impostor = score_probes(root, split, names, seed=seed, designs=designs, **models)
+    thr = scoring.thresholds(impostor)
+    n_gallery = int(models["gallery_emb"].shape[0])
+    label = scored["original_mask"].label
+    base = scoring.per_probe_values(scored["original_mask"], thr)
+    out = {"impostors": {"pairs": int(impostor.size), "thresholds": thr}, "scored": scored, "rows": {}}
+    values = {}
+    for name in names:
+        summary = scoring.summarise(scored[name], thr, n_gallery, seed=seed)
+        values[name] = scoring.per_probe_values(scored[name], thr)
+        if name != "original_mask":
+            summary["paired_vs_original_mask"] = scoring.paired(values[name], base, label, seed=seed)
+        out["rows"][name] = summary
+    universal = [n for n in designs if n.startswith(UNIVERSAL + "/")]
+    if universal:
+        summaries = [out["rows"].pop(n) for n in universal]
+        per_design = [scoring.flat(s) for s in summaries]
+        mean_values = {k: np.mean([values[n][k] for n in universal], 0) for k in base}
+        out["rows"][UNIVERSAL] = {"designs": len(universal), **scoring.over_designs(per_design),
+                                  "per_design": per_design,
+                                  "hub_sentences": [s["hubness"]["sentence"] for s in summaries
+                                                    if s["hubness"]["hub_dominated"]],
+                                  "paired_vs_original_mask": scoring.paired(mean_values, base, label, seed=seed)}
+    return out
+
+
+def score_design(root: storage.Location, split: str, design: torch.Tensor, seed: int = 0, **models) -> dict:
+    """The full row (verification, hubness, intervals, paired vs original_mask) of ONE given design worn by
+    every probe of `split`, e.g. a PNG read back from disk through design_from_png."""
+    return split_report(root, split, ("unmasked", "original_mask"), {"design": design}, seed=seed,
+                        **models)["rows"]["design"]
+
+
+def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int = UNIVERSAL_K) -> dict:
     """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png."""
     run = storage.resolve(run_uri)
     state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
@@ -105,15 +204,24 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS) -> dict:
     models = dict(trunk=rec.trunk, head=rec.head, projector=projector, generator=generator,
                   latent_dim=state["arch"]["latent_dim"], gallery_emb=gallery_emb, device=device)
 
+    fixed = universal_designs(generator, models["latent_dim"], universal_k, seed=cfg.train.seed, device=device)
+    designs = {f"{UNIVERSAL}/{i}": d.unsqueeze(0) for i, d in enumerate(fixed)}
     accuracy: dict = {r: {"ci95": {}} for r in ROWS}
+    rows: dict = {r: {} for r in (*ROWS, UNIVERSAL)}
+    impostors: dict = {}
     for split in splits:
         if split not in manifest["sets"]:
             continue
-        log(f"evaluating {split} probes ({manifest['sets'][split]['rows']}) x {len(ROWS)} rows ...")
-        scored = score_set(root, split, ROWS, seed=cfg.train.seed, **models)
+        log(f"evaluating {split} probes ({manifest['sets'][split]['rows']}) x {len(ROWS)} rows "
+            f"+ {universal_k} universal designs ...")
+        result = split_report(root, split, ROWS, designs, seed=cfg.train.seed, **models)
         for row in ROWS:
-            accuracy[row][split] = float(scored[row].mean()) if scored[row].size else float("nan")
-            accuracy[row]["ci95"][split] = bootstrap_ci(scored[row])
+            correct = result["scored"][row].correct
+            accuracy[row][split] = float(correct.mean()) if correct.size else float("nan")
+            accuracy[row]["ci95"][split] = bootstrap_ci(correct)
+        for row, summary in result["rows"].items():
+            rows[row][split] = summary
+        impostors[split] = result["impostors"]
     n = int(gallery_emb.shape[0])
     report = {
         "recognizer_weights": cfg.model.recognizer_weights,
@@ -127,34 +235,17 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS) -> dict:
         "gallery_size": n,
         "chance": 1.0 / n,
         "accuracy": accuracy,
+        "rows": rows,
+        "impostors": impostors,
+        "fars": [scoring.far_key(f) for f in scoring.FARS],
+        "hub_share": scoring.HUB_SHARE,
+        "universal_k": universal_k,
+        "universal_seed": cfg.train.seed,  # universal_designs(generator, latent_dim, k, seed) rebuilds them exactly
     }
     storage.write_text(run.join("report.json"), json.dumps(report, indent=1, sort_keys=True))
     storage.write_text(run.join("report.md"), report_markdown(report))
     storage.write_bytes(run.join("designs.png"), designs_png(root, models, seed=cfg.train.seed))
     return report
-
-
-def report_markdown(report: dict) -> str:
-    lines = [f"# maskgan report: {report['experiment']} / {report['generator']} (epoch {report['epoch']})", ""]
-    if report["illustrative_only"]:
-        lines += ["**Illustrative only:** the recogniser has no real pretrained weights "
-                  f"({report['recognizer_weights']}); these numbers say nothing about real face recognition.", ""]
-    lines += [f"Identification accuracy over a gallery of {report['gallery_size']} identities "
-              f"(chance {report['chance']:.2%}); 95 % bootstrap intervals in brackets.", "",
-              "| row | train | val | test |", "|---|---|---|---|"]
-    for row in ROWS:
-        acc = report["accuracy"][row]
-        cells = []
-        for split in shards.SPLITS:
-            if split in acc:
-                lo, hi = acc["ci95"][split]
-                cells.append(f"{acc[split]:.1%} [{lo:.1%}, {hi:.1%}]")
-            else:
-                cells.append("–")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    lines += ["", "Rows: `unmasked` no mask; `original_mask` as photographed; `generated` the generator's designs in "
-              "the mask region; `blue`/`black`/`white`/`noise` control designs in the same region.", ""]
-    return "\n".join(lines)
 
 
 @torch.no_grad()

@@ -1,0 +1,241 @@
+"""The ruler: verification, identification, hubness and honest intervals, from similarities alone.
+
+Pure functions over numpy arrays (no Ray, no storage, no models): `maskgan.evaluate` embeds the probes and
+hands the cosine similarities here, and the tests plant known distributions to check each number.
+
+- Verification, as a deployed system decides: a probe is accepted as its own identity when its cosine
+  similarity to that identity's gallery photo reaches a threshold; the threshold is set so that a chosen
+  share (the FAR) of impostor pairs would be accepted. **Dodging** is the share of probes rejected.
+- Identification: rank of the probe's own gallery photo among all gallery photos (rank-1, rank-5).
+- Hubness: when a design pulls every face onto one identity, identification accuracy alone misleads (that
+  identity's own probes count as right), so each row reports how concentrated its predictions are.
+- Intervals: probes of one person are correlated (same face, same lighting), so the honest bootstrap resamples
+  identities and keeps all their probes; Wilson intervals keep a 0/32 rate from claiming [0 %, 0 %].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FARS = (1e-2, 1e-3)
+# A row is hub-dominated when its most-predicted identity takes more than this share of the probes (and more
+# than any identity's own share of them, so a split of three people, each recognised, is not a "hub").
+HUB_SHARE = 0.30
+# At most this many impostor gallery photos per probe (seeded choice): all of them for small galleries, and a
+# bounded memory for large ones (1 000 probes x 256 = 256 000 pairs still resolve a FAR of 1e-3).
+IMPOSTORS_PER_PROBE = 256
+N_BOOT = 1000
+Z95 = 1.959963984540054
+
+
+def far_key(far: float) -> str:
+    """JSON key of a FAR: '1e-02', '1e-03'."""
+    return f"{far:.0e}"
+
+
+@dataclass
+class ProbeScores:
+    """Per probe, in probe order: true label, predicted label (nearest gallery photo), cosine similarity to
+    the own gallery photo, and the 0-based rank of the own gallery photo among all of them."""
+
+    label: np.ndarray
+    pred: np.ndarray
+    own_sim: np.ndarray
+    rank: np.ndarray
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.pred == self.label
+
+    @staticmethod
+    def concat(parts: list["ProbeScores"]) -> "ProbeScores":
+        fields = ("label", "pred", "own_sim", "rank")
+        if not parts:
+            return ProbeScores(*(np.zeros(0, np.float32 if f == "own_sim" else np.int64) for f in fields))
+        return ProbeScores(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+
+
+def probe_scores(sims: np.ndarray, label: np.ndarray) -> ProbeScores:
+    """From a [probes, gallery] cosine-similarity matrix and each probe's label (= its gallery index)."""
+    label = np.asarray(label, np.int64)
+    own = sims[np.arange(len(label)), label]
+    rank = (sims > own[:, None]).sum(1)  # ties count in the probe's favour, as argmax's first-index rule does
+    return ProbeScores(label, sims.argmax(1).astype(np.int64), own.astype(np.float32), rank.astype(np.int64))
+
+
+def impostor_similarities(sims: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+                          per_probe: int = IMPOSTORS_PER_PROBE) -> np.ndarray:
+    """Cosine similarities of each probe to gallery photos of OTHER identities (at most `per_probe` each)."""
+    n, g = sims.shape
+    others = np.ones((n, g), bool)
+    others[np.arange(n), np.asarray(label, np.int64)] = False
+    if g - 1 <= per_probe:
+        return sims[others]
+    picks = np.stack([rng.choice(np.flatnonzero(row), per_probe, replace=False) for row in others])
+    return np.take_along_axis(sims, picks, 1).ravel()
+
+
+def far_threshold(impostor: np.ndarray, far: float) -> float:
+    """The similarity that a share `far` of impostor pairs reaches: the (1 - far) quantile (nan: no pairs)."""
+    if impostor.size == 0:
+        return float("nan")
+    return float(np.quantile(impostor, 1.0 - far))
+
+
+def thresholds(impostor: np.ndarray, fars=FARS) -> dict[str, float]:
+    return {far_key(f): far_threshold(impostor, f) for f in fars}
+
+
+def dodged(scores: ProbeScores, threshold: float) -> np.ndarray:
+    """Per probe: rejected as its own identity (similarity to its own gallery photo below the threshold)."""
+    return scores.own_sim < threshold
+
+
+# ---- intervals -------------------------------------------------------------------------------------------
+
+
+def wilson(k: float, n: int, z: float = Z95) -> list[float]:
+    """Wilson score interval for k successes in n trials (0/32 -> [0, 10.7 %], not [0, 0])."""
+    if n == 0:
+        return [float("nan"), float("nan")]
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def probe_bootstrap(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> list[float]:
+    """95 % percentile bootstrap of the mean, resampling probes (treats correlated probes as independent)."""
+    if values.size == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values.astype(np.float64), size=(n_boot, values.size), replace=True).mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def identity_bootstrap(values: np.ndarray, identity: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> list[float]:
+    """95 % cluster bootstrap of the mean: resample identities with replacement, keep all of their probes."""
+    if values.size == 0:
+        return [float("nan"), float("nan")]
+    ids, inverse = np.unique(identity, return_inverse=True)
+    sums = np.bincount(inverse, weights=values.astype(np.float64), minlength=len(ids))
+    counts = np.bincount(inverse, minlength=len(ids)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    means = sums[pick].sum(1) / counts[pick].sum(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, identity: np.ndarray, seed: int = 0) -> dict:
+    """mean(a - b) over the same probes, with its identity-bootstrap 95 % interval."""
+    d = a.astype(np.float64) - b.astype(np.float64)
+    return {"diff": float(d.mean()) if d.size else float("nan"),
+            "identity95": identity_bootstrap(d, identity, seed=seed)}
+
+
+# ---- hubness ---------------------------------------------------------------------------------------------
+
+
+def hubness(scores: ProbeScores, gallery_size: int, hub_share: float = HUB_SHARE) -> dict:
+    """How concentrated the predictions are: top identity's share, normalised entropy, per-identity accuracy.
+
+    Entropy is divided by log(min(probes, gallery)), its largest possible value: 1 = predictions as spread
+    as they can be, 0 = every probe predicted as one identity."""
+    n = len(scores.pred)
+    if n == 0:
+        return {"probes": 0, "hub_dominated": False, "sentence": ""}
+    counts = np.bincount(scores.pred, minlength=gallery_size)
+    top = int(counts.argmax())
+    top_share = float(counts[top] / n)
+    p = counts[counts > 0] / n
+    ceiling = np.log(min(n, gallery_size))
+    entropy = float(-(p * np.log(p)).sum() / ceiling) if ceiling > 0 else 0.0
+    own = np.bincount(scores.label, minlength=gallery_size)
+    dominated = bool(top_share > hub_share and counts[top] > own.max())
+    per_identity = {str(int(i)): float(scores.correct[scores.label == i].mean()) for i in np.unique(scores.label)}
+    sentence = ""
+    if dominated:
+        sentence = (f"hub-dominated: {counts[top]} of {n} probes ({top_share:.0%}) are identified as identity {top} "
+                    f"(only {int(own[top])} of them are its own probes) and {int((counts > 0).sum())} identities are "
+                    "ever predicted: its rank-1 counts the hub's own probes, read dodging instead")
+    return {"probes": n, "top_identity": top, "top_share": top_share, "top_own_probes": int(own[top]),
+            "distinct_predicted": int((counts > 0).sum()), "entropy": entropy, "per_identity_accuracy": per_identity,
+            "hub_dominated": dominated, "sentence": sentence}
+
+
+# ---- one row, and aggregates over designs ---------------------------------------------------------------
+
+
+def summarise(scores: ProbeScores, thr: dict[str, float], gallery_size: int, seed: int = 0) -> dict:
+    """Everything report.json holds for one row and split: verification, hubness, intervals."""
+    n, ident = len(scores.label), scores.label
+    out: dict = {"probes": n, "identities": int(len(np.unique(ident)))}
+    rates = {"rank1": scores.correct, "rank5": scores.rank < 5}
+    for key, t in thr.items():
+        rates[f"dodging@{key}"] = dodged(scores, t) if np.isfinite(t) else np.full(n, np.nan)
+    out["verification"] = {
+        "thresholds": dict(thr),
+        "mean_cosine": float(scores.own_sim.mean()) if n else float("nan"),
+        "dodging": {k: _mean(rates[f"dodging@{k}"]) for k in thr},
+        "rank1": _mean(rates["rank1"]),
+        "rank5": _mean(rates["rank5"]),
+    }
+    out["intervals"] = {"mean_cosine": {"identity95": identity_bootstrap(scores.own_sim, ident, seed=seed),
+                                        "probe95": probe_bootstrap(scores.own_sim, seed=seed)}}
+    for key, v in rates.items():
+        known = not np.isnan(v).any()  # no impostor pairs, no threshold: no dodging rate and no interval
+        out["intervals"][key] = {"wilson95": wilson(float(v.sum()), n) if known else [float("nan")] * 2,
+                                 "identity95": identity_bootstrap(v, ident, seed=seed),
+                                 "probe95": probe_bootstrap(v, seed=seed)}
+    out["hubness"] = hubness(scores, gallery_size)
+    return out
+
+
+def per_probe_values(scores: ProbeScores, thr: dict[str, float]) -> dict[str, np.ndarray]:
+    """The per-probe quantities that paired differences compare (same keys as `flat`)."""
+    v = {"rank1": scores.correct.astype(np.float64), "rank5": (scores.rank < 5).astype(np.float64),
+         "mean_cosine": scores.own_sim.astype(np.float64)}
+    for key, t in thr.items():
+        unknown = np.full(v["rank1"].shape, np.nan)
+        v[f"dodging@{key}"] = dodged(scores, t).astype(np.float64) if np.isfinite(t) else unknown
+    return v
+
+
+def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], identity: np.ndarray, seed: int = 0) -> dict:
+    """Row a minus row b, metric by metric, on the same probes."""
+    return {k: paired_difference(a[k], b[k], identity, seed=seed) for k in a}
+
+
+def flat(summary: dict) -> dict[str, float]:
+    """One row's headline numbers as a flat dict (what universal designs aggregate)."""
+    v = summary["verification"]
+    out = {"rank1": v["rank1"], "rank5": v["rank5"], "mean_cosine": v["mean_cosine"]}
+    out.update({f"dodging@{k}": d for k, d in v["dodging"].items()})
+    h = summary["hubness"]
+    out.update({"top_share": h.get("top_share", float("nan")), "entropy": h.get("entropy", float("nan"))})
+    return out
+
+
+def protective_sign(metric: str) -> int:
+    """+1 where a larger value protects the wearer more (dodging, entropy), -1 where it protects less."""
+    return 1 if metric.startswith("dodging") or metric == "entropy" else -1
+
+
+def over_designs(per_design: list[dict[str, float]]) -> dict:
+    """Mean, worst (least protective) and best (most protective) of every metric over K designs."""
+    keys = per_design[0].keys()
+    out: dict = {"mean": {}, "worst": {}, "best": {}}
+    for k in keys:
+        vals = np.array([d[k] for d in per_design], np.float64)
+        signed = protective_sign(k) * vals
+        out["mean"][k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+        out["worst"][k] = float(vals[np.nanargmin(signed)]) if np.isfinite(vals).any() else float("nan")
+        out["best"][k] = float(vals[np.nanargmax(signed)]) if np.isfinite(vals).any() else float("nan")
+    return out
+
+
+def _mean(v: np.ndarray) -> float:
+    return float(v.mean()) if v.size else float("nan")
