@@ -216,19 +216,25 @@ def from_dict(data: dict) -> RunConfig:
     return _validate(_build(RunConfig, data, ""))
 
 
-def load(path: str) -> RunConfig:
-    """Load a YAML or JSON config file; errors name the file and the field."""
+def read_yaml(path: str, what: str = "config"):
+    """The data of a YAML (or .json) file; errors are one line naming the file. `what` says what it holds.
+    The one file reader for config files and search spaces."""
     import yaml
 
     try:
         with open(path) as f:
             text = f.read()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+        raise ConfigError(f"{path}: cannot read {what} ({e.strerror})") from None
     try:
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({str(e).splitlines()[0]})") from None
+
+
+def load(path: str) -> RunConfig:
+    """Load a YAML or JSON config file; errors name the file and the field."""
+    data = read_yaml(path, "config")
     try:
         return from_dict(data or {})
     except ConfigError as e:
