@@ -49,18 +49,23 @@ def free_leaked_placement_groups(timeout_s: float = 60.0, settle_s: float = 1.0,
     """
     if not leaks_placement_groups():
         return []
+    import ray
     from ray import PlacementGroupID
     from ray.job_submission import JobStatus
     from ray.util import remove_placement_group
     from ray.util import state as ray_state
     from ray.util.placement_group import PlacementGroup
 
+    # The connected cluster's address: without one the state API looks for a local Ray and refuses when it
+    # finds several (tests, a laptop running two sessions).
+    address = ray.get_runtime_context().gcs_address
+
     def live_actors():
-        return ray_state.list_actors(filters=[("state", "!=", "DEAD")], detail=True, limit=_STATE_LIMIT)
+        return ray_state.list_actors(address, filters=[("state", "!=", "DEAD")], detail=True, limit=_STATE_LIMIT)
 
     deadline = time.monotonic() + timeout_s
     while True:
-        jobs = [j for j in ray_state.list_jobs(detail=True, limit=_STATE_LIMIT)
+        jobs = [j for j in ray_state.list_jobs(address, detail=True, limit=_STATE_LIMIT)
                 if j.job_id and JobStatus(j.status).is_terminal()]
         dead_jobs = {j.job_id for j in jobs}
         if not dead_jobs:
@@ -76,7 +81,7 @@ def free_leaked_placement_groups(timeout_s: float = 60.0, settle_s: float = 1.0,
         time.sleep(0.5)
 
     def sweep_once() -> list[str]:
-        groups = ray_state.list_placement_groups(filters=[("state", "!=", "REMOVED")], detail=True,
+        groups = ray_state.list_placement_groups(address, filters=[("state", "!=", "REMOVED")], detail=True,
                                                  limit=_STATE_LIMIT)
         leaked = [g for g in groups if not g.is_detached and g.creator_job_id in dead_jobs]
         if not leaked:
