@@ -143,7 +143,7 @@ def _dispatch(args) -> int:
     if args.cmd == "tune":
         from tune import sweep
 
-        sweep.run(args.space, storage=args.storage, num_samples=args.num_samples, scheduler=args.scheduler,
+        sweep.run(args.space, storage_uri=args.storage, num_samples=args.num_samples, scheduler=args.scheduler,
                   resume=args.resume)
         return 0
     if args.cmd == "export":

@@ -17,6 +17,7 @@ import json
 import json.decoder
 import json.scanner
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
@@ -281,6 +282,13 @@ def _strict_loader():
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {key!r} (first given at line {first})", key_node.start_mark)
             return super().construct_mapping(node, deep)
+
+    # YAML 1.1 (PyYAML) reads `1e-3` as a string: it wants a dot and a signed exponent. Configs write learning
+    # rates that way, so numbers in exponent form resolve as floats here, as YAML 1.2 and JSON read them.
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
 
     return StrictLoader
 

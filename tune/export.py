@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 
 from data_loader import shards, storage
-from tune.sweep import code_version, guard_ok
+from maskgan.provenance import code_version
+from tune.guard import guard_ok
 
 CARD = "model_card.json"
 SUMS = "SHA256SUMS"

@@ -10,7 +10,7 @@ import pytest
 
 from data_loader import storage
 from maskgan import assembly
-from tune import sweep
+from tune import sweep, trial
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def pbt_sweep(ray_session, make_space, tmp_path_factory):
     data["base"]["train"]["epochs"] = EPOCHS
     yaml.safe_dump(data, open(space, "w"), sort_keys=False)
     lines = []
-    result = sweep.run(space, storage=str(tmp / "sweeps"), scheduler="pbt", log=lines.append)
+    result = sweep.run(space, storage_uri=str(tmp / "sweeps"), scheduler="pbt", log=lines.append)
     return {"result": result, "dir": tmp / "sweeps" / "pbt", "log": lines}
 
 
@@ -47,13 +47,13 @@ def test_pbt_clones_the_healthy_trial_into_the_collapsed_one(pbt_sweep):
         donor = row["pbt_from"].split(";")[-1].strip().split("@")[0]
         assert donor in rows and donor != row["trial"]
         run = storage.resolve(row["run"])
-        lineage = json.loads(storage.read_text(run.join(sweep.LINEAGE)))
+        lineage = json.loads(storage.read_text(run.join(trial.LINEAGE)))
         clone_epoch = int(lineage[-1]["epoch"])
         # the clone is a checkpoint of this trial's run, and training went on from it, not from scratch
         epochs = [e for e, _ in assembly.list_checkpoints(run)]
         assert clone_epoch in epochs and max(epochs) == EPOCHS - 1 and row["epochs"] == EPOCHS
         clone = next(loc for e, loc in assembly.list_checkpoints(run) if e == clone_epoch)
-        assert clone.uri.rstrip("/").rsplit("/", 1)[-1] == f"{sweep.CLONE_PREFIX}{clone_epoch:04d}"
+        assert clone.uri.rstrip("/").rsplit("/", 1)[-1] == f"{trial.CLONE_PREFIX}{clone_epoch:04d}"
         # the rates it trained on after the clone are its own (mutated) config's, not the donor's saved ones
         final = _state(assembly.latest_checkpoint(run)[1])
         cfg = final["config"]["objective"]

@@ -7,8 +7,8 @@ import sys
 import pytest
 import yaml
 
-from tune import sweep
-from tune.sweep import SpaceError
+from tune import guard, results, schedulers, sweep, trial
+from tune.space import Guard, SpaceError, load_space, param_space, parse_space, trial_config
 
 SPACES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tune", "spaces")
 
@@ -19,7 +19,7 @@ def _cli(*args):
 
 
 def test_paper_space_is_the_papers_grid():
-    space = sweep.load_space(os.path.join(SPACES, "paper.yaml"))
+    space = load_space(os.path.join(SPACES, "paper.yaml"))
     assert space.grid == {"objective.experiment": ["exp0", "exp1", "exp2", "exp3"], "model.generator": ["fc3"]}
     assert not (space.choice or space.loguniform or space.uniform)
     # the base points at `make demo`'s output
@@ -27,14 +27,14 @@ def test_paper_space_is_the_papers_grid():
 
 
 def test_explore_space_covers_generators_rates_lambda_and_batch():
-    space = sweep.load_space(os.path.join(SPACES, "explore.yaml"))
+    space = load_space(os.path.join(SPACES, "explore.yaml"))
     assert space.grid["model.generator"] == ["fc3", "fc_deep", "conv"]
     assert len(space.grid["objective.experiment"]) == 4
     assert {"objective.g_lr", "objective.head_lr"} <= set(space.loguniform)
     assert {"objective.l1_lambda", "data.batch_size"} <= set(space.choice)
-    ps = sweep.param_space(space)
+    ps = param_space(space)
     assert set(ps) == set(space.axes)
-    cfg = sweep.trial_config(space, {"model.generator": "conv", "objective.g_lr": 0.003, "data.batch_size": 16},
+    cfg = trial_config(space, {"model.generator": "conv", "objective.g_lr": 0.003, "data.batch_size": 16},
                              "/tmp/sweeps/explore/runs", "abc_00001")
     assert (cfg.model.generator, cfg.objective.g_lr, cfg.data.batch_size) == ("conv", 0.003, 16)
     assert (cfg.train.storage, cfg.train.name) == ("/tmp/sweeps/explore/runs", "abc_00001")
@@ -64,7 +64,7 @@ BASE = {"data": {"uri": "d"}, "model": {"projector": "p.pt"}}
 ])
 def test_bad_space_names_the_key(space, needle):
     with pytest.raises(SpaceError) as e:
-        sweep.parse_space(space, "s.yaml")
+        parse_space(space, "s.yaml")
     assert str(e.value).startswith("s.yaml: ") and needle in str(e.value)
     assert "\n" not in str(e.value)
 
@@ -92,18 +92,18 @@ def test_resume_without_a_sweep_says_so(ci_space, tmp_path):
 
 
 def test_guard_a_collapsed_recogniser_never_wins():
-    floors = sweep.guard_floors({"unmasked": 0.9, "original_mask": 0.8}, sweep.Guard())
+    floors = guard.guard_floors({"unmasked": 0.9, "original_mask": 0.8}, Guard())
     assert floors == {"unmasked": 0.45, "original_mask": 0.4}
     healthy = {"epoch": 0, "acc/val/unmasked": 0.85, "acc/val/original_mask": 0.7, "acc/val/generated": 0.3}
     forgot_everyone = {"epoch": 1, "acc/val/unmasked": 0.1, "acc/val/original_mask": 0.0, "acc/val/generated": 0.0}
     forgot_masks = {"epoch": 1, "acc/val/unmasked": 0.9, "acc/val/original_mask": 0.05, "acc/val/generated": 0.0}
-    assert sweep.guarded(healthy, floors) == {"epochs_done": 1, "guard/ok": True, "objective": 0.3}
+    assert guard.guarded(healthy, floors) == {"epochs_done": 1, "guard/ok": True, "objective": 0.3}
     for collapsed in (forgot_everyone, forgot_masks):
-        g = sweep.guarded(collapsed, floors)
-        assert g["guard/ok"] is False and g["objective"] == 1.0 > sweep.guarded(healthy, floors)["objective"]
+        g = guard.guarded(collapsed, floors)
+        assert g["guard/ok"] is False and g["objective"] == 1.0 > guard.guarded(healthy, floors)["objective"]
     # an absolute floor as well as the ratio
-    strict = sweep.Guard(rows=("unmasked",), min_ratio=0.5, min_accuracy=0.95)
-    assert sweep.guarded(healthy, sweep.guard_floors({"unmasked": 0.9}, strict))["objective"] == 1.0
+    strict = Guard(rows=("unmasked",), min_ratio=0.5, min_accuracy=0.95)
+    assert guard.guarded(healthy, guard.guard_floors({"unmasked": 0.9}, strict))["objective"] == 1.0
 
 
 @pytest.mark.parametrize("workers, cpw, use_gpu, resources, expected", [
@@ -114,13 +114,13 @@ def test_guard_a_collapsed_recogniser_never_wins():
     (8, 8, True, {"CPU": 128.0, "GPU": 8.0}, 1),
 ])
 def test_concurrency_from_the_cluster(workers, cpw, use_gpu, resources, expected):
-    base = sweep.load_space(os.path.join(SPACES, "ci.yaml")).base
+    base = load_space(os.path.join(SPACES, "ci.yaml")).base
     base = base.replace(train={"num_workers": workers, "cpus_per_worker": cpw, "use_gpu": use_gpu})
-    assert sweep.max_concurrent_trials(base, resources) == expected
+    assert schedulers.max_concurrent_trials(base, resources) == expected
 
 
 def test_paper_table_has_experiment_columns_and_the_papers_rows():
-    space = sweep.load_space(os.path.join(SPACES, "paper.yaml"))
+    space = load_space(os.path.join(SPACES, "paper.yaml"))
 
     def row(trial, exp, objective, gen_train, gen_test):
         r = {"trial": trial, "objective.experiment": exp, "model.generator": "fc3", "objective": objective,
@@ -131,7 +131,7 @@ def test_paper_table_has_experiment_columns_and_the_papers_rows():
 
     rows = [row("t0", "exp0", 0.5, 0.06, 0.2), row("t1", "exp1", 0.4, 0.15, 0.3), row("t1b", "exp1", 0.9, 0.9, 0.9),
             row("t3", "exp3", 0.2, 0.006, 0.1)]
-    table = sweep.paper_table(rows, space)
+    table = results.paper_table(rows, space)
     lines = table.splitlines()
     assert "| experiment # | exp0 | exp1 | exp2 | exp3 |" in lines
     assert "| training accuracy | 6.0% | 15.0% | – | 0.6% |" in lines  # exp1: the better-objective trial
@@ -146,36 +146,36 @@ def test_asha_rung_records_survive_a_driver_restart(tmp_path):
     the driver died is still compared with the trials that finished before."""
     import ray.cloudpickle as cloudpickle
 
-    space = sweep.load_space(os.path.join(SPACES, "ci.yaml"))
+    space = load_space(os.path.join(SPACES, "ci.yaml"))
 
     class T:
         def __init__(self, trial_id):
             self.trial_id = trial_id
 
     def fresh(pickled=None):
-        s = cloudpickle.loads(pickled) if pickled else sweep._scheduler("asha", space, str(tmp_path))
-        s.set_search_properties(sweep.METRIC, "min")
+        s = cloudpickle.loads(pickled) if pickled else schedulers.make_scheduler("asha", space, str(tmp_path))
+        s.set_search_properties(guard.METRIC, "min")
         return s
 
     first = fresh()
     pickled = cloudpickle.dumps(first)  # what tuner.pkl holds: the scheduler before any result
     for tid, objective in (("a", 0.5), ("b", 0.3)):  # b is better: both go on
         first.on_trial_add(None, T(tid))
-        assert first.on_trial_result(None, T(tid), {"epochs_done": 1, sweep.METRIC: objective}) == "CONTINUE"
-    assert (tmp_path / "asha_state.json").exists()
+        assert first.on_trial_result(None, T(tid), {"epochs_done": 1, guard.METRIC: objective}) == "CONTINUE"
+    assert (tmp_path / schedulers.ASHA_STATE).exists()
 
     restored = fresh(pickled)  # the driver died; --resume unpickles tuner.pkl
     restored.on_trial_add(None, T("c"))
-    assert restored.on_trial_result(None, T("c"), {"epochs_done": 1, sweep.METRIC: 1.0}) == "STOP"
+    assert restored.on_trial_result(None, T("c"), {"epochs_done": 1, guard.METRIC: 1.0}) == "STOP"
     forgetful = fresh()  # without the records, the same trial would have been let through
-    (tmp_path / "asha_state.json").unlink()
+    (tmp_path / schedulers.ASHA_STATE).unlink()
     forgetful.on_trial_add(None, T("c"))
-    assert forgetful.on_trial_result(None, T("c"), {"epochs_done": 1, sweep.METRIC: 1.0}) == "CONTINUE"
+    assert forgetful.on_trial_result(None, T("c"), {"epochs_done": 1, guard.METRIC: 1.0}) == "CONTINUE"
 
 
 def test_relative_paths_are_the_users_and_missing_data_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    space = sweep.with_absolute_paths(sweep.load_space(os.path.join(SPACES, "paper.yaml")))
+    space = sweep.with_absolute_paths(load_space(os.path.join(SPACES, "paper.yaml")))
     # trials run in other processes and folders: the demo_out/ paths must name the user's demo_out/
     assert space.base.data.uri == str(tmp_path / "demo_out" / "data")
     assert space.base.model.projector == str(tmp_path / "demo_out" / "projector.pt")
@@ -183,6 +183,22 @@ def test_relative_paths_are_the_users_and_missing_data_is_one_line(tmp_path, mon
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert f"{tmp_path}/demo_out/data: no manifest.json" in r.stderr
     assert not (tmp_path / "sweeps").exists()
+
+
+def _checkpoint_bytes(tag: str) -> bytes:
+    """A small state.pt that assembly.read_checkpoint accepts (its format marker), told apart by `tag`."""
+    import io
+
+    import torch
+
+    from maskgan import assembly
+
+    buf = io.BytesIO()
+    torch.save({"format": assembly.CKPT_FORMAT, "tag": tag}, buf)
+    return buf.getvalue()
+
+
+WEAK, STRONG = _checkpoint_bytes("weak"), _checkpoint_bytes("strong")
 
 
 def _fake_checkpoint(folder, payload: bytes, epoch: int):
@@ -202,27 +218,27 @@ def test_pbt_clone_replaces_the_weak_run_once_and_a_vanished_donor_keeps_it(tmp_
 
     cfg = config.debug_cpu(str(tmp_path)).replace(train={"storage": str(tmp_path / "runs"), "name": "weak"})
     weak, strong = tmp_path / "runs" / "weak", tmp_path / "runs" / "strong"
-    _fake_checkpoint(weak / "checkpoint_a", b"weak", 0)
-    _fake_checkpoint(strong / "checkpoint_b", b"strong", 1)
+    _fake_checkpoint(weak / "checkpoint_a", WEAK, 0)
+    _fake_checkpoint(strong / "checkpoint_b", STRONG, 1)
     guard = {"floors": {"unmasked": 0.4}}
     run, lines = storage.resolve(str(weak)), []
 
     gone = {"run": str(strong), "checkpoint": str(strong / "checkpoint_gone"), "epoch": 1}
-    assert sweep._adopt(cfg, run, gone, guard, lines.append) == cfg  # nothing to clone: keep the own run
-    assert "cannot clone" in lines[-1] and (weak / "checkpoint_a" / "state.pt").read_bytes() == b"weak"
+    assert trial._adopt(cfg, run, gone, guard, lines.append) == cfg  # nothing to clone: keep the own run
+    assert "cannot clone" in lines[-1] and (weak / "checkpoint_a" / "state.pt").read_bytes() == WEAK
 
     (strong / "checkpoint_b" / "state.pt").write_bytes(b"torn")  # fails its checksum: not cloned either
     start = {"run": str(strong), "checkpoint": str(strong / "checkpoint_b"), "epoch": 1}
-    assert sweep._adopt(cfg, run, start, guard, lines.append) == cfg and "checksum mismatch" in lines[-1]
-    (strong / "checkpoint_b" / "state.pt").write_bytes(b"strong")
+    assert trial._adopt(cfg, run, start, guard, lines.append) == cfg and "checksum mismatch" in lines[-1]
+    (strong / "checkpoint_b" / "state.pt").write_bytes(STRONG)
 
-    adopted = sweep._adopt(cfg, run, start, guard, lines.append)
+    adopted = trial._adopt(cfg, run, start, guard, lines.append)
     clone = weak / "checkpoint_pbt_0001"
     assert adopted.train.init_from == str(clone) and adopted.objective == cfg.objective
     assert sorted(p.name for p in weak.iterdir()) == ["checkpoint_pbt_0001", "guard.json", "pbt.json"]
-    assert (clone / "state.pt").read_bytes() == b"strong" and json.loads((weak / "guard.json").read_text()) == guard
+    assert (clone / "state.pt").read_bytes() == STRONG and json.loads((weak / "guard.json").read_text()) == guard
     assert json.loads((weak / "pbt.json").read_text())[0]["from"] == str(strong / "checkpoint_b")
     mtime = (clone / "meta.json").stat().st_mtime_ns
     # the trial restarted before reporting from the clone: the same start is not copied again
-    assert sweep._adopt(cfg, run, start, guard, lines.append).train.init_from == str(clone)
+    assert trial._adopt(cfg, run, start, guard, lines.append).train.init_from == str(clone)
     assert (clone / "meta.json").stat().st_mtime_ns == mtime and len(json.loads((weak / "pbt.json").read_text())) == 1

@@ -18,7 +18,9 @@ import pytest
 
 from data_loader import storage
 from maskgan import assembly
+from cluster import ray_workarounds
 from tune import export, sweep
+from tune.space import SweepError, load_space
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +59,7 @@ def resumed_sweep(ray_session, make_space, tmp_path_factory):
     space = make_space(tmp / "ci.yaml")
     storage_dir = tmp / "sweeps"
     sweep_dir = storage_dir / "ci"
-    epochs = sweep.load_space(space).base.train.epochs
+    epochs = load_space(space).base.train.epochs
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     with open(tmp / "driver.log", "w") as out:
         driver = subprocess.Popen([sys.executable, "-m", "maskgan.cli", "tune", "--space", space,
@@ -94,7 +96,7 @@ def resumed_sweep(ray_session, make_space, tmp_path_factory):
 
     def resume():
         try:
-            box["result"] = sweep.run(space, storage=str(storage_dir), resume=True, log=lambda *_: None)
+            box["result"] = sweep.run(space, storage_uri=str(storage_dir), resume=True, log=lambda *_: None)
         except BaseException as e:  # noqa: BLE001 (re-raised below)
             box["error"] = e
 
@@ -121,8 +123,8 @@ def test_resumed_sweep_does_not_rerun_finished_trials(resumed_sweep):
         assert ckpts and {k: v for k, v in after.items() if k.startswith("checkpoint_")} == ckpts
         assert next(r for r in rows if r["trial"] == trial)["epochs"] == resumed_sweep["epochs_before"][trial]
     # a second start without --resume is refused rather than mixing two sweeps in one folder
-    with pytest.raises(sweep.SweepError, match="already holds a sweep; pass --resume"):
-        sweep.run(resumed_sweep["space"], storage=str(resumed_sweep["storage"]), log=lambda *_: None)
+    with pytest.raises(SweepError, match="already holds a sweep; pass --resume"):
+        sweep.run(resumed_sweep["space"], storage_uri=str(resumed_sweep["storage"]), log=lambda *_: None)
 
 
 def test_killed_trials_continue_from_their_checkpoints(resumed_sweep):
@@ -334,7 +336,7 @@ def test_placement_groups_a_killed_driver_left_are_freed(ray_session):
     dead_job = next(j["JobID"] for j in ray_session._private.state.state.job_table()
                     if j["DriverPid"] == driver.pid and j["IsDead"])
     lines = []
-    sweep.free_leaked_placement_groups(timeout_s=120, log=lines.append)
+    ray_workarounds.free_leaked_placement_groups(timeout_s=120, log=lines.append)
     left = live_groups()
     actors = {a["ActorID"]: (a["ActorClassName"], a["State"])
               for a in ray_session._private.state.state.actor_table(None).values() if a["JobID"] == dead_job}
