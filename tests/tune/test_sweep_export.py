@@ -60,7 +60,7 @@ def resumed_sweep(ray_session, make_space, tmp_path_factory):
     epochs = sweep.load_space(space).base.train.epochs
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     with open(tmp / "driver.log", "w") as out:
-        driver = subprocess.Popen([sys.executable, "-m", "maskgan.cli", "tune", "--space", space,
+        driver = subprocess.Popen([sys.executable, "-m", "cli", "tune", "--space", space,
                                    "--storage", str(storage_dir)], stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.time() + 480
@@ -185,7 +185,7 @@ def _objects(client, bucket):
 
 
 def _sample_cli(source, out, n=6):
-    return subprocess.run([sys.executable, "-m", "maskgan.cli", "sample", "--from", source, "--n", str(n),
+    return subprocess.run([sys.executable, "-m", "cli", "sample", "--from", source, "--n", str(n),
                            "--out", str(out)], capture_output=True, text=True, timeout=300, env={**os.environ})
 
 
