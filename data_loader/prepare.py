@@ -348,8 +348,7 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
         + f", converted {len(converted)}; {time.perf_counter() - t0:.1f}s")
     if n_bad > max_bad_fraction * n_inputs:
         stale = root.join(shards.MANIFEST)
-        if storage.exists(stale):
-            root.fs.delete_file(stale.path)
+        storage.delete_file(stale)
         raise PrepareError(
             f"{n_bad} of {n_inputs} input images ({n_bad / n_inputs:.1%}) are unusable, above --max-bad-fraction "
             f"{max_bad_fraction:.1%}; no manifest written. Every skipped file and why: {report.uri} "

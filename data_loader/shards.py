@@ -150,11 +150,6 @@ def set_shards(root: Location, manifest: dict, set_name: str) -> list[dict]:
     return entry["shards"]
 
 
-def shard_paths(root: Location, manifest: dict, set_name: str) -> list[str]:
-    """Filesystem paths (for pyarrow / Ray Data with the Location's filesystem)."""
-    return [root.join(s["path"]).path for s in set_shards(root, manifest, set_name)]
-
-
 def read_table(root: Location, shard: dict, verify: bool = True) -> pa.Table:
     loc = root.join(shard["path"])
     data = storage.read_bytes(loc)

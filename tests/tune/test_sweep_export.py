@@ -267,14 +267,14 @@ def test_export_a_train_run_to_a_local_folder_and_an_interrupted_export_is_not_t
 
     # an export that dies before its last object leaves no model card, and sample refuses the folder
     half = tmp_path / "half"
-    real_put = export._StorageTarget.put
+    real_upload = storage.upload
 
-    def put_then_die(self, name, data):
-        if name == "SHA256SUMS":
+    def upload_then_die(loc, data, *args, **kwargs):
+        if loc.uri.endswith("/SHA256SUMS"):
             raise OSError("connection lost")
-        real_put(self, name, data)
+        real_upload(loc, data, *args, **kwargs)
 
-    monkeypatch.setattr(export._StorageTarget, "put", put_then_die)
+    monkeypatch.setattr(storage, "upload", upload_then_die)
     with pytest.raises(OSError):
         export.export(best["run"], str(half), log=lambda *_: None)
     assert (half / "checkpoint" / "state.pt").exists() and not (half / "model_card.json").exists()
