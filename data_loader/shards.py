@@ -136,9 +136,7 @@ def unpublish(root: Location) -> None:
     says it is incomplete (no manifest) rather than an old manifest over new shards (a checksum mismatch that
     hides the cause). Writers publish with write_manifest last. True on a local folder and on S3 alike: it
     needs no atomic rename, only that a delete and a write are seen by the next reader."""
-    loc = root.join(MANIFEST)
-    if storage.exists(loc):
-        loc.fs.delete_file(loc.path)
+    storage.delete_file(root.join(MANIFEST))
 
 
 def read_manifest(root: Location) -> dict:
@@ -194,11 +192,6 @@ def set_shards(root: Location, manifest: dict, set_name: str) -> list[dict]:
     if entry is None:
         raise ShardError(f"{root.uri}: dataset has no {set_name!r} set (has: {', '.join(manifest.get('sets', {}))})")
     return entry["shards"]
-
-
-def shard_paths(root: Location, manifest: dict, set_name: str) -> list[str]:
-    """Filesystem paths (for pyarrow / Ray Data with the Location's filesystem)."""
-    return [root.join(s["path"]).path for s in set_shards(root, manifest, set_name)]
 
 
 def read_table(root: Location, shard: dict, verify: bool = True) -> pa.Table:

@@ -8,6 +8,7 @@ This module never imports torch: bytes flow down, models never open files.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import uuid
@@ -19,9 +20,20 @@ import pyarrow.fs as pafs
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed; the message names the URI, never a credential."""
+    """A storage operation failed; the message names the URI, never a credential.
+
+    `transient` says whether the failure underneath was a network or service error worth retrying (decided by
+    `is_transient` on the original exception, which the message alone no longer carries)."""
 
     user_error = True  # the CLI prints it as one line
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def _failed(loc: "Location", doing: str, e: BaseException) -> StorageError:
+    return StorageError(f"{loc.uri}: {doing} ({_short(e)})", transient=is_transient(e))
 
 
 @dataclass(frozen=True)
@@ -29,9 +41,10 @@ class Location:
     fs: pafs.FileSystem
     path: str  # filesystem path (bucket/key for S3, absolute path locally)
     uri: str  # the URI as the user wrote it, normalised; used in messages
+    endpoint: str | None = None  # the S3 endpoint it was resolved with (boto3 calls use the same one)
 
     def join(self, *parts: str) -> "Location":
-        return Location(self.fs, posixpath.join(self.path, *parts), join_uri(self.uri, *parts))
+        return Location(self.fs, posixpath.join(self.path, *parts), join_uri(self.uri, *parts), self.endpoint)
 
     @property
     def is_s3(self) -> bool:
@@ -78,7 +91,8 @@ def resolve(uri: str, endpoint: str | None = None) -> Location:
         if not parsed.netloc:
             raise StorageError(f"{uri}: an s3:// URI needs a bucket (s3://bucket/prefix)")
         path = (parsed.netloc + "/" + parsed.path.lstrip("/")).rstrip("/")
-        return Location(_s3_filesystem(endpoint_url(endpoint)), path, "s3://" + path)
+        endpoint = endpoint_url(endpoint)
+        return Location(_s3_filesystem(endpoint), path, "s3://" + path, endpoint)
     if parsed.scheme in ("", "file"):
         local = os.path.abspath(os.path.expanduser(parsed.path if parsed.scheme == "file" else uri))
         return Location(pafs.LocalFileSystem(), local, local)
@@ -97,7 +111,7 @@ def _info(loc: Location) -> pafs.FileInfo:
     try:
         return loc.fs.get_file_info(loc.path)
     except OSError as e:
-        raise StorageError(f"{loc.uri}: cannot reach storage ({_short(e)})") from None
+        raise _failed(loc, "cannot reach storage", e) from None
 
 
 def size(loc: Location) -> int:
@@ -114,7 +128,7 @@ def read_bytes(loc: Location) -> bytes:
     except FileNotFoundError:
         raise StorageError(f"{loc.uri}: not found") from None
     except OSError as e:
-        raise StorageError(f"{loc.uri}: cannot read ({_short(e)})") from None
+        raise _failed(loc, "cannot read", e) from None
 
 
 def write_bytes(loc: Location, data: bytes) -> None:
@@ -138,14 +152,50 @@ def write_bytes(loc: Location, data: bytes) -> None:
             if loc.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
                 loc.fs.delete_file(tmp)
     except OSError as e:
-        raise StorageError(f"{loc.uri}: cannot write ({_short(e)})") from None
+        raise _failed(loc, "cannot write", e) from None
+
+
+# ---- retries: one helper for every storage error ------------------------------------------------------------
+# pyarrow (AwsStandardS3RetryStrategy) and botocore (standard mode) already retry each request ~10 times within
+# seconds; `with_retries` is the layer above them for writes that must ride out a longer outage (a checkpoint
+# or export upload), and it retries only what `is_transient` calls a network or service error.
+
+_PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG}  # beyond the OSError subclasses
+# pyarrow raises every S3 failure as a plain OSError without errno; the only structure it keeps is the AWS SDK's
+# error name in the message ("AWS Error ACCESS_DENIED during PutObject operation: ..."), so these are matched
+# as text. Anything else from S3 (NETWORK_CONNECTION, SLOW_DOWN, INTERNAL_FAILURE, ...) is worth a retry.
+_PERMANENT_AWS_ERRORS = ("AWS Error ACCESS_DENIED", "AWS Error NO_SUCH_BUCKET", "AWS Error NO_SUCH_KEY",
+                         "AWS Error RESOURCE_NOT_FOUND", "AWS Error INVALID_ACCESS_KEY_ID",
+                         "AWS Error SIGNATURE_DOES_NOT_MATCH", "AWS Error INVALID_BUCKET_NAME")
+_TRANSIENT_S3_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
+                       "Throttling", "ThrottlingException"}
 
 
 def is_transient(e: BaseException) -> bool:
-    """Worth retrying: network and service errors. Not: a full disk, a missing file, a permission."""
-    text = str(e).lower()
-    permanent = ("no space left", "not found", "permission denied", "access denied", "escape")
-    return not any(p in text for p in permanent)
+    """Worth retrying: network and service errors. Not: a full disk, a missing file, a permission, a bad path."""
+    if isinstance(e, StorageError):
+        return e.transient
+    if isinstance(e, OSError):
+        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+            return False
+        if e.errno in _PERMANENT_ERRNOS:
+            return False
+        return not any(name in str(e) for name in _PERMANENT_AWS_ERRORS)
+    if type(e).__module__.split(".")[0] in ("botocore", "boto3"):
+        return _boto_transient(e)
+    return False
+
+
+def _boto_transient(e: BaseException) -> bool:
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    if isinstance(e, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, S3UploadFailedError)):
+        return True
+    if isinstance(e, ClientError):
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return status >= 500 or e.response.get("Error", {}).get("Code") in _TRANSIENT_S3_CODES
+    return False
 
 
 def with_retries(fn, what: str, attempts: int = 8, base: float = 0.5, cap: float = 15.0, log=None):
@@ -176,11 +226,13 @@ def write_text(loc: Location, text: str) -> None:
     write_bytes(loc, text.encode("utf-8"))
 
 
-def makedirs(loc: Location) -> None:
+def delete_file(loc: Location) -> None:
+    """Remove one file or object; nothing to do when it is not there."""
     try:
-        loc.fs.create_dir(loc.path, recursive=True)
+        if exists(loc):
+            loc.fs.delete_file(loc.path)
     except OSError as e:
-        raise StorageError(f"{loc.uri}: cannot create ({_short(e)})") from None
+        raise _failed(loc, "cannot delete", e) from None
 
 
 def delete_dir(loc: Location) -> None:
@@ -188,7 +240,7 @@ def delete_dir(loc: Location) -> None:
         if exists(loc):
             loc.fs.delete_dir(loc.path)
     except OSError as e:
-        raise StorageError(f"{loc.uri}: cannot delete ({_short(e)})") from None
+        raise _failed(loc, "cannot delete", e) from None
 
 
 def walk_files(loc: Location, rejected: list | None = None) -> Iterator[tuple[str, int]]:
@@ -200,7 +252,7 @@ def walk_files(loc: Location, rejected: list | None = None) -> Iterator[tuple[st
     try:
         infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
     except OSError as e:
-        raise StorageError(f"{loc.uri}: cannot list ({_short(e)})") from None
+        raise _failed(loc, "cannot list", e) from None
     base = loc.path.rstrip("/") + "/"
     local_root = os.path.realpath(loc.path) if isinstance(loc.fs, pafs.LocalFileSystem) else None
     for info in sorted(infos, key=lambda i: i.path):
@@ -232,7 +284,7 @@ def list_dir(loc: Location) -> list[str]:
     try:
         infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=False, allow_not_found=True))
     except OSError as e:
-        raise StorageError(f"{loc.uri}: cannot list ({_short(e)})") from None
+        raise _failed(loc, "cannot list", e) from None
     return sorted(i.base_name for i in infos)
 
 
@@ -248,11 +300,75 @@ def boto3_client(endpoint: str | None = None):
     )
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise StorageError(f"{uri}: expected s3://bucket/prefix")
-    return parsed.netloc, parsed.path.lstrip("/")
+# ---- artefacts users download (export): sizes and checksums without reading, multipart uploads -------------
+# On S3 these go through boto3, which pyarrow cannot replace here: it records the sha256 as object metadata
+# and lets the caller choose the multipart threshold and part size.
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Multipart:
+    threshold: int = 64 * MB  # objects at least this large go up in parts
+    chunksize: int = 16 * MB  # the size of each part (S3's minimum is 5 MiB)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    sha256: str | None  # as recorded at upload (a claim, not a check); None where nothing was recorded
+
+
+def _bucket_key(loc: Location) -> tuple[str, str]:
+    bucket, _, key = loc.path.partition("/")
+    return bucket, key
+
+
+def stat(loc: Location) -> ObjectInfo | None:
+    """Size (and the sha256 `upload` recorded) of one file or object; None when it is not there."""
+    if not loc.is_s3:
+        info = _info(loc)
+        return None if info.type == pafs.FileType.NotFound else ObjectInfo(int(info.size or 0), None)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = _bucket_key(loc)
+    try:
+        head = boto3_client(loc.endpoint).head_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise _failed(loc, "cannot reach storage", e) from None
+    except BotoCoreError as e:
+        raise _failed(loc, "cannot reach storage", e) from None
+    return ObjectInfo(int(head["ContentLength"]), (head.get("Metadata") or {}).get("sha256"))
+
+
+def upload(loc: Location, data: bytes, multipart: Multipart = Multipart(), log=None) -> None:
+    """Write one artefact, retried through outages like a checkpoint upload. On S3: boto3, in parts from
+    `multipart.threshold` on, with its sha256 recorded for `stat`; elsewhere `write_bytes`."""
+    if not loc.is_s3:
+        with_retries(lambda: write_bytes(loc, data), f"upload {loc.uri}", log=log)
+        return
+    import hashlib
+    import io
+
+    from boto3.exceptions import S3UploadFailedError
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = _bucket_key(loc)
+    client = boto3_client(loc.endpoint)
+    transfer = TransferConfig(multipart_threshold=multipart.threshold, multipart_chunksize=multipart.chunksize,
+                              use_threads=False)
+    metadata = {"sha256": hashlib.sha256(data).hexdigest()}
+
+    def put():
+        try:
+            client.upload_fileobj(io.BytesIO(data), bucket, key, ExtraArgs={"Metadata": metadata}, Config=transfer)
+        except (BotoCoreError, ClientError, S3UploadFailedError) as e:
+            raise _failed(loc, "cannot upload", e) from None
+
+    with_retries(put, f"upload {loc.uri}", log=log)
 
 
 def _short(e: BaseException) -> str:

@@ -133,15 +133,25 @@ def upload_checkpoint(local_dir: str, dest: storage.Location, log=print) -> None
         storage.with_retries(lambda: storage.write_bytes(dest.join(name), data), f"upload {dest.join(name).uri}", log=log)
 
 
-def read_checkpoint(loc: storage.Location) -> dict:
-    """Load and verify one checkpoint folder (local or s3). Errors name the file."""
-    meta_loc, state_loc = loc.join(META_FILE), loc.join(STATE_FILE)
+def read_meta(loc: storage.Location) -> dict:
+    """The meta.json of one checkpoint folder (epoch, arch, metrics, state.pt's sha256): the one reader of it.
+    A missing or unparsable file is a CheckpointError naming it."""
+    meta_loc = loc.join(META_FILE)
     if not storage.exists(meta_loc):
         raise CheckpointError(f"{loc.uri}: incomplete checkpoint (no {META_FILE})")
     try:
         meta = json.loads(storage.read_text(meta_loc))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{meta_loc.uri}: corrupt (not JSON)") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_loc.uri}: corrupt (not a JSON object)")
+    return meta
+
+
+def read_checkpoint(loc: storage.Location) -> dict:
+    """Load and verify one checkpoint folder (local or s3). Errors name the file."""
+    meta = read_meta(loc)
+    state_loc = loc.join(STATE_FILE)
     data = storage.read_bytes(state_loc)
     if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         raise CheckpointError(f"{state_loc.uri}: checksum mismatch (torn or corrupted checkpoint)")
@@ -161,12 +171,9 @@ def list_checkpoints(run: storage.Location) -> list[tuple[int, storage.Location]
         if not name.startswith("checkpoint_"):
             continue
         loc = run.join(name)
-        meta_loc = loc.join(META_FILE)
-        if not storage.exists(meta_loc):
-            continue
         try:
-            found.append((int(json.loads(storage.read_text(meta_loc))["epoch"]), loc))
-        except (ValueError, KeyError, json.JSONDecodeError):
+            found.append((int(read_meta(loc)["epoch"]), loc))
+        except (CheckpointError, ValueError, KeyError, TypeError):
             continue
     return sorted(found, key=lambda t: (t[0], t[1].uri))
 

@@ -20,8 +20,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import time
 from dataclasses import dataclass, field
 
 from data_loader import shards, storage
@@ -33,7 +31,7 @@ SUMS = "SHA256SUMS"
 FORMAT = "maskgan-export/1"
 STATE = "checkpoint/state.pt"
 META = "checkpoint/meta.json"
-MB = 1024 * 1024
+MB = storage.MB
 
 
 class ExportError(RuntimeError):
@@ -88,8 +86,7 @@ def best_checkpoint(run_uri: str, metric: str = "acc/val/generated", log=print) 
         guard_loc = run.join("guard.json")
         floors = json.loads(storage.read_text(guard_loc))["floors"] if storage.exists(guard_loc) else None
         for epoch, ckpt in assembly.list_checkpoints(run):
-            meta = json.loads(storage.read_text(ckpt.join(assembly.META_FILE)))
-            metrics = meta.get("metrics", {})
+            metrics = assembly.read_meta(ckpt).get("metrics", {})
             available.update(k for k, v in metrics.items() if isinstance(v, (int, float)))
             value = metrics.get(metric)
             if not isinstance(value, (int, float)) or math.isnan(value):
@@ -247,112 +244,6 @@ def parse_sums(text: str, where: str) -> dict[str, str]:
     return out
 
 
-# ---- targets: an S3 prefix (boto3: multipart, metadata) or anything the storage layer reaches ---------------
-
-
-class _Target:
-    uri: str
-
-    def head(self, name: str) -> tuple[int, str | None] | None: ...  # (size, sha256 if recorded) or None
-    def put(self, name: str, data: bytes) -> None: ...
-    def get(self, name: str) -> bytes: ...
-    def delete(self, name: str) -> None: ...
-
-
-class _S3Target(_Target):
-    def __init__(self, uri: str, multipart_threshold: int, multipart_chunksize: int):
-        from boto3.s3.transfer import TransferConfig
-
-        self.uri = uri.rstrip("/")
-        self.bucket, prefix = storage.split_s3(self.uri)
-        self.prefix = prefix.strip("/")
-        self.client = storage.boto3_client()
-        self.transfer = TransferConfig(multipart_threshold=multipart_threshold,
-                                       multipart_chunksize=multipart_chunksize, use_threads=False)
-
-    def _key(self, name: str) -> str:
-        storage.join_uri(self.uri, name)  # refuses names that would escape the prefix
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def head(self, name):
-        from botocore.exceptions import ClientError
-
-        try:
-            r = _retry(lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(name)), f"{self.uri}/{name}")
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
-        return int(r["ContentLength"]), (r.get("Metadata") or {}).get("sha256")
-
-    def put(self, name, data):
-        _retry(lambda: self.client.upload_fileobj(io.BytesIO(data), self.bucket, self._key(name),
-                                                  ExtraArgs={"Metadata": {"sha256": sha256(data)}},
-                                                  Config=self.transfer), f"upload {self.uri}/{name}")
-
-    def get(self, name):
-        return _retry(lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"].read(),
-                      f"read {self.uri}/{name}")
-
-    def delete(self, name):
-        _retry(lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(name)), f"delete {self.uri}/{name}")
-
-
-class _StorageTarget(_Target):
-    def __init__(self, uri: str):
-        self.loc = storage.resolve(uri)
-        self.uri = self.loc.uri
-
-    def head(self, name):
-        loc = self.loc.join(name)
-        if not storage.exists(loc):
-            return None
-        return storage.size(loc), None
-
-    def put(self, name, data):
-        storage.write_bytes(self.loc.join(name), data)
-
-    def get(self, name):
-        return storage.read_bytes(self.loc.join(name))
-
-    def delete(self, name):
-        loc = self.loc.join(name)
-        if storage.exists(loc):
-            loc.fs.delete_file(loc.path)
-
-
-def _is_transient(e: BaseException) -> bool:
-    from boto3.exceptions import S3UploadFailedError
-    from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
-
-    if isinstance(e, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, S3UploadFailedError)):
-        return True
-    if isinstance(e, ClientError):
-        err = e.response.get("Error", {})
-        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return status >= 500 or err.get("Code") in ("SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable")
-    return False
-
-
-def _retry(fn, what: str, attempts: int = 6, base: float = 0.5, cap: float = 10.0):
-    """fn() with capped exponential backoff on transient S3 errors (on top of botocore's own retries)."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as e:
-            if attempt == attempts - 1 or not _is_transient(e):
-                if _is_transient(e):
-                    raise ExportError(f"{what}: failed after {attempts} attempts ({str(e).splitlines()[0][:200]})") from None
-                raise
-            time.sleep(min(cap, base * 2 ** attempt))
-
-
-def _target(uri: str, multipart_threshold: int, multipart_chunksize: int) -> _Target:
-    if uri.startswith("s3://"):
-        return _S3Target(uri, multipart_threshold, multipart_chunksize)
-    return _StorageTarget(uri)
-
-
 # ---- export --------------------------------------------------------------------------------------------------
 
 
@@ -374,68 +265,84 @@ def export(run_uri: str, to_uri: str, metric: str = "acc/val/generated", log=pri
         f"{metric} = {choice.value:.4g}; {choice.considered} checkpoints considered"
         + (f", {choice.excluded_by_guard} excluded by the recogniser guard" if choice.excluded_by_guard else "") + ")")
     files, card = build(choice, metric, log=log)
-    target = _target(to_uri, multipart_threshold, multipart_chunksize)
+    dest = storage.resolve(to_uri)
+    parts = storage.Multipart(multipart_threshold, multipart_chunksize)
 
-    existing_card = None
-    if target.head(CARD) is not None:
-        try:
-            existing_card = json.loads(target.get(CARD))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            existing_card = None
+    existing_card = _read_card(dest)
     if existing_card is not None and existing_card.get("format") == FORMAT and _identity(existing_card) == _identity(card):
         # Same checkpoint, same report: the finished export stands if every object still verifies.
         try:
-            _verify_remote(target, parse_sums(target.get(SUMS).decode(), f"{target.uri}/{SUMS}"))
-            log(f"{target.uri}: already holds this export (verified); nothing uploaded")
-            names = sorted(parse_sums(target.get(SUMS).decode(), SUMS))
-            return ExportResult(target.uri, choice.checkpoint.uri, metric, choice.value, [], names + [SUMS])
+            sums = _read_sums(dest)
+            _verify(dest, sums)
+            log(f"{dest.uri}: already holds this export (verified); nothing uploaded")
+            return ExportResult(dest.uri, choice.checkpoint.uri, metric, choice.value, [], sorted(sums) + [SUMS])
         except ExportError as e:
-            log(f"{target.uri}: existing export does not verify ({e}); uploading again")
-    if existing_card is not None or target.head(CARD) is not None:
-        target.delete(CARD)  # from here until the end the folder is visibly unfinished
+            log(f"{dest.uri}: existing export does not verify ({e}); uploading again")
+    storage.delete_file(dest.join(CARD))  # from here until the end the folder is visibly unfinished
 
     card["files"] = {name: {"bytes": len(data), "sha256": sha256(data)} for name, data in sorted(files.items())}
     card_bytes = (json.dumps(card, indent=1, sort_keys=True) + "\n").encode()
     sums = sums_text({**files, CARD: card_bytes}).encode()
     uploaded, unchanged = [], []
     for name, data in [*sorted(files.items()), (SUMS, sums)]:
-        if _same(target, name, data):
+        if _same(dest.join(name), data):
             unchanged.append(name)
             continue
-        target.put(name, data)
+        storage.upload(dest.join(name), data, parts, log=log)
         uploaded.append(name)
-        log(f"uploaded {target.uri}/{name} ({len(data) / MB:.1f} MB)")
-    _verify_remote(target, {**{n: sha256(d) for n, d in files.items()}, SUMS: sha256(sums)}, sizes={
-        **{n: len(d) for n, d in files.items()}, SUMS: len(sums)})
-    target.put(CARD, card_bytes)  # last: its presence means the export is complete
+        log(f"uploaded {dest.join(name).uri} ({len(data) / MB:.1f} MB)")
+    written = {**files, SUMS: sums}
+    _verify(dest, {n: sha256(d) for n, d in written.items()}, sizes={n: len(d) for n, d in written.items()})
+    storage.upload(dest.join(CARD), card_bytes, parts, log=log)  # last: its presence means the export is complete
     uploaded.append(CARD)
-    _verify_remote(target, {CARD: sha256(card_bytes)}, sizes={CARD: len(card_bytes)})
-    log(f"exported to {target.uri}: {len(uploaded)} objects uploaded, {len(unchanged)} unchanged, all verified")
-    return ExportResult(target.uri, choice.checkpoint.uri, metric, choice.value, uploaded, unchanged)
+    _verify(dest, {CARD: sha256(card_bytes)}, sizes={CARD: len(card_bytes)})
+    log(f"exported to {dest.uri}: {len(uploaded)} objects uploaded, {len(unchanged)} unchanged, all verified")
+    return ExportResult(dest.uri, choice.checkpoint.uri, metric, choice.value, uploaded, unchanged)
 
 
-def _same(target: _Target, name: str, data: bytes) -> bool:
-    head = target.head(name)
-    if head is None or head[0] != len(data):
+def _same(obj: storage.Location, data: bytes) -> bool:
+    info = storage.stat(obj)
+    if info is None or info.size != len(data):
         return False
     want = sha256(data)
-    if head[1] is not None and head[1] != want:
+    if info.sha256 is not None and info.sha256 != want:
         return False
-    return sha256(target.get(name)) == want  # recorded checksums are claims; the bytes decide
+    return sha256(storage.read_bytes(obj)) == want  # recorded checksums are claims; the bytes decide
 
 
-def _verify_remote(target: _Target, digests: dict[str, str], sizes: dict[str, int] | None = None) -> None:
-    """Read every object back: present, of the right size, with the right sha256; errors name the object."""
+def _verify(folder: storage.Location, digests: dict[str, str], sizes: dict[str, int] | None = None) -> None:
+    """The one check of an export's objects (after upload, before sampling): each present, of the right size,
+    with the right sha256, read back in full. Errors name the object."""
     for name, want in sorted(digests.items()):
-        head = target.head(name)
-        if head is None:
-            raise ExportError(f"{target.uri}/{name}: missing")
-        if sizes is not None and head[0] != sizes[name]:
-            raise ExportError(f"{target.uri}/{name}: size {head[0]} after upload, expected {sizes[name]}")
-        got = sha256(target.get(name))
+        obj = folder.join(name)
+        info = storage.stat(obj)
+        if info is None:
+            raise ExportError(f"{obj.uri}: missing")
+        if sizes is not None and info.size != sizes[name]:
+            raise ExportError(f"{obj.uri}: size {info.size} after upload, expected {sizes[name]}")
+        got = sha256(storage.read_bytes(obj))
         if got != want:
-            raise ExportError(f"{target.uri}/{name}: checksum mismatch (expected {want[:16]}…, got {got[:16]}…): "
+            raise ExportError(f"{obj.uri}: checksum mismatch (expected {want[:16]}…, got {got[:16]}…): "
                               "the object is corrupted; export again")
+
+
+def _read_sums(folder: storage.Location) -> dict[str, str]:
+    loc = folder.join(SUMS)
+    if not storage.exists(loc):
+        raise ExportError(f"{loc.uri}: missing")
+    return parse_sums(storage.read_text(loc), loc.uri)
+
+
+def _read_card(folder: storage.Location) -> dict | None:
+    """The model card, or None when there is none or it is not a JSON object."""
+    loc = folder.join(CARD)
+    if not storage.exists(loc):
+        return None
+    try:
+        card = json.loads(storage.read_bytes(loc))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return card if isinstance(card, dict) else None
 
 
 # ---- reading an export ---------------------------------------------------------------------------------------
@@ -448,21 +355,11 @@ def verify_export(uri: str) -> dict:
         if storage.exists(loc.join(SUMS)) or storage.exists(loc.join(STATE)):
             raise ExportError(f"{loc.uri}: unfinished export (no {CARD}); run `maskgan export` again")
         raise ExportError(f"{loc.uri}: not an export (no {CARD})")
-    if not storage.exists(loc.join(SUMS)):
-        raise ExportError(f"{loc.join(SUMS).uri}: missing")
-    sums = parse_sums(storage.read_text(loc.join(SUMS)), loc.join(SUMS).uri)
-    for name, want in sorted(sums.items()):
-        obj = loc.join(name)
-        if not storage.exists(obj):
-            raise ExportError(f"{obj.uri}: missing (listed in {SUMS})")
-        got = sha256(storage.read_bytes(obj))
-        if got != want:
-            raise ExportError(f"{obj.uri}: checksum mismatch (expected {want[:16]}…, got {got[:16]}…): "
-                              "corrupted object; export again")
-    try:
-        card = json.loads(storage.read_text(loc.join(CARD)))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ExportError(f"{loc.join(CARD).uri}: not JSON") from None
+    sums = _read_sums(loc)
+    _verify(loc, sums)
+    card = _read_card(loc)
+    if card is None:
+        raise ExportError(f"{loc.join(CARD).uri}: not JSON")
     if card.get("format") != FORMAT:
         raise ExportError(f"{loc.join(CARD).uri}: not a maskgan export card")
     missing = set(card.get("files", {})) - set(sums)

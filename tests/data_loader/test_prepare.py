@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import SIZE, write_sources
 
+import cli.main as cli
 from data_loader import prepare, shards, storage
-from maskgan import cli
 
 BUCKET = "t-prepare-from-bucket"
 

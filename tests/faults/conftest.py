@@ -5,7 +5,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLI = [sys.executable, "-m", "maskgan.cli"]  # the one place that names the CLI's module
+CLI = [sys.executable, "-m", "cli"]  # the one place that names the CLI's module
 
 
 def pytest_collection_modifyitems(items):

@@ -21,7 +21,7 @@ def test_demo_never_writes_or_prints_credentials(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, **CANARIES, "RAY_ADDRESS": ""}
     env.pop("AWS_ENDPOINT_URL", None)
-    r = subprocess.run([sys.executable, "-m", "maskgan.cli", "demo", "--out", str(out), "--identities", "10",
+    r = subprocess.run([sys.executable, "-m", "cli", "demo", "--out", str(out), "--identities", "10",
                         "--epochs", "1"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     texts = {"stdout": r.stdout, "stderr": r.stderr}

@@ -63,7 +63,7 @@ def test_driver_killed_then_resume(ray_session, small_cfg, tmp_path):
     config.dump(cfg, str(path))
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     run_dir = train.run_location(cfg).path
-    proc = subprocess.Popen([sys.executable, "-m", "maskgan.cli", "train", "--config", str(path)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "train", "--config", str(path)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_epoch(run_dir, 0)
@@ -72,7 +72,7 @@ def test_driver_killed_then_resume(ray_session, small_cfg, tmp_path):
         proc.wait(timeout=30)
     before = [e for e, _ in assembly.list_checkpoints(storage.resolve(run_dir))]
     assert before and max(before) < 2
-    r = subprocess.run([sys.executable, "-m", "maskgan.cli", "train", "--config", str(path), "--resume"], env=env,
+    r = subprocess.run([sys.executable, "-m", "cli", "train", "--config", str(path), "--resume"], env=env,
                        capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming" in r.stdout + r.stderr

@@ -105,7 +105,7 @@ def test_resume_continues_at_next_epoch_with_same_weights(ray_session, small_cfg
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "maskgan.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)
 
 

@@ -14,7 +14,7 @@ SPACES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.ab
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "maskgan.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
                           timeout=120, env={**os.environ})
 
 

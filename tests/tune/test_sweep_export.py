@@ -62,7 +62,7 @@ def resumed_sweep(ray_session, make_space, tmp_path_factory):
     epochs = load_space(space).base.train.epochs
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     with open(tmp / "driver.log", "w") as out:
-        driver = subprocess.Popen([sys.executable, "-m", "maskgan.cli", "tune", "--space", space,
+        driver = subprocess.Popen([sys.executable, "-m", "cli", "tune", "--space", space,
                                    "--storage", str(storage_dir)], stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.time() + 480
@@ -187,7 +187,7 @@ def _objects(client, bucket):
 
 
 def _sample_cli(source, out, n=6):
-    return subprocess.run([sys.executable, "-m", "maskgan.cli", "sample", "--from", source, "--n", str(n),
+    return subprocess.run([sys.executable, "-m", "cli", "sample", "--from", source, "--n", str(n),
                            "--out", str(out)], capture_output=True, text=True, timeout=300, env={**os.environ})
 
 
@@ -269,14 +269,14 @@ def test_export_a_train_run_to_a_local_folder_and_an_interrupted_export_is_not_t
 
     # an export that dies before its last object leaves no model card, and sample refuses the folder
     half = tmp_path / "half"
-    real_put = export._StorageTarget.put
+    real_upload = storage.upload
 
-    def put_then_die(self, name, data):
-        if name == "SHA256SUMS":
+    def upload_then_die(loc, data, *args, **kwargs):
+        if loc.uri.endswith("/SHA256SUMS"):
             raise OSError("connection lost")
-        real_put(self, name, data)
+        real_upload(loc, data, *args, **kwargs)
 
-    monkeypatch.setattr(export._StorageTarget, "put", put_then_die)
+    monkeypatch.setattr(storage, "upload", upload_then_die)
     with pytest.raises(OSError):
         export.export(best["run"], str(half), log=lambda *_: None)
     assert (half / "checkpoint" / "state.pt").exists() and not (half / "model_card.json").exists()

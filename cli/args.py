@@ -1,0 +1,142 @@
+"""Every command's flags, each with its help. A leaf parser records its command path (`command`), which
+`cli.main.TABLE` maps to the function that does it."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = "Storage URIs are local directories or s3://bucket/prefix (credentials from the usual AWS_* variables)."
+EXPERIMENTS = ["exp0", "exp1", "exp2", "exp3"]
+GENERATORS = ["fc3", "fc_deep", "conv"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maskgan", description="Design facemasks that defeat face recognition (GAN on Ray).",
+                                epilog=EPILOG)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    _demo(sub)
+    data = _group(sub, "data", "create or prepare datasets")
+    _data_synth(data)
+    _data_prepare(data)
+    _projector(_group(sub, "projector", "the alpha-predicting projector"))
+    _recognizer(_group(sub, "recognizer", "the face recogniser"))
+    _train(sub)
+    _tune(sub)
+    _export(sub)
+    _sample(sub)
+    _submit(sub)
+    _grafana(_group(sub, "grafana", "Grafana dashboard"))
+    _evaluate(sub)
+    return p
+
+
+def _group(sub, name: str, help: str):
+    return sub.add_parser(name, help=help, epilog=EPILOG).add_subparsers(dest=f"{name}_cmd", required=True,
+                                                                          metavar="ACTION")
+
+
+def _leaf(sub, name: str, help: str, command: str | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help.replace("%%", "%"), epilog=EPILOG)
+    p.set_defaults(command=command or name)
+    return p
+
+
+def _demo(sub) -> None:
+    d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 3 minutes)")
+    d.add_argument("--out", default="demo_out", help="folder for data, weights and runs (default: demo_out)")
+    d.add_argument("--identities", type=int, default=40, help="synthetic identities (default: 40)")
+    d.add_argument("--epochs", type=int, default=8, help="GAN epochs (default: 8)")
+    d.add_argument("--experiment", default="exp1", choices=EXPERIMENTS,
+                   help="what the recogniser's head fine-tunes on: exp0 nothing, exp1 generated-mask faces, exp2 + unmasked "
+                        "faces, exp3 + original-mask faces (default: exp1)")
+    d.add_argument("--generator", default="fc3", choices=GENERATORS, help="generator architecture (default: fc3)")
+
+
+def _data_synth(data) -> None:
+    s = _leaf(data, "synth", "write a synthetic face dataset in the shard format", "data synth")
+    s.add_argument("--identities", type=int, required=True, help="number of identities")
+    s.add_argument("--images-per-identity", type=int, required=True, help="probe photos per identity")
+    s.add_argument("--adapt-per-identity", type=int, default=4,
+                   help="extra photos per identity for `recognizer adapt` (default: 4)")
+    s.add_argument("--out", required=True, help="output URI (local dir or s3://bucket/prefix)")
+    s.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same faces (default: 0)")
+    s.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
+
+
+def _data_prepare(data) -> None:
+    pr = _leaf(data, "prepare", "FFHQ + MaskedFace-Net (local or s3://) -> prepared shards, as a Ray Data job",
+               "data prepare")
+    pr.add_argument("--ffhq", required=True, help="FFHQ images URI (NNNNN.png, flat or in thousand-folders)")
+    pr.add_argument("--maskedfacenet", required=True, help="MaskedFace-Net URI (NNNNN_Mask*.jpg, flat or in folders)")
+    pr.add_argument("--out", required=True, help="output URI for shards + manifest")
+    pr.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
+    pr.add_argument("--shard-size", type=int, default=1024, help="rows per shard (default: 1024)")
+    pr.add_argument("--max-bad-fraction", type=float, default=0.01,
+                    help="fail when more than this fraction of inputs is unusable (default: 0.01)")
+    pr.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
+
+
+def _projector(pj) -> None:
+    pt = _leaf(pj, "train", "fit the projector to alpha labels; prints held-out IoU", "projector train")
+    pt.add_argument("--data", required=True, help="prepared dataset URI")
+    pt.add_argument("--out", required=True, help="where to write the projector checkpoint (path or s3://)")
+    pt.add_argument("--epochs", type=int, default=10, help="passes over the training images (default: 10)")
+    pt.add_argument("--max-images", type=int, default=2000,
+                    help="use at most this many training images (default: 2000)")
+
+
+def _recognizer(rc) -> None:
+    ra = _leaf(rc, "adapt", "fit the recogniser head on a synthetic dataset's adapt photos", "recognizer adapt")
+    ra.add_argument("--data", required=True, help="dataset URI with an 'adapt' set (synthetic data)")
+    ra.add_argument("--out", required=True, help="where to write the adapted weights (path or s3://)")
+    ra.add_argument("--base", default="random", help="starting weights: random, vggface2, casia-webface, path, s3://")
+    ra.add_argument("--steps", type=int, default=300, help="optimiser steps on the head (default: 300)")
+
+
+def _train(sub) -> None:
+    t = _leaf(sub, "train", "train the GAN on Ray Train")
+    t.add_argument("--config", required=True, help="run config (YAML or JSON); see configs/")
+    t.add_argument("--resume", action="store_true", help="continue the run named in the config from its last checkpoint")
+
+
+def _evaluate(sub) -> None:
+    e = _leaf(sub, "evaluate", "score a run: accuracy per split and row, with 95%% intervals")
+    e.add_argument("--run", required=True, help="run folder URI (train.storage/train.name)")
+
+
+def _tune(sub) -> None:
+    tu = _leaf(sub, "tune", "Ray Tune sweep over experiments and generator architectures")
+    tu.add_argument("--space", required=True, help="search space YAML (see tune/spaces/)")
+    tu.add_argument("--storage", default=None, help="where the sweep lives (default: the space's base storage)")
+    tu.add_argument("--num-samples", type=int, default=1, help="samples per grid point (default: 1)")
+    tu.add_argument("--scheduler", choices=["asha", "pbt", "none"], default="asha",
+                    help="asha (default): stop weak trials early; pbt: clone strong trials' checkpoints into weak "
+                         "ones with mutated learning rates and lambda (the space's pbt: section); none: run all")
+    tu.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
+
+
+def _export(sub) -> None:
+    ex = _leaf(sub, "export", "upload the best checkpoint of a run or sweep to s3:// with a model card")
+    ex.add_argument("--run", required=True, help="train run or sweep URI")
+    ex.add_argument("--to", required=True, help="s3://bucket/prefix (or a local directory)")
+    ex.add_argument("--metric", default="acc/val/generated", help="checkpoint metric to rank by (lower is better)")
+
+
+def _sample(sub) -> None:
+    sa = _leaf(sub, "sample", "sample new designs from an exported model (or a run)")
+    sa.add_argument("--from", dest="source", required=True, help="export URI (s3://bucket/prefix) or run URI")
+    sa.add_argument("--n", type=int, default=16, help="number of designs (default: 16)")
+    sa.add_argument("--out", required=True, help="PNG file to write")
+
+
+def _submit(sub) -> None:
+    sb = _leaf(sub, "submit", "submit a maskgan command to a Ray cluster as a job and follow it")
+    sb.add_argument("--address", default=None, help="Ray dashboard URL (default: RAY_ADDRESS or http://127.0.0.1:8265)")
+    sb.add_argument("--working-dir", default=".", help="directory shipped as the job's runtime env (default: .)")
+    sb.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    sb.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- maskgan train --config ...")
+
+
+def _grafana(gr) -> None:
+    gp = _leaf(gr, "push", "create or update the maskgan dashboard (token from GRAFANA_TOKEN)", "grafana push")
+    gp.add_argument("--url", required=True, help="Grafana base URL")

@@ -1,0 +1,89 @@
+"""One function per `maskgan` command: call the library with the parsed flags, print its one-line result.
+
+Imports are inside each function so `maskgan --help` and light commands do not pay for torch or Ray.
+A function returns the exit code, or None for 0.
+"""
+
+from __future__ import annotations
+
+
+def demo(a) -> None:
+    from maskgan import demo
+
+    demo.run(a.out, identities=a.identities, epochs=a.epochs, experiment=a.experiment, generator=a.generator)
+
+
+def data_synth(a) -> None:
+    from data_loader import synth
+    from maskgan.config import ConfigError
+
+    try:
+        m = synth.generate(a.out, a.identities, a.images_per_identity, a.adapt_per_identity, seed=a.seed, size=a.size)
+    except ValueError as e:  # synth's argument checks: a user error, printed as one line
+        raise ConfigError(str(e)) from None
+    print(f"wrote {sum(s['rows'] for s in m['sets'].values())} rows "
+          "(" + ", ".join(f"{k}: {v['rows']}" for k, v in m["sets"].items()) + f") to {a.out}")
+
+
+def data_prepare(a) -> None:
+    from data_loader import prepare
+
+    prepare.run(a.ffhq, a.maskedfacenet, a.out, size=a.size, shard_size=a.shard_size,
+                max_bad_fraction=a.max_bad_fraction, endpoint=a.endpoint_url)
+
+
+def projector_train(a) -> None:
+    from maskgan import pretrain
+
+    pretrain.train_projector(a.data, a.out, epochs=a.epochs, max_images=a.max_images)
+
+
+def recognizer_adapt(a) -> None:
+    from maskgan import pretrain
+
+    pretrain.adapt_recognizer(a.data, a.out, base=a.base, steps=a.steps)
+
+
+def train(a) -> None:
+    from maskgan import config, train
+
+    result = train.fit(config.load(a.config), resume=a.resume)
+    print(f"run: {result.run_uri}\ncheckpoint: {result.checkpoint_uri}")
+
+
+def evaluate(a) -> None:
+    from maskgan import evaluate
+
+    print(evaluate.report_markdown(evaluate.evaluate_run(a.run)))
+
+
+def tune(a) -> None:
+    from tune import sweep
+
+    sweep.run(a.space, storage_uri=a.storage, num_samples=a.num_samples, scheduler=a.scheduler, resume=a.resume)
+
+
+def export(a) -> None:
+    from tune import export
+
+    export.export(a.run, a.to, metric=a.metric)
+
+
+def sample(a) -> None:
+    from tune import export
+
+    export.sample(a.source, n=a.n, out=a.out)
+
+
+def submit(a) -> int:
+    from cluster import submit
+
+    entry = a.entrypoint[1:] if a.entrypoint[:1] == ["--"] else a.entrypoint  # argparse keeps the `--`
+    return submit.submit(entry, address=a.address, working_dir=a.working_dir, wait=not a.no_wait)
+
+
+def grafana_push(a) -> None:
+    from cluster import grafana
+
+    result = grafana.push_dashboard(a.url)
+    print(f"dashboard pushed: {result.get('url', result)}")

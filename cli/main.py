@@ -1,0 +1,50 @@
+"""The `maskgan` command: the parser, the table from command to function, and the exit code. No logic of its own.
+
+Each command's flags are declared in `cli/args.py` and done by the function of the same name in
+`cli/commands.py`; the table below is the only place that pairs them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from cli import args, commands
+
+TABLE = {
+    "demo": commands.demo,
+    "data synth": commands.data_synth,
+    "data prepare": commands.data_prepare,
+    "projector train": commands.projector_train,
+    "recognizer adapt": commands.recognizer_adapt,
+    "train": commands.train,
+    "evaluate": commands.evaluate,
+    "tune": commands.tune,
+    "export": commands.export,
+    "sample": commands.sample,
+    "submit": commands.submit,
+    "grafana push": commands.grafana_push,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parsed = args.parser().parse_args(argv)
+    try:
+        code = TABLE[parsed.command](parsed)
+    except KeyboardInterrupt:
+        print("maskgan: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for known user errors; a traceback for bugs
+        if _is_user_error(e):
+            print(f"maskgan: error: {e}", file=sys.stderr)
+            return 2
+        raise
+    return 0 if code is None else code
+
+
+def _is_user_error(e: Exception) -> bool:
+    # Errors about the user's input (config, URIs, files, data) set `user_error = True`: one line, no traceback.
+    return bool(getattr(e, "user_error", False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
