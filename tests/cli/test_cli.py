@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cli import args, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _leaves(parser: argparse.ArgumentParser, path=()):
