@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # CPU torch by default; GPU users install their CUDA torch into .venv first (see README) and keep it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test test-faults bench clean prometheus
+.PHONY: venv demo test test-faults bench clean system-packages
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,21 +22,23 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/maskgan demo
 
-# The cluster tests start a real Prometheus: the Debian package `prometheus`, installed here when missing (as root,
-# or through passwordless sudo). Where it cannot be installed those tests skip, except in CI (CI=true): there they
-# fail, and so does this step.
-prometheus:
-	@command -v prometheus >/dev/null 2>&1 || { \
+# System packages the tests drive for real: a Prometheus server (Debian `prometheus`, the cluster tests) and
+# poppler-utils (pdfinfo/pdfimages, the print tests). Installed here when missing (as root, or through passwordless
+# sudo). Where they cannot be installed those tests skip, except in CI (CI=true): there they fail, and so does this.
+system-packages:
+	@command -v pdfinfo >/dev/null 2>&1 || PKGS="poppler-utils"; \
+	command -v prometheus >/dev/null 2>&1 || PKGS="$$PKGS prometheus"; \
+	[ -z "$$PKGS" ] || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=no; fi; \
 	  if [ "$$SUDO" != no ] && command -v apt-get >/dev/null 2>&1; then \
 	    $$SUDO apt-get update -q && \
-	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS; \
 	  else \
-	    echo "prometheus is missing and apt-get as root is not available: the Prometheus tests will skip"; \
+	    echo "$$PKGS missing and apt-get as root is not available: the tests that need them will skip"; \
 	    [ "$$CI" != true ]; \
 	  fi; }
 
-test: venv prometheus
+test: venv system-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-faults: venv
