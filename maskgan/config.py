@@ -17,8 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-GENERATORS = ("fc3", "fc_deep", "conv")
 EXPERIMENTS = ("exp0", "exp1", "exp2", "exp3")
+
 # Pretrained recogniser weights by name: facenet-pytorch's release files (the one list of names and where
 # each comes from; maskgan.models.weights downloads them).
 PRETRAINED = {
