@@ -158,25 +158,38 @@ def upload_checkpoint(local_dir: str, dest: storage.Location, log=print) -> None
 def read_meta(loc: storage.Location) -> dict:
     """The meta.json of one checkpoint folder (epoch, arch, metrics, state.pt's sha256): the one reader of it.
     A missing or unparsable file is a CheckpointError naming it."""
+    return _meta(loc)[1]
+
+
+def _meta(loc: storage.Location) -> tuple[bytes, dict]:
     meta_loc = loc.join(META_FILE)
     if not storage.exists(meta_loc):
         raise CheckpointError(f"{loc.uri}: incomplete checkpoint (no {META_FILE})")
+    data = storage.read_bytes(meta_loc)
     try:
-        meta = json.loads(storage.read_text(meta_loc))
+        meta = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{meta_loc.uri}: corrupt (not JSON)") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{meta_loc.uri}: corrupt (not a JSON object)")
-    return meta
+    return data, meta
 
 
-def read_checkpoint(loc: storage.Location) -> dict:
-    """Load and verify one checkpoint folder (local or s3). Errors name the file."""
-    meta = read_meta(loc)
+def checkpoint_files(loc: storage.Location) -> dict[str, bytes]:
+    """The bytes of one checkpoint folder's files (meta.json, state.pt), state.pt verified against the sha256
+    meta.json records: what a copy of a checkpoint takes (e.g. a PBT clone), and what `read_checkpoint` loads."""
+    meta_bytes, meta = _meta(loc)
     state_loc = loc.join(STATE_FILE)
     data = storage.read_bytes(state_loc)
     if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         raise CheckpointError(f"{state_loc.uri}: checksum mismatch (torn or corrupted checkpoint)")
+    return {META_FILE: meta_bytes, STATE_FILE: data}
+
+
+def read_checkpoint(loc: storage.Location) -> dict:
+    """Load and verify one checkpoint folder (local or s3). Errors name the file."""
+    state_loc = loc.join(STATE_FILE)
+    data = checkpoint_files(loc)[STATE_FILE]
     try:
         state = weights.load_torch(state_loc.uri, "checkpoint", data=data)
     except weights.WeightsError as e:
