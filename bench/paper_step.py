@@ -30,7 +30,7 @@ from torch import nn
 from maskgan.config import ObjectiveConfig
 from maskgan.models.projector import composite
 from maskgan.models.recognizer import Head, Trunk
-from maskgan.objective import HEAD_TERMS, l1, logits
+from maskgan.objective import HEAD_TERMS, l1, logits, make_optimizers
 
 PAPER_BATCH = 16
 
@@ -63,9 +63,8 @@ class PaperModels:
 def paper_models(generator: nn.Module, projector: nn.Module, trunk: Trunk, head: Head, latent_dim: int,
                  cfg: ObjectiveConfig) -> PaperModels:
     rec = PaperRecognizer(trunk, head)
-    g_opt = torch.optim.Adam(generator.parameters(), lr=cfg.g_lr, betas=(0.5, 0.999))
-    h_opt = torch.optim.Adam(rec.head.parameters(), lr=cfg.head_lr) if HEAD_TERMS[cfg.experiment] else None
-    return PaperModels(generator, projector, rec, latent_dim, g_opt, h_opt)
+    opts = make_optimizers(generator, rec.head, cfg)  # the same optimisers as ours: only the step differs
+    return PaperModels(generator, projector, rec, latent_dim, opts.generator, opts.head)
 
 
 def _ce(m: PaperModels, images: torch.Tensor, label: torch.Tensor, gallery_feats: torch.Tensor,

@@ -31,7 +31,8 @@ import torch
 
 from bench.step import Meter, device_name, sync
 from data_loader import shards, storage, synth
-from maskgan import assembly, config, objective, train
+from data_loader.ray_session import ensure_ray
+from maskgan import assembly, config, feed, objective, train
 from maskgan.models import weights
 from maskgan.models.projector import Projector
 
@@ -73,31 +74,27 @@ def run_config(args, data_uri: str, projector_uri: str, runs_uri: str) -> config
 
 def epoch_metrics(run_uri: str) -> list[dict]:
     run = storage.resolve(run_uri)
-    return [json.loads(storage.read_text(loc.join(assembly.META_FILE)))["metrics"]
-            for _, loc in assembly.list_checkpoints(run)]
+    return [assembly.read_meta(loc)["metrics"] for _, loc in assembly.list_checkpoints(run)]
 
 
 def in_memory(cfg: config.RunConfig, device: torch.device, steps: int, warmup: int) -> dict:
     """The worker's step on one device-resident batch of the same data: the pipeline's ceiling."""
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))  # what the worker gave torch
     torch.manual_seed(0)
-    rec = assembly.load_recognizer(cfg.model.recognizer_weights, device, cfg.data.endpoint_url)
-    projector = assembly.load_projector(cfg.model.projector, device, cfg.data.endpoint_url)
-    gallery_feats, _ = assembly.gallery(cfg, rec.trunk, device)
-    size = assembly.image_size(cfg)
-    generator = assembly.generator_from_arch(assembly.arch(cfg, size)).to(device)
+    root = assembly.data_root(cfg)
+    parts = assembly.build(cfg, device, root)
+    rec, projector, gallery_feats = parts.recognizer, parts.projector, parts.gallery_feats
+    generator = assembly.generator_from_arch(assembly.arch(cfg, assembly.image_size(root))).to(device)
     models = objective.accelerate(objective.Models(generator, rec.trunk, rec.head, cfg.model.latent_dim), device,
                                   cfg.train.precision, cfg.train.compile)
-    opts = objective.Optimizers(torch.optim.Adam(generator.parameters(), lr=cfg.objective.g_lr, betas=(0.5, 0.999)),
-                                torch.optim.Adam(rec.head.parameters(), lr=cfg.objective.head_lr)
-                                if objective.HEAD_TERMS[cfg.objective.experiment] else None)
+    opts = objective.make_optimizers(generator, rec.head, cfg.objective)
     raw: dict = {}
-    for part in shards.iter_set(assembly.data_root(cfg), "train", columns=["label", "size", "masked", "unmasked"]):
+    for part in shards.iter_set(root, "train", columns=["label", "size", "masked", "unmasked"]):
         raw = {k: np.concatenate([raw[k], v]) if k in raw else v for k, v in part.items()}
         if len(raw["label"]) >= cfg.data.batch_size:
             break
     raw = {k: v[: cfg.data.batch_size] for k, v in raw.items()}
-    batch = train.step_batch(raw, projector, rec.trunk, cfg.objective.experiment, device, models.autocast)
+    batch = feed.step_batch(raw, projector, rec.trunk, cfg.objective.experiment, device, models.autocast)
     step = lambda: objective.train_step(models, opts, batch, gallery_feats, cfg.objective)  # noqa: E731
     for _ in range(warmup):
         step()
@@ -153,8 +150,7 @@ def main(argv=None) -> dict:
 
     import ray
 
-    if not ray.is_initialized():
-        ray.init(configure_logging=False, log_to_driver=True)
+    ensure_ray()
     t0 = time.perf_counter()
     result = train.fit(cfg, log=lambda m: print(f"  {m}", flush=True))
     fit_s = time.perf_counter() - t0

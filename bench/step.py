@@ -28,7 +28,7 @@ from maskgan.config import ObjectiveConfig
 from maskgan.models.generators import build_generator
 from maskgan.models.projector import Projector
 from maskgan.models.recognizer import build_recognizer
-from maskgan.objective import HEAD_TERMS, Models, Optimizers, accelerate, amp, train_step, trunk_features
+from maskgan.objective import HEAD_TERMS, Models, accelerate, amp, make_optimizers, train_step, trunk_features
 
 
 def device_name(device: torch.device) -> str:
@@ -97,8 +97,7 @@ def ours(args, device, trunk, head, projector, gallery_feats, g, cfg: ObjectiveC
     """(step function, its batch, its description) of maskgan.objective.train_step, fed from memory."""
     generator = build_generator(args.generator, 100, 32, args.size).to(device)
     models = accelerate(Models(generator, trunk, head, 100), device, args.precision, args.compile)
-    opts = Optimizers(torch.optim.Adam(generator.parameters(), lr=cfg.g_lr, betas=(0.5, 0.999)),
-                      torch.optim.Adam(head.parameters(), lr=cfg.head_lr) if HEAD_TERMS[cfg.experiment] else None)
+    opts = make_optimizers(generator, head, cfg)
     n = args.batch
     masked = random_images(n, args.size, device, g)
     batch = {"masked": masked, "label": torch.randint(0, args.identities, (n,), generator=g).to(device)}

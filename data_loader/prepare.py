@@ -39,6 +39,7 @@ import time
 import numpy as np
 
 from data_loader import alpha, ranges, shards, sources, storage
+from data_loader.ray_session import ensure_ray
 
 WORK = "_prepare"
 MIN_SIDE = 32  # images smaller than this on a side carry no usable face
@@ -242,14 +243,6 @@ def _run_stage(stage: str, specs: list[dict], src: storage.Location, root: stora
             log(f"prepare: {what}: {len(entries)}/{len(specs)} chunks done"
                 + (f" ({resumed} already finished, skipped)" if resumed else ""))
     return sorted(entries, key=lambda e: e["chunk"])
-
-
-def ensure_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        # RAY_ADDRESS (set by `ray job submit` and on cluster nodes) attaches to the cluster; else a local Ray.
-        ray.init(log_to_driver=True, configure_logging=False)
 
 
 def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size: int = 1024,

@@ -1,7 +1,9 @@
 """Builds what a run needs from a config: recogniser, projector, generator, gallery features, checkpoints.
 
-Shared by the Ray Train worker, the evaluator, the pretraining commands and the benchmark, so they all load
-weights, embed the gallery and read checkpoints the same way.
+Shared by the Ray Train worker, the evaluator, the sweep's guard, the pretraining commands and the benchmark,
+so they all load weights, embed the gallery and read checkpoints the same way: `build` for the recogniser +
+projector + gallery, `read_meta` / `read_checkpoint` for checkpoints, `starting_checkpoint` for where a run
+starts from.
 """
 
 from __future__ import annotations
@@ -66,13 +68,33 @@ def data_root(cfg: RunConfig) -> storage.Location:
     return storage.resolve(cfg.data.uri, cfg.data.endpoint_url)
 
 
-def image_size(cfg: RunConfig) -> int:
-    return int(shards.read_manifest(data_root(cfg))["size"])
+def image_size(root: storage.Location) -> int:
+    """The side of the prepared images, from the manifest of the data at `root`."""
+    return int(shards.read_manifest(root)["size"])
 
 
-def gallery(cfg: RunConfig, trunk: Trunk, device) -> tuple[torch.Tensor, np.ndarray]:
+@dataclass
+class Parts:
+    """What every user of a run's models needs besides the generator: the recogniser, the frozen projector
+    and the gallery's trunk features (the generator comes from the config or a checkpoint, per caller)."""
+
+    recognizer: Recognizer
+    projector: Projector
+    gallery_feats: torch.Tensor  # [identities, 1792], in label order
+    gallery_labels: np.ndarray
+
+
+def build(cfg: RunConfig, device, root: storage.Location | None = None) -> Parts:
+    """Recogniser (trunk + head) + projector + gallery features from a config: the one way to build them.
+    `root`: the data's Location when the caller resolved it already (else resolved from cfg.data)."""
+    rec = load_recognizer(cfg.model.recognizer_weights, device, cfg.data.endpoint_url)
+    projector = load_projector(cfg.model.projector, device, cfg.data.endpoint_url)
+    feats, labels = gallery(root if root is not None else data_root(cfg), rec.trunk, device)
+    return Parts(rec, projector, feats, labels)
+
+
+def gallery(root: storage.Location, trunk: Trunk, device) -> tuple[torch.Tensor, np.ndarray]:
     """Trunk features of the gallery (one unmasked photo per identity, all splits), in label order."""
-    root = data_root(cfg)
     feats, labels = [], []
     for batch in shards.iter_set(root, "gallery", columns=["label", "size", "unmasked"]):
         feats.append(trunk_features(trunk, to_float_images(torch.from_numpy(batch["unmasked"])).to(device)))
@@ -136,30 +158,43 @@ def upload_checkpoint(local_dir: str, dest: storage.Location, log=print) -> None
 def read_meta(loc: storage.Location) -> dict:
     """The meta.json of one checkpoint folder (epoch, arch, metrics, state.pt's sha256): the one reader of it.
     A missing or unparsable file is a CheckpointError naming it."""
+    return _meta(loc)[1]
+
+
+def _meta(loc: storage.Location) -> tuple[bytes, dict]:
     meta_loc = loc.join(META_FILE)
     if not storage.exists(meta_loc):
         raise CheckpointError(f"{loc.uri}: incomplete checkpoint (no {META_FILE})")
+    data = storage.read_bytes(meta_loc)
     try:
-        meta = json.loads(storage.read_text(meta_loc))
+        meta = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{meta_loc.uri}: corrupt (not JSON)") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{meta_loc.uri}: corrupt (not a JSON object)")
-    return meta
+    return data, meta
 
 
-def read_checkpoint(loc: storage.Location) -> dict:
-    """Load and verify one checkpoint folder (local or s3). Errors name the file."""
-    meta = read_meta(loc)
+def checkpoint_files(loc: storage.Location) -> dict[str, bytes]:
+    """The bytes of one checkpoint folder's files (meta.json, state.pt), state.pt verified against the sha256
+    meta.json records: what a copy of a checkpoint takes (e.g. a PBT clone), and what `read_checkpoint` loads."""
+    meta_bytes, meta = _meta(loc)
     state_loc = loc.join(STATE_FILE)
     data = storage.read_bytes(state_loc)
     if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         raise CheckpointError(f"{state_loc.uri}: checksum mismatch (torn or corrupted checkpoint)")
+    return {META_FILE: meta_bytes, STATE_FILE: data}
+
+
+def read_checkpoint(loc: storage.Location) -> dict:
+    """Load and verify one checkpoint folder (local or s3). Errors name the file."""
+    state_loc = loc.join(STATE_FILE)
+    data = checkpoint_files(loc)[STATE_FILE]
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{state_loc.uri}: refused ({str(e).splitlines()[0][:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
+        state = weights.load_torch(state_loc.uri, "checkpoint", data=data)
+    except weights.WeightsError as e:
+        raise CheckpointError(f"{state_loc.uri}: refused ({e.reason})") from None
+    if state.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{state_loc.uri}: not a maskgan checkpoint")
     return state
 
@@ -201,6 +236,40 @@ def generator_from_checkpoint(state: dict, where: str) -> torch.nn.Module:
         raise CheckpointError(f"{where}: generator weights do not fit architecture {a['generator']} "
                               f"(latent {a['latent_dim']}, hidden {a['hidden']}, size {a['size']})") from None
     return gen
+
+
+@dataclass
+class Start:
+    """The checkpoint a run starts from, verified and checked against the config's architecture."""
+
+    state: dict
+    source: str  # the checkpoint folder's URI
+    resumed: bool  # True: the run's own newest checkpoint; False: train.init_from's
+
+
+def starting_checkpoint(cfg: RunConfig, run: storage.Location, data: storage.Location, log=print) -> Start | None:
+    """Where a run starts: the newest checkpoint in its run folder that verifies (a resume, a worker-failure
+    restart, a PBT clone `checkpoint_pbt_*`), else `train.init_from`'s, else None (from scratch). The one
+    decision: the driver asks it before training (so a bad checkpoint is one line, not a failure in every
+    worker) and each worker asks it again to load the weights. A torn newest checkpoint is named (`log`)
+    and the previous good one used. `data`: the run's prepared data (its image size is part of the
+    architecture a checkpoint must match).
+
+    The run folder, not `ray.train.get_checkpoint()`: every checkpoint Train knows is there, and so is one
+    the upload hook wrote just before the driver was killed, which Train never recorded (no
+    checkpoint_manager_snapshot.json entry) and would not offer."""
+    if storage.exists(run) and list_checkpoints(run):
+        state, loc = latest_checkpoint(run, log=log)
+        check_resume_arch(state, cfg, image_size(data), loc.uri)
+        return Start(state, loc.uri, resumed=True)
+    if not cfg.train.init_from:
+        return None
+    src = storage.resolve(cfg.train.init_from, cfg.data.endpoint_url)
+    if not storage.exists(src):
+        raise CheckpointError(f"train.init_from: {src.uri} not found")
+    state = read_checkpoint(src)
+    check_resume_arch(state, cfg, image_size(data), f"train.init_from {src.uri}")
+    return Start(state, src.uri, resumed=False)
 
 
 def check_resume_arch(state: dict, cfg: RunConfig, size: int, where: str) -> None:

@@ -24,9 +24,14 @@ from typing import Any, Literal, Union
 
 from data_loader import ranges
 
-GENERATORS = ("fc3", "fc_deep", "conv")
 EXPERIMENTS = ("exp0", "exp1", "exp2", "exp3")
-PRETRAINED = ("vggface2", "casia-webface")
+
+# Pretrained recogniser weights by name: facenet-pytorch's release files (the one list of names and where
+# each comes from; maskgan.models.weights downloads them).
+PRETRAINED = {
+    "vggface2": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+    "casia-webface": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
+}
 
 
 class ConfigError(ValueError):
@@ -323,6 +328,19 @@ def load(path: str) -> RunConfig:
         raise ConfigError(f"{path}: {e}") from None
 
 
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """Relative local paths in a config mean the driver's working directory; Ray workers run elsewhere."""
+
+    def fix(value: str) -> str:
+        if not value or "://" in value or os.path.isabs(value) or value in ("random", *PRETRAINED):
+            return value
+        return os.path.abspath(value)
+
+    return cfg.replace(data={"uri": fix(cfg.data.uri)}, train={"storage": fix(cfg.train.storage)},
+                       model={"projector": fix(cfg.model.projector),
+                              "recognizer_weights": fix(cfg.model.recognizer_weights)})
+
+
 def dump(cfg: RunConfig, path: str) -> None:
     import yaml
 
@@ -354,7 +372,4 @@ def h200_x8(data_uri: str, storage_uri: str) -> RunConfig:
         "train": {"epochs": 30, "num_workers": 8, "use_gpu": True, "cpus_per_worker": 8,
                   "storage": storage_uri, "max_failures": 3, "val_probes": 4096},
     })
-
-
-RECIPES = {"debug_cpu": debug_cpu, "h200_x8": h200_x8}
 

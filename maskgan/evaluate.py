@@ -192,14 +192,13 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
     state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
     cfg = assembly.config_of(state)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rec = assembly.load_recognizer(cfg.model.recognizer_weights, device, cfg.data.endpoint_url)
+    root = assembly.data_root(cfg)
+    parts = assembly.build(cfg, device, root)
+    rec, projector, gallery_feats = parts.recognizer, parts.projector, parts.gallery_feats
     rec.head.load_state_dict(state["head"])
-    projector = assembly.load_projector(cfg.model.projector, device, cfg.data.endpoint_url)
     generator = assembly.generator_from_checkpoint(state, ckpt_loc.uri).to(device).eval()
-    gallery_feats, _ = assembly.gallery(cfg, rec.trunk, device)
     with torch.no_grad():
         gallery_emb = rec.head(gallery_feats)
-    root = assembly.data_root(cfg)
     manifest = shards.read_manifest(root)
     models = dict(trunk=rec.trunk, head=rec.head, projector=projector, generator=generator,
                   latent_dim=state["arch"]["latent_dim"], gallery_emb=gallery_emb, device=device)

@@ -13,9 +13,8 @@ _SCALARS = {
     "train/images_per_s": "maskgan_images_per_second",
     "train/data_wait_s": "maskgan_data_wait_seconds",
     # The step reports the generator's objective as train/gen_ce: the recogniser's cross-entropy on generated
-    # masks, which the generator maximises. train/g_loss is accepted too, for a step that names it so.
+    # masks, which the generator maximises.
     "train/gen_ce": "maskgan_generator_loss",
-    "train/g_loss": "maskgan_generator_loss",
     "train/head_loss": "maskgan_recognizer_loss",
     "checkpoint/upload_s": "maskgan_checkpoint_upload_seconds",
 }

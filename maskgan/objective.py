@@ -17,7 +17,7 @@ rank checks. The local run, the Ray Train worker, Tune trials, the benchmark and
 Why it is fast (bench/step.py measures it against the paper's structure): the trunk is frozen (no weight
 gradients, BatchNorm statistics fixed), so only the generated faces take a trunk pass with a backward, and that
 backward goes to the input alone; the projector's alpha and the real photos' trunk features are per-image
-constants computed outside the step (maskgan.train keeps them with the worker's rows); one design per image
+constants computed outside the step (maskgan.feed keeps them with the worker's rows); one design per image
 (a batch of latents) so a batch of any size is one pass; forward passes run under bf16 autocast on CUDA
 (`Models.autocast`, from train.precision) with the trunk in channels_last, and `accelerate` can compile the
 trunk; the step's scalars come back to the host in one transfer (one device sync per step).
@@ -52,6 +52,15 @@ class Models:
 class Optimizers:
     generator: torch.optim.Optimizer
     head: torch.optim.Optimizer | None  # None for exp0
+
+
+def make_optimizers(generator: nn.Module, head: nn.Module, cfg: ObjectiveConfig) -> Optimizers:
+    """The one optimiser setup of the GAN: Adam for the generator (betas 0.5, 0.999: the DCGAN setting the
+    paper follows) and Adam for the recogniser head unless the experiment freezes it (exp0). Takes the
+    modules wrapped or not: the optimisers hold the underlying parameters."""
+    g_opt = torch.optim.Adam(unwrap(generator).parameters(), lr=cfg.g_lr, betas=(0.5, 0.999))
+    h_opt = torch.optim.Adam(unwrap(head).parameters(), lr=cfg.head_lr) if HEAD_TERMS[cfg.experiment] else None
+    return Optimizers(generator=g_opt, head=h_opt)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

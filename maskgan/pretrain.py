@@ -97,7 +97,7 @@ def adapt_recognizer(data_uri: str, out_uri: str, *, base: str = "random", steps
             feats.append(trunk_features(rec.trunk, to_float_images(torch.from_numpy(batch[key]))))
             labels.append(torch.from_numpy(batch["label"].astype(np.int64)))
     feats_t, labels_t = torch.cat(feats), torch.cat(labels)
-    gallery_feats = assembly.gallery(_cfg_for(data_uri, endpoint), rec.trunk, device)[0]
+    gallery_feats = assembly.gallery(root, rec.trunk, device)[0]
     log(f"adapting recogniser head on {len(feats_t)} photos of {len(gallery_feats)} identities ...")
 
     head = rec.head
@@ -122,9 +122,3 @@ def adapt_recognizer(data_uri: str, out_uri: str, *, base: str = "random", steps
     weights.save_torch({"state_dict": recognizer_state(rec.trunk, head), "meta": meta}, out_uri, endpoint)
     log(f"adapted recogniser written to {out_uri} (fit accuracy {acc:.1%})")
     return meta
-
-
-def _cfg_for(data_uri: str, endpoint: str | None):
-    from maskgan.config import from_dict
-
-    return from_dict({"data": {"uri": data_uri, "endpoint_url": endpoint}})

@@ -42,13 +42,13 @@ def accuracy_before_training(cfg: RunConfig, rows=GUARD_ROWS) -> dict:
 
     torch.set_num_threads(1)
     device = torch.device("cpu")
-    rec = assembly.load_recognizer(cfg.model.recognizer_weights, device, cfg.data.endpoint_url)
-    projector = assembly.load_projector(cfg.model.projector, device, cfg.data.endpoint_url)
-    feats, _ = assembly.gallery(cfg, rec.trunk, device)
+    root = assembly.data_root(cfg)
+    parts = assembly.build(cfg, device, root)
+    rec = parts.recognizer
     with torch.no_grad():
-        gallery_emb = rec.head(feats)
-    scored = score_set(assembly.data_root(cfg), "val", list(rows), max_probes=cfg.train.val_probes,
-                       seed=cfg.train.seed, trunk=rec.trunk, head=rec.head, projector=projector, generator=None,
+        gallery_emb = rec.head(parts.gallery_feats)
+    scored = score_set(root, "val", list(rows), max_probes=cfg.train.val_probes,
+                       seed=cfg.train.seed, trunk=rec.trunk, head=rec.head, projector=parts.projector, generator=None,
                        latent_dim=cfg.model.latent_dim, gallery_emb=gallery_emb, device=device)
     return {row: float(v.mean()) if v.size else 0.0 for row, v in scored.items()}
 

@@ -56,7 +56,7 @@ def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, s
     import ray
     from ray import tune
 
-    from maskgan import train
+    from data_loader.ray_session import ensure_ray
 
     space = with_absolute_paths(load_space(space_path))
     if num_samples < 1:
@@ -76,7 +76,7 @@ def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, s
         raise SweepError(f"pbt.perturbation_interval: {space.pbt['perturbation_interval']} epochs, but "
                          f"train.epochs is {space.base.train.epochs}: PBT would never perturb a trial")
     preflight(space.base)
-    train.ensure_ray()
+    ensure_ray()
     # A driver killed mid-sweep (the usual reason for --resume) can leave a trial's worker CPUs reserved for
     # good; free them before trials are scheduled, or the sweep can wait forever for Ray Data's read tasks.
     # Best effort: a failure here (e.g. no dashboard, so no state API) must not stop the sweep.
@@ -123,19 +123,10 @@ def _trial_dirname(t) -> str:
     return f"trial_{t.trial_id}"
 
 
-def _absolute(uri: str) -> str:
-    """Local relative paths are the driver's (the user's cwd); trials run elsewhere, so make them absolute."""
-    if not uri or "://" in uri or uri in ("random", *mconfig.PRETRAINED):
-        return uri
-    return storage.resolve(uri).uri
-
-
 def with_absolute_paths(space: Space) -> Space:
-    b = space.base
+    """Local relative paths are the driver's (the user's cwd); trials run elsewhere, so make them absolute."""
     space = copy.copy(space)
-    space.base = b.replace(data={"uri": _absolute(b.data.uri)},
-                           model={"recognizer_weights": _absolute(b.model.recognizer_weights),
-                                  "projector": _absolute(b.model.projector)})
+    space.base = mconfig.absolute_paths(space.base)
     return space
 
 

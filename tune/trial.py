@@ -117,8 +117,7 @@ def _adopt(cfg: RunConfig, run: storage.Location, start: dict, guard: dict, log)
         return cfg.replace(train={"init_from": lineage[-1]["copy"]})
     src = storage.resolve(start["checkpoint"], cfg.data.endpoint_url)
     try:
-        assembly.read_checkpoint(src)  # verified (checksum, format) before this trial's own run is given up
-        files = {name: storage.read_bytes(src.join(name)) for name in (assembly.META_FILE, assembly.STATE_FILE)}
+        files = assembly.checkpoint_files(src)  # verified (checksum) before this trial's own run is given up
     except (assembly.CheckpointError, storage.StorageError, OSError, ValueError, KeyError) as e:
         # e.g. the donor's run already dropped that checkpoint (train.num_to_keep): explore without exploit
         log(f"warning: cannot clone {src.uri} ({str(e).splitlines()[0][:200]}); continuing this trial's own run "

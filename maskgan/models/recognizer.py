@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 FEATURE_DIM = 1792
-EMBED_DIM = 512
 
 
 def _inception_resnet_v1():

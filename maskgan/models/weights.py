@@ -1,4 +1,5 @@
-"""Weight and checkpoint loading: the only place model weights are read, always with weights_only=True.
+"""Weight and checkpoint loading: `load_torch` is the one torch.load of the project (the checkpoint reader
+in maskgan.assembly goes through it too), always with weights_only=True.
 
 Sources for the recogniser: `vggface2` / `casia-webface` (facenet-pytorch's release files, downloaded once
 into the torch cache; needs internet), `random` (seeded initialisation; numbers are illustrative only),
@@ -15,29 +16,34 @@ import torch
 from data_loader import storage
 from maskgan.config import PRETRAINED
 
-FACENET_URLS = {
-    "vggface2": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
-    "casia-webface": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
-}
-
 
 class WeightsError(RuntimeError):
     user_error = True
 
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message  # why, without the file: for callers that name the file their own way
 
-def load_torch(uri: str, what: str = "weights file", endpoint: str | None = None) -> dict:
-    """torch.load(weights_only=True) of a local path or s3:// URI; one-line errors naming the file."""
-    try:
-        data = storage.read_bytes(storage.resolve(uri, endpoint))
-    except storage.StorageError as e:
-        raise WeightsError(f"unreadable {what}: {e}") from None
+
+def load_torch(uri: str, what: str = "weights file", endpoint: str | None = None, *,
+               data: bytes | None = None) -> dict:
+    """torch.load(weights_only=True) of a local path or s3:// URI; one-line errors naming the file.
+
+    `data`: the file's bytes when the caller already read them (the checkpoint reader verifies them against
+    meta.json first, and loads exactly the bytes it verified); `uri` then only names the file in errors."""
+    if data is None:
+        try:
+            data = storage.read_bytes(storage.resolve(uri, endpoint))
+        except storage.StorageError as e:
+            raise WeightsError(f"unreadable {what}: {e}") from None
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncation, refused globals: all mean "not a safe weights file"
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"unreadable {what} {uri}: {first}") from None
+        raise WeightsError(f"unreadable {what} {uri}: {first}", first) from None
     if not isinstance(obj, dict):
-        raise WeightsError(f"unreadable {what} {uri}: expected a dict, got {type(obj).__name__}")
+        reason = f"expected a dict, got {type(obj).__name__}"
+        raise WeightsError(f"unreadable {what} {uri}: {reason}", reason)
     return obj
 
 
@@ -57,7 +63,7 @@ def recognizer_state(spec: str, endpoint: str | None = None) -> tuple[dict | Non
         _inception_resnet_v1()  # registers facenet_pytorch without its torchvision-needing __init__
         from facenet_pytorch.models.utils.download import download_url_to_file
 
-        url = FACENET_URLS[spec]
+        url = PRETRAINED[spec]
         home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")))
         cached = os.path.join(home, "checkpoints", os.path.basename(url))
         if not os.path.exists(cached):
@@ -73,7 +79,3 @@ def recognizer_state(spec: str, endpoint: str | None = None) -> tuple[dict | Non
         meta = dict(obj.get("meta", {}))
         return obj["state_dict"], {"weights": spec, "pretrained": bool(meta.get("pretrained", False)), **meta}
     return obj, {"weights": spec, "pretrained": True}
-
-
-def is_illustrative(desc: dict) -> bool:
-    return not desc.get("pretrained", False)

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskgan import objective, train
+from maskgan import feed, objective, train
 from maskgan.config import ObjectiveConfig
 from maskgan.models.generators import build_generator
 from maskgan.models.projector import Projector
@@ -192,8 +192,8 @@ def test_resident_constants_give_the_same_step_as_recomputing():
     raw = _raw_batch()
     n = len(raw["label"])
 
-    resident = train.ResidentShard(capacity=n)
-    resident.add(train.constants(raw, projector, trunk, "exp3", "cpu"))
+    resident = feed.ResidentShard(capacity=n)
+    resident.add(feed.constants(raw, projector, trunk, "exp3", "cpu"))
     assert resident.seal() and resident.rows == n
     (cached, _), = list(resident.batches(batch_size=n, seed=5))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(5)).numpy()
@@ -220,18 +220,18 @@ def test_resident_constants_give_the_same_step_as_recomputing():
 def test_resident_shard_serves_every_row_once_per_epoch_and_gives_up_when_over_capacity():
     projector = Projector().eval().requires_grad_(False)
     trunk, _ = build_recognizer(None)
-    resident = train.ResidentShard(capacity=10)
+    resident = feed.ResidentShard(capacity=10)
     for seed in (0, 1):
-        resident.add(train.constants(_raw_batch(n=5, seed=seed), projector, trunk, "exp1", "cpu"))
+        resident.add(feed.constants(_raw_batch(n=5, seed=seed), projector, trunk, "exp1", "cpu"))
     assert resident.seal()
     epochs = [torch.cat([b["masked"] for b, _ in resident.batches(batch_size=4, seed=s)]) for s in (0, 1)]
     assert [len(e) for e in epochs] == [10, 10]
     key = lambda x: sorted(x.flatten(1).sum(1).tolist())  # noqa: E731 - the same rows, in another order
     assert key(epochs[0]) == pytest.approx(key(epochs[1])) and not torch.equal(epochs[0], epochs[1])
 
-    small = train.ResidentShard(capacity=8)  # the manifest promised fewer rows than arrived: stream instead
+    small = feed.ResidentShard(capacity=8)  # the manifest promised fewer rows than arrived: stream instead
     for seed in (0, 1):
-        small.add(train.constants(_raw_batch(n=5, seed=seed), projector, trunk, "exp1", "cpu"))
+        small.add(feed.constants(_raw_batch(n=5, seed=seed), projector, trunk, "exp1", "cpu"))
     assert not small.seal() and small.capacity == 0
 
 

@@ -65,7 +65,7 @@ def test_off_by_one_identity_labels_fall_to_chance(assets, tmp_path):
     cfg = config.debug_cpu(str(assets))
     rec = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu")
     proj = assembly.load_projector(cfg.model.projector, "cpu")
-    gallery, _ = assembly.gallery(cfg, rec.trunk, "cpu")
+    gallery, _ = assembly.gallery(assembly.data_root(cfg), rec.trunk, "cpu")
     with torch.no_grad():
         gallery_emb = rec.head(gallery)
     gen = assembly.generator_from_arch(assembly.arch(cfg, 128))

@@ -1,0 +1,214 @@
+"""The Ray Train worker loop: `train_loop_per_worker`, the only user of the per-worker `ray.train` API.
+
+Each worker builds its models from the run config (maskgan.assembly), starts from the run's newest verified
+checkpoint when there is one, then per epoch: draws batches (streamed from Ray Data, or from the rows it
+keeps on its device, maskgan.feed), runs the one `train_step`, and reports metrics with a checkpoint that
+rank 0 writes and uploads write-then-commit. The driver is maskgan.train.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+import time
+
+import torch
+
+from data_loader import storage
+from maskgan import assembly, feed
+from maskgan.config import RunConfig, from_dict
+from maskgan.evaluate import score_set
+from maskgan.objective import Models, Optimizers, accelerate, make_optimizers, train_step, unwrap
+
+VAL_ROWS = ("unmasked", "original_mask", "generated")
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """loop_config: {"run": the run config as a dict, "run_uri": the run folder the driver resolved}."""
+    import ray.train
+    import ray.train.torch
+
+    _quiet_train_console()
+    cfg = from_dict(loop_config["run"])
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.train.seed * 1000 + rank)
+    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+    say = functools.partial(_say, cfg) if rank == 0 else None
+
+    # Each URI resolved once in this process; Locations are passed down from here.
+    root = assembly.data_root(cfg)
+    run = storage.resolve(loop_config["run_uri"], cfg.data.endpoint_url)
+    size = assembly.image_size(root)
+    parts = assembly.build(cfg, device, root)
+    generator = assembly.generator_from_arch(assembly.arch(cfg, size))
+    head = parts.recognizer.head
+
+    start = assembly.starting_checkpoint(cfg, run, root, log=functools.partial(_say, cfg))
+    start_epoch = _load_weights(start, generator, head, cfg, say)
+    generator = ray.train.torch.prepare_model(generator)
+    if cfg.objective.experiment != "exp0":  # DDP wraps only modules that train
+        head = ray.train.torch.prepare_model(head)
+    opts = make_optimizers(generator, head, cfg.objective)
+    _load_optimizers(start, opts, cfg)
+    models = accelerate(Models(generator=generator, trunk=parts.recognizer.trunk, head=head,
+                               latent_dim=cfg.model.latent_dim), device, cfg.train.precision, cfg.train.compile)
+    shard = ray.train.get_dataset_shard("train")
+    metrics_sink = _metrics_sink(cfg.train.name) if rank == 0 else None
+    resident = feed.ResidentShard(feed.resident_capacity(cfg, root, size, world_size, device, models.autocast,
+                                                         log=print if rank == 0 else None))
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        unwrap(generator).train()
+        metrics = _train_epoch(cfg, epoch, rank, device, parts, models, opts, shard, resident, say)
+        if rank == 0:
+            metrics.update(_validate(cfg, root, parts, models, device))
+        _report(cfg, run, rank, size, epoch, models, opts, metrics)
+        if metrics_sink is not None:
+            metrics_sink.log(metrics, step=epoch)
+        if rank == 0:
+            print(_progress_line(cfg, epoch, metrics), flush=True)
+    if metrics_sink is not None:
+        metrics_sink.close()
+
+
+def _say(cfg: RunConfig, message: str) -> None:
+    print(f"[{cfg.train.name}] {message}", flush=True)
+
+
+def _load_weights(start: assembly.Start | None, generator, head, cfg: RunConfig, say) -> int:
+    """Load the starting checkpoint's generator and head (before DDP wraps them); the first epoch to train."""
+    if start is None:
+        return 0
+    generator.load_state_dict(start.state["generator"])
+    head.load_state_dict(start.state["head"])
+    start_epoch = start.state["epoch"] + 1
+    if say:
+        how = "resumed from" if start.resumed else f"started from {cfg.train.init_from}:"
+        say(f"{how} the checkpoint of epoch {start_epoch}")
+    return start_epoch
+
+
+def _load_optimizers(start: assembly.Start | None, opts: Optimizers, cfg: RunConfig) -> None:
+    if start is None:
+        return
+    opts.generator.load_state_dict(start.state["g_opt"])
+    if opts.head is not None and start.state["h_opt"]:
+        opts.head.load_state_dict(start.state["h_opt"])
+    # The learning rates are this config's, not the saved ones: the same on a resume, the mutated ones
+    # when PBT starts a trial from another's checkpoint; Adam's moments carry over either way.
+    _set_lr(opts.generator, cfg.objective.g_lr)
+    _set_lr(opts.head, cfg.objective.head_lr)
+
+
+def _set_lr(opt, lr: float) -> None:
+    if opt is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def _train_epoch(cfg: RunConfig, epoch: int, rank: int, device, parts: assembly.Parts, models: Models,
+                 opts: Optimizers, shard, resident: feed.ResidentShard, say) -> dict:
+    """One epoch of steps; its metrics (means of the step's scalars, throughput, where the batches came from)."""
+    t0, wait, images, sums, steps, data_stats = time.perf_counter(), 0.0, 0, {}, 0, {}
+    filling = resident.capacity > 0 and not resident.ready and epoch < cfg.train.epochs - 1
+    if resident.ready:
+        batches = resident.batches(cfg.data.batch_size, seed=(cfg.train.seed * 1000 + rank) * 100_000 + epoch)
+    else:
+        batches = feed.streamed_batches(shard, cfg, epoch, parts.projector, parts.recognizer.trunk, device,
+                                        models.autocast, resident if filling else None, data_stats)
+    drew_resident = resident.ready
+    for batch, waited in batches:
+        wait += waited
+        out = train_step(models, opts, batch, parts.gallery_feats, cfg.objective)
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + v
+        images += int(batch["label"].shape[0])
+        steps += 1
+    if filling and resident.seal(lambda ok: feed.all_workers_agree(ok, device)) and say:
+        say(f"later epochs draw from the {resident.rows} rows resident on {device}")
+    elapsed = time.perf_counter() - t0
+    metrics = {k: v / max(steps, 1) for k, v in sums.items()}
+    metrics.update({"epoch": epoch, "train/images": images, "train/images_per_s": images / max(elapsed, 1e-9),
+                    "train/data_wait_s": wait, "train/epoch_s": elapsed,
+                    "train/resident": float(drew_resident),  # 1: batches came from rows kept on the device
+                    "data/skipped_rows": data_stats.get("skipped_rows", 0)})
+    if data_stats.get("skipped_rows"):
+        _say(cfg, f"warning: worker {rank} skipped {data_stats['skipped_rows']} rows of shards "
+                  f"that failed their checksum (see the Ray Data logs for which)")
+    return metrics
+
+
+def _report(cfg: RunConfig, run: storage.Location, rank: int, size: int, epoch: int, models: Models,
+            opts: Optimizers, metrics: dict) -> None:
+    """Every rank reports the epoch's metrics; rank 0 writes the checkpoint into a fresh temporary folder and
+    Train hands it to `_upload_checkpoint`. Adds checkpoint/upload_s to rank 0's `metrics`."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            assembly.save_checkpoint(tmp, cfg=cfg, size=size, epoch=epoch, generator=unwrap(models.generator),
+                                     head=unwrap(models.head), g_opt=opts.generator, h_opt=opts.head,
+                                     metrics=metrics)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        t_up = time.perf_counter()
+        ray.train.report(metrics, checkpoint=checkpoint,
+                         checkpoint_upload_fn=functools.partial(_upload_checkpoint, run))
+        if rank == 0:
+            metrics["checkpoint/upload_s"] = time.perf_counter() - t_up
+
+
+def _upload_checkpoint(run: storage.Location, checkpoint, dir_name: str):
+    """Ray Train's upload hook: our write-then-commit upload with retries, instead of a plain directory copy
+    (whose file order is arbitrary, so a torn copy could carry its commit marker). Ray requires the result
+    to live on its own storage filesystem object, so the upload goes through that one."""
+    import ray.train
+
+    ctx = ray.train.get_context().get_storage()
+    dest = storage.Location(ctx.storage_filesystem, f"{ctx.experiment_fs_path}/{dir_name}", run.join(dir_name).uri)
+    assembly.upload_checkpoint(checkpoint.path, dest, log=lambda m: print(m, flush=True))
+    return ray.train.Checkpoint(path=dest.path, filesystem=dest.fs)
+
+
+def _quiet_train_console() -> None:
+    # Ray Train logs every report at INFO to the console (and to its log files, which keep everything);
+    # the per-epoch progress line says what a user needs, so the console handler shows warnings only.
+    for handler in logging.getLogger("ray.train").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
+
+
+def _validate(cfg: RunConfig, root: storage.Location, parts: assembly.Parts, models: Models, device) -> dict:
+    """Quick per-epoch scoring of val identities (for Tune and progress); `maskgan evaluate` is the full one."""
+    if cfg.train.val_probes == 0:
+        return {}
+    generator, head = models.generator, models.head
+    unwrap(generator).eval()
+    with torch.no_grad():
+        gallery_emb = unwrap(head)(parts.gallery_feats)
+    scored = score_set(root, "val", VAL_ROWS, max_probes=cfg.train.val_probes, seed=cfg.train.seed,
+                       trunk=parts.recognizer.trunk, head=head, projector=parts.projector, generator=generator,
+                       latent_dim=cfg.model.latent_dim, gallery_emb=gallery_emb, device=device)
+    unwrap(generator).train()
+    return {f"acc/val/{row}": float(v.mean()) for row, v in scored.items() if v.size}
+
+
+def _metrics_sink(run_name: str):
+    try:
+        from maskgan.metrics import TrainMetrics
+    except ImportError:
+        return None
+    return TrainMetrics(run_name)
+
+
+def _progress_line(cfg: RunConfig, epoch: int, m: dict) -> str:
+    parts = [f"[{cfg.train.name}] epoch {epoch + 1}/{cfg.train.epochs}",
+             f"gen_ce {m.get('train/gen_ce', float('nan')):.3f}",
+             f"{m['train/images_per_s']:.1f} img/s", f"data wait {m['train/data_wait_s']:.1f}s"]
+    for row in VAL_ROWS:
+        if f"acc/val/{row}" in m:
+            parts.append(f"val {row} {m[f'acc/val/{row}']:.1%}")
+    return " | ".join(parts)
