@@ -187,9 +187,3 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
 def trunk_features(trunk: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """float [N,3,S,S] in [0,1] -> [N,1792], in batches."""
     return torch.cat([trunk(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)])
-
-
-@torch.no_grad()
-def identify(head: nn.Module, probe_feats: torch.Tensor, gallery_emb: torch.Tensor) -> torch.Tensor:
-    """Predicted gallery index (= label) of each probe: the nearest gallery embedding (head(gallery feats))."""
-    return (unwrap(head)(probe_feats) @ gallery_emb.T).argmax(1)
