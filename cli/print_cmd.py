@@ -22,7 +22,7 @@ def print_design(a) -> None:
 
         # meta.json's sha256 of state.pt, which read_checkpoint just verified against the bytes it loaded
         sha, of = assembly.read_meta(src.checkpoint)["sha256"], "checkpoint state.pt (no export)"
-    out = printing.print_universal(src.state, src.checkpoint.uri, a.design, a.width_mm, a.height_mm, a.dpi, a.out,
+    out = printing.print_universal(src.state, src.checkpoint, a.design, a.width_mm, a.height_mm, a.dpi, a.out,
                                    sha, of, stretch=a.stretch)
     w, h = out["pixels"]
     print(f"wrote {out['pdf']} ({a.width_mm:g} x {a.height_mm:g} mm, {w} x {h} px at {a.dpi} dpi) and {out['png']}: "

@@ -4,7 +4,7 @@ The page IS the mask panel: its size is width_mm x height_mm, the design fills i
 along its edge and the model card's sha256 is printed small in a corner (what is printed names what was scored;
 a run without an export names its checkpoint's state.pt sha256 instead, and the page says so).
 `print_universal` prints universal design K of a checkpoint: the very design evaluation scored as
-`universal/K` (evaluate.universal_designs with the report's `universal_seed`, the run's train.seed).
+`universal/K` (evaluate.universal_designs, with the report's `universal_k` and `universal_seed`).
 The design is upscaled from its resolution to width_mm / 25.4 x dpi pixels with a bicubic filter (a smooth
 design stays smooth; nearest would print the design's pixel grid as blocks), and that image is embedded
 unresampled (matplotlib writes an `interpolation="none"` image at its own pixel size), so `pdfimages -list`
@@ -14,6 +14,7 @@ reports exactly those pixels. Outputs are storage URIs (local or s3://), written
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import torch
@@ -129,23 +130,45 @@ def check_aspect(width_mm: float, height_mm: float, design_hw: tuple[int, int], 
                          f"(e.g. {height_mm * design:g} x {height_mm:g}) or pass --stretch")
 
 
-def universal_design(state: dict, where: str, k: int) -> tuple[torch.Tensor, str]:
+def universal_settings(state: dict, checkpoint: storage.Location, log=print) -> tuple[int, int]:
+    """(how many universal designs, their seed) as evaluation scored them for this checkpoint.
+
+    evaluate_run's defaults (UNIVERSAL_K, train.seed); when the run's report.json scored this very checkpoint, its
+    `universal_k` and `universal_seed`. A report of another checkpoint is named in a warning (it did not score
+    what is printed)."""
+    from maskgan import assembly, evaluate
+
+    count, seed = evaluate.UNIVERSAL_K, assembly.config_of(state).train.seed
+    report_loc = storage.resolve(checkpoint.uri.rsplit("/", 1)[0], checkpoint.endpoint).join("report.json")
+    if not storage.exists(report_loc):  # an export folder, or a run not evaluated yet
+        return count, seed
+    try:
+        report = json.loads(storage.read_bytes(report_loc))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PrintError(f"{report_loc.uri}: not JSON") from None
+    if report.get("checkpoint") != checkpoint.uri:
+        log(f"warning: {report_loc.uri} scored {report.get('checkpoint')}, not the printed {checkpoint.uri} "
+            "(evaluate the run again to score what is printed)")
+        return count, seed
+    return int(report.get("universal_k", count)), int(report.get("universal_seed", seed))
+
+
+def universal_design(state: dict, checkpoint: storage.Location, k: int, log=print) -> tuple[torch.Tensor, str]:
     """Universal design k [3,h,w] of a checkpoint, as evaluation built and scored it, and a line saying which."""
     from maskgan import assembly, evaluate
 
-    count = evaluate.UNIVERSAL_K
+    count, seed = universal_settings(state, checkpoint, log)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < count:
         raise PrintError(f"design {k!r}: evaluation scores {count} universal designs, numbered 0..{count - 1}")
-    seed = assembly.config_of(state).train.seed  # the report's universal_seed
-    generator = assembly.generator_from_checkpoint(state, where).eval()
+    generator = assembly.generator_from_checkpoint(state, checkpoint.uri).eval()
     designs = evaluate.universal_designs(generator, state["arch"]["latent_dim"], count, seed=seed)
     return designs[k], f"universal design {k} of {count} (seed {seed}), epoch {state['epoch'] + 1}"
 
 
-def print_universal(state: dict, where: str, k: int, width_mm: float, height_mm: float, dpi: int, out_pdf: str,
-                    sha256_text: str, sha256_of: str, stretch: bool = False) -> dict:
+def print_universal(state: dict, checkpoint: storage.Location, k: int, width_mm: float, height_mm: float, dpi: int,
+                    out_pdf: str, sha256_text: str, sha256_of: str, stretch: bool = False, log=print) -> dict:
     """Universal design k of a checkpoint as a page (out_pdf) and a PNG beside it; see print_pdf."""
     out_png = png_beside(out_pdf)
-    design, which = universal_design(state, where, k)
+    design, which = universal_design(state, checkpoint, k, log)
     check_aspect(width_mm, height_mm, tuple(design.shape[-2:]), stretch)
     return print_pdf(design, width_mm, height_mm, dpi, out_pdf, out_png, sha256_text, sha256_of, note=which)

@@ -139,6 +139,26 @@ def test_print_from_a_run_is_the_scored_design_at_physical_size(tmp_path, capsys
     assert not np.array_equal(other, want)  # the seed matters: seed 0 would have printed another design
 
 
+def test_print_takes_the_number_and_seed_of_universal_designs_from_the_report_that_scored_them(tmp_path, capsys,
+                                                                                                tiny_run):
+    ckpt = storage.resolve(str(tiny_run / "checkpoint_000000"))
+    (tiny_run / "report.json").write_text(json.dumps({"checkpoint": ckpt.uri, "universal_k": 4, "universal_seed": 3}))
+    argv = ["print", "--from", tiny_run, "--width-mm", 90, "--height-mm", 90, "--dpi", 72, "--out", tmp_path / "m.pdf"]
+    code, _, err = cli([*argv, "--design", 4], capsys)
+    assert code == 2 and "design 4: evaluation scores 4 universal designs, numbered 0..3" in one_line_error(err)
+    code, out, _ = cli([*argv, "--design", 1], capsys)
+    assert code == 0 and "warning" not in out
+    state = assembly.read_checkpoint(ckpt)
+    gen = assembly.generator_from_checkpoint(state, "tiny").eval()
+    scored = evaluate.universal_designs(gen, state["arch"]["latent_dim"], 4, seed=3)[1]
+    png = np.asarray(Image.open(tmp_path / "m.png").convert("RGB"))
+    assert np.array_equal(png, printing.upscale(printing.to_uint8_image(scored), *png.shape[1::-1]))
+    # A report of another checkpoint did not score what is printed: said so; evaluation's defaults are used.
+    (tiny_run / "report.json").write_text(json.dumps({"checkpoint": "elsewhere", "universal_k": 4}))
+    code, out, _ = cli([*argv, "--design", 7], capsys)
+    assert code == 0 and "warning:" in out and "scored elsewhere" in out
+
+
 @needs_poppler
 def test_print_from_an_export_carries_the_model_card_sha256(tmp_path, capsys, tiny_run):
     from tune import export
