@@ -231,7 +231,7 @@ def fit_image(image: np.ndarray, n_colours: int, source: str = "image") -> Palet
     found = find_fiducials(grey)
     if found is None:
         raise PaletteError(f"{source}: the chart's 4 fiducials were not found (photograph the whole chart, flat, "
-                         "upright and evenly lit)")
+                           "upright and evenly lit)")
     lay = layout(n_colours)
     src = torch.tensor(found / scale, dtype=torch.float32).unsqueeze(0)
     dst = torch.tensor(lay.fiducials, dtype=torch.float32).unsqueeze(0) * READ_PX_PER_MM
@@ -260,7 +260,7 @@ def fit_image(image: np.ndarray, n_colours: int, source: str = "image") -> Palet
     paper = np.mean([np.all(np.abs(c - white) < 0.12) for c in gaps]) if gaps else 1.0
     if paper < 0.9:
         raise PaletteError(f"{source}: the patches do not sit where a chart of {n_colours} colours has them "
-                         "(was it printed for another palette size?)")
+                           "(was it printed for another palette size?)")
     colours = []
     for x, y, side in lay.patches:
         q = side / 4

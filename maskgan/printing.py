@@ -102,8 +102,7 @@ def print_pdf(design, width_mm: float, height_mm: float, dpi: int, out_pdf: str,
         # Short lines, so a narrow page still holds them: the note, what the sha256 is of, the sha256.
         lines = [note] if note else []
         ax.text(1.5, 1.5, "\n".join([*lines, f"{sha256_of} sha256", sha256_text]), fontsize=SHA_POINTS,
-                family="monospace",
-                va="bottom", ha="left", color="black",
+                family="monospace", va="bottom", ha="left", color="black",
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
 
     write_page(image, width_mm, height_mm, out_pdf, decorate)
