@@ -64,7 +64,7 @@ def test_a_photographed_chart_is_fitted_back_to_its_palette(tmp_path, capsys, cu
     assert json.loads((tmp_path / "fitted.json").read_text())["calibrated"] is True
 
 
-def test_palette_fit_names_the_file_in_one_line(tmp_path, capsys):
+def test_palette_errors_name_the_file_in_one_line(tmp_path, capsys):
     Image.fromarray(np.full((600, 800, 3), 230, np.uint8)).save(tmp_path / "blank.png")
     code, _, err = cli(["palette", "fit", "--scan", tmp_path / "blank.png", "--out", tmp_path / "p.json"], capsys)
     line = one_line_error(err)
@@ -78,6 +78,9 @@ def test_palette_fit_names_the_file_in_one_line(tmp_path, capsys):
                         "--out", tmp_path / "p.json"], capsys)
     assert code == 2 and one_line_error(err) == "maskgan: error: --colours: must be an integer in [1, 200], got 0"
     assert not (tmp_path / "p.json").exists()
+    (tmp_path / "colours.json").write_text('{"format": "maskgan-palette/1", "colours": [[1, 2]]}')
+    code, _, err = cli(["palette", "chart", "--palette", tmp_path / "colours.json", "--out", tmp_path / "c.pdf"], capsys)
+    assert code == 2 and "colours.json" in one_line_error(err) and not (tmp_path / "c.pdf").exists()
 
 
 # ---- maskgan print ---------------------------------------------------------------------------------------------
