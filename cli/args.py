@@ -8,6 +8,10 @@ import argparse
 EPILOG = "Storage URIs are local directories or s3://bucket/prefix (credentials from the usual AWS_* variables)."
 EXPERIMENTS = ["exp0", "exp1", "exp2", "exp3"]
 GENERATORS = ["fc3", "fc_deep", "conv"]
+# Allowed ranges of numeric flags (data_loader.ranges notation), checked by the command and quoted in its help.
+COLOURS_RANGE = "[1, 200]"  # patches that fit on one chart page
+PRINT_MM_RANGE = "[10, 500]"  # a mask panel is ~180 x 90 mm; 500 mm at 600 dpi is already ~12k pixels across
+DPI_RANGE = "[72, 600]"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,6 +31,8 @@ def parser() -> argparse.ArgumentParser:
     _submit(sub)
     _grafana(_group(sub, "grafana", "Grafana dashboard"))
     _evaluate(sub)
+    _palette(_group(sub, "palette", "printable colours: the chart to print, and reading a photo of it back"))
+    _print(sub)
     return p
 
 
@@ -140,3 +146,40 @@ def _submit(sub) -> None:
 def _grafana(gr) -> None:
     gp = _leaf(gr, "push", "create or update the maskgan dashboard (token from GRAFANA_TOKEN)", "grafana push")
     gp.add_argument("--url", required=True, help="Grafana base URL")
+
+
+def _palette(pa) -> None:
+    pc = _leaf(pa, "chart", "write a printable PDF chart of a palette's colour patches with 4 fiducials",
+               "palette chart")
+    pc.add_argument("--out", required=True, help="PDF file to write (path or s3://); print it at 100 %% on the "
+                                                  "mask's material")
+    pc.add_argument("--palette", default="default",
+                    help="palette file (JSON) whose colours the chart shows (default: the shipped, uncalibrated one)")
+    pf = _leaf(pa, "fit", "read a photo or scan of a printed chart back into a calibrated palette file",
+               "palette fit")
+    pf.add_argument("--scan", required=True, help="photo or scan of the whole printed chart (JPEG, PNG, ...), "
+                                                  "flat, upright and evenly lit")
+    pf.add_argument("--colours", type=int, default=30,
+                    help=f"colours on the printed chart, integer in {COLOURS_RANGE} (default: 30, the default "
+                         "palette's chart)")
+    pf.add_argument("--out", required=True, help="palette file (JSON) to write: the printed colours as the camera "
+                                                  "saw them, relative to the paper")
+
+
+def _print(sub) -> None:
+    pr = _leaf(sub, "print", "write universal design K as a PDF page at physical size (cut outline, model card "
+                             "sha256) and the same design as a PNG beside it")
+    pr.add_argument("--from", dest="source", required=True, help="export URI (from `maskgan export`) or run URI "
+                                                                 "(its latest good checkpoint)")
+    pr.add_argument("--design", type=int, required=True,
+                    help="which universal design, numbered from 0 like the report's universal/<i> rows (each "
+                         "scored worn by every probe); one the report does not have is refused")
+    pr.add_argument("--width-mm", type=float, default=180.0,
+                    help=f"page width in mm, in {PRINT_MM_RANGE} (default: 180, the 2:1 mask template)")
+    pr.add_argument("--height-mm", type=float, default=90.0,
+                    help=f"page height in mm, in {PRINT_MM_RANGE} (default: 90)")
+    pr.add_argument("--dpi", type=int, default=300, help=f"print resolution, integer in {DPI_RANGE} (default: 300)")
+    pr.add_argument("--stretch", action="store_true",
+                    help="allow a page whose width:height differs from the design's by more than 5 %% (distorts it)")
+    pr.add_argument("--out", required=True, help="PDF file to write (path or s3://); the PNG goes beside it "
+                                                 "(mask.pdf -> mask.png)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from cli import args, commands
+from cli import args, commands, palette_cmd, print_cmd
 
 TABLE = {
     "demo": commands.demo,
@@ -23,6 +23,9 @@ TABLE = {
     "sample": commands.sample,
     "submit": commands.submit,
     "grafana push": commands.grafana_push,
+    "palette chart": palette_cmd.chart,
+    "palette fit": palette_cmd.fit,
+    "print": print_cmd.print_design,
 }
 
 

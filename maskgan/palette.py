@@ -32,6 +32,10 @@ from data_loader.alpha import label_components
 FORMAT = "maskgan-palette/1"
 
 
+class PaletteError(ValueError):
+    user_error = True  # about the user's file or photo: the CLI prints it as one line
+
+
 @dataclass(frozen=True)
 class Palette:
     name: str
@@ -64,18 +68,20 @@ def load(uri: str) -> Palette:
     """A palette file (or "default") -> Palette; one-line errors name the file."""
     if uri in ("", "default"):
         return DEFAULT
-    text = storage.read_text(storage.resolve(uri))  # StorageError "<uri>: not found" names the file
+    raw = storage.read_bytes(storage.resolve(uri))  # StorageError "<uri>: not found" names the file
     try:
-        data = json.loads(text)
+        data = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise ValueError(f"palette {uri}: not JSON ({e.msg} at line {e.lineno})") from None
+        raise PaletteError(f"palette {uri}: not JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise PaletteError(f"palette {uri}: not JSON (not UTF-8 text)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"palette {uri}: not a palette file (expected \"format\": \"{FORMAT}\")")
+        raise PaletteError(f"palette {uri}: not a palette file (expected \"format\": \"{FORMAT}\")")
     colours = data.get("colours")
     if (not isinstance(colours, list) or not colours or any(
             not isinstance(c, list) or len(c) != 3 or any(not isinstance(v, int) or not 0 <= v <= 255 for v in c)
             for c in colours)):
-        raise ValueError(f"palette {uri}: \"colours\" must be a non-empty list of [r, g, b] integers 0..255")
+        raise PaletteError(f"palette {uri}: \"colours\" must be a non-empty list of [r, g, b] integers 0..255")
     return Palette(name=str(data.get("name", os.path.basename(uri))), colours=tuple(tuple(c) for c in colours),
                    calibrated=bool(data.get("calibrated", False)), note=str(data.get("note", "")))
 
@@ -106,7 +112,7 @@ class Layout:
 
 def layout(n_colours: int) -> Layout:
     if not 1 <= n_colours <= 200:
-        raise ValueError(f"palette chart: {n_colours} colours (1..200 fit on a page)")
+        raise PaletteError(f"palette chart: {n_colours} colours (1..200 fit on a page)")
     x0, y0 = MARGIN_MM, MARGIN_MM + CAPTION_MM
     x1, y1 = PAGE_MM[0] - MARGIN_MM, PAGE_MM[1] - MARGIN_MM
     f = FIDUCIAL_MM / 2
@@ -216,7 +222,7 @@ def fit_image(image: np.ndarray, n_colours: int, source: str = "image") -> Palet
     from PIL import Image
 
     if image.ndim != 3 or image.shape[2] < 3:
-        raise ValueError(f"{source}: not an RGB image (shape {image.shape})")
+        raise PaletteError(f"{source}: not an RGB image (shape {image.shape})")
     image = np.ascontiguousarray(image[..., :3])
     scale = min(1.0, MAX_DETECT_SIDE / max(image.shape[:2]))
     small = image if scale == 1.0 else np.asarray(Image.fromarray(image).resize(
@@ -224,8 +230,8 @@ def fit_image(image: np.ndarray, n_colours: int, source: str = "image") -> Palet
     grey = small.astype(np.float32).mean(2) / 255.0
     found = find_fiducials(grey)
     if found is None:
-        raise ValueError(f"{source}: the chart's 4 fiducials were not found (photograph the whole chart, flat, "
-                         "upright and evenly lit)")
+        raise PaletteError(f"{source}: the chart's 4 fiducials were not found (photograph the whole chart, flat, "
+                           "upright and evenly lit)")
     lay = layout(n_colours)
     src = torch.tensor(found / scale, dtype=torch.float32).unsqueeze(0)
     dst = torch.tensor(lay.fiducials, dtype=torch.float32).unsqueeze(0) * READ_PX_PER_MM
@@ -246,15 +252,15 @@ def fit_image(image: np.ndarray, n_colours: int, source: str = "image") -> Palet
     white = median(gx0, gy0 - GAP_MM * 0.75, gx1, gy0 - GAP_MM * 0.25)
     span = white - black
     if np.any(span < 0.2):
-        raise ValueError(f"{source}: paper and fiducials differ too little in brightness to read the chart")
+        raise PaletteError(f"{source}: paper and fiducials differ too little in brightness to read the chart")
     # The gaps beside each patch must be paper: otherwise the chart was made for another number of colours.
     g = GAP_MM / 4
     gaps = [median(x + side + g, y + side / 4, x + side + GAP_MM - g, y + 3 * side / 4) for x, y, side in lay.patches
             if x + side + GAP_MM < lay.grid[2]]
     paper = np.mean([np.all(np.abs(c - white) < 0.12) for c in gaps]) if gaps else 1.0
     if paper < 0.9:
-        raise ValueError(f"{source}: the patches do not sit where a chart of {n_colours} colours has them "
-                         "(was it printed for another palette size?)")
+        raise PaletteError(f"{source}: the patches do not sit where a chart of {n_colours} colours has them "
+                           "(was it printed for another palette size?)")
     colours = []
     for x, y, side in lay.patches:
         q = side / 4
@@ -273,6 +279,6 @@ def fit_scan(path: str, n_colours: int) -> Palette:
     data = storage.read_bytes(storage.resolve(path))  # StorageError "<path>: not found" names the file
     try:
         image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image PIL can read") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):  # not an image, truncated, huge
+        raise PaletteError(f"{path}: not an image PIL can read") from None
     return fit_image(image, n_colours, source=path)

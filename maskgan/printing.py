@@ -1,7 +1,10 @@
 """Print export: a design as a page at physical size (PDF) and the same pixels as a PNG at the print's dpi.
 
 The page IS the mask panel: its size is width_mm x height_mm, the design fills it, a thin cut outline runs
-along its edge and the model card's sha256 is printed small in a corner (what is printed names what was scored).
+along its edge and the model card's sha256 is printed small in a corner (what is printed names what was scored;
+a run without an export names its checkpoint's state.pt sha256 instead, and the page says so).
+`print_universal` prints universal design K of a checkpoint: the very design evaluation scored as
+`universal/K` (evaluate.universal_designs, with the report's `universal_k` and `universal_seed`).
 The design is upscaled from its resolution to width_mm / 25.4 x dpi pixels with a bicubic filter (a smooth
 design stays smooth; nearest would print the design's pixel grid as blocks), and that image is embedded
 unresampled (matplotlib writes an `interpolation="none"` image at its own pixel size), so `pdfimages -list`
@@ -11,6 +14,7 @@ reports exactly those pixels. Outputs are storage URIs (local or s3://), written
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import torch
@@ -22,6 +26,11 @@ MM_PER_INCH = 25.4
 OUTLINE_MM = 0.25  # cut-line width
 OUTLINE_COLOUR = "#202020"
 SHA_POINTS = 4.0  # the sha256 line's font size (legible, unobtrusive)
+ASPECT_TOLERANCE = 0.05  # a page whose W:H is off the design's by more than this share needs stretch=True
+
+
+class PrintError(ValueError):
+    user_error = True  # about the user's request (size, design number): the CLI prints it as one line
 
 
 def to_uint8_image(design) -> np.ndarray:
@@ -74,13 +83,13 @@ def write_page(image: np.ndarray, width_mm: float, height_mm: float, out_pdf: st
 
 
 def print_pdf(design, width_mm: float, height_mm: float, dpi: int, out_pdf: str, out_png: str,
-              sha256_text: str) -> dict:
-    """Write the design as a width_mm x height_mm page (cut outline, sha256) and as a PNG at `dpi`.
-    Returns {"pdf", "png", "pixels": (width_px, height_px)}."""
+              sha256_text: str, sha256_of: str = "model card", note: str = "") -> dict:
+    """Write the design as a width_mm x height_mm page (cut outline, "<sha256_of> sha256 <sha256_text>", and
+    `note` above it) and as a PNG at `dpi`. Returns {"pdf", "png", "pixels": (width_px, height_px)}."""
     if width_mm <= 0 or height_mm <= 0:
-        raise ValueError(f"print size {width_mm} x {height_mm} mm: both must be positive")
+        raise PrintError(f"print size {width_mm} x {height_mm} mm: both must be positive")
     if dpi <= 0:
-        raise ValueError(f"dpi {dpi}: must be positive")
+        raise PrintError(f"dpi {dpi}: must be positive")
     w_px, h_px = pixels_for(width_mm, dpi), pixels_for(height_mm, dpi)
     image = upscale(to_uint8_image(design), w_px, h_px)
 
@@ -90,8 +99,10 @@ def print_pdf(design, width_mm: float, height_mm: float, dpi: int, out_pdf: str,
         inset = OUTLINE_MM / 2
         ax.add_patch(Rectangle((inset, inset), width_mm - OUTLINE_MM, height_mm - OUTLINE_MM, fill=False,
                                linewidth=OUTLINE_MM / MM_PER_INCH * 72, edgecolor=OUTLINE_COLOUR))
-        ax.text(1.5, 1.5, f"model card sha256 {sha256_text}", fontsize=SHA_POINTS, family="monospace",
-                va="bottom", ha="left", color="black",
+        # Short lines, so a narrow page still holds them: the note, what the sha256 is of, the sha256.
+        lines = [note] if note else []
+        ax.text(1.5, 1.5, "\n".join([*lines, f"{sha256_of} sha256", sha256_text]), fontsize=SHA_POINTS,
+                family="monospace", va="bottom", ha="left", color="black",
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
 
     write_page(image, width_mm, height_mm, out_pdf, decorate)
@@ -99,3 +110,64 @@ def print_pdf(design, width_mm: float, height_mm: float, dpi: int, out_pdf: str,
     Image.fromarray(image).save(buf, format="PNG", dpi=(dpi, dpi))
     storage.write_bytes(storage.resolve(out_png), buf.getvalue())
     return {"pdf": out_pdf, "png": out_png, "pixels": (w_px, h_px)}
+
+
+def png_beside(out_pdf: str) -> str:
+    """mask.pdf -> mask.png (same folder or prefix)."""
+    if not out_pdf.lower().endswith(".pdf"):
+        raise PrintError(f"{out_pdf}: the output must be a .pdf file (the PNG is written beside it)")
+    return out_pdf[:-4] + ".png"
+
+
+def check_aspect(width_mm: float, height_mm: float, design_hw: tuple[int, int], stretch: bool = False) -> None:
+    """Refuse a page whose W:H is far from the design's (it would print the design distorted) unless stretch."""
+    h, w = design_hw
+    page, design = width_mm / height_mm, w / h
+    if not stretch and abs(page / design - 1) > ASPECT_TOLERANCE:
+        raise PrintError(f"page {width_mm:g} x {height_mm:g} mm is {page:.2f}:1 but the design ({w} x {h} px) is "
+                         f"{design:.2f}:1; pick --width-mm / --height-mm of that ratio "
+                         f"(e.g. {height_mm * design:g} x {height_mm:g}) or pass --stretch")
+
+
+def universal_settings(state: dict, checkpoint: storage.Location, log=print) -> tuple[int, int]:
+    """(how many universal designs, their seed) as evaluation scored them for this checkpoint.
+
+    evaluate_run's defaults (UNIVERSAL_K, train.seed); when the run's report.json scored this very checkpoint, its
+    `universal_k` and `universal_seed`. A report of another checkpoint is named in a warning (it did not score
+    what is printed)."""
+    from maskgan import assembly, evaluate
+
+    count, seed = evaluate.UNIVERSAL_K, assembly.config_of(state).train.seed
+    report_loc = storage.resolve(checkpoint.uri.rsplit("/", 1)[0], checkpoint.endpoint).join("report.json")
+    if not storage.exists(report_loc):  # an export folder, or a run not evaluated yet
+        return count, seed
+    try:
+        report = json.loads(storage.read_bytes(report_loc))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PrintError(f"{report_loc.uri}: not JSON") from None
+    if report.get("checkpoint") != checkpoint.uri:
+        log(f"warning: {report_loc.uri} scored {report.get('checkpoint')}, not the printed {checkpoint.uri} "
+            "(evaluate the run again to score what is printed)")
+        return count, seed
+    return int(report.get("universal_k", count)), int(report.get("universal_seed", seed))
+
+
+def universal_design(state: dict, checkpoint: storage.Location, k: int, log=print) -> tuple[torch.Tensor, str]:
+    """Universal design k [3,h,w] of a checkpoint, as evaluation built and scored it, and a line saying which."""
+    from maskgan import assembly, evaluate
+
+    count, seed = universal_settings(state, checkpoint, log)
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < count:
+        raise PrintError(f"design {k!r}: evaluation scores {count} universal designs, numbered 0..{count - 1}")
+    generator = assembly.generator_from_checkpoint(state, checkpoint.uri).eval()
+    designs = evaluate.universal_designs(generator, state["arch"]["latent_dim"], count, seed=seed)
+    return designs[k], f"universal design {k} of {count} (seed {seed}), epoch {state['epoch'] + 1}"
+
+
+def print_universal(state: dict, checkpoint: storage.Location, k: int, width_mm: float, height_mm: float, dpi: int,
+                    out_pdf: str, sha256_text: str, sha256_of: str, stretch: bool = False, log=print) -> dict:
+    """Universal design k of a checkpoint as a page (out_pdf) and a PNG beside it; see print_pdf."""
+    out_png = png_beside(out_pdf)
+    design, which = universal_design(state, checkpoint, k, log)
+    check_aspect(width_mm, height_mm, tuple(design.shape[-2:]), stretch)
+    return print_pdf(design, width_mm, height_mm, dpi, out_pdf, out_png, sha256_text, sha256_of, note=which)

@@ -368,21 +368,38 @@ def verify_export(uri: str) -> dict:
     return card
 
 
+@dataclass
+class Source:
+    """A checkpoint read from an export (verified) or a run (its latest good checkpoint)."""
+
+    state: dict
+    checkpoint: storage.Location
+    card_sha256: str | None  # the export's model_card.json sha256; None when the source is a run
+
+
+def open_source(source: str, log=print) -> Source:
+    """The one reader of `--from`: an export folder (verified against SHA256SUMS first) or a run URI."""
+    from maskgan import assembly
+
+    loc = storage.resolve(source)
+    if storage.exists(loc.join(CARD)) or storage.exists(loc.join(SUMS)) or storage.exists(loc.join(STATE)):
+        verify_export(source)  # SHA256SUMS covers model_card.json: its bytes below are the verified ones
+        ckpt = loc.join("checkpoint")
+        return Source(assembly.read_checkpoint(ckpt), ckpt, sha256(storage.read_bytes(loc.join(CARD))))
+    if storage.exists(loc) and assembly.list_checkpoints(loc):
+        state, ckpt = assembly.latest_checkpoint(loc, log=log)
+        return Source(state, ckpt, None)
+    raise ExportError(f"{loc.uri}: neither an export (no {CARD}) nor a run with checkpoints")
+
+
 def sample(source: str, n: int = 16, out: str = "designs.png", seed: int = 0, log=print) -> str:
     """Write a PNG grid of n new designs from an export (verified first) or a run's latest checkpoint."""
     from maskgan import assembly
 
     if n < 1:
         raise ExportError(f"--n: must be >= 1, got {n}")
-    loc = storage.resolve(source)
-    if storage.exists(loc.join(CARD)) or storage.exists(loc.join(SUMS)) or storage.exists(loc.join(STATE)):
-        verify_export(source)
-        ckpt = loc.join("checkpoint")
-        state = assembly.read_checkpoint(ckpt)
-    elif storage.exists(loc) and assembly.list_checkpoints(loc):
-        state, ckpt = assembly.latest_checkpoint(loc, log=log)
-    else:
-        raise ExportError(f"{loc.uri}: neither an export (no {CARD}) nor a run with checkpoints")
+    src = open_source(source, log=log)
+    state, ckpt = src.state, src.checkpoint
     generator = assembly.generator_from_checkpoint(state, ckpt.uri)
     png = design_grid(generator, state["arch"]["latent_dim"], n, seed=seed)
     storage.write_bytes(storage.resolve(out), png)

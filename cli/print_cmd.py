@@ -1,0 +1,29 @@
+"""`maskgan print`: universal design K of an export or a run as a page at physical size, and a PNG beside it."""
+
+from __future__ import annotations
+
+from cli.args import DPI_RANGE, PRINT_MM_RANGE
+
+
+def print_design(a) -> None:
+    from data_loader import ranges
+    from maskgan import printing
+    from tune import export
+
+    ranges.check("--width-mm", a.width_mm, PRINT_MM_RANGE)
+    ranges.check("--height-mm", a.height_mm, PRINT_MM_RANGE)
+    ranges.check("--dpi", a.dpi, DPI_RANGE, integer=True)
+    printing.png_beside(a.out)  # refuse a bad --out before loading anything
+    src = export.open_source(a.source)
+    if src.card_sha256 is not None:
+        sha, of = src.card_sha256, "model card"
+    else:  # a run that was never exported: name the checkpoint's weights instead, and say so on the page
+        from maskgan import assembly
+
+        # meta.json's sha256 of state.pt, which read_checkpoint just verified against the bytes it loaded
+        sha, of = assembly.read_meta(src.checkpoint)["sha256"], "checkpoint state.pt (no export)"
+    out = printing.print_universal(src.state, src.checkpoint, a.design, a.width_mm, a.height_mm, a.dpi, a.out,
+                                   sha, of, stretch=a.stretch)
+    w, h = out["pixels"]
+    print(f"wrote {out['pdf']} ({a.width_mm:g} x {a.height_mm:g} mm, {w} x {h} px at {a.dpi} dpi) and {out['png']}: "
+          f"universal design {a.design} of {src.checkpoint.uri}; {of} sha256 {sha}")
