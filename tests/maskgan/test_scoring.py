@@ -117,11 +117,10 @@ def test_a_design_scored_from_its_png_scores_as_the_in_memory_design(assets, tmp
     from maskgan import assembly, config
 
     cfg = config.debug_cpu(str(assets))
-    rec = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu")
-    proj = assembly.load_projector(cfg.model.projector, "cpu")
-    feats, _ = assembly.gallery(cfg, rec.trunk, "cpu")
+    parts = assembly.build(cfg, "cpu")
+    rec, proj = parts.recognizer, parts.projector
     with torch.no_grad():
-        gallery_emb = rec.head(feats)
+        gallery_emb = rec.head(parts.gallery_feats)
     gen = assembly.generator_from_arch(assembly.arch(cfg, 128)).eval()
     models = dict(trunk=rec.trunk, head=rec.head, projector=proj, generator=gen, latent_dim=cfg.model.latent_dim,
                   gallery_emb=gallery_emb, device="cpu")
