@@ -11,7 +11,7 @@ import math
 CSP = "default-src 'self' 'unsafe-inline' data:"
 
 STYLE = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1150px;color:#1d1d1f;padding:0 16px}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1360px;color:#1d1d1f;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:3px}
 h3{font-size:14px;margin:14px 0 6px}.note{color:#555}.warn{background:#fff4d6;border:1px solid #e6c35c;padding:6px 10px}
 table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
@@ -21,7 +21,7 @@ th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
 .pix{image-rendering:pixelated}.gallery{display:flex;flex-wrap:wrap;gap:14px}
 figure{margin:0;border:1px solid #e2e2e2;padding:8px;border-radius:4px}figcaption{font-size:12px;color:#444;max-width:420px}
 figure.best{border-color:#2a7;box-shadow:0 0 0 2px #2a74}pre{background:#f7f7f9;padding:8px;overflow:auto;font-size:12px}
-img.thumb{width:64px;height:64px}.curves img{max-width:100%;border:1px solid #eee}
+div.scroll{overflow-x:auto}img.thumb{width:64px;height:64px}.curves img{max-width:100%;border:1px solid #eee}
 """
 
 # Click a header to sort by it (numbers by value via data-v, text otherwise; again to reverse).
@@ -92,7 +92,8 @@ def table(head: list[str], rows: list[list[str]], sortable: bool = False, attrs:
     cls = ' class="sortable"' if sortable else ""
     ths = "".join(f"<th>{esc(h)}</th>" for h in head)
     trs = "\n".join("<tr>" + "".join(r) + "</tr>" for r in rows)
-    return f"<table{cls}{attrs}><thead><tr>{ths}</tr></thead><tbody>\n{trs}\n</tbody></table>"
+    return (f'<div class="scroll"><table{cls}{attrs}><thead><tr>{ths}</tr></thead><tbody>\n{trs}\n'
+            "</tbody></table></div>")
 
 
 def slider(frames: list[tuple[str, str]], width: int, alt: str) -> str:

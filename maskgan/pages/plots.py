@@ -12,6 +12,7 @@ def curves_png(series: dict[str, list[tuple[float, float]]], title: str, ylabel:
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(width_in, height_in), dpi=100)
     ax = fig.add_subplot()
@@ -21,6 +22,7 @@ def curves_png(series: dict[str, list[tuple[float, float]]], title: str, ylabel:
             ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.4, label=name)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("epochs completed", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if ylabel:
         ax.set_ylabel(ylabel, fontsize=9)
     ax.tick_params(labelsize=8)

@@ -5,12 +5,10 @@ JavaScript on. Skipped when chromium is absent, except in CI (CI=true), where th
 from __future__ import annotations
 
 import os
-import shutil
-
 import pytest
 import torch
 
-from maskgan.pages import browser
+from maskgan.pages import browser, screenshot
 
 SHOTS = os.environ.get("MASKGAN_SCREENSHOT_DIR")  # `make screenshots`: the README's images
 
@@ -21,7 +19,7 @@ def chromium():
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is required in CI (make system-packages installs Debian's chromium)")
         pytest.skip("chromium not installed")
-    with browser.Chromium(width=1200, height=900) as b:
+    with browser.Chromium(width=screenshot.README_WIDTH, height=900) as b:
         yield b
 
 
@@ -83,9 +81,8 @@ def test_report_page_shows_designs_tables_and_curves_with_nothing_from_outside_i
     shot = visit.screenshot()
     (tmp_path / "report.png").write_bytes(shot)
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
-    if SHOTS:
-        visit.evaluate("document.getElementById('epoch-slider').value = 2; "
-                       "document.getElementById('epoch-slider').dispatchEvent(new Event('input'))")
-        os.makedirs(SHOTS, exist_ok=True)
-        shutil.copy(tmp_path / "report.png", os.path.join(SHOTS, "report_page.png"))
+    if SHOTS:  # the README's figure: the last epoch's frame, the top of the page
+        visit.evaluate("const r = document.getElementById('epoch-slider'); r.value = r.max; "
+                       "r.dispatchEvent(new Event('input'))")
+        screenshot.save_readme_png(visit, os.path.join(SHOTS, "report_page.png"))
     visit.close()
