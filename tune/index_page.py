@@ -45,7 +45,8 @@ def write_index_page(loc: storage.Location, rows: list[dict], space: Space, runs
         name = (f'<a href="{esc(link)}">{esc(tid)}</a>' if storage.exists(run.join(RUN_PAGE)) else esc(tid))
         thumb = ""
         if storage.exists(run.join("designs/best.png")):
-            thumb = f'<img class="pix thumb" src="{esc(runs_rel)}/{esc(tid)}/designs/best.png" alt="best design of {esc(tid)}">'
+            thumb = (f'<img class="pix thumb" src="{esc(runs_rel)}/{esc(tid)}/designs/best.png" '
+                     f'alt="best design of {esc(tid)}">')
         guard = row.get("guard_ok")
         cells = [f"<td>{name}</td>", f"<td>{thumb}</td>", cell(esc(row["status"])),
                  *[cell(number(row.get(k)), row.get(k)) for k in axes],

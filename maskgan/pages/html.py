@@ -11,26 +11,32 @@ import math
 CSP = "default-src 'self' 'unsafe-inline' data:"
 
 STYLE = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1360px;color:#1d1d1f;padding:0 16px}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1360px;color:#1d1d1f;
+  padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:3px}
-h3{font-size:14px;margin:14px 0 6px}.note{color:#555}.warn{background:#fff4d6;border:1px solid #e6c35c;padding:6px 10px}
-table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
+h3{font-size:14px;margin:14px 0 6px}.note{color:#555}
+.warn{background:#fff4d6;border:1px solid #e6c35c;padding:6px 10px}
+table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
 th{background:#f4f4f6;position:sticky;top:0}td:first-child,th:first-child{text-align:left}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:hover{background:#e6e6ee}
 th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
 .pix{image-rendering:pixelated}.gallery{display:flex;flex-wrap:wrap;gap:14px}
-figure{margin:0;border:1px solid #e2e2e2;padding:8px;border-radius:4px}figcaption{font-size:12px;color:#444;max-width:420px}
-figure.best{border-color:#2a7;box-shadow:0 0 0 2px #2a74}pre{background:#f7f7f9;padding:8px;overflow:auto;font-size:12px}
-div.scroll{overflow-x:auto}img.thumb{width:64px;height:64px}.curves img{max-width:100%;border:1px solid #eee}
+figure{margin:0;border:1px solid #e2e2e2;padding:8px;border-radius:4px}
+figcaption{font-size:12px;color:#444;max-width:420px}figure.best{border-color:#2a7;box-shadow:0 0 0 2px #2a74}
+pre{background:#f7f7f9;padding:8px;overflow:auto;font-size:12px}div.scroll{overflow-x:auto}
+img.thumb{width:64px;height:64px}.curves img{max-width:100%;border:1px solid #eee}
 """
 
 # Click a header to sort by it (numbers by value via data-v, text otherwise; again to reverse).
 SORT_JS = """
 document.querySelectorAll('table.sortable').forEach(function(t){
   t.querySelectorAll('th').forEach(function(th,i){th.addEventListener('click',function(){
-    var asc=!th.classList.contains('asc');t.querySelectorAll('th').forEach(function(h){h.classList.remove('asc','desc')});
+    var asc=!th.classList.contains('asc');
+    t.querySelectorAll('th').forEach(function(h){h.classList.remove('asc','desc')});
     th.classList.add(asc?'asc':'desc');var b=t.tBodies[0],rows=Array.from(b.rows);
-    function key(r){var c=r.cells[i],v=c.getAttribute('data-v');return v===null?c.textContent:(v===''?null:parseFloat(v))}
+    function key(r){var c=r.cells[i],v=c.getAttribute('data-v');
+      return v===null?c.textContent:(v===''?null:parseFloat(v))}
     rows.sort(function(a,c){var x=key(a),y=key(c);if(x===null)return 1;if(y===null)return -1;
       var d=(typeof x==='number'&&typeof y==='number')?x-y:String(x).localeCompare(String(y));return asc?d:-d});
     rows.forEach(function(r){b.appendChild(r)})})})});

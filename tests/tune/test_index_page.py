@@ -74,7 +74,8 @@ def check_index(chromium, folder, tmp_path, shot_name: str, readme_png: str | No
     links = visit.evaluate("[...document.querySelectorAll('#trials a')].map(a => a.getAttribute('href'))")
     assert links == [f"runs/{t}/report.html" for t in sorted(OBJECTIVES)]
     assert all(os.path.exists(os.path.join(folder, link)) for link in links)
-    column = visit.evaluate("[...document.querySelectorAll('#trials th')].findIndex(th => th.textContent === 'objective')")
+    column = visit.evaluate("[...document.querySelectorAll('#trials th')]"
+                            ".findIndex(th => th.textContent === 'objective')")
     assert column >= 0
     order = f"[...document.querySelectorAll('#trials tbody tr')].map(r => r.cells[0].textContent)"
     click = f"document.querySelectorAll('#trials th')[{column}].click()"
@@ -109,3 +110,22 @@ def test_index_page_written_to_a_bucket_works_from_a_copy_of_the_prefix(bucket, 
         (copy / rel).parent.mkdir(parents=True, exist_ok=True)
         (copy / rel).write_bytes(storage.read_bytes(loc.join(rel)))
     check_index(chromium, str(copy), tmp_path, "index_from_bucket.png")
+
+
+def test_every_link_and_image_of_the_index_page_is_relative_to_its_folder(tmp_path):
+    """Without a browser too: a page that names an absolute path or a host would break from a bucket copy."""
+    from html.parser import HTMLParser
+
+    loc = storage.resolve(str(tmp_path / "sweeps" / "fake"))
+    space, rows, runs = fake_sweep(loc)
+    page = write_index_page(loc, rows, space, runs)
+    targets = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            targets.extend(v for k, v in attrs if k in ("src", "href"))
+
+    Links().feed(storage.read_text(page))
+    assert len(targets) >= 3 + 3 + 3  # thumbnails, report links, curves
+    assert [t for t in targets if ":" in t or t.startswith("/") or ".." in t] == []
+    assert all(storage.exists(loc.join(t)) for t in targets if t != "sweep.json" and not t.startswith("results"))
