@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # CPU torch by default; GPU users install their CUDA torch into .venv first (see README) and keep it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test test-faults bench clean system-packages
+.PHONY: venv demo test test-faults bench clean system-packages screenshots
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,14 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/maskgan demo
 
-# System packages the tests drive for real: a Prometheus server (Debian `prometheus`, the cluster tests) and
-# poppler-utils (pdfinfo/pdfimages, the print tests). Installed here when missing (as root, or through passwordless
-# sudo). Where they cannot be installed those tests skip, except in CI (CI=true): there they fail, and so does this.
+# System packages the tests drive for real: a Prometheus server (Debian `prometheus`, the cluster tests),
+# poppler-utils (pdfinfo/pdfimages, the print tests) and chromium (the results-page tests open report.html and
+# index.html in it). Installed here when missing (as root, or through passwordless sudo). Where they cannot be
+# installed those tests skip, except in CI (CI=true): there they fail, and so does this.
 system-packages:
 	@command -v pdfinfo >/dev/null 2>&1 || PKGS="poppler-utils"; \
 	command -v prometheus >/dev/null 2>&1 || PKGS="$$PKGS prometheus"; \
+	command -v chromium >/dev/null 2>&1 || PKGS="$$PKGS chromium"; \
 	[ -z "$$PKGS" ] || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=no; fi; \
 	  if [ "$$SUDO" != no ] && command -v apt-get >/dev/null 2>&1; then \
@@ -40,6 +42,12 @@ system-packages:
 
 test: venv system-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The README's screenshots of report.html and index.html (docs/img/): the page tests, which build a tiny run and a
+# fake sweep and open them in headless Chromium, save the top of each page there.
+screenshots: venv system-packages
+	MASKGAN_SCREENSHOT_DIR=docs/img $(BIN)/python -m pytest -q -p no:cacheprovider tests/maskgan/test_pages.py \
+	  tests/tune/test_index_page.py
 
 test-faults: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults

@@ -187,7 +187,7 @@ def score_design(root: storage.Location, split: str, design: torch.Tensor, seed:
 
 
 def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int = UNIVERSAL_K) -> dict:
-    """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png."""
+    """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png, report.html."""
     run = storage.resolve(run_uri)
     state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
     cfg = assembly.config_of(state)
@@ -244,6 +244,9 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
     storage.write_text(run.join("report.json"), json.dumps(report, indent=1, sort_keys=True))
     storage.write_text(run.join("report.md"), report_markdown(report))
     storage.write_bytes(run.join("designs.png"), designs_png(root, models, seed=cfg.train.seed))
+    from maskgan.pages.run_page import write_report_page  # here, not at the top: the page module imports this one
+
+    write_report_page(run, report, log=log)
     return report
 
 

@@ -15,7 +15,8 @@ A search space file (tune/spaces/*.yaml) is a base RunConfig plus axes keyed by 
 
 Layout of a sweep folder `{storage}/{name}/`: Tune's own state (experiment_state-*.json, tuner.pkl, one
 `trial_{id}` folder per trial), `sweep.json` (the resolved space), `runs/{trial_id}/` (each trial's train run:
-checkpoints, guard.json, report.json/md, designs.png) and `results.csv`, `results.md`, `paper_table.md`.
+checkpoints, guard.json, report.json/md/html, designs.png) and `results.csv`, `results.md`, `paper_table.md`,
+`index.html` (tune/index_page.py: the trials table, thumbnails, overlaid curves, links to each report.html).
 Trial ids are Tune's, kept across `--resume`, so a restarted trial continues its own run folder.
 
 Scheduling metric: `objective` = `acc/val/generated` (lower is better) while the recogniser still recognises
@@ -39,7 +40,7 @@ from data_loader import storage
 from maskgan import config as mconfig
 from maskgan.config import RunConfig
 from maskgan.provenance import code_version
-from tune import results, schedulers
+from tune import index_page, results, schedulers
 from tune.guard import METRIC
 from tune.space import Space, SweepError, load_space, param_space, parse_space
 from tune.trial import TRIAL_RESOURCES, trial
@@ -115,6 +116,7 @@ def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, s
     grid = tuner.fit()
     rows = results.collect(grid, space, runs, log=log)
     results.write_tables(loc, rows, space)
+    index_page.write_index_page(loc, rows, space, runs)
     log(f"results: {loc.join('results.md').uri} ({len(rows)} trials)")
     return {"sweep": loc.uri, "rows": rows}
 

@@ -1,0 +1,88 @@
+"""report.html in a real headless Chromium: a tiny run (three checkpoints saved from freshly built models, no Ray)
+evaluated by `maskgan evaluate`'s own function, which writes the page; then opened from its folder with
+JavaScript on. Skipped when chromium is absent, except in CI (CI=true), where that is a failure."""
+
+from __future__ import annotations
+
+import os
+import pytest
+import torch
+
+from maskgan.pages import browser, screenshot
+
+SHOTS = os.environ.get("MASKGAN_SCREENSHOT_DIR")  # `make screenshots`: the README's images
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if browser.find_chromium() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is required in CI (make system-packages installs Debian's chromium)")
+        pytest.skip("chromium not installed")
+    with browser.Chromium(width=screenshot.README_WIDTH, height=900) as b:
+        yield b
+
+
+def tiny_run(cfg, run_dir, epochs: int = 3):
+    """Checkpoints of `epochs` epochs written by the one save function; the generator moves between them."""
+    from data_loader import storage
+    from maskgan import assembly
+    from maskgan.objective import make_optimizers
+
+    size = assembly.image_size(assembly.data_root(cfg))
+    rec = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu")
+    torch.manual_seed(0)
+    gen = assembly.generator_from_arch(assembly.arch(cfg, size))
+    opts = make_optimizers(gen, rec.head, cfg.objective)
+    for epoch in range(epochs):
+        with torch.no_grad():
+            for p in gen.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+        folder = run_dir / f"checkpoint_{epoch:06d}"
+        folder.mkdir(parents=True)
+        metrics = {"epoch": epoch, "train/gen_ce": 1.0 + 0.4 * epoch, "train/head_loss": 2.0 - 0.3 * epoch,
+                   "acc/val/generated": 0.5 - 0.1 * epoch, "acc/val/unmasked": 0.8, "train/images_per_s": 9.0}
+        assembly.save_checkpoint(str(folder), cfg=cfg, size=size, epoch=epoch, generator=gen, head=rec.head,
+                                 g_opt=opts.generator, h_opt=opts.head, metrics=metrics)
+    return storage.resolve(str(run_dir))
+
+
+def test_report_page_shows_designs_tables_and_curves_with_nothing_from_outside_its_folder(small_cfg, tmp_path,
+                                                                                          chromium):
+    from maskgan import evaluate
+
+    run = tiny_run(small_cfg, tmp_path / "runs" / "t")
+    report = evaluate.evaluate_run(run.uri, log=lambda *_: None, universal_k=3)
+    page = tmp_path / "runs" / "t" / "report.html"
+    assert page.exists() and (page.parent / "report.md").exists()
+    assert sorted(p.name for p in (page.parent / "designs").glob("epoch_*.png")) == \
+        ["epoch_1.png", "epoch_2.png", "epoch_3.png"]
+
+    visit = chromium.open(page.as_uri())
+    assert visit.console_errors == []
+    assert browser.outside(visit.requests, str(page.parent)) == []
+    assert visit.evaluate(browser.BROKEN_IMAGES_JS) == []
+    srcs = visit.evaluate("[...document.images].map(i => i.getAttribute('src'))")
+    assert sum(s.startswith("designs/universal_") and s.endswith("_faces.png") for s in srcs) == 3
+    assert {"curves/losses.png", "curves/val.png"} <= set(srcs)
+    text = visit.evaluate("document.body.innerText")
+    for row in evaluate.ROWS:
+        assert row in text
+    assert f"{report['accuracy']['generated']['test']:.1%}" in text  # the table shows the report's numbers
+    assert "checkpoint sha256" in text and "latent_dim" in text  # provenance and config
+
+    # the slider steps back through the epochs: the shown frame changes and still loads
+    last = visit.evaluate("document.getElementById('epoch-frame').getAttribute('src')")
+    assert last == "designs/epoch_3.png"
+    shown = visit.evaluate("""new Promise(done => { const r = document.getElementById('epoch-slider'),
+        img = document.getElementById('epoch-frame'); r.value = 0; r.dispatchEvent(new Event('input'));
+        img.decode().then(() => done([img.getAttribute('src'), img.naturalWidth])); })""")
+    assert shown[0] == "designs/epoch_1.png" and shown[1] > 0
+    shot = visit.screenshot()
+    (tmp_path / "report.png").write_bytes(shot)
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+    if SHOTS:  # the README's figure: the last epoch's frame, the top of the page
+        visit.evaluate("const r = document.getElementById('epoch-slider'); r.value = r.max; "
+                       "r.dispatchEvent(new Event('input'))")
+        screenshot.save_readme_png(visit, os.path.join(SHOTS, "report_page.png"))
+    visit.close()
