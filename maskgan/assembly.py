@@ -158,7 +158,7 @@ def read_checkpoint(loc: storage.Location) -> dict:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{state_loc.uri}: refused ({str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{state_loc.uri}: refused ({weights.why_not_loaded(e, data)})") from None
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{state_loc.uri}: not a maskgan checkpoint")
     return state
