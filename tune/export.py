@@ -1,4 +1,4 @@
-"""Export the best checkpoint of a run or a sweep to object storage, and sample designs from an export.
+"""Export the best checkpoint of a run or a sweep to object storage (`maskgan sample` reads it: tune/sample.py).
 
 An export folder (s3://bucket/prefix or a local directory) holds:
 
@@ -129,7 +129,8 @@ def best_checkpoint(run_uri: str, metric: str = "acc/val/generated", log=print) 
 # ---- what an export holds ----------------------------------------------------------------------------------
 
 
-def design_grid(generator, latent_dim: int, n: int, seed: int = 0, fmt: str = "PNG", where: str = "generator") -> bytes:
+def design_grid(generator, latent_dim: int, n: int, seed: int = 0, fmt: str = "PNG",
+                where: str = "generator") -> bytes:
     """n designs from the generator (seeded latents) in a near-square grid, encoded as `fmt`. Designs that are
     non-finite or all black come from a broken generator: refused (ExportError naming `where`), never written."""
     import numpy as np

@@ -79,5 +79,6 @@ def test_permanent_errors_are_not_retried_and_nested_calls_retry_once(tmp_path):
 
 def test_the_retry_budget_variable_is_checked(monkeypatch):
     monkeypatch.setenv("MASKGAN_STORAGE_RETRY_S", "soon")
-    with pytest.raises(ranges.RangeError, match=r"MASKGAN_STORAGE_RETRY_S: must be a finite number in \[0, 86400\], got 'soon'"):
+    with pytest.raises(ranges.RangeError,
+                       match=r"MASKGAN_STORAGE_RETRY_S: must be a finite number in \[0, 86400\], got 'soon'"):
         storage.retry_budget_s()
