@@ -127,3 +127,12 @@ def test_sample_refuses_an_unknown_extension_before_reading_anything(cli_error, 
     line = cli_error("sample", "--from", tmp_path / "nowhere", "--out", tmp_path / "d.gif")
     assert line == (f"maskgan: error: {tmp_path / 'd.gif'}: unknown image extension '.gif' "
                     "(use .jpeg, .jpg, .png, .webp)")
+
+
+def test_evaluate_counts_epochs_from_one_like_sample(tmp_path):
+    """Before: the checkpoint saved after the first epoch was "epoch 0" in `evaluate` and "epoch 1" in `sample`."""
+    from maskgan import report
+
+    md = report.report_markdown({"experiment": "exp1", "generator": "fc3", "epoch": 0, "illustrative_only": False,
+                                 "gallery_size": 4, "chance": 0.25, "accuracy": {}})
+    assert md.splitlines()[0] == "# maskgan report: exp1 / fc3 (epoch 1)"
