@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from data_loader import ranges
+
 EPILOG = "Storage URIs are local directories or s3://bucket/prefix (credentials from the usual AWS_* variables)."
 EXPERIMENTS = ["exp0", "exp1", "exp2", "exp3"]
 GENERATORS = ["fc3", "fc_deep", "conv"]
@@ -14,8 +16,34 @@ PRINT_MM_RANGE = "[10, 500]"  # a mask panel is ~180 x 90 mm; 500 mm at 600 dpi 
 DPI_RANGE = "[72, 600]"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the house's one-line errors: `maskgan: error: argument --size: must be ...`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"maskgan: error: {message} (see `{self.prog} --help`)\n")
+
+
+def ranged(kind: type, interval: str):
+    """An argparse `type` for a number in `interval` (written as in data_loader/ranges.py: "[1, 100000]"); the
+    message is the one the library's own check gives, so the CLI and library callers read the same."""
+    integer = kind is int
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = text  # not a number at all: reported with the range below
+        wrong = ranges.problem(value, interval, integer)
+        if wrong is not None:
+            raise argparse.ArgumentTypeError(wrong)
+        return value
+
+    convert.__name__ = f"{kind.__name__} in {interval}"
+    return convert
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="maskgan", description="Design facemasks that defeat face recognition (GAN on Ray).",
+    p = Parser(prog="maskgan", description="Design facemasks that defeat face recognition (GAN on Ray).",
                                 epilog=EPILOG)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _demo(sub)
@@ -48,10 +76,11 @@ def _leaf(sub, name: str, help: str, command: str | None = None) -> argparse.Arg
 
 
 def _demo(sub) -> None:
-    d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 3 minutes)")
+    d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 4 minutes)")
     d.add_argument("--out", default="demo_out", help="folder for data, weights and runs (default: demo_out)")
-    d.add_argument("--identities", type=int, default=40, help="synthetic identities (default: 40)")
-    d.add_argument("--epochs", type=int, default=8, help="GAN epochs (default: 8)")
+    d.add_argument("--identities", type=ranged(int, "[2, 1000000]"), default=40,
+                   help="synthetic identities (default: 40)")
+    d.add_argument("--epochs", type=ranged(int, "[1, 100000]"), default=8, help="GAN epochs (default: 8)")
     d.add_argument("--experiment", default="exp1", choices=EXPERIMENTS,
                    help="what the recogniser's head fine-tunes on: exp0 nothing, exp1 generated-mask faces, exp2 + unmasked "
                         "faces, exp3 + original-mask faces (default: exp1)")
@@ -60,13 +89,15 @@ def _demo(sub) -> None:
 
 def _data_synth(data) -> None:
     s = _leaf(data, "synth", "write a synthetic face dataset in the shard format", "data synth")
-    s.add_argument("--identities", type=int, required=True, help="number of identities")
-    s.add_argument("--images-per-identity", type=int, required=True, help="probe photos per identity")
-    s.add_argument("--adapt-per-identity", type=int, default=4,
+    s.add_argument("--identities", type=ranged(int, "[2, 1000000]"), required=True, help="number of identities")
+    s.add_argument("--images-per-identity", type=ranged(int, "[1, 10000]"), required=True,
+                   help="probe photos per identity")
+    s.add_argument("--adapt-per-identity", type=ranged(int, "[0, 10000]"), default=4,
                    help="extra photos per identity for `recognizer adapt` (default: 4)")
     s.add_argument("--out", required=True, help="output URI (local dir or s3://bucket/prefix)")
-    s.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same faces (default: 0)")
-    s.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
+    s.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0,
+                   help="random seed: the same seed writes the same faces (default: 0)")
+    s.add_argument("--size", type=ranged(int, "[32, 1024]"), default=128, help="image size in pixels (default: 128)")
 
 
 def _data_prepare(data) -> None:
@@ -75,9 +106,10 @@ def _data_prepare(data) -> None:
     pr.add_argument("--ffhq", required=True, help="FFHQ images URI (NNNNN.png, flat or in thousand-folders)")
     pr.add_argument("--maskedfacenet", required=True, help="MaskedFace-Net URI (NNNNN_Mask*.jpg, flat or in folders)")
     pr.add_argument("--out", required=True, help="output URI for shards + manifest")
-    pr.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
-    pr.add_argument("--shard-size", type=int, default=1024, help="rows per shard (default: 1024)")
-    pr.add_argument("--max-bad-fraction", type=float, default=0.01,
+    pr.add_argument("--size", type=ranged(int, "[32, 1024]"), default=128, help="image size in pixels (default: 128)")
+    pr.add_argument("--shard-size", type=ranged(int, "[1, 1000000]"), default=1024,
+                    help="rows per shard (default: 1024)")
+    pr.add_argument("--max-bad-fraction", type=ranged(float, "[0, 1]"), default=0.01,
                     help="fail when more than this fraction of inputs is unusable (default: 0.01)")
     pr.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
 
@@ -86,8 +118,9 @@ def _projector(pj) -> None:
     pt = _leaf(pj, "train", "fit the projector to alpha labels; prints held-out IoU", "projector train")
     pt.add_argument("--data", required=True, help="prepared dataset URI")
     pt.add_argument("--out", required=True, help="where to write the projector checkpoint (path or s3://)")
-    pt.add_argument("--epochs", type=int, default=10, help="passes over the training images (default: 10)")
-    pt.add_argument("--max-images", type=int, default=2000,
+    pt.add_argument("--epochs", type=ranged(int, "[1, 100000]"), default=10,
+                    help="passes over the training images (default: 10)")
+    pt.add_argument("--max-images", type=ranged(int, "[1, 10000000]"), default=2000,
                     help="use at most this many training images (default: 2000)")
 
 
@@ -96,7 +129,8 @@ def _recognizer(rc) -> None:
     ra.add_argument("--data", required=True, help="dataset URI with an 'adapt' set (synthetic data)")
     ra.add_argument("--out", required=True, help="where to write the adapted weights (path or s3://)")
     ra.add_argument("--base", default="random", help="starting weights: random, vggface2, casia-webface, path, s3://")
-    ra.add_argument("--steps", type=int, default=300, help="optimiser steps on the head (default: 300)")
+    ra.add_argument("--steps", type=ranged(int, "[1, 1000000]"), default=300,
+                    help="optimiser steps on the head (default: 300)")
 
 
 def _train(sub) -> None:
@@ -114,7 +148,8 @@ def _tune(sub) -> None:
     tu = _leaf(sub, "tune", "Ray Tune sweep over experiments and generator architectures")
     tu.add_argument("--space", required=True, help="search space YAML (see tune/spaces/)")
     tu.add_argument("--storage", default=None, help="where the sweep lives (default: the space's base storage)")
-    tu.add_argument("--num-samples", type=int, default=1, help="samples per grid point (default: 1)")
+    tu.add_argument("--num-samples", type=ranged(int, "[1, 100000]"), default=1,
+                    help="samples per grid point (default: 1)")
     tu.add_argument("--scheduler", choices=["asha", "pbt", "none"], default="asha",
                     help="asha (default): stop weak trials early; pbt: clone strong trials' checkpoints into weak "
                          "ones with mutated learning rates and lambda (the space's pbt: section); none: run all")
@@ -131,7 +166,7 @@ def _export(sub) -> None:
 def _sample(sub) -> None:
     sa = _leaf(sub, "sample", "sample new designs from an exported model (or a run)")
     sa.add_argument("--from", dest="source", required=True, help="export URI (s3://bucket/prefix) or run URI")
-    sa.add_argument("--n", type=int, default=16, help="number of designs (default: 16)")
+    sa.add_argument("--n", type=ranged(int, "[1, 1024]"), default=16, help="number of designs (default: 16)")
     sa.add_argument("--out", required=True, help="PNG file to write")
 
 

@@ -70,9 +70,9 @@ def export(a) -> None:
 
 
 def sample(a) -> None:
-    from tune import export
+    from tune import sample
 
-    export.sample(a.source, n=a.n, out=a.out)
+    sample.sample(a.source, n=a.n, out=a.out)
 
 
 def submit(a) -> int:

@@ -8,13 +8,13 @@ from cli.args import DPI_RANGE, PRINT_MM_RANGE
 def print_design(a) -> None:
     from data_loader import ranges
     from maskgan import printing
-    from tune import export
+    from tune import sample
 
     ranges.check("--width-mm", a.width_mm, PRINT_MM_RANGE)
     ranges.check("--height-mm", a.height_mm, PRINT_MM_RANGE)
     ranges.check("--dpi", a.dpi, DPI_RANGE, integer=True)
     printing.png_beside(a.out)  # refuse a bad --out before loading anything
-    src = export.open_source(a.source)
+    src = sample.open_source(a.source)
     if src.card_sha256 is not None:
         sha, of = src.card_sha256, "model card"
     else:  # a run that was never exported: name the checkpoint's weights instead, and say so on the page

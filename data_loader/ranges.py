@@ -41,11 +41,20 @@ def parse(text: str) -> Range:
     return Range(t, low, high, t[0] == "(", t[-1] == ")")
 
 
-def check(name: str, value, interval: str, integer: bool = False):
-    """value when it is a (finite) number in interval; else RangeError naming `name` and the range."""
+def problem(value, interval: str, integer: bool = False) -> str | None:
+    """None when value is a (finite) number in interval; else what is wrong ("must be an integer in [1, 10],
+    got 0"), the text every edge prints after the name (config field, argument, CLI flag)."""
     r = parse(interval)
     kind = "an integer" if integer else "a finite number"
     ok = not isinstance(value, bool) and isinstance(value, numbers.Integral if integer else numbers.Real)
     if not ok or not math.isfinite(value) or value not in r:
-        raise RangeError(f"{name}: must be {kind} in {r.text}, got {value!r}")
+        return f"must be {kind} in {r.text}, got {value!r}"
+    return None
+
+
+def check(name: str, value, interval: str, integer: bool = False):
+    """value when it is a (finite) number in interval; else RangeError naming `name` and the range."""
+    wrong = problem(value, interval, integer)
+    if wrong is not None:
+        raise RangeError(f"{name}: {wrong}")
     return value

@@ -8,7 +8,6 @@ This module never imports torch: bytes flow down, models never open files.
 
 from __future__ import annotations
 
-import errno
 import os
 import posixpath
 import uuid
@@ -18,22 +17,13 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-
-class StorageError(RuntimeError):
-    """A storage operation failed; the message names the URI, never a credential.
-
-    `transient` says whether the failure underneath was a network or service error worth retrying (decided by
-    `is_transient` on the original exception, which the message alone no longer carries)."""
-
-    user_error = True  # the CLI prints it as one line
-
-    def __init__(self, message: str, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
+# The errors and the one retry helper live in storage_errors; callers keep writing storage.StorageError etc.
+from data_loader.storage_errors import (SDK_ATTEMPTS, StorageError, first_line, is_transient,  # noqa: F401
+                                        retry_budget_s, with_retries)
 
 
 def _failed(loc: "Location", doing: str, e: BaseException) -> StorageError:
-    return StorageError(f"{loc.uri}: {doing} ({_short(e)})", transient=is_transient(e))
+    return StorageError(f"{loc.uri}: {doing} ({first_line(e)})", transient=is_transient(e))
 
 
 @dataclass(frozen=True)
@@ -65,8 +55,9 @@ def _s3_filesystem(endpoint: str | None) -> pafs.S3FileSystem:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         kwargs["region"] = region
-    # Retries with backoff: transient S3 errors must not fail a long run.
-    kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=10)
+    # A few quick silent retries per request (~2 s against a refused connection); longer outages are
+    # `with_retries`' job, which says that it is retrying and for how long (10 attempts here were ~85 s of silence).
+    kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=SDK_ATTEMPTS)
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
         kwargs["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
         kwargs["secret_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
@@ -99,6 +90,11 @@ def resolve(uri: str, endpoint: str | None = None) -> Location:
     raise StorageError(f"{uri}: unsupported scheme {parsed.scheme!r} (use a local path or s3://bucket/prefix)")
 
 
+def _retried(loc: Location, once):
+    """once() through `with_retries` for object stores; local filesystems fail (or succeed) at once."""
+    return with_retries(once) if loc.is_s3 else once()
+
+
 def exists(loc: Location) -> bool:
     return _info(loc).type != pafs.FileType.NotFound
 
@@ -108,10 +104,13 @@ def is_dir(loc: Location) -> bool:
 
 
 def _info(loc: Location) -> pafs.FileInfo:
-    try:
-        return loc.fs.get_file_info(loc.path)
-    except OSError as e:
-        raise _failed(loc, "cannot reach storage", e) from None
+    def once():
+        try:
+            return loc.fs.get_file_info(loc.path)
+        except OSError as e:
+            raise _failed(loc, "cannot reach storage", e) from None
+
+    return _retried(loc, once)
 
 
 def size(loc: Location) -> int:
@@ -122,13 +121,16 @@ def size(loc: Location) -> int:
 
 
 def read_bytes(loc: Location) -> bytes:
-    try:
-        with loc.fs.open_input_stream(loc.path) as f:
-            return f.read()
-    except FileNotFoundError:
-        raise StorageError(f"{loc.uri}: not found") from None
-    except OSError as e:
-        raise _failed(loc, "cannot read", e) from None
+    def once():
+        try:
+            with loc.fs.open_input_stream(loc.path) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise StorageError(f"{loc.uri}: not found") from None
+        except OSError as e:
+            raise _failed(loc, "cannot read", e) from None
+
+    return _retried(loc, once)
 
 
 def write_bytes(loc: Location, data: bytes) -> None:
@@ -136,11 +138,16 @@ def write_bytes(loc: Location, data: bytes) -> None:
 
     S3 objects appear whole on a successful PUT; locally we write a sibling temp file and rename it.
     """
+    if loc.is_s3:
+        def put():
+            try:
+                with loc.fs.open_output_stream(loc.path) as f:
+                    f.write(data)
+            except OSError as e:
+                raise _failed(loc, "cannot write", e) from None
+
+        return with_retries(put)
     try:
-        if loc.is_s3:
-            with loc.fs.open_output_stream(loc.path) as f:
-                f.write(data)
-            return
         parent = posixpath.dirname(loc.path)
         loc.fs.create_dir(parent, recursive=True)
         tmp = posixpath.join(parent, f".{posixpath.basename(loc.path)}.{uuid.uuid4().hex}.tmp")
@@ -155,69 +162,6 @@ def write_bytes(loc: Location, data: bytes) -> None:
         raise _failed(loc, "cannot write", e) from None
 
 
-# ---- retries: one helper for every storage error ------------------------------------------------------------
-# pyarrow (AwsStandardS3RetryStrategy) and botocore (standard mode) already retry each request ~10 times within
-# seconds; `with_retries` is the layer above them for writes that must ride out a longer outage (a checkpoint
-# or export upload), and it retries only what `is_transient` calls a network or service error.
-
-_PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG}  # beyond the OSError subclasses
-# pyarrow raises every S3 failure as a plain OSError without errno; the only structure it keeps is the AWS SDK's
-# error name in the message ("AWS Error ACCESS_DENIED during PutObject operation: ..."), so these are matched
-# as text. Anything else from S3 (NETWORK_CONNECTION, SLOW_DOWN, INTERNAL_FAILURE, ...) is worth a retry.
-_PERMANENT_AWS_ERRORS = ("AWS Error ACCESS_DENIED", "AWS Error NO_SUCH_BUCKET", "AWS Error NO_SUCH_KEY",
-                         "AWS Error RESOURCE_NOT_FOUND", "AWS Error INVALID_ACCESS_KEY_ID",
-                         "AWS Error SIGNATURE_DOES_NOT_MATCH", "AWS Error INVALID_BUCKET_NAME")
-_TRANSIENT_S3_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
-                       "Throttling", "ThrottlingException"}
-
-
-def is_transient(e: BaseException) -> bool:
-    """Worth retrying: network and service errors. Not: a full disk, a missing file, a permission, a bad path."""
-    if isinstance(e, StorageError):
-        return e.transient
-    if isinstance(e, OSError):
-        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-            return False
-        if e.errno in _PERMANENT_ERRNOS:
-            return False
-        return not any(name in str(e) for name in _PERMANENT_AWS_ERRORS)
-    if type(e).__module__.split(".")[0] in ("botocore", "boto3"):
-        return _boto_transient(e)
-    return False
-
-
-def _boto_transient(e: BaseException) -> bool:
-    from boto3.exceptions import S3UploadFailedError
-    from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
-
-    if isinstance(e, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, S3UploadFailedError)):
-        return True
-    if isinstance(e, ClientError):
-        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return status >= 500 or e.response.get("Error", {}).get("Code") in _TRANSIENT_S3_CODES
-    return False
-
-
-def with_retries(fn, what: str, attempts: int = 8, base: float = 0.5, cap: float = 15.0, log=None):
-    """Run fn(), retrying transient storage errors with capped exponential backoff (~60 s in all).
-
-    Long enough to ride out an object-store blip during a checkpoint upload; permanent errors (disk full,
-    missing, denied) surface at once.
-    """
-    import time
-
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except (StorageError, OSError) as e:
-            if attempt == attempts - 1 or not is_transient(e):
-                raise
-            delay = min(cap, base * 2 ** attempt)
-            if log:
-                log(f"{what}: {_short(e)}; retrying in {delay:.1f}s ({attempt + 1}/{attempts - 1})")
-            time.sleep(delay)
-
-
 def read_text(loc: Location) -> str:
     return read_bytes(loc).decode("utf-8")
 
@@ -228,19 +172,25 @@ def write_text(loc: Location, text: str) -> None:
 
 def delete_file(loc: Location) -> None:
     """Remove one file or object; nothing to do when it is not there."""
-    try:
-        if exists(loc):
-            loc.fs.delete_file(loc.path)
-    except OSError as e:
-        raise _failed(loc, "cannot delete", e) from None
+    def once():
+        try:
+            if exists(loc):
+                loc.fs.delete_file(loc.path)
+        except OSError as e:
+            raise _failed(loc, "cannot delete", e) from None
+
+    _retried(loc, once)
 
 
 def delete_dir(loc: Location) -> None:
-    try:
-        if exists(loc):
-            loc.fs.delete_dir(loc.path)
-    except OSError as e:
-        raise _failed(loc, "cannot delete", e) from None
+    def once():
+        try:
+            if exists(loc):
+                loc.fs.delete_dir(loc.path)
+        except OSError as e:
+            raise _failed(loc, "cannot delete", e) from None
+
+    _retried(loc, once)
 
 
 def walk_files(loc: Location, rejected: list | None = None) -> Iterator[tuple[str, int]]:
@@ -249,10 +199,7 @@ def walk_files(loc: Location, rejected: list | None = None) -> Iterator[tuple[st
     A local symbolic link that resolves outside loc is never yielded (an input tree must not reach into the
     rest of the machine); its relative path is appended to `rejected` when given, so callers can list it.
     """
-    try:
-        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
-    except OSError as e:
-        raise _failed(loc, "cannot list", e) from None
+    infos = _list(loc, recursive=True)
     base = loc.path.rstrip("/") + "/"
     local_root = os.path.realpath(loc.path) if isinstance(loc.fs, pafs.LocalFileSystem) else None
     for info in sorted(infos, key=lambda i: i.path):
@@ -281,11 +228,17 @@ def _first_link(root: str, rel: str) -> str:
 
 def list_dir(loc: Location) -> list[str]:
     """Names directly below loc (files and folders), sorted."""
-    try:
-        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=False, allow_not_found=True))
-    except OSError as e:
-        raise _failed(loc, "cannot list", e) from None
-    return sorted(i.base_name for i in infos)
+    return sorted(i.base_name for i in _list(loc, recursive=False))
+
+
+def _list(loc: Location, recursive: bool) -> list[pafs.FileInfo]:
+    def once():
+        try:
+            return loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=recursive, allow_not_found=True))
+        except OSError as e:
+            raise _failed(loc, "cannot list", e) from None
+
+    return _retried(loc, once)
 
 
 def boto3_client(endpoint: str | None = None):
@@ -296,7 +249,7 @@ def boto3_client(endpoint: str | None = None):
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url(endpoint),
-        config=Config(retries={"max_attempts": 10, "mode": "standard"}),
+        config=Config(retries={"max_attempts": SDK_ATTEMPTS, "mode": "standard"}),
     )
 
 
@@ -332,15 +285,19 @@ def stat(loc: Location) -> ObjectInfo | None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = _bucket_key(loc)
-    try:
-        head = boto3_client(loc.endpoint).head_object(Bucket=bucket, Key=key)
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise _failed(loc, "cannot reach storage", e) from None
-    except BotoCoreError as e:
-        raise _failed(loc, "cannot reach storage", e) from None
-    return ObjectInfo(int(head["ContentLength"]), (head.get("Metadata") or {}).get("sha256"))
+
+    def once():
+        try:
+            head = boto3_client(loc.endpoint).head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise _failed(loc, "cannot reach storage", e) from None
+        except BotoCoreError as e:
+            raise _failed(loc, "cannot reach storage", e) from None
+        return ObjectInfo(int(head["ContentLength"]), (head.get("Metadata") or {}).get("sha256"))
+
+    return with_retries(once)
 
 
 def upload(loc: Location, data: bytes, multipart: Multipart = Multipart(), log=None) -> None:
@@ -369,8 +326,3 @@ def upload(loc: Location, data: bytes, multipart: Multipart = Multipart(), log=N
             raise _failed(loc, "cannot upload", e) from None
 
     with_retries(put, f"upload {loc.uri}", log=log)
-
-
-def _short(e: BaseException) -> str:
-    # pyarrow's messages can be long; the first line says what happened. They carry no credentials.
-    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__

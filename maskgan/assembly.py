@@ -194,7 +194,7 @@ def read_checkpoint(loc: storage.Location) -> dict:
         state = weights.load_torch(state_loc.uri, "checkpoint", data=data)
     except weights.WeightsError as e:
         raise CheckpointError(f"{state_loc.uri}: refused ({e.reason})") from None
-    if state.get("format") != CKPT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{state_loc.uri}: not a maskgan checkpoint")
     return state
 

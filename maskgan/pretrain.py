@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from data_loader import ranges, shards, storage
+from data_loader.progress import Progress
 from maskgan import assembly
 from maskgan.models import weights
 from maskgan.models.projector import Projector
@@ -92,11 +93,17 @@ def adapt_recognizer(data_uri: str, out_uri: str, *, base: str = "random", steps
     device = torch.device("cpu")
     rec = assembly.load_recognizer(base, device, endpoint)
     feats, labels = [], []
+    extracting = Progress("adapt: trunk features", int(manifest["sets"]["adapt"]["rows"]), "photos", log=log)
+    done = 0
     for batch in shards.iter_set(root, "adapt", columns=["label", "size", "masked", "unmasked"]):
-        for key in ("unmasked", "masked"):
-            feats.append(trunk_features(rec.trunk, to_float_images(torch.from_numpy(batch[key]))))
-            labels.append(torch.from_numpy(batch["label"].astype(np.int64)))
+        for i in range(0, len(batch["label"]), 32):  # a shard is ~1 s a photo on a busy CPU: report as we go
+            for key in ("unmasked", "masked"):
+                feats.append(trunk_features(rec.trunk, to_float_images(torch.from_numpy(batch[key][i:i + 32]))))
+                labels.append(torch.from_numpy(batch["label"][i:i + 32].astype(np.int64)))
+            done += len(batch["label"][i:i + 32])
+            extracting.update(done)
     feats_t, labels_t = torch.cat(feats), torch.cat(labels)
+    log(f"adapt: trunk features of the gallery ({manifest['sets']['gallery']['rows']} photos) ...")
     gallery_feats = assembly.gallery(root, rec.trunk, device)[0]
     log(f"adapting recogniser head on {len(feats_t)} photos of {len(gallery_feats)} identities ...")
 
@@ -105,14 +112,14 @@ def adapt_recognizer(data_uri: str, out_uri: str, *, base: str = "random", steps
     n = len(feats_t)
     head.train()
     opt = torch.optim.Adam(head.parameters(), lr=lr)
+    stepping = Progress("adapt", steps, "steps", log=log)
     for step in range(steps):
         emb = head(both)  # one forward: probes and gallery share the batch statistics
         loss = F.cross_entropy(scale * emb[:n] @ emb[n:].T, labels_t)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if (step + 1) % 100 == 0:
-            log(f"adapt step {step + 1}/{steps}: loss {loss.item():.3f}")
+        stepping.update(step + 1, note=f"loss {loss.item():.3f}")
     refresh_bn_stats(head, both)
     head.eval()
     with torch.no_grad():

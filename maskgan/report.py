@@ -20,7 +20,8 @@ def _ci(iv) -> str:
 
 
 def report_markdown(report: dict) -> str:
-    lines = [f"# maskgan report: {report['experiment']} / {report['generator']} (epoch {report['epoch']})", ""]
+    # epochs count from 1 wherever users read them (evaluate, sample, export); report.json keeps the 0-based index
+    lines = [f"# maskgan report: {report['experiment']} / {report['generator']} (epoch {report['epoch'] + 1})", ""]
     if report["illustrative_only"]:
         lines += ["**Illustrative only:** the recogniser has no real pretrained weights "
                   f"({report['recognizer_weights']}); these numbers say nothing about real face recognition.", ""]

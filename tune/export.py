@@ -1,4 +1,4 @@
-"""Export the best checkpoint of a run or a sweep to object storage, and sample designs from an export.
+"""Export the best checkpoint of a run or a sweep to object storage (`maskgan sample` reads it: tune/sample.py).
 
 An export folder (s3://bucket/prefix or a local directory) holds:
 
@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from data_loader import shards, storage
+from maskgan.finite import nonfinite_metric, nonfinite_tensor, strict_json
 from maskgan.provenance import code_version
 from tune.guard import guard_ok
 
@@ -81,7 +82,7 @@ def best_checkpoint(run_uri: str, metric: str = "acc/val/generated", log=print) 
     from maskgan import assembly
 
     loc = storage.resolve(run_uri)
-    candidates, seen, excluded, available = [], 0, 0, set()
+    candidates, seen, excluded, diverged, available = [], 0, 0, 0, set()
     for run in find_runs(loc):
         guard_loc = run.join("guard.json")
         floors = json.loads(storage.read_text(guard_loc))["floors"] if storage.exists(guard_loc) else None
@@ -89,7 +90,12 @@ def best_checkpoint(run_uri: str, metric: str = "acc/val/generated", log=print) 
             metrics = assembly.read_meta(ckpt).get("metrics", {})
             available.update(k for k, v in metrics.items() if isinstance(v, (int, float)))
             value = metrics.get(metric)
-            if not isinstance(value, (int, float)) or math.isnan(value):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            bad = nonfinite_metric(metrics)
+            if bad:  # 0 % generated accuracy from NaN losses is a broken run, not perfect protection
+                diverged += 1
+                log(f"skipping {ckpt.uri} (epoch {epoch + 1}): {bad}; a diverged checkpoint is never ranked")
                 continue
             seen += 1
             unmasked = metrics.get("acc/val/unmasked", 0.0)
@@ -98,6 +104,9 @@ def best_checkpoint(run_uri: str, metric: str = "acc/val/generated", log=print) 
                 continue
             candidates.append(((value, -unmasked, -epoch, ckpt.uri), run, ckpt, epoch, metrics, value))
     if not candidates:
+        if diverged and not seen:
+            raise ExportError(f"{run_uri}: all {diverged} checkpoints reporting {metric} have non-finite metrics "
+                              "(the run diverged); nothing to export")
         if seen:
             raise ExportError(f"{run_uri}: all {seen} checkpoints reporting {metric} failed the recogniser guard "
                               "(the recogniser's accuracy collapsed)")
@@ -109,22 +118,33 @@ def best_checkpoint(run_uri: str, metric: str = "acc/val/generated", log=print) 
         except assembly.CheckpointError as e:
             log(f"warning: skipping {e}")
             continue
+        bad = nonfinite_tensor(state)
+        if bad:
+            log(f"skipping {ckpt.uri} (epoch {epoch + 1}): {bad}; a diverged checkpoint is never exported")
+            continue
         return Choice(run, ckpt, epoch, metrics, float(value), seen, excluded, state)
-    raise ExportError(f"{run_uri}: every candidate checkpoint failed verification")
+    raise ExportError(f"{run_uri}: every candidate checkpoint failed verification or holds non-finite weights")
 
 
 # ---- what an export holds ----------------------------------------------------------------------------------
 
 
-def design_grid(generator, latent_dim: int, n: int, seed: int = 0) -> bytes:
-    """PNG of n designs from the generator (seeded latents), in a near-square grid."""
+def design_grid(generator, latent_dim: int, n: int, seed: int = 0, fmt: str = "PNG",
+                where: str = "generator") -> bytes:
+    """n designs from the generator (seeded latents) in a near-square grid, encoded as `fmt`. Designs that are
+    non-finite or all black come from a broken generator: refused (ExportError naming `where`), never written."""
     import numpy as np
     import torch
     from PIL import Image
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        designs = generator.eval()(torch.randn(n, latent_dim, generator=gen)).clamp(0, 1)
+        designs = generator.eval()(torch.randn(n, latent_dim, generator=gen))
+    if not bool(torch.isfinite(designs).all()):
+        raise ExportError(f"{where}: the generator's designs are not finite (nan/inf); refusing to write an image")
+    designs = designs.clamp(0, 1)
+    if float(designs.max()) < 1 / 255:
+        raise ExportError(f"{where}: every design is all black (a broken generator); refusing to write an image")
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     s = designs.shape[-1]
@@ -133,7 +153,7 @@ def design_grid(generator, latent_dim: int, n: int, seed: int = 0) -> bytes:
         r, c = divmod(i, cols)
         canvas[r * s:(r + 1) * s, c * s:(c + 1) * s] = d
     buf = io.BytesIO()
-    Image.fromarray(canvas).save(buf, format="PNG")
+    Image.fromarray(canvas).save(buf, format=fmt)
     return buf.getvalue()
 
 
@@ -174,7 +194,7 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
     faces = _faces_png(cfg, generator, latent, log)
     if faces is not None:
         files["designs.png"] = faces
-    files["samples.png"] = design_grid(generator, latent, 16, seed=cfg.train.seed)
+    files["samples.png"] = design_grid(generator, latent, 16, seed=cfg.train.seed, where=choice.checkpoint.uri)
 
     report, report_sha = None, None
     rep_loc = choice.run.join("report.json")
@@ -281,7 +301,10 @@ def export(run_uri: str, to_uri: str, metric: str = "acc/val/generated", log=pri
     storage.delete_file(dest.join(CARD))  # from here until the end the folder is visibly unfinished
 
     card["files"] = {name: {"bytes": len(data), "sha256": sha256(data)} for name, data in sorted(files.items())}
-    card_bytes = (json.dumps(card, indent=1, sort_keys=True) + "\n").encode()
+    nulls: dict[str, str] = {}
+    card = strict_json(card, nulls=nulls)
+    card["nulls"] = nulls  # {field: why it is null} for values that were not finite numbers (from report.json)
+    card_bytes = (json.dumps(card, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
     sums = sums_text({**files, CARD: card_bytes}).encode()
     uploaded, unchanged = [], []
     for name, data in [*sorted(files.items()), (SUMS, sums)]:
@@ -366,42 +389,3 @@ def verify_export(uri: str) -> dict:
     if missing:
         raise ExportError(f"{loc.join(SUMS).uri}: does not cover {sorted(missing)[0]}")
     return card
-
-
-@dataclass
-class Source:
-    """A checkpoint read from an export (verified) or a run (its latest good checkpoint)."""
-
-    state: dict
-    checkpoint: storage.Location
-    card_sha256: str | None  # the export's model_card.json sha256; None when the source is a run
-
-
-def open_source(source: str, log=print) -> Source:
-    """The one reader of `--from`: an export folder (verified against SHA256SUMS first) or a run URI."""
-    from maskgan import assembly
-
-    loc = storage.resolve(source)
-    if storage.exists(loc.join(CARD)) or storage.exists(loc.join(SUMS)) or storage.exists(loc.join(STATE)):
-        verify_export(source)  # SHA256SUMS covers model_card.json: its bytes below are the verified ones
-        ckpt = loc.join("checkpoint")
-        return Source(assembly.read_checkpoint(ckpt), ckpt, sha256(storage.read_bytes(loc.join(CARD))))
-    if storage.exists(loc) and assembly.list_checkpoints(loc):
-        state, ckpt = assembly.latest_checkpoint(loc, log=log)
-        return Source(state, ckpt, None)
-    raise ExportError(f"{loc.uri}: neither an export (no {CARD}) nor a run with checkpoints")
-
-
-def sample(source: str, n: int = 16, out: str = "designs.png", seed: int = 0, log=print) -> str:
-    """Write a PNG grid of n new designs from an export (verified first) or a run's latest checkpoint."""
-    from maskgan import assembly
-
-    if n < 1:
-        raise ExportError(f"--n: must be >= 1, got {n}")
-    src = open_source(source, log=log)
-    state, ckpt = src.state, src.checkpoint
-    generator = assembly.generator_from_checkpoint(state, ckpt.uri)
-    png = design_grid(generator, state["arch"]["latent_dim"], n, seed=seed)
-    storage.write_bytes(storage.resolve(out), png)
-    log(f"wrote {n} designs ({state['arch']['generator']}, epoch {state['epoch'] + 1}) from {ckpt.uri} to {out}")
-    return out

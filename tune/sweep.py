@@ -36,7 +36,7 @@ import copy
 import json
 
 from cluster.ray_workarounds import free_leaked_placement_groups
-from data_loader import storage
+from data_loader import ranges, storage
 from maskgan import config as mconfig
 from maskgan.config import RunConfig
 from maskgan.provenance import code_version
@@ -60,8 +60,7 @@ def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, s
     from data_loader.ray_session import ensure_ray
 
     space = with_absolute_paths(load_space(space_path))
-    if num_samples < 1:
-        raise SweepError(f"--num-samples: must be >= 1, got {num_samples}")
+    ranges.check("--num-samples", num_samples, "[1, 100000]", integer=True)  # the CLI flag's range
     loc = sweep_location(space, storage_uri)
     meta_loc = loc.join("sweep.json")
     if resume:

@@ -39,12 +39,33 @@ def load_torch(uri: str, what: str = "weights file", endpoint: str | None = None
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncation, refused globals: all mean "not a safe weights file"
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"unreadable {what} {uri}: {first}", first) from None
+        reason = why_not_loaded(e, data)
+        raise WeightsError(f"unreadable {what} {uri}: {reason}", reason) from None
     if not isinstance(obj, dict):
         reason = f"expected a dict, got {type(obj).__name__}"
         raise WeightsError(f"unreadable {what} {uri}: {reason}", reason)
     return obj
+
+
+def why_not_loaded(e: Exception, data: bytes) -> str:
+    """Why torch.load(weights_only=True) refused `data`, in words that never suggest turning the check off.
+
+    torch's own message starts with advice to re-run with weights_only=False ("will likely succeed, but it can
+    result in arbitrary code execution"); cut to a line, that reads as a recommendation. We say what the file is."""
+    import re
+
+    text = str(e)
+    if "Weights only load failed" in text:
+        found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"the file holds Python code or objects{what}, not only tensors; it was not loaded "
+                "(weights are only ever loaded as plain tensors)")
+    if not data:
+        return "the file is empty"
+    if isinstance(e, EOFError) or "EOF" in text:
+        return "the file is truncated"
+    first = text.strip().splitlines()[0][:160] if text.strip() else ""
+    return f"not a torch weights file ({type(e).__name__}{': ' + first if first else ''})"
 
 
 def save_torch(obj: dict, uri: str, endpoint: str | None = None) -> None:

@@ -19,7 +19,7 @@ import pytest
 from data_loader import storage
 from maskgan import assembly
 from cluster import ray_workarounds
-from tune import export, sweep
+from tune import export, sample, sweep
 from tune.space import SweepError, load_space
 
 pytestmark = pytest.mark.slow
@@ -263,7 +263,7 @@ def test_export_a_train_run_to_a_local_folder_and_an_interrupted_export_is_not_t
     res = export.export(best["run"], str(target), log=lambda *_: None)
     assert res.checkpoint.startswith(best["run"])
     assert (target / "model_card.json").exists() and (target / "checkpoint" / "state.pt").exists()
-    out = export.sample(str(target), n=4, out=str(tmp_path / "d.png"), log=lambda *_: None)
+    out = sample.sample(str(target), n=4, out=str(tmp_path / "d.png"), log=lambda *_: None)
     assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert export.export(best["run"], str(target), log=lambda *_: None).uploaded == []
 
@@ -281,7 +281,7 @@ def test_export_a_train_run_to_a_local_folder_and_an_interrupted_export_is_not_t
         export.export(best["run"], str(half), log=lambda *_: None)
     assert (half / "checkpoint" / "state.pt").exists() and not (half / "model_card.json").exists()
     with pytest.raises(export.ExportError, match="unfinished export"):
-        export.sample(str(half), n=2, out=str(tmp_path / "x.png"), log=lambda *_: None)
+        sample.sample(str(half), n=2, out=str(tmp_path / "x.png"), log=lambda *_: None)
 
 
 _PG_MAKER = """
