@@ -89,6 +89,10 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
             name=cfg.train.name, storage_path=storage_root.path, storage_filesystem=storage_root.fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            # Ray Train's INFO lines on the console (every report, the failure policy's decision with the
+            # worker tracebacks) repeat what the progress line and our one-line error say; its log files
+            # keep every level.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             callbacks=callbacks or None),
         datasets={"train": stream.training_dataset(cfg.data.uri, cfg.data.endpoint_url, cfg.train.seed)},
     )

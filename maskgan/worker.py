@@ -244,14 +244,12 @@ def _upload_checkpoint(run: storage.Location, checkpoint, dir_name: str):
 
 
 def _quiet_train_console() -> None:
-    # Ray Train logs every report at INFO to the console (and to its log files, which keep everything);
-    # the per-epoch progress line says what a user needs, so the console handler shows warnings only.
-    # A failed training function is logged with its whole traceback by every rank; the driver reports it
-    # instead, as one line naming the run's failure.log (or with Ray's excerpt, for a bug), so the console
-    # handler drops that record too.
+    # The driver sets Ray Train's console to warnings (RunConfig.logging_config); a failed training function is
+    # still logged at ERROR with its whole traceback, by every rank. The driver reports it instead, as one
+    # line naming the run's failure.log (or with Ray's excerpt, for a bug), so the console drops that record;
+    # Ray Train's log files keep it.
     for handler in logging.getLogger("ray.train").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.WARNING)
             handler.addFilter(_not_the_training_traceback)
 
 

@@ -89,3 +89,23 @@ def test_bad_input_is_one_line_before_ray_starts(spoil, small_cfg, assets, tmp_p
     assert elapsed < 60, f"took {elapsed:.0f} s"  # CPU-starved CI included; unloaded it is a few seconds
     assert not (tmp_path / "code-ran").exists()
     assert not (tmp_path / "runs").exists()  # nothing was written for the run
+
+
+def test_missing_shard_in_a_bucket_is_found_by_listing(small_cfg, assets, bucket, tmp_path, run_cli):
+    from data_loader import storage
+
+    client = storage.boto3_client()
+    data = assets / "data"
+    manifest = json.loads((data / "manifest.json").read_text())
+    gone = manifest["sets"]["val"]["shards"][0]["path"]
+    for path in data.rglob("*"):
+        rel = path.relative_to(data).as_posix()
+        if path.is_file() and rel != gone:
+            client.upload_file(str(path), bucket, f"data/{rel}")
+    cfg = small_cfg.replace(data={"uri": f"s3://{bucket}/data"}, train={"epochs": 1})
+    path = tmp_path / "cfg.yaml"
+    config.dump(cfg, str(path))
+    r = run_cli("train", "--config", path, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip() == f"maskgan: error: s3://{bucket}/data/{gone}: missing; listed in s3://{bucket}/data/manifest.json"
+    assert "Ray" not in r.stdout
