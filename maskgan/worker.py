@@ -161,8 +161,8 @@ def _train_epoch(cfg: RunConfig, epoch: int, rank: int, device, parts: assembly.
                     "train/resident": float(drew_resident),  # 1: batches came from rows kept on the device
                     "data/skipped_rows": data_stats.get("skipped_rows", 0)})
     if data_stats.get("skipped_rows"):
-        _say(cfg, f"warning: worker {rank} skipped {data_stats['skipped_rows']} rows of shards "
-                  f"of shards that failed their checksum: {', '.join(data_stats['skipped_shards'])}")
+        _say(cfg, f"warning: worker {rank} skipped {data_stats['skipped_rows']} rows of shards that failed "
+                  f"their checksum: {', '.join(data_stats['skipped_shards'])}")
     return metrics, data_stats.get("skipped_shards", [])
 
 
