@@ -23,17 +23,18 @@ def run(cfg: RunConfig, run_loc: storage.Location, log=print) -> assembly.Start 
 
 
 def inputs(cfg: RunConfig) -> storage.Location:
-    """Weights, data and gallery of a config are there, readable and safe; returns the data's Location."""
-    if cfg.model.recognizer_weights not in ("random", *PRETRAINED):
-        assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url)  # loads, fits
-    assembly.load_projector(cfg.model.projector, "cpu", cfg.data.endpoint_url)
-    data = assembly.data_root(cfg)
+    """The data (manifest, every shard, gallery) and weights of a config are there, readable and safe; returns
+    the data's Location."""
+    data = assembly.data_root(cfg)  # the data first: the usual first mistake, and the cheapest check
     manifest = shards.read_manifest(data)
     check_shards(data, manifest)
     if not sum(int(s["rows"]) for s in shards.set_shards(data, manifest, "train")):
         raise shards.ShardError(f"{data.uri}: the train set has no rows (nothing to train on)")
     for _ in shards.iter_set(data, "gallery", columns=["label"]):  # every gallery shard read and verified
         pass
+    if cfg.model.recognizer_weights not in ("random", *PRETRAINED):
+        assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url)  # loads, fits
+    assembly.load_projector(cfg.model.projector, "cpu", cfg.data.endpoint_url)
     return data
 
 
@@ -41,7 +42,7 @@ def check_shards(root: storage.Location, manifest: dict) -> None:
     """Every shard the manifest lists exists with the size it lists (one recursive listing of the dataset)."""
     found = dict(storage.walk_files(root))
     problems = []
-    for set_name, entry in manifest["sets"].items():
+    for entry in manifest["sets"].values():
         for shard in entry["shards"]:
             size = found.get(shard["path"])
             uri = root.join(shard["path"]).uri
