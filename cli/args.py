@@ -75,6 +75,11 @@ def _leaf(sub, name: str, help: str, command: str | None = None) -> argparse.Arg
     return p
 
 
+def _ray_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (default: RAY_ADDRESS, else a new local Ray instance)")
+
+
 def _demo(sub) -> None:
     d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 4 minutes)")
     d.add_argument("--out", default="demo_out", help="folder for data, weights and runs (default: demo_out)")
@@ -112,6 +117,7 @@ def _data_prepare(data) -> None:
     pr.add_argument("--max-bad-fraction", type=ranged(float, "[0, 1]"), default=0.01,
                     help="fail when more than this fraction of inputs is unusable (default: 0.01)")
     pr.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
+    _ray_address(pr)
 
 
 def _projector(pj) -> None:
@@ -137,6 +143,7 @@ def _train(sub) -> None:
     t = _leaf(sub, "train", "train the GAN on Ray Train")
     t.add_argument("--config", required=True, help="run config (YAML or JSON); see configs/")
     t.add_argument("--resume", action="store_true", help="continue the run named in the config from its last checkpoint")
+    _ray_address(t)
 
 
 def _evaluate(sub) -> None:
@@ -154,6 +161,7 @@ def _tune(sub) -> None:
                     help="asha (default): stop weak trials early; pbt: clone strong trials' checkpoints into weak "
                          "ones with mutated learning rates and lambda (the space's pbt: section); none: run all")
     tu.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
+    _ray_address(tu)
 
 
 def _export(sub) -> None:

@@ -29,7 +29,7 @@ def data_prepare(a) -> None:
     from data_loader import prepare
 
     prepare.run(a.ffhq, a.maskedfacenet, a.out, size=a.size, shard_size=a.shard_size,
-                max_bad_fraction=a.max_bad_fraction, endpoint=a.endpoint_url)
+                max_bad_fraction=a.max_bad_fraction, endpoint=a.endpoint_url, address=a.address)
 
 
 def projector_train(a) -> None:
@@ -47,7 +47,7 @@ def recognizer_adapt(a) -> None:
 def train(a) -> None:
     from maskgan import config, train
 
-    result = train.fit(config.load(a.config), resume=a.resume)
+    result = train.fit(config.load(a.config), resume=a.resume, address=a.address)
     print(f"run: {result.run_uri}\ncheckpoint: {result.checkpoint_uri}")
 
 
@@ -60,7 +60,8 @@ def evaluate(a) -> None:
 def tune(a) -> None:
     from tune import sweep
 
-    sweep.run(a.space, storage_uri=a.storage, num_samples=a.num_samples, scheduler=a.scheduler, resume=a.resume)
+    sweep.run(a.space, storage_uri=a.storage, num_samples=a.num_samples, scheduler=a.scheduler, resume=a.resume,
+              address=a.address)
 
 
 def export(a) -> None:

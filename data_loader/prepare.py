@@ -246,8 +246,9 @@ def _run_stage(stage: str, specs: list[dict], src: storage.Location, root: stora
 
 
 def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size: int = 1024,
-        max_bad_fraction: float = 0.01, endpoint: str | None = None, log=print) -> dict:
-    """Prepare shards from FFHQ + MaskedFace-Net; returns the manifest (also written to out/manifest.json)."""
+        max_bad_fraction: float = 0.01, endpoint: str | None = None, log=print, address: str | None = None) -> dict:
+    """Prepare shards from FFHQ + MaskedFace-Net; returns the manifest (also written to out/manifest.json).
+    `address`: the Ray to join (else RAY_ADDRESS, else a new local instance)."""
     ranges.check("--size", size, f"[{MIN_SIDE}, 1024]", integer=True)
     ranges.check("--shard-size", shard_size, "[1, 1000000]", integer=True)
     ranges.check("--max-bad-fraction", max_bad_fraction, "[0, 1]")
@@ -269,7 +270,7 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
                            f"{found.files['maskedfacenet']} MaskedFace-Net images (NNNNN_Mask*.jpg) under "
                            f"{src_m.uri} share no number")
     shards.unpublish(root)  # before the first shard is written: an interrupted rewrite leaves no manifest
-    ensure_ray()
+    ensure_ray(address, log=log)
 
     specs1 = plan(found.identities, shard_size, size)
     masked_of = {ident: files for s in specs1 for ident, files in s.pop("_masked").items()}

@@ -61,11 +61,13 @@ class _VerifiedRows:
         sha, rows = self.expected.get(path, (None, 0))
         if hashlib.sha256(data).hexdigest() == sha:
             table = pq.read_table(io.BytesIO(data), columns=TRAIN_COLUMNS)
-            return table.append_column("skipped", pa.array([0] * table.num_rows, pa.int32()))
+            table = table.append_column("skipped", pa.array([0] * table.num_rows, pa.int32()))
+            return table.append_column("skipped_shard", pa.array([""] * table.num_rows, pa.string()))
         print(f"warning: {path}: checksum mismatch (corrupt shard); its {rows} rows are skipped", flush=True)
         marker = {c: [None] for c in TRAIN_COLUMNS}
-        marker.update(label=[-1], size=[0], skipped=[rows])
-        schema = pa.schema([shards.SCHEMA.field(c) for c in TRAIN_COLUMNS] + [pa.field("skipped", pa.int32())])
+        marker.update(label=[-1], size=[0], skipped=[rows], skipped_shard=[path])
+        schema = pa.schema([shards.SCHEMA.field(c) for c in TRAIN_COLUMNS]
+                           + [pa.field("skipped", pa.int32()), pa.field("skipped_shard", pa.string())])
         return pa.Table.from_pydict(marker, schema=schema)
 
 
@@ -73,7 +75,8 @@ def timed_batches(iterable, batch_size: int, shuffle_buffer: int, prefetch: int,
                   stats: dict | None = None) -> Iterator[tuple[dict, float]]:
     """(decoded numpy batch, seconds waited for it) from a Ray DataIterator / Dataset shard.
 
-    Rows of shards that failed their checksum never arrive; `stats["skipped_rows"]` counts them.
+    Rows of shards that failed their checksum never arrive; `stats["skipped_rows"]` counts them and
+    `stats["skipped_shards"]` lists those shards' paths.
     """
     it = iter(iterable.iter_batches(
         batch_size=batch_size, batch_format="numpy", prefetch_batches=prefetch,
@@ -91,8 +94,10 @@ def timed_batches(iterable, batch_size: int, shuffle_buffer: int, prefetch: int,
             if bad.any():
                 if stats is not None:
                     stats["skipped_rows"] = stats.get("skipped_rows", 0) + int(raw["skipped"][bad].sum())
+                    stats.setdefault("skipped_shards", []).extend(str(p) for p in raw["skipped_shard"][bad])
                 raw = {k: v[~bad] for k, v in raw.items()}
                 if len(raw["label"]) == 0:
                     continue
             raw.pop("skipped")
+            raw.pop("skipped_shard")
         yield shards.decode(raw), waited

@@ -5,16 +5,29 @@ Only the driver builds Ray configs (ScalingConfig, RunConfig); the per-worker lo
 
 from __future__ import annotations
 
+import json
+import time
+import traceback
 from dataclasses import dataclass
 
 from data_loader import storage, stream
 from data_loader.ray_session import ensure_ray
-from maskgan import assembly
+from maskgan import assembly, preflight
 from maskgan.config import RunConfig, absolute_paths
 from maskgan.worker import train_loop_per_worker
 
 
 class RunExistsError(RuntimeError):
+    user_error = True
+
+
+FAILED_FILE = "FAILED.json"  # in a run folder: the run failed (its reason); nothing may treat the run as finished
+FAILURE_LOG = "failure.log"  # beside it: the full traceback behind the one line the user saw
+
+
+class RunFailedError(RuntimeError):
+    """A worker's own error (a bad file, non-finite losses, too few rows), one line naming the log file."""
+
     user_error = True
 
 
@@ -39,8 +52,9 @@ def _storage_root(cfg: RunConfig) -> storage.Location:
     return storage.resolve(cfg.train.storage, cfg.data.endpoint_url)
 
 
-def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print) -> FitResult:
-    """Run (or resume) training under a TorchTrainer; returns where the run lives and its last metrics."""
+def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address: str | None = None) -> FitResult:
+    """Run (or resume) training under a TorchTrainer; returns where the run lives and its last metrics.
+    `address`: the Ray to join (else RAY_ADDRESS, else a new local instance; see ensure_ray)."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -48,21 +62,20 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print) -> FitR
     cfg = absolute_paths(cfg)
     storage_root = _storage_root(cfg)  # each URI resolved once here, at the edge
     run = storage_root.join(cfg.train.name)
-    data = assembly.data_root(cfg)
     has_checkpoints = storage.exists(run) and bool(assembly.list_checkpoints(run))
     if has_checkpoints and not resume:
         raise RunExistsError(f"{run.uri} already holds a run; pass --resume to continue it, "
                              f"or choose another train.name")
     if resume and not has_checkpoints:
         log(f"nothing to resume at {run.uri}: starting a new run")
-    # Where the run starts, verified here (checksum, architecture) so a bad checkpoint is one line, not a
-    # failure in every worker; the workers ask the same question again to load the weights.
-    start = assembly.starting_checkpoint(cfg, run, data, log=log)
+    # Everything the workers will read, and where the run starts, verified here before Ray starts, so a bad
+    # file is one line in seconds, not a failure in every worker; the workers load the same files again.
+    start = preflight.run(cfg, run, log=log)
     if start is not None and start.resumed:
         log(f"resuming {run.uri} after epoch {start.state['epoch'] + 1} ({start.source})")
     elif start is not None:
         log(f"starting {run.uri} from {start.source} (after its epoch {start.state['epoch'] + 1})")
-    ensure_ray()
+    ensure_ray(address, log=log)
     use_gpu = cfg.train.use_gpu
     if use_gpu == "auto":
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
@@ -76,6 +89,10 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print) -> FitR
             name=cfg.train.name, storage_path=storage_root.path, storage_filesystem=storage_root.fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            # Ray Train's INFO lines on the console (every report, the failure policy's decision with the
+            # worker tracebacks) repeat what the progress line and our one-line error say; its log files
+            # keep every level.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             callbacks=callbacks or None),
         datasets={"train": stream.training_dataset(cfg.data.uri, cfg.data.endpoint_url, cfg.train.seed)},
     )
@@ -85,12 +102,62 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print) -> FitR
         if "No space left on device" in _chain_text(e):
             kept = [str(epoch + 1) for epoch, _ in assembly.list_checkpoints(run)]
             state = f"checkpoints of epochs {', '.join(kept)} are intact" if kept else "no checkpoint was completed"
-            raise StorageFullError(f"{run.uri}: no space left on device while writing a checkpoint; {state} "
-                                   f"(free space, then rerun with --resume)") from None
-        raise
+            message = (f"{run.uri}: no space left on device while writing a checkpoint; {state} "
+                       f"(free space, then rerun with --resume)")
+            _mark_failed(run, message, _chain_text(e))
+            raise StorageFullError(message) from None
+        _raise_failure(run, e)
+    storage.delete_file(run.join(FAILED_FILE))  # a resumed run that finishes is finished
     storage.write_text(run.join("config.yaml"), _yaml(cfg.to_dict()))
     ckpt = result.checkpoint
     return FitResult(run.uri, dict(result.metrics or {}), _uri_of(storage_root, ckpt.path) if ckpt else None)
+
+
+def failure(run: storage.Location) -> dict | None:
+    """The run's failure marker ({reason, log, time}), or None: a run with one is not finished."""
+    loc = run.join(FAILED_FILE)
+    return json.loads(storage.read_text(loc)) if storage.exists(loc) else None
+
+
+def _raise_failure(run: storage.Location, e: Exception):
+    """Mark the run failed, put the full traceback in its log file, and raise: the worker's own user error
+    as one line naming that file (Ray Train wraps it in a WorkerGroupError of every rank's traceback), any
+    other failure as it came (a bug: its traceback is the report)."""
+    worker_error = _worker_user_error(e)
+    if worker_error is None:
+        first = next(iter((getattr(e, "worker_failures", None) or {}).values()), e)
+        _mark_failed(run, f"{type(first).__name__}: {(str(first).strip().splitlines() or [''])[0][:300]}",
+                     getattr(first, "worker_traceback", None) or "".join(traceback.format_exception(e)))
+        raise e
+    log_uri = _mark_failed(run, str(worker_error),
+                           getattr(worker_error, "worker_traceback", None) or "".join(traceback.format_exception(e)))
+    raise RunFailedError(f"{worker_error} (traceback: {log_uri})") from None
+
+
+def _worker_user_error(e: BaseException) -> BaseException | None:
+    """The first user error (`user_error = True`) a worker raised, by rank, inside Ray Train's wrapping."""
+    for error in dict(sorted((getattr(e, "worker_failures", None) or {}).items())).values():
+        if getattr(error, "user_error", False):
+            return error
+    return None
+
+
+def _mark_failed(run: storage.Location, reason: str, details: str) -> str:
+    """Write FAILED.json (the reason) and failure.log (the details) into the run folder; the log's URI. Best
+    effort: when the run's storage is what failed, the log goes to a local file and no marker is written."""
+    log_loc = run.join(FAILURE_LOG)
+    try:
+        storage.write_text(log_loc, details)
+        storage.write_text(run.join(FAILED_FILE), json.dumps(
+            {"reason": reason, "log": log_loc.uri, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+            indent=1))
+        return log_loc.uri
+    except (storage.StorageError, OSError):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", prefix="maskgan-failure-", suffix=".log", delete=False) as f:
+            f.write(details)
+        return f.name
 
 
 def _chain_text(e: BaseException) -> str:

@@ -10,22 +10,45 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import tempfile
 import time
+import traceback
 
 import torch
 
-from data_loader import storage
+from data_loader import shards, storage
 from maskgan import assembly, feed
 from maskgan.config import RunConfig, from_dict
 from maskgan.evaluate import score_set
 from maskgan.objective import Models, Optimizers, accelerate, make_optimizers, train_step, unwrap
 
 VAL_ROWS = ("unmasked", "original_mask", "generated")
+SKIPPED_NAMED = 5  # skipped shards named in a too-few-rows error; the rest are counted
+
+
+class RunStoppedError(RuntimeError):
+    """The run cannot go on usefully (its losses are not finite, or too few rows could be read); no
+    checkpoint was written for the epoch that found it."""
+
+    user_error = True
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """loop_config: {"run": the run config as a dict, "run_uri": the run folder the driver resolved}."""
+    try:
+        _train(loop_config)
+    except Exception as e:
+        # A traceback is not pickled with its exception; this one travels to the driver as an attribute
+        # (pickled with the exception's __dict__), and the driver writes it to the run's log file.
+        try:
+            e.worker_traceback = traceback.format_exc()
+        except AttributeError:  # an exception type that takes no attributes: the driver has Ray's excerpt
+            pass
+        raise
+
+
+def _train(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
@@ -62,7 +85,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     for epoch in range(start_epoch, cfg.train.epochs):
         unwrap(generator).train()
-        metrics = _train_epoch(cfg, epoch, rank, device, parts, models, opts, shard, resident, say)
+        metrics, skipped_shards = _train_epoch(cfg, epoch, rank, device, parts, models, opts, shard, resident, say)
+        _stop_if_broken(cfg, run, root, epoch, metrics, skipped_shards)
         if rank == 0:
             metrics.update(_validate(cfg, root, parts, models, device))
         _report(cfg, run, rank, size, epoch, models, opts, metrics)
@@ -110,8 +134,9 @@ def _set_lr(opt, lr: float) -> None:
 
 
 def _train_epoch(cfg: RunConfig, epoch: int, rank: int, device, parts: assembly.Parts, models: Models,
-                 opts: Optimizers, shard, resident: feed.ResidentShard, say) -> dict:
-    """One epoch of steps; its metrics (means of the step's scalars, throughput, where the batches came from)."""
+                 opts: Optimizers, shard, resident: feed.ResidentShard, say) -> tuple[dict, list[str]]:
+    """One epoch of steps; its metrics (means of the step's scalars, throughput, where the batches came from)
+    and the paths of the shards whose rows were skipped (they failed their checksum)."""
     t0, wait, images, sums, steps, data_stats = time.perf_counter(), 0.0, 0, {}, 0, {}
     filling = resident.capacity > 0 and not resident.ready and epoch < cfg.train.epochs - 1
     if resident.ready:
@@ -136,9 +161,54 @@ def _train_epoch(cfg: RunConfig, epoch: int, rank: int, device, parts: assembly.
                     "train/resident": float(drew_resident),  # 1: batches came from rows kept on the device
                     "data/skipped_rows": data_stats.get("skipped_rows", 0)})
     if data_stats.get("skipped_rows"):
-        _say(cfg, f"warning: worker {rank} skipped {data_stats['skipped_rows']} rows of shards "
-                  f"that failed their checksum (see the Ray Data logs for which)")
-    return metrics
+        _say(cfg, f"warning: worker {rank} skipped {data_stats['skipped_rows']} rows of shards that failed "
+                  f"their checksum: {', '.join(data_stats['skipped_shards'])}")
+    return metrics, data_stats.get("skipped_shards", [])
+
+
+def _stop_if_broken(cfg: RunConfig, run: storage.Location, root: storage.Location, epoch: int, metrics: dict,
+                    skipped_shards: list[str]) -> None:
+    """Fail the run, before its epoch's checkpoint is written, when a loss is not finite on any worker or the
+    workers together read fewer than train.min_rows_fraction of the manifest's train rows. Every worker
+    sees the same gathered facts and raises the same error (a worker that reported alone would wait forever)."""
+    mine = {"nonfinite": {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)},
+            "skipped_rows": int(metrics.get("data/skipped_rows", 0)), "skipped_shards": skipped_shards}
+    every = _gather_from_workers(mine)
+    nonfinite = next((w["nonfinite"] for w in every if w["nonfinite"]), None)
+    if nonfinite:
+        key, value = next(iter(nonfinite.items()))
+        raise RunStoppedError(f"{run.uri}: {key} is {value} in epoch {epoch + 1}, so the run stops and no "
+                              f"checkpoint of that epoch is written; last good checkpoint: {_last_good(run)}")
+    skipped = sum(w["skipped_rows"] for w in every)
+    if not skipped:
+        return
+    total = sum(int(s["rows"]) for s in shards.set_shards(root, shards.read_manifest(root), "train"))
+    read = total - skipped
+    if read < cfg.train.min_rows_fraction * total:
+        names = sorted({p for w in every for p in w["skipped_shards"]})
+        prefix = "s3://" if root.is_s3 else ""
+        listed = ", ".join(prefix + p for p in names[:SKIPPED_NAMED])
+        more = f" and {len(names) - SKIPPED_NAMED} more" if len(names) > SKIPPED_NAMED else ""
+        raise RunStoppedError(f"{root.uri}: epoch {epoch + 1} read {read} of the manifest's {total} train rows "
+                              f"({read / max(total, 1):.0%}), below train.min_rows_fraction "
+                              f"{cfg.train.min_rows_fraction:g}; {skipped} rows were skipped, of {len(names)} "
+                              f"shards that failed their checksum: {listed}{more}")
+
+
+def _gather_from_workers(obj) -> list:
+    """`obj` of every worker, in rank order ([obj] outside distributed runs): a small picklable object."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    every = [None] * dist.get_world_size()
+    dist.all_gather_object(every, obj)
+    return every
+
+
+def _last_good(run: storage.Location) -> str:
+    kept = assembly.list_checkpoints(run)
+    return kept[-1][1].uri if kept else "none"
 
 
 def _report(cfg: RunConfig, run: storage.Location, rank: int, size: int, epoch: int, models: Models,
@@ -174,11 +244,17 @@ def _upload_checkpoint(run: storage.Location, checkpoint, dir_name: str):
 
 
 def _quiet_train_console() -> None:
-    # Ray Train logs every report at INFO to the console (and to its log files, which keep everything);
-    # the per-epoch progress line says what a user needs, so the console handler shows warnings only.
+    # The driver sets Ray Train's console to warnings (RunConfig.logging_config); a failed training function is
+    # still logged at ERROR with its whole traceback, by every rank. The driver reports it instead, as one
+    # line naming the run's failure.log (or with Ray's excerpt, for a bug), so the console drops that record;
+    # Ray Train's log files keep it.
     for handler in logging.getLogger("ray.train").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.WARNING)
+            handler.addFilter(_not_the_training_traceback)
+
+
+def _not_the_training_traceback(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Error in training function")
 
 
 def _validate(cfg: RunConfig, root: storage.Location, parts: assembly.Parts, models: Models, device) -> dict:

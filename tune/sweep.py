@@ -51,9 +51,9 @@ def sweep_location(space: Space, storage_uri: str | None) -> storage.Location:
 
 
 def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, scheduler: str = "asha",
-        resume: bool = False, log=print) -> dict:
+        resume: bool = False, log=print, address: str | None = None) -> dict:
     """Run (or resume) a sweep under `storage_uri` (the CLI's --storage); evaluate every trial's run; write
-    results.csv/.md and paper_table.md."""
+    results.csv/.md and paper_table.md. `address`: the Ray to join (else RAY_ADDRESS, else a local one)."""
     import ray
     from ray import tune
 
@@ -76,7 +76,7 @@ def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, s
         raise SweepError(f"pbt.perturbation_interval: {space.pbt['perturbation_interval']} epochs, but "
                          f"train.epochs is {space.base.train.epochs}: PBT would never perturb a trial")
     preflight(space.base)
-    ensure_ray()
+    ensure_ray(address, log=log)
     # A driver killed mid-sweep (the usual reason for --resume) can leave a trial's worker CPUs reserved for
     # good; free them before trials are scheduled, or the sweep can wait forever for Ray Data's read tasks.
     # Best effort: a failure here (e.g. no dashboard, so no state API) must not stop the sweep.
@@ -132,14 +132,8 @@ def with_absolute_paths(space: Space) -> Space:
 
 
 def preflight(base: RunConfig) -> None:
-    """The base's data and weights exist: one line now instead of every trial failing the same way later."""
-    from data_loader import shards
+    """The base's data and weights are there, readable and safe: one line now instead of every trial failing
+    the same way later (the train driver's preflight, without a run folder)."""
+    from maskgan import preflight as run_preflight
 
-    shards.read_manifest(storage.resolve(base.data.uri, base.data.endpoint_url))
-    for field_name, uri in (("model.projector", base.model.projector),
-                            ("model.recognizer_weights", base.model.recognizer_weights)):
-        if uri in ("", "random", *mconfig.PRETRAINED):
-            continue
-        if not storage.exists(storage.resolve(uri, base.data.endpoint_url)):
-            raise SweepError(f"base.{field_name}: {uri} not found (run `make demo`, or point the space file at "
-                             "your weights)")
+    run_preflight.inputs(base)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 
 import torch
 
@@ -37,7 +38,9 @@ def load_torch(uri: str, what: str = "weights file", endpoint: str | None = None
         except storage.StorageError as e:
             raise WeightsError(f"unreadable {what}: {e}") from None
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a file of another pickle protocol is refused or loaded, not warned of
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncation, refused globals: all mean "not a safe weights file"
         reason = why_not_loaded(e, data)
         raise WeightsError(f"unreadable {what} {uri}: {reason}", reason) from None

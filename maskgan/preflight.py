@@ -1,0 +1,56 @@
+"""What a run will read, checked on the driver before Ray starts: one line naming the file, in seconds.
+
+Without it a bad weights file or a missing shard is found by every Ray Train worker, 40-96 s in, as a
+long traceback. `inputs` checks what every run of a config reads (the train driver and the sweep's
+preflight both call it): the recogniser weights (unless `random` or a pretrained name, downloaded by the
+workers), the projector, the data's manifest and every shard it lists (exists, size as listed: a listing
+per dataset, not a read of every shard, so it stays cheap on S3), and the gallery (read once, verified).
+`run` adds where a training run starts (its own newest checkpoint, or `train.init_from`), verified the
+way the workers will load it. The errors are the loaders' own (`user_error = True`), raised here.
+"""
+
+from __future__ import annotations
+
+from data_loader import shards, storage
+from maskgan import assembly
+from maskgan.config import PRETRAINED, RunConfig
+
+
+def run(cfg: RunConfig, run_loc: storage.Location, log=print) -> assembly.Start | None:
+    """`inputs`, then the verified checkpoint the run starts from (None: from scratch)."""
+    data = inputs(cfg)
+    return assembly.starting_checkpoint(cfg, run_loc, data, log=log)
+
+
+def inputs(cfg: RunConfig) -> storage.Location:
+    """The data (manifest, every shard, gallery) and weights of a config are there, readable and safe; returns
+    the data's Location."""
+    data = assembly.data_root(cfg)  # the data first: the usual first mistake, and the cheapest check
+    manifest = shards.read_manifest(data)
+    check_shards(data, manifest)
+    if not sum(int(s["rows"]) for s in shards.set_shards(data, manifest, "train")):
+        raise shards.ShardError(f"{data.uri}: the train set has no rows (nothing to train on)")
+    for _ in shards.iter_set(data, "gallery", columns=["label"]):  # every gallery shard read and verified
+        pass
+    if cfg.model.recognizer_weights not in ("random", *PRETRAINED):
+        assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url)  # loads, fits
+    assembly.load_projector(cfg.model.projector, "cpu", cfg.data.endpoint_url)
+    return data
+
+
+def check_shards(root: storage.Location, manifest: dict) -> None:
+    """Every shard the manifest lists exists with the size it lists (one recursive listing of the dataset)."""
+    found = dict(storage.walk_files(root))
+    problems = []
+    for entry in manifest["sets"].values():
+        for shard in entry["shards"]:
+            size = found.get(shard["path"])
+            uri = root.join(shard["path"]).uri
+            if size is None:
+                problems.append(f"{uri}: missing")
+            elif shard.get("bytes") and size != shard["bytes"]:
+                problems.append(f"{uri}: {size} bytes, the manifest lists {shard['bytes']} (truncated or "
+                                f"rewritten after the manifest)")
+    if problems:
+        more = f" (and {len(problems) - 1} more shards)" if len(problems) > 1 else ""
+        raise shards.ShardError(f"{problems[0]}{more}; listed in {root.join(shards.MANIFEST).uri}")
