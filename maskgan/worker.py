@@ -45,6 +45,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     parts = assembly.build(cfg, device, root)
     generator = assembly.generator_from_arch(assembly.arch(cfg, size))
     head = parts.recognizer.head
+    train_gallery = feed.TrainGallery.of(root, parts.gallery_feats)  # training sees train identities only
 
     start = assembly.starting_checkpoint(cfg, run, root, log=functools.partial(_say, cfg))
     start_epoch = _load_weights(start, generator, head, cfg, say)
@@ -62,7 +63,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     for epoch in range(start_epoch, cfg.train.epochs):
         unwrap(generator).train()
-        metrics = _train_epoch(cfg, epoch, rank, device, parts, models, opts, shard, resident, say)
+        metrics = _train_epoch(cfg, epoch, rank, device, parts, models, opts, shard, resident, say, train_gallery)
         if rank == 0:
             metrics.update(_validate(cfg, root, parts, models, device))
         _report(cfg, run, rank, size, epoch, models, opts, metrics)
@@ -110,7 +111,7 @@ def _set_lr(opt, lr: float) -> None:
 
 
 def _train_epoch(cfg: RunConfig, epoch: int, rank: int, device, parts: assembly.Parts, models: Models,
-                 opts: Optimizers, shard, resident: feed.ResidentShard, say) -> dict:
+                 opts: Optimizers, shard, resident: feed.ResidentShard, say, train_gallery: feed.TrainGallery) -> dict:
     """One epoch of steps; its metrics (means of the step's scalars, throughput, where the batches came from)."""
     t0, wait, images, sums, steps, data_stats = time.perf_counter(), 0.0, 0, {}, 0, {}
     filling = resident.capacity > 0 and not resident.ready and epoch < cfg.train.epochs - 1
@@ -122,7 +123,7 @@ def _train_epoch(cfg: RunConfig, epoch: int, rank: int, device, parts: assembly.
     drew_resident = resident.ready
     for batch, waited in batches:
         wait += waited
-        out = train_step(models, opts, batch, parts.gallery_feats, cfg.objective)
+        out = train_step(models, opts, train_gallery.batch(batch), train_gallery.feats, cfg.objective)
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v
         images += int(batch["label"].shape[0])
