@@ -57,7 +57,9 @@ def _data_synth(data) -> None:
     s.add_argument("--identities", type=int, required=True, help="number of identities")
     s.add_argument("--images-per-identity", type=int, required=True, help="probe photos per identity")
     s.add_argument("--adapt-per-identity", type=int, default=4,
-                   help="extra photos per identity for `recognizer adapt` (default: 4)")
+                   help="photos per adapt identity for `recognizer adapt` (default: 4)")
+    s.add_argument("--adapt-identities", type=int, default=None,
+                   help="identities of the adapt pool, never in the gallery (default: as many as --identities)")
     s.add_argument("--out", required=True, help="output URI (local dir or s3://bucket/prefix)")
     s.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same faces (default: 0)")
     s.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
@@ -102,6 +104,9 @@ def _train(sub) -> None:
 def _evaluate(sub) -> None:
     e = _leaf(sub, "evaluate", "score a run: accuracy per split and row, with 95%% intervals")
     e.add_argument("--run", required=True, help="run folder URI (train.storage/train.name)")
+    e.add_argument("--design", default=None,
+                   help="score exactly this design PNG (e.g. an export's designs/universal_0.png) on every split "
+                        "instead of the full report")
 
 
 def _tune(sub) -> None:
