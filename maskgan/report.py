@@ -140,3 +140,53 @@ def design_lines(name: str, by_split: dict) -> str:
                      f"mean cos {_cos(v['mean_cosine'])}, top id share {_pct(h.get('top_share'))}, "
                      f"Δ dodging vs original_mask {'–' if delta is None else f'{delta:+.1%}'}")
     return "\n".join(lines)
+
+
+TARGET_POINTS, TARGET_TOP_SHARE = 0.30, 0.30  # issue 13's bar: universal dodges >= 30 points more; no hub > 30 %
+
+
+def headline(report: dict, split: str = "test") -> str:
+    """What `maskgan demo` prints: per row, dodging at the first FAR with its identity-bootstrap 95 % interval,
+    rank-1 and the top identity's share; the same after the defender; and whether issue 13's bar is met."""
+    far = report["fars"][0]
+    blocks = [("white-box (the head the generator attacked)", report["rows"])]
+    if report.get("after_defender"):
+        d = report["after_defender"]
+        blocks.append((f"after the defender adapts ({d['steps']} steps on train identities wearing the designs)",
+                       d["rows"]))
+    lines = [f"{split} ({ROLE.get(split, split)}), dodging = similarity to the own gallery photo below the "
+             f"FAR {far} threshold:"]
+    verdicts = []
+    for title, rows in blocks:
+        lines.append(f"  {title}:")
+        for row, per_split in rows.items():
+            s = per_split.get(split)
+            if s is None:
+                continue
+            if "designs" in s:
+                m, w = s["mean"], s["worst"]
+                iv = s["paired_vs_original_mask"][f"dodging@{far}"]["identity95"]
+                lines.append(f"    {row:<14} dodging {_pct(m[f'dodging@{far}'])} mean over {s['designs']} designs "
+                             f"(worst {_pct(w[f'dodging@{far}'])}; minus original_mask{_ci(iv)}), rank-1 "
+                             f"{_pct(m['rank1'])}, top id share {_pct(m['top_share'])} (worst {_pct(w['top_share'])})")
+                continue
+            v, iv, h = s["verification"], s["intervals"][f"dodging@{far}"]["identity95"], s["hubness"]
+            lines.append(f"    {row:<14} dodging {_pct(v['dodging'][far])}{_ci(iv)}, rank-1 {_pct(v['rank1'])}, "
+                         f"top id share {_pct(h.get('top_share'))}" + ("  HUB" if h.get("hub_dominated") else ""))
+        verdicts.append((title, _target(rows, split, far)))
+    for title, (met, why) in verdicts:
+        lines.append(f"  issue 13 target ({title.split(' (')[0]}): {'MET' if met else 'NOT met'}: {why}")
+    return "\n".join(lines)
+
+
+def _target(rows: dict, split: str, far: str) -> tuple[bool, str]:
+    uni, orig = rows.get("universal", {}).get(split), rows.get("original_mask", {}).get(split)
+    if uni is None or orig is None:
+        return False, "no universal or original_mask row"
+    gain = uni["mean"][f"dodging@{far}"] - orig["verification"]["dodging"][far]
+    tops = {r: (s[split]["worst"]["top_share"] if "designs" in s[split] else s[split]["hubness"].get("top_share"))
+            for r, s in rows.items() if split in s}
+    worst_row = max(tops, key=lambda r: tops[r] if tops[r] == tops[r] else -1)
+    met = gain >= TARGET_POINTS and tops[worst_row] <= TARGET_TOP_SHARE
+    return met, (f"universal dodges {gain * 100:+.1f} points vs original_mask (need >= +30); the largest top id "
+                 f"share is {_pct(tops[worst_row])} ({worst_row}; need <= 30%)")

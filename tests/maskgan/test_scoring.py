@@ -113,31 +113,6 @@ def test_paired_difference_and_worst_best_over_designs():
     assert agg["mean"]["dodging@1e-02"] == pytest.approx(0.5)
 
 
-def test_a_design_scored_from_its_png_scores_as_the_in_memory_design(assets, tmp_path):
-    from maskgan import assembly, config
-
-    cfg = config.debug_cpu(str(assets))
-    rec = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu")
-    proj = assembly.load_projector(cfg.model.projector, "cpu")
-    feats, _ = assembly.gallery(cfg, rec.trunk, "cpu")
-    with torch.no_grad():
-        gallery_emb = rec.head(feats)
-    gen = assembly.generator_from_arch(assembly.arch(cfg, 128)).eval()
-    models = dict(trunk=rec.trunk, head=rec.head, projector=proj, generator=gen, latent_dim=cfg.model.latent_dim,
-                  gallery_emb=gallery_emb, device="cpu")
-    design = evaluate.universal_designs(gen, cfg.model.latent_dim, k=1, seed=0)[:1]
-    path = tmp_path / "design.png"
-    path.write_bytes(evaluate.design_png(design))
-    from_disk = evaluate.design_from_png(path.read_bytes())
-    assert torch.equal(from_disk, design)
-    root = storage.resolve(cfg.data.uri)
-    in_memory = evaluate.score_design(root, "test", design, **models)
-    scored = evaluate.score_design(root, "test", from_disk, **models)
-    assert json.dumps(scored, sort_keys=True) == json.dumps(in_memory, sort_keys=True)
-    assert in_memory["probes"] > 0 and set(in_memory["verification"]["dodging"]) == {"1e-02", "1e-03"}
-    assert "dodging@1e-02" in in_memory["paired_vs_original_mask"]
-
-
 @pytest.mark.slow
 def test_evaluate_writes_the_wearers_figures_beside_todays_keys(ray_session, small_cfg):
     import os
@@ -167,3 +142,6 @@ def test_evaluate_writes_the_wearers_figures_beside_todays_keys(ray_session, sma
     md = open(os.path.join(result.run_uri, "report.md")).read()
     assert "## test (the figure to quote)" in md and "| universal ×3 mean (worst..best) |" in md
     assert rep["rows"]["universal"]["test"]["designs"] == 3
+    after = on_disk["after_defender"]
+    assert set(after["impostors"]) == {"val", "test"} and after["rows"]["universal"]["test"]["designs"] == 3
+    assert "## After an adaptive defender" in md
