@@ -4,9 +4,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from data_loader import storage
 from maskgan import evaluate, report, scoring
 
 
