@@ -42,7 +42,7 @@ def _leaf(sub, name: str, help: str, command: str | None = None) -> argparse.Arg
 
 
 def _demo(sub) -> None:
-    d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 3 minutes)")
+    d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 5 minutes)")
     d.add_argument("--out", default="demo_out", help="folder for data, weights and runs (default: demo_out)")
     d.add_argument("--identities", type=int, default=40, help="synthetic identities (default: 40)")
     d.add_argument("--epochs", type=int, default=8, help="GAN epochs (default: 8)")
