@@ -150,3 +150,22 @@ def test_an_exported_design_png_scored_from_disk_scores_as_the_report_says(asset
     code = cli_main(["evaluate", "--run", str(run), "--design", str(small)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and str(small) in err and "64x64" in err
+
+
+BASE = {"data": {"uri": "/nonexistent/data"}, "model": {"projector": "/nonexistent/p.pt"}}
+
+
+def test_the_results_table_gives_mean_and_spread_over_training_seeds():
+    from tune import results
+    from tune.space import parse_space
+
+    space = parse_space({"name": "s", "base": BASE, "grid": {"train.seed": [0, 1, 2], "objective.experiment":
+                                                            ["exp0", "exp1"]}})
+    rows = [{"trial": f"t{e}{s}", "status": "completed", "epochs": 1, "train.seed": s, "objective.experiment": e,
+             "generated/test": g, "universal/test/dodging": 0.5}
+            for e, gs in (("exp0", (0.1, 0.2, 0.3)), ("exp1", (0.5, 0.5, 0.5))) for s, g in zip((0, 1, 2), gs)]
+    md = results.results_markdown(rows, space)
+    assert "## Over training seeds (`train.seed`)" in md
+    assert "| exp0 | 3 | 20.0% ± 10.0% | – | 50.0% ± 0.0% |" in md and "| exp1 | 3 | 50.0% ± 0.0% |" in md
+    no_seed = parse_space({"name": "s", "base": BASE, "grid": {"objective.experiment": ["exp0", "exp1"]}})
+    assert "Over training seeds" not in results.results_markdown(rows, no_seed)
