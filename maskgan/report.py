@@ -146,8 +146,8 @@ TARGET_POINTS, TARGET_TOP_SHARE = 0.30, 0.30  # issue 13's bar: universal dodges
 
 
 def headline(report: dict, split: str = "test") -> str:
-    """What `maskgan demo` prints: per row, dodging at the first FAR with its identity-bootstrap 95 % interval,
-    rank-1 and the top identity's share; the same after the defender; and whether issue 13's bar is met."""
+    """What `maskgan demo` prints: per row, dodging at the first FAR with its identity-bootstrap and Wilson 95 %
+    intervals, rank-1 and the top identity's share; the same after the defender; and whether issue 13's bar is met."""
     far = report["fars"][0]
     blocks = [("white-box (the head the generator attacked)", report["rows"])]
     if report.get("after_defender"):
@@ -170,9 +170,10 @@ def headline(report: dict, split: str = "test") -> str:
                              f"(worst {_pct(w[f'dodging@{far}'])}; minus original_mask{_ci(iv)}), rank-1 "
                              f"{_pct(m['rank1'])}, top id share {_pct(m['top_share'])} (worst {_pct(w['top_share'])})")
                 continue
-            v, iv, h = s["verification"], s["intervals"][f"dodging@{far}"]["identity95"], s["hubness"]
-            lines.append(f"    {row:<14} dodging {_pct(v['dodging'][far])}{_ci(iv)}, rank-1 {_pct(v['rank1'])}, "
-                         f"top id share {_pct(h.get('top_share'))}" + ("  HUB" if h.get("hub_dominated") else ""))
+            v, iv, h = s["verification"], s["intervals"][f"dodging@{far}"], s["hubness"]
+            lines.append(f"    {row:<14} dodging {_pct(v['dodging'][far])}{_ci(iv['identity95'])} identity "
+                         f"bootstrap,{_ci(iv['wilson95'])} Wilson; rank-1 {_pct(v['rank1'])}, top id share "
+                         f"{_pct(h.get('top_share'))}" + ("  HUB" if h.get("hub_dominated") else ""))
         verdicts.append((title, _target(rows, split, far)))
     for title, (met, why) in verdicts:
         lines.append(f"  issue 13 target ({title.split(' (')[0]}): {'MET' if met else 'NOT met'}: {why}")
