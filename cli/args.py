@@ -81,7 +81,7 @@ def _ray_address(p: argparse.ArgumentParser) -> None:
 
 
 def _demo(sub) -> None:
-    d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 4 minutes)")
+    d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 5 minutes)")
     d.add_argument("--out", default="demo_out", help="folder for data, weights and runs (default: demo_out)")
     d.add_argument("--identities", type=ranged(int, "[2, 1000000]"), default=40,
                    help="synthetic identities (default: 40)")
@@ -99,6 +99,8 @@ def _data_synth(data) -> None:
                    help="probe photos per identity")
     s.add_argument("--adapt-per-identity", type=ranged(int, "[0, 10000]"), default=4,
                    help="extra photos per identity for `recognizer adapt` (default: 4)")
+    s.add_argument("--adapt-identities", type=ranged(int, "[2, 1000000]"), default=None,
+                   help="identities of the adapt pool, never in the gallery (default: as many as --identities)")
     s.add_argument("--out", required=True, help="output URI (local dir or s3://bucket/prefix)")
     s.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0,
                    help="random seed: the same seed writes the same faces (default: 0)")
@@ -149,6 +151,9 @@ def _train(sub) -> None:
 def _evaluate(sub) -> None:
     e = _leaf(sub, "evaluate", "score a run: accuracy per split and row, with 95%% intervals")
     e.add_argument("--run", required=True, help="run folder URI (train.storage/train.name)")
+    e.add_argument("--design", default=None,
+                   help="score exactly this design PNG (e.g. an export's designs/universal_0.png) on every split "
+                        "instead of the full report")
 
 
 def _tune(sub) -> None:

@@ -18,7 +18,8 @@ def data_synth(a) -> None:
     from maskgan.config import ConfigError
 
     try:
-        m = synth.generate(a.out, a.identities, a.images_per_identity, a.adapt_per_identity, seed=a.seed, size=a.size)
+        m = synth.generate(a.out, a.identities, a.images_per_identity, a.adapt_per_identity, seed=a.seed, size=a.size,
+                           adapt_identities=a.adapt_identities)
     except ValueError as e:  # synth's argument checks: a user error, printed as one line
         raise ConfigError(str(e)) from None
     print(f"wrote {sum(s['rows'] for s in m['sets'].values())} rows "
@@ -52,8 +53,11 @@ def train(a) -> None:
 
 
 def evaluate(a) -> None:
-    from maskgan import evaluate
+    from maskgan import evaluate, report
 
+    if a.design:
+        print(report.design_lines(a.design, evaluate.score_design_file(a.run, a.design)))
+        return
     print(evaluate.report_markdown(evaluate.evaluate_run(a.run)))
 
 

@@ -319,6 +319,9 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
     manifest = {
         "source": {"kind": "ffhq+maskedfacenet", "ffhq": src_f.uri, "maskedfacenet": src_m.uri,
                    "shard_size": shard_size, "alpha": "derived from each pair (data_loader.alpha)"},
+        # MaskedFace-Net draws its mask onto the FFHQ photo of the same number, and that photo is the gallery:
+        # `unmasked` probes are self-matches and `original_mask` is near-duplicate retrieval. Reports say so.
+        "self_match": True,
         "size": size,
         "identities": len(labels),
         "split_identities": split_ids,

@@ -3,8 +3,13 @@
 Identity lives in features that stay visible above a facemask (face shape, skin and hair colour, hairline,
 eye shape/spacing/colour, brows, glasses) and in some hidden below it (mouth, nose). Every photo of an
 identity is jittered (position, scale, lighting, background, sensor noise) so two photos are never identical.
-Each photo comes unmasked, wearing a plain surgical-style mask of one shape and colour over nose and mouth
-(as in MaskedFace-Net), and with the mask's true alpha.
+Each photo comes unmasked, wearing a plain surgical-style mask over nose and mouth (as in MaskedFace-Net; its
+colour drawn per photo from a small palette of surgical shades, none exactly the `blue` control's), and with
+the mask's true alpha.
+
+The `adapt` set (for `maskgan recognizer adapt`, the stand-in for pretraining) is a pool of identities of its
+own, never in the gallery or among the probes: each has one unmasked photo (variant `gallery`, labels 0..A-1
+within the set) for the adaptation softmax and photos wearing masks of random colours and textures.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ SKIN = np.array([[255, 224, 196], [241, 194, 158], [224, 172, 130], [198, 134, 9
 HAIR = np.array([[20, 16, 14], [70, 44, 26], [120, 80, 40], [200, 160, 90], [150, 60, 30], [170, 170, 170],
                  [240, 240, 230], [40, 60, 160], [160, 40, 120]], dtype=np.float32)
 IRIS = np.array([[60, 40, 20], [40, 90, 150], [60, 120, 60], [110, 80, 50], [20, 20, 20]], dtype=np.float32)
-MASK_RGB = np.array([140, 190, 225], dtype=np.float32)  # surgical blue, the same for everyone
+# Probe masks: surgical shades drawn per photo, so the `blue` control (140, 190, 225) is near, not equal to, them.
+MASK_PALETTE = np.array([[120, 172, 214], [158, 204, 232], [104, 150, 190], [182, 212, 226], [128, 186, 200]],
+                        dtype=np.float32)
+ADAPT_PREFIX = "synth-adapt-"
 MIN_SIZE = 32  # pixels a side: below this the eyes, brows and mask edge are a few pixels (as prepare's MIN_SIDE)
 
 
@@ -41,7 +49,27 @@ def identity_params(rng: np.random.Generator) -> dict:
     }
 
 
-def render(p: dict, rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mask_texture(rng: np.random.Generator, varied: bool, yy, xx) -> np.ndarray:
+    """The mask's colour [S,S,3] before pleats: a palette shade (probes), or for the adapt pool a random colour
+    with a random texture (plain, stripes, checks, noise) so adaptation does not learn one mask."""
+    size = yy.shape[0]
+    if not varied:
+        return np.broadcast_to(MASK_PALETTE[rng.integers(len(MASK_PALETTE))], (size, size, 3)).copy()
+    base, other = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    kind, f = rng.integers(4), rng.uniform(8, 30)
+    if kind == 0:
+        pattern = np.zeros((size, size))
+    elif kind == 1:
+        pattern = (np.sin(f * (xx * np.cos(f) + yy * np.sin(f))) > 0).astype(float)
+    elif kind == 2:
+        pattern = ((np.floor(xx * f / 3) + np.floor(yy * f / 3)) % 2).astype(float)
+    else:
+        pattern = rng.uniform(0, 1, (size, size))
+    return base * (1 - pattern[..., None]) + other * pattern[..., None]
+
+
+def render(p: dict, rng: np.random.Generator, size: int = 128,
+           varied_mask: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One jittered photo of identity p: (unmasked uint8 [S,S,3], masked uint8 [S,S,3], alpha uint8 [S,S])."""
     t = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
     yy, xx = np.meshgrid(t, t, indexing="ij")
@@ -95,7 +123,7 @@ def render(p: dict, rng: np.random.Generator, size: int = 128) -> tuple[np.ndarr
     light = 1 + rng.uniform(-0.18, 0.18) * xx + rng.uniform(-0.1, 0.1) * yy + rng.uniform(-0.1, 0.1)
     noise = rng.normal(0, 4, img.shape)
     unmasked = np.clip(img * light[..., None] + noise, 0, 255).astype(np.uint8)
-    mask_img = MASK_RGB * (1 - 0.06 * (np.sin((y - top) * 40) > 0.8))[..., None]
+    mask_img = mask_texture(rng, varied_mask, yy, xx) * (1 - 0.06 * (np.sin((y - top) * 40) > 0.8))[..., None]
     masked_f = img * (1 - alpha[..., None]) + mask_img * alpha[..., None]
     masked = np.clip(masked_f * light[..., None] + noise, 0, 255).astype(np.uint8)
     return unmasked, masked, (alpha * 255).astype(np.uint8)
@@ -108,14 +136,20 @@ def synth_split(index: int) -> str:
 
 
 def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_identity: int = 4,
-             seed: int = 0, size: int = 128, shard_size: int = 256, log=print) -> dict:
+             seed: int = 0, size: int = 128, shard_size: int = 256, log=print,
+             adapt_identities: int | None = None) -> dict:
     """Write a synthetic dataset to out_uri (local dir or s3://) in the shard format; returns the manifest.
+
+    adapt_identities (default: as many as `identities`; none when adapt_per_identity is 0): the adapt pool,
+    identities of their own (`synth-adapt-*`), disjoint from the gallery's.
 
     Into an existing dataset: its manifest is removed before the first shard is written and the new one is
     written last, so an interrupted rewrite leaves no manifest (readers then say so) and never a mix."""
     ranges.check("--identities", identities, "[2, 1000000]", integer=True)
     ranges.check("--images-per-identity", images_per_identity, "[1, 10000]", integer=True)
     ranges.check("--adapt-per-identity", adapt_per_identity, "[0, 10000]", integer=True)
+    adapt_identities = (identities if adapt_identities is None else adapt_identities) if adapt_per_identity else 0
+    ranges.check("--adapt-identities", adapt_identities, "[0, 1000000]", integer=True)
     ranges.check("--size", size, f"[{MIN_SIZE}, 1024]", integer=True)
     ranges.check("--seed", seed, "[0, 4294967295]", integer=True)
     ranges.check("shard_size", shard_size, "[1, 1000000]", integer=True)
@@ -131,8 +165,7 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
         split = synth_split(label)
         split_ids[split] += 1
         p = identity_params(rng)
-        jobs = [("gallery", 1)] + [(split, images_per_identity), ("adapt", adapt_per_identity)]
-        for set_name, n in jobs:
+        for set_name, n in [("gallery", 1), (split, images_per_identity)]:
             for _ in range(n):
                 un, ma, al = render(p, rng, size)
                 if set_name == "gallery":
@@ -143,6 +176,16 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
                 writers[set_name].add(**row)
                 counts[set_name] += 1
         progress.update(label + 1)
+    for label in range(adapt_identities):  # the adapt pool: after the gallery's, so those faces stay as they were
+        ident, p = f"{ADAPT_PREFIX}{label:06d}", identity_params(rng)
+        un = render(p, rng, size)[0]
+        writers["adapt"].add(**shards.image_row(label=label, identity=ident, split="adapt", variant="gallery",
+                                                unmasked=un))
+        for _ in range(adapt_per_identity):
+            un, ma, al = render(p, rng, size, varied_mask=True)
+            writers["adapt"].add(**shards.image_row(label=label, identity=ident, split="adapt", variant="synthetic",
+                                                    unmasked=un, masked=ma, alpha=al))
+        counts["adapt"] += 1 + adapt_per_identity
     sets = {}
     for name, w in writers.items():
         shard_list = w.close()
@@ -150,7 +193,7 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
             sets[name] = {"rows": counts[name], "shards": shard_list}
     manifest = {
         "source": {"kind": "synthetic", "seed": seed, "images_per_identity": images_per_identity,
-                   "adapt_per_identity": adapt_per_identity},
+                   "adapt_per_identity": adapt_per_identity, "adapt_identities": adapt_identities},
         "size": size,
         "identities": identities,
         "split_identities": split_ids,

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, scoring
+from maskgan import assembly, defender, scoring
 from maskgan.config import RunConfig
+from maskgan.feed import TrainGallery
 from maskgan.models.projector import composite
 from maskgan.objective import to_float_images, trunk_features, unwrap
 from maskgan.report import report_markdown
@@ -186,31 +187,58 @@ def score_design(root: storage.Location, split: str, design: torch.Tensor, seed:
                         **models)["rows"]["design"]
 
 
-def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int = UNIVERSAL_K) -> dict:
-    """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png, report.html."""
-    run = storage.resolve(run_uri)
-    state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
+def load_models(state: dict, ckpt_loc: storage.Location, device) -> tuple[RunConfig, storage.Location, dict]:
+    """(config, data root, the `models` every scorer takes) of one checkpoint: the head and generator it holds."""
     cfg = assembly.config_of(state)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     root = assembly.data_root(cfg)
     parts = assembly.build(cfg, device, root)
-    rec, projector, gallery_feats = parts.recognizer, parts.projector, parts.gallery_feats
+    rec = parts.recognizer
     rec.head.load_state_dict(state["head"])
     generator = assembly.generator_from_checkpoint(state, ckpt_loc.uri).to(device).eval()
     with torch.no_grad():
-        gallery_emb = rec.head(gallery_feats)
-    manifest = shards.read_manifest(root)
-    models = dict(trunk=rec.trunk, head=rec.head, projector=projector, generator=generator,
+        gallery_emb = rec.head(parts.gallery_feats)
+    models = dict(trunk=rec.trunk, head=rec.head, projector=parts.projector, generator=generator,
                   latent_dim=state["arch"]["latent_dim"], gallery_emb=gallery_emb, device=device)
+    return cfg, root, {**models, "_parts": parts}
 
-    fixed = universal_designs(generator, models["latent_dim"], universal_k, seed=cfg.train.seed, device=device)
+
+def _scorers(models: dict) -> dict:
+    return {k: v for k, v in models.items() if not k.startswith("_")}
+
+
+def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int = UNIVERSAL_K,
+                 defender_steps: int = defender.STEPS) -> dict:
+    """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png, report.html."""
+    run = storage.resolve(run_uri)
+    state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
+    report = evaluate_checkpoint(state, ckpt_loc, log=log, splits=splits, universal_k=universal_k,
+                                 defender_steps=defender_steps)
+    faces_png = report.pop("_designs_png")
+    storage.write_text(run.join("report.json"), json.dumps(report, indent=1, sort_keys=True))
+    storage.write_text(run.join("report.md"), report_markdown(report))
+    storage.write_bytes(run.join("designs.png"), faces_png)
+    from maskgan.pages.run_page import write_report_page  # here, not at the top: the page module imports this one
+
+    write_report_page(run, report, log=log)
+    return report
+
+
+def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, splits=shards.SPLITS,
+                        universal_k: int = UNIVERSAL_K, defender_steps: int = defender.STEPS) -> dict:
+    """The report of exactly this checkpoint (nothing written; `_designs_png` holds designs.png's bytes)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, root, models = load_models(state, ckpt_loc, device)
+    parts, models = models["_parts"], _scorers(models)
+    manifest = shards.read_manifest(root)
+
+    fixed = universal_designs(models["generator"], models["latent_dim"], universal_k, seed=cfg.train.seed,
+                              device=device)
     designs = {f"{UNIVERSAL}/{i}": d.unsqueeze(0) for i, d in enumerate(fixed)}
     accuracy: dict = {r: {"ci95": {}} for r in ROWS}
     rows: dict = {r: {} for r in (*ROWS, UNIVERSAL)}
     impostors: dict = {}
-    for split in splits:
-        if split not in manifest["sets"]:
-            continue
+    present = [s for s in splits if s in manifest["sets"]]
+    for split in present:
         log(f"evaluating {split} probes ({manifest['sets'][split]['rows']}) x {len(ROWS)} rows "
             f"+ {universal_k} universal designs ...")
         result = split_report(root, split, ROWS, designs, seed=cfg.train.seed, **models)
@@ -221,11 +249,13 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
         for row, summary in result["rows"].items():
             rows[row][split] = summary
         impostors[split] = result["impostors"]
-    n = int(gallery_emb.shape[0])
+    n = int(models["gallery_emb"].shape[0])
     report = {
         "recognizer_weights": cfg.model.recognizer_weights,
-        "recognizer": rec.desc,
-        "illustrative_only": not rec.desc.get("pretrained", False),
+        "recognizer": parts.recognizer.desc,
+        "illustrative_only": not parts.recognizer.desc.get("pretrained", False),
+        # MaskedFace-Net data: each probe is its gallery photo with a mask drawn on (data_loader.prepare)
+        "self_match": bool(manifest.get("self_match", False)),
         "experiment": cfg.objective.experiment,
         "generator": state["arch"]["generator"],
         "epoch": state["epoch"],
@@ -241,13 +271,64 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
         "universal_k": universal_k,
         "universal_seed": cfg.train.seed,  # universal_designs(generator, latent_dim, k, seed) rebuilds them exactly
     }
-    storage.write_text(run.join("report.json"), json.dumps(report, indent=1, sort_keys=True))
-    storage.write_text(run.join("report.md"), report_markdown(report))
-    storage.write_bytes(run.join("designs.png"), designs_png(root, models, seed=cfg.train.seed))
-    from maskgan.pages.run_page import write_report_page  # here, not at the top: the page module imports this one
-
-    write_report_page(run, report, log=log)
+    held_out = [s for s in present if s != "train"]
+    if defender_steps and held_out and "train" in manifest["sets"]:
+        report["after_defender"] = after_defender(root, parts, cfg, models, fixed, held_out, designs,
+                                                  defender_steps, log)
+    report["_designs_png"] = designs_png(root, models, seed=cfg.train.seed)
     return report
+
+
+def after_defender(root: storage.Location, parts: assembly.Parts, cfg: RunConfig, models: dict,
+                   fixed: torch.Tensor, splits, designs: dict, steps: int, log=print) -> dict:
+    """Every row of `splits` again, scored by a head that fine-tuned on train identities wearing `fixed`."""
+    log(f"defender: a fresh head fine-tunes {steps} steps on train identities wearing the {len(fixed)} "
+        f"universal designs ...")
+    train_gallery = TrainGallery.of(root, parts.gallery_feats)
+    feats, labels = defender.design_features(root, fixed, trunk=models["trunk"], projector=models["projector"],
+                                             device=models["device"])
+    head = defender.adapt_head(models["head"], models["generator"], feats, labels, train_gallery, cfg.objective,
+                               steps=steps, seed=cfg.train.seed, log=log)
+    with torch.no_grad():
+        adapted = {**models, "head": head, "gallery_emb": head(parts.gallery_feats)}
+    out: dict = {"steps": steps, "designs": len(fixed), "trained_on": "train", "rows": {}, "impostors": {}}
+    for split in splits:
+        result = split_report(root, split, ROWS, designs, seed=cfg.train.seed, **adapted)
+        for row, summary in result["rows"].items():
+            out["rows"].setdefault(row, {})[split] = summary
+        out["impostors"][split] = result["impostors"]
+    return out
+
+
+def score_design_file(run_uri: str, design_uri: str, log=print, splits=shards.SPLITS) -> dict:
+    """{split: the full row} of the design PNG at `design_uri` (read back from disk or s3://), worn by every probe
+    of every split, scored by the run's latest checkpoint. A PNG of another size is one line naming the file."""
+    run = storage.resolve(run_uri)
+    state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, root, models = load_models(state, ckpt_loc, device)
+    models = _scorers(models)
+    loc = storage.resolve(design_uri)
+    if not storage.exists(loc):
+        raise shards.ShardError(f"{loc.uri}: design file not found")
+    try:
+        design = design_from_png(storage.read_bytes(loc)).to(device)
+    except Exception as e:  # PIL's errors are many; the user needs one line naming the file
+        raise shards.ShardError(f"{loc.uri}: not a readable PNG ({str(e).splitlines()[0]})") from None
+    size = assembly.image_size(root)
+    if tuple(design.shape[-2:]) != (size, size):
+        raise shards.ShardError(f"{loc.uri}: design is {design.shape[-1]}x{design.shape[-2]} pixels, the data's "
+                                f"images are {size}x{size}")
+    manifest = shards.read_manifest(root)
+    return {split: score_design(root, split, design, seed=cfg.train.seed, **models)
+            for split in splits if split in manifest["sets"]}
+
+
+def universal_pngs(generator, latent_dim: int, k: int = UNIVERSAL_K, seed: int = 0) -> dict[str, bytes]:
+    """designs/universal_<i>.png of the K universal designs, seeded as evaluation seeds them: the files
+    `export` and `sample` write, byte for byte what evaluation scored."""
+    return {f"designs/{UNIVERSAL}_{i}.png": design_png(d)
+            for i, d in enumerate(universal_designs(generator, latent_dim, k, seed=seed))}
 
 
 @torch.no_grad()

@@ -164,3 +164,37 @@ def streamed_batches(shard, cfg: RunConfig, epoch: int, projector, trunk, device
             resident.add(c)
         yield step_tensors(c), waited
 
+
+
+class TrainGallery:
+    """The gallery the GAN trains against: the TRAIN identities' photos only, a per-run constant.
+
+    The head's softmax, its BatchNorm batch and the generator's cross-entropy use these rows, so training never
+    sees a val/test identity (with every identity's gallery the generator learnt to pull faces onto val
+    people: hubs that made val look protected). `remap` turns a probe's label (its index in the full gallery,
+    which evaluation keeps) into its index here; non-train labels map to -1 (the train stream has none)."""
+
+    def __init__(self, gallery_feats: torch.Tensor, splits: np.ndarray):
+        train = np.flatnonzero(splits == "train")
+        if train.size == 0:
+            raise shards.ShardError("the gallery has no train identities to train against")
+        index = torch.from_numpy(train).to(gallery_feats.device)
+        self.feats = gallery_feats.index_select(0, index)
+        self.labels = train  # full-gallery labels of the rows of `feats`, in order
+        remap = torch.full((len(splits),), -1, dtype=torch.long)
+        remap[torch.from_numpy(train)] = torch.arange(train.size)
+        self.remap = remap.to(gallery_feats.device)
+
+    @classmethod
+    def of(cls, root: storage.Location, gallery_feats: torch.Tensor) -> "TrainGallery":
+        """From the gallery set's split column (label order, as assembly.gallery orders the features)."""
+        labels, splits = [], []
+        for batch in shards.iter_set(root, "gallery", columns=["label", "split"]):
+            labels.append(batch["label"])
+            splits.append(batch["split"])
+        labels_arr, splits_arr = np.concatenate(labels), np.concatenate(splits)
+        return cls(gallery_feats, splits_arr[np.argsort(labels_arr)].astype(str))
+
+    def batch(self, batch: dict) -> dict:
+        """The step's batch with labels indexing `feats`."""
+        return {**batch, "label": self.remap[batch["label"]]}

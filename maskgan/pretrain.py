@@ -4,9 +4,12 @@
 derived from masked/unmasked pairs by `prepare`), reporting IoU on held-out (val) images.
 
 `adapt_recognizer`: the synthetic stand-in for vggface2 pretraining. With random trunk weights the head is
-refitted (last_linear + last_bn, cosine-softmax over identities) on trunk features of extra unmasked and
-plain-masked photos of the gallery identities (the dataset's `adapt` set), which turns a random network into a
-mask-aware adversary worth fooling. Its numbers remain illustrative only, and reports say so.
+refitted (last_linear + last_bn, cosine-softmax over identities) on trunk features of unmasked and masked
+photos of the dataset's `adapt` pool: identities of their own, never in the gallery or among the probes, with
+their own unmasked photo (variant `gallery`) as the softmax's classes and masks of varied colours and
+textures. That turns a random network into a mask-aware adversary worth fooling without it ever seeing a
+person it is later scored on; data whose adapt identities overlap the gallery's is refused. Its numbers
+remain illustrative only, and reports say so.
 """
 
 from __future__ import annotations
@@ -79,6 +82,32 @@ def train_projector(data_uri: str, out_uri: str, *, epochs: int = 10, batch_size
     return result
 
 
+def _adapt_tables(root: storage.Location, manifest: dict) -> dict:
+    """The adapt set as {"gallery": its own unmasked photo per identity, "photos": the rest}; refused when its
+    identities are gallery identities (the head would have seen the people it is scored on) or it has no
+    photos of its own gallery (data written before the adapt pool had its own identities)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.concat_tables([shards.read_table(root, s) for s in shards.set_shards(root, manifest, "adapt")])
+    gallery_ids = set()
+    for batch in shards.iter_set(root, "gallery", columns=["identity"]):
+        gallery_ids.update(batch["identity"].tolist())
+    overlap = sorted(set(table.column("identity").to_pylist()) & gallery_ids)
+    if overlap:
+        raise shards.ShardError(f"{root.uri}: {len(overlap)} adapt identities are also gallery identities "
+                                f"(e.g. {', '.join(overlap[:3])}); adaptation must use identities of its own "
+                                f"(regenerate with `maskgan data synth`)")
+    is_gallery = pc.equal(table.column("variant"), "gallery")
+    own, photos = table.filter(is_gallery), table.filter(pc.invert(is_gallery))
+    labels = own.column("label").to_numpy()
+    if len(own) == 0 or not np.array_equal(np.sort(labels), np.arange(len(labels))) or len(photos) == 0:
+        raise shards.ShardError(f"{root.uri}: the adapt set needs one 'gallery' photo per adapt identity "
+                                f"(labels 0..N-1) and masked photos of them (regenerate with `maskgan data synth`)")
+    return {"gallery": own.select(["label", "size", "unmasked"]),
+            "photos": photos.select(["label", "size", "unmasked", "masked"])}
+
+
 def adapt_recognizer(data_uri: str, out_uri: str, *, base: str = "random", steps: int = 300, lr: float = 1e-3,
                      scale: float = 16.0, seed: int = 0, endpoint: str | None = None, log=print) -> dict:
     ranges.check("--steps", steps, "[1, 1000000]", integer=True)  # steps <= 0 would write unadapted weights
@@ -90,21 +119,22 @@ def adapt_recognizer(data_uri: str, out_uri: str, *, base: str = "random", steps
     if "adapt" not in manifest["sets"]:
         raise shards.ShardError(f"{root.uri}: no 'adapt' set; adaptation is for synthetic data "
                                 f"(real data: use recognizer_weights: vggface2)")
+    adapt = _adapt_tables(root, manifest)
     device = torch.device("cpu")
     rec = assembly.load_recognizer(base, device, endpoint)
     feats, labels = [], []
-    extracting = Progress("adapt: trunk features", int(manifest["sets"]["adapt"]["rows"]), "photos", log=log)
-    done = 0
-    for batch in shards.iter_set(root, "adapt", columns=["label", "size", "masked", "unmasked"]):
-        for i in range(0, len(batch["label"]), 32):  # a shard is ~1 s a photo on a busy CPU: report as we go
-            for key in ("unmasked", "masked"):
-                feats.append(trunk_features(rec.trunk, to_float_images(torch.from_numpy(batch[key][i:i + 32]))))
-                labels.append(torch.from_numpy(batch["label"][i:i + 32].astype(np.int64)))
-            done += len(batch["label"][i:i + 32])
-            extracting.update(done)
+    photos = shards.decode(adapt["photos"].to_pydict())
+    n_photos = len(photos["label"])
+    extracting = Progress("adapt: trunk features", n_photos, "photos", log=log)
+    for i in range(0, n_photos, 32):  # ~1 s a photo on a busy CPU: report as we go
+        for key in ("unmasked", "masked"):
+            feats.append(trunk_features(rec.trunk, to_float_images(torch.from_numpy(photos[key][i:i + 32]))))
+            labels.append(torch.from_numpy(photos["label"][i:i + 32].astype(np.int64)))
+        extracting.update(min(i + 32, n_photos))
     feats_t, labels_t = torch.cat(feats), torch.cat(labels)
-    log(f"adapt: trunk features of the gallery ({manifest['sets']['gallery']['rows']} photos) ...")
-    gallery_feats = assembly.gallery(root, rec.trunk, device)[0]
+    own = shards.decode(adapt["gallery"].to_pydict())
+    order = np.argsort(own["label"])
+    gallery_feats = trunk_features(rec.trunk, to_float_images(torch.from_numpy(own["unmasked"][order])))
     log(f"adapting recogniser head on {len(feats_t)} photos of {len(gallery_feats)} identities ...")
 
     head = rec.head

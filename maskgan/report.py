@@ -25,6 +25,10 @@ def report_markdown(report: dict) -> str:
     if report["illustrative_only"]:
         lines += ["**Illustrative only:** the recogniser has no real pretrained weights "
                   f"({report['recognizer_weights']}); these numbers say nothing about real face recognition.", ""]
+    if report.get("self_match"):
+        lines += ["**Self-match data:** MaskedFace-Net draws its mask onto the FFHQ photo that is also the gallery "
+                  "photo, so `unmasked` is a self-match and `original_mask` near-duplicate retrieval; compare rows "
+                  "with each other, not with a real deployment.", ""]
     lines += [f"Identification accuracy over a gallery of {report['gallery_size']} identities "
               f"(chance {report['chance']:.2%}); 95 % probe-bootstrap intervals in brackets.", "",
               "| row | train | val | test |", "|---|---|---|---|"]
@@ -42,7 +46,39 @@ def report_markdown(report: dict) -> str:
     for split in SPLITS:
         if split in report.get("impostors", {}):
             lines += _split_section(report, split)
+    if report.get("after_defender"):
+        lines += _defender_section(report)
     return "\n".join(lines)
+
+
+def _row_figures(s: dict, far: str) -> tuple[float, float, float]:
+    """(dodging at `far`, rank-1, top identity share) of a row summary; a universal row gives its mean."""
+    if "designs" in s:
+        m = s["mean"]
+        return m[f"dodging@{far}"], m["rank1"], m["top_share"]
+    return s["verification"]["dodging"][far], s["verification"]["rank1"], s["hubness"].get("top_share")
+
+
+def _defender_section(report: dict) -> list[str]:
+    d = report["after_defender"]
+    far = report["fars"][0]
+    splits = [s for s in SPLITS if s in d["impostors"]]
+    lines = [f"## After an adaptive defender ({d['steps']} steps on {d['trained_on']} identities wearing the "
+             f"{d['designs']} universal designs)", "",
+             f"Each cell: before → after the defender adapts (dodging@{far}, rank-1, top id share); universal: "
+             "the mean over its designs.", "",
+             "| row | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for row, per_split in d["rows"].items():
+        cells = []
+        for split in splits:
+            before, after = report["rows"].get(row, {}).get(split), per_split.get(split)
+            if before is None or after is None:
+                cells.append("–")
+                continue
+            (bd, br, _), (ad, ar, at) = _row_figures(before, far), _row_figures(after, far)
+            cells.append(f"{_pct(bd)} → {_pct(ad)}, {_pct(br)} → {_pct(ar)}, {_pct(at)}")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _split_section(report: dict, split: str) -> list[str]:
@@ -91,3 +127,68 @@ def _split_section(report: dict, split: str) -> list[str]:
 
 def _cos(x) -> str:
     return "–" if x is None or x != x else f"{x:.2f}"
+
+
+def design_lines(name: str, by_split: dict) -> str:
+    """`maskgan evaluate --design`: one line per split of the design's figures (score_design's rows)."""
+    lines = [f"design {name}, worn by every probe:"]
+    for split, s in by_split.items():
+        v, h = s["verification"], s["hubness"]
+        far = next(iter(v["dodging"]))
+        delta = s.get("paired_vs_original_mask", {}).get(f"dodging@{far}", {}).get("diff")
+        lines.append(f"  {split} ({ROLE.get(split, split)}): dodging@{far} {_pct(v['dodging'][far])}"
+                     f"{_ci(s['intervals'][f'dodging@{far}']['wilson95'])}, rank-1 {_pct(v['rank1'])}, "
+                     f"mean cos {_cos(v['mean_cosine'])}, top id share {_pct(h.get('top_share'))}, "
+                     f"Δ dodging vs original_mask {'–' if delta is None else f'{delta:+.1%}'}")
+    return "\n".join(lines)
+
+
+TARGET_POINTS, TARGET_TOP_SHARE = 0.30, 0.30  # issue 13's bar: universal dodges >= 30 points more; no hub > 30 %
+
+
+def headline(report: dict, split: str = "test") -> str:
+    """What `maskgan demo` prints: per row, dodging at the first FAR with its identity-bootstrap and Wilson 95 %
+    intervals, rank-1 and the top identity's share; the same after the defender; and whether issue 13's bar is met."""
+    far = report["fars"][0]
+    blocks = [("white-box (the head the generator attacked)", report["rows"])]
+    if report.get("after_defender"):
+        d = report["after_defender"]
+        blocks.append((f"after the defender adapts ({d['steps']} steps on train identities wearing the designs)",
+                       d["rows"]))
+    lines = [f"{split} ({ROLE.get(split, split)}), dodging = similarity to the own gallery photo below the "
+             f"FAR {far} threshold:"]
+    verdicts = []
+    for title, rows in blocks:
+        lines.append(f"  {title}:")
+        for row, per_split in rows.items():
+            s = per_split.get(split)
+            if s is None:
+                continue
+            if "designs" in s:
+                m, w = s["mean"], s["worst"]
+                iv = s["paired_vs_original_mask"][f"dodging@{far}"]["identity95"]
+                lines.append(f"    {row:<14} dodging {_pct(m[f'dodging@{far}'])} mean over {s['designs']} designs "
+                             f"(worst {_pct(w[f'dodging@{far}'])}; minus original_mask{_ci(iv)}), rank-1 "
+                             f"{_pct(m['rank1'])}, top id share {_pct(m['top_share'])} (worst {_pct(w['top_share'])})")
+                continue
+            v, iv, h = s["verification"], s["intervals"][f"dodging@{far}"], s["hubness"]
+            lines.append(f"    {row:<14} dodging {_pct(v['dodging'][far])}{_ci(iv['identity95'])} identity "
+                         f"bootstrap,{_ci(iv['wilson95'])} Wilson; rank-1 {_pct(v['rank1'])}, top id share "
+                         f"{_pct(h.get('top_share'))}" + ("  HUB" if h.get("hub_dominated") else ""))
+        verdicts.append((title, _target(rows, split, far)))
+    for title, (met, why) in verdicts:
+        lines.append(f"  issue 13 target ({title.split(' (')[0]}): {'MET' if met else 'NOT met'}: {why}")
+    return "\n".join(lines)
+
+
+def _target(rows: dict, split: str, far: str) -> tuple[bool, str]:
+    uni, orig = rows.get("universal", {}).get(split), rows.get("original_mask", {}).get(split)
+    if uni is None or orig is None:
+        return False, "no universal or original_mask row"
+    gain = uni["mean"][f"dodging@{far}"] - orig["verification"]["dodging"][far]
+    tops = {r: (s[split]["worst"]["top_share"] if "designs" in s[split] else s[split]["hubness"].get("top_share"))
+            for r, s in rows.items() if split in s}
+    worst_row = max(tops, key=lambda r: tops[r] if tops[r] == tops[r] else -1)
+    met = gain >= TARGET_POINTS and tops[worst_row] <= TARGET_TOP_SHARE
+    return met, (f"universal dodges {gain * 100:+.1f} points vs original_mask (need >= +30); the largest top id "
+                 f"share is {_pct(tops[worst_row])} ({worst_row}; need <= 30%)")

@@ -68,6 +68,7 @@ def _train(loop_config: dict) -> None:
     parts = assembly.build(cfg, device, root)
     generator = assembly.generator_from_arch(assembly.arch(cfg, size))
     head = parts.recognizer.head
+    train_gallery = feed.TrainGallery.of(root, parts.gallery_feats)  # training sees train identities only
 
     start = assembly.starting_checkpoint(cfg, run, root, log=functools.partial(_say, cfg))
     start_epoch = _load_weights(start, generator, head, cfg, say)
@@ -85,7 +86,8 @@ def _train(loop_config: dict) -> None:
 
     for epoch in range(start_epoch, cfg.train.epochs):
         unwrap(generator).train()
-        metrics, skipped_shards = _train_epoch(cfg, epoch, rank, device, parts, models, opts, shard, resident, say)
+        metrics, skipped_shards = _train_epoch(cfg, epoch, rank, device, parts, models, opts, shard, resident, say,
+                                               train_gallery)
         _stop_if_broken(cfg, run, root, epoch, metrics, skipped_shards)
         if rank == 0:
             metrics.update(_validate(cfg, root, parts, models, device))
@@ -134,7 +136,8 @@ def _set_lr(opt, lr: float) -> None:
 
 
 def _train_epoch(cfg: RunConfig, epoch: int, rank: int, device, parts: assembly.Parts, models: Models,
-                 opts: Optimizers, shard, resident: feed.ResidentShard, say) -> tuple[dict, list[str]]:
+                 opts: Optimizers, shard, resident: feed.ResidentShard, say,
+                 train_gallery: feed.TrainGallery) -> tuple[dict, list[str]]:
     """One epoch of steps; its metrics (means of the step's scalars, throughput, where the batches came from)
     and the paths of the shards whose rows were skipped (they failed their checksum)."""
     t0, wait, images, sums, steps, data_stats = time.perf_counter(), 0.0, 0, {}, 0, {}
@@ -147,7 +150,7 @@ def _train_epoch(cfg: RunConfig, epoch: int, rank: int, device, parts: assembly.
     drew_resident = resident.ready
     for batch, waited in batches:
         wait += waited
-        out = train_step(models, opts, batch, parts.gallery_feats, cfg.objective)
+        out = train_step(models, opts, train_gallery.batch(batch), train_gallery.feats, cfg.objective)
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v
         images += int(batch["label"].shape[0])

@@ -4,6 +4,8 @@ An export folder (s3://bucket/prefix or a local directory) holds:
 
     checkpoint/state.pt, checkpoint/meta.json   the checkpoint as training wrote it (generator, head, arch, config)
     designs.png                                 test faces (top) wearing the exported generator's designs (bottom)
+    designs/universal_<k>.png                   the K universal designs the report scored, to print
+    report.json                                 the evaluation of exactly the exported checkpoint
     samples.png                                 16 raw designs
     SHA256SUMS                                  `sha256  name` of every file above and of model_card.json
     model_card.json                             config, metrics (with 95 % intervals when the run was evaluated),
@@ -181,9 +183,24 @@ def _file_sha256(uri: str, endpoint) -> str | None:
         return None
 
 
+def _report_of(choice: Choice, log) -> dict:
+    """The run's report.json when it is about the chosen checkpoint, else a fresh evaluation of that one."""
+    from maskgan import evaluate
+
+    rep_loc = choice.run.join("report.json")
+    if storage.exists(rep_loc):
+        report = json.loads(storage.read_bytes(rep_loc))
+        if report.get("checkpoint") == choice.checkpoint.uri and "universal_k" in report:
+            return report
+    log(f"evaluating the exported checkpoint {choice.checkpoint.uri} ...")
+    report = evaluate.evaluate_checkpoint(choice.state, choice.checkpoint, log=log)
+    report.pop("_designs_png")
+    return report
+
+
 def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dict]:
     """(files except the card and SHA256SUMS, the card without its `files` entry)."""
-    from maskgan import assembly
+    from maskgan import assembly, evaluate
 
     state = choice.state
     cfg = assembly.config_of(state)
@@ -196,11 +213,10 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
         files["designs.png"] = faces
     files["samples.png"] = design_grid(generator, latent, 16, seed=cfg.train.seed, where=choice.checkpoint.uri)
 
-    report, report_sha = None, None
-    rep_loc = choice.run.join("report.json")
-    if storage.exists(rep_loc):
-        raw = storage.read_bytes(rep_loc)
-        report, report_sha = json.loads(raw), sha256(raw)
+    report = _report_of(choice, log)  # the evaluation of exactly this checkpoint, shipped as report.json
+    files["report.json"] = raw = json.dumps(report, indent=1, sort_keys=True).encode()
+    report_sha = sha256(raw)
+    files.update(evaluate.universal_pngs(generator, latent, report["universal_k"], report["universal_seed"]))
     manifest_loc = assembly.data_root(cfg).join(shards.MANIFEST)
     manifest_sha = sha256(storage.read_bytes(manifest_loc)) if storage.exists(manifest_loc) else None
     weights = cfg.model.recognizer_weights

@@ -81,10 +81,51 @@ def collect(grid, space: Space, runs: storage.Location, log=print) -> list[dict]
                 acc = (report or {}).get("accuracy", {}).get(r, {})
                 row[f"{r}/{split}"] = acc.get(split)
                 row[f"{r}/{split}/ci95"] = acc.get("ci95", {}).get(split)
+        for r, figure in _dodging(report or {}, "test").items():
+            row[f"{r}/test/dodging"] = figure
         row["run"] = runs.join(tid).uri
         row["illustrative_only"] = (report or {}).get("illustrative_only")
         rows.append(row)
     return rows
+
+
+def _dodging(report: dict, split: str) -> dict:
+    """{row: dodging at the report's first FAR on `split`} (universal: the mean over its designs)."""
+    out, far = {}, (report.get("fars") or [None])[0]
+    for row, per_split in report.get("rows", {}).items():
+        s = per_split.get(split)
+        if s is not None and far is not None:
+            out[row] = s["mean"][f"dodging@{far}"] if "designs" in s else s["verification"]["dodging"][far]
+    return out
+
+
+SEED_FIGURES = ("generated/test", "original_mask/test", "universal/test/dodging", "original_mask/test/dodging")
+
+
+def seed_spread(rows: list[dict], space: Space) -> list[str]:
+    """Markdown lines: mean ± standard deviation over `train.seed` of each group of trials that differ only in
+    their seed (the sweep's seed axis); [] when the sweep has no such axis."""
+    if "train.seed" not in space.axes:
+        return []
+    others = [k for k in _axis_columns(rows, space) if k != "train.seed"]
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault(tuple(_short(row.get(k)) for k in others), []).append(row)
+    head = [*others, "seeds", *SEED_FIGURES]
+    lines = ["", "## Over training seeds (`train.seed`): mean ± standard deviation", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, group in sorted(groups.items()):
+        cells = [*key, str(len(group))]
+        for fig in SEED_FIGURES:
+            vals = [r[fig] for r in group if isinstance(r.get(fig), (int, float)) and not math.isnan(r[fig])]
+            if not vals:
+                cells.append("–")
+                continue
+            mean = sum(vals) / len(vals)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else float("nan")
+            cells.append(f"{_pct(mean)} ± {_pct(sd)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _lineage(run: storage.Location) -> str | None:
@@ -139,7 +180,8 @@ def results_markdown(rows: list[dict], space: Space) -> str:
     head += [f"{r} {s}" for r in evaluate.ROWS for s in ("val", "test")]
     lines = [f"# sweep {space.name}: {len(rows)} trials", "",
              "`objective` = val generated accuracy while the recogniser's unmasked accuracy held up, else 1.0 "
-             "(lower is better). Accuracy columns come from `maskgan evaluate` of each trial's last checkpoint.", ""]
+             "(lower is better): val is the selection set, test the figure to quote. Accuracy columns come from "
+             "`maskgan evaluate` of each trial's last checkpoint.", ""]
     if any(r.get("illustrative_only") for r in rows):
         lines += ["**Illustrative only:** the recogniser has no real pretrained weights.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -148,6 +190,7 @@ def results_markdown(rows: list[dict], space: Space) -> str:
                  _short(row.get("objective")), *([row.get("pbt_from") or "–"] if lineage else [])]
         cells += [_pct(row.get(f"{r}/{s}")) for r in evaluate.ROWS for s in ("val", "test")]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += seed_spread(rows, space)
     return "\n".join(lines) + "\n"
 
 

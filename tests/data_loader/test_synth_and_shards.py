@@ -8,7 +8,7 @@ def test_synthetic_dataset_layout(tmp_path):
     m = synth.generate(str(tmp_path / "d"), identities=10, images_per_identity=3, adapt_per_identity=2, seed=1)
     root = storage.resolve(str(tmp_path / "d"))
     assert shards.read_manifest(root)["sets"]["gallery"]["rows"] == 10
-    assert {k: v["rows"] for k, v in m["sets"].items()} == {"gallery": 10, "train": 18, "val": 6, "test": 6, "adapt": 20}
+    assert {k: v["rows"] for k, v in m["sets"].items()} == {"gallery": 10, "train": 18, "val": 6, "test": 6, "adapt": 30}
     gallery = shards.load_set(root, "gallery")
     assert list(gallery["label"]) == list(range(10)) and "masked" not in gallery
     ids = {s: set(shards.load_set(root, s)["identity"]) for s in shards.SPLITS}

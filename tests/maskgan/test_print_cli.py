@@ -164,8 +164,14 @@ def test_print_takes_the_number_and_seed_of_universal_designs_from_the_report_th
 
 @needs_poppler
 def test_print_from_an_export_carries_the_model_card_sha256(tmp_path, capsys, tiny_run):
+    from data_loader import storage
     from tune import export
 
+    # The run's own report of this checkpoint (export ships it instead of evaluating again; the tiny run has no
+    # data or projector to evaluate with).
+    ckpt_uri = storage.resolve(str(tiny_run)).join("checkpoint_000000").uri
+    (tiny_run / "report.json").write_text(json.dumps({"checkpoint": ckpt_uri, "universal_k": 8,
+                                                      "universal_seed": SEED}))
     export.export(str(tiny_run), str(tmp_path / "exported"), log=lambda *_: None)
     card_sha = hashlib.sha256((tmp_path / "exported" / "model_card.json").read_bytes()).hexdigest()
     code, out, _ = cli(["print", "--from", tmp_path / "exported", "--design", 0, "--width-mm", 120, "--height-mm", 120,

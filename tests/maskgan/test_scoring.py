@@ -4,9 +4,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from data_loader import storage
 from maskgan import evaluate, report, scoring
 
 
@@ -166,3 +164,6 @@ def test_evaluate_writes_the_wearers_figures_beside_todays_keys(ray_session, sma
     md = open(os.path.join(result.run_uri, "report.md")).read()
     assert "## test (the figure to quote)" in md and "| universal ×3 mean (worst..best) |" in md
     assert rep["rows"]["universal"]["test"]["designs"] == 3
+    after = on_disk["after_defender"]
+    assert set(after["impostors"]) == {"val", "test"} and after["rows"]["universal"]["test"]["designs"] == 3
+    assert "## After an adaptive defender" in md
