@@ -26,6 +26,7 @@ from maskgan.objective import to_float_images, trunk_features
 
 CKPT_FORMAT = "maskgan-ckpt/1"
 STATE_FILE = "state.pt"
+FAILED_FILE = "FAILED.json"  # in a run folder: the run failed (its reason); nothing may treat the run as finished
 META_FILE = "meta.json"  # the commit marker: uploaded after everything else; without it a checkpoint is not complete
 
 
@@ -153,6 +154,18 @@ def upload_checkpoint(local_dir: str, dest: storage.Location, log=print) -> None
         with open(os.path.join(local_dir, name), "rb") as f:
             data = f.read()
         storage.with_retries(lambda: storage.write_bytes(dest.join(name), data), f"upload {dest.join(name).uri}", log=log)
+
+
+def run_failure(run: storage.Location) -> dict | None:
+    """The run's failure marker ({reason, log, time}) that the driver writes when a run fails, or None: a run
+    with one is not finished (export refuses it; evaluation says so)."""
+    loc = run.join(FAILED_FILE)
+    if not storage.exists(loc):
+        return None
+    try:
+        return json.loads(storage.read_text(loc))
+    except json.JSONDecodeError:
+        return {"reason": f"{loc.uri} is not readable JSON"}
 
 
 def read_meta(loc: storage.Location) -> dict:

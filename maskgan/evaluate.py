@@ -213,6 +213,10 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
     state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
     report = evaluate_checkpoint(state, ckpt_loc, log=log, splits=splits, universal_k=universal_k,
                                  defender_steps=defender_steps)
+    failed = assembly.run_failure(run)
+    if failed:  # scored for diagnosis, but never presented as a finished run
+        report["run_failed"] = failed.get("reason", "?")
+        log(f"warning: {run.uri} failed ({report['run_failed']}): this report is of its last good checkpoint")
     faces_png = report.pop("_designs_png")
     storage.write_text(run.join("report.json"), json.dumps(report, indent=1, sort_keys=True))
     storage.write_text(run.join("report.md"), report_markdown(report))

@@ -25,6 +25,9 @@ def report_markdown(report: dict) -> str:
     if report["illustrative_only"]:
         lines += ["**Illustrative only:** the recogniser has no real pretrained weights "
                   f"({report['recognizer_weights']}); these numbers say nothing about real face recognition.", ""]
+    if report.get("run_failed"):
+        lines += [f"**This run failed** ({report['run_failed']}): the figures are of its last good checkpoint, "
+                  "not of a finished run.", ""]
     if report.get("self_match"):
         lines += ["**Self-match data:** MaskedFace-Net draws its mask onto the FFHQ photo that is also the gallery "
                   "photo, so `unmasked` is a self-match and `original_mask` near-duplicate retrieval; compare rows "

@@ -21,7 +21,6 @@ class RunExistsError(RuntimeError):
     user_error = True
 
 
-FAILED_FILE = "FAILED.json"  # in a run folder: the run failed (its reason); nothing may treat the run as finished
 FAILURE_LOG = "failure.log"  # beside it: the full traceback behind the one line the user saw
 
 
@@ -107,16 +106,10 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
             _mark_failed(run, message, _chain_text(e))
             raise StorageFullError(message) from None
         _raise_failure(run, e)
-    storage.delete_file(run.join(FAILED_FILE))  # a resumed run that finishes is finished
+    storage.delete_file(run.join(assembly.FAILED_FILE))  # a resumed run that finishes is finished
     storage.write_text(run.join("config.yaml"), _yaml(cfg.to_dict()))
     ckpt = result.checkpoint
     return FitResult(run.uri, dict(result.metrics or {}), _uri_of(storage_root, ckpt.path) if ckpt else None)
-
-
-def failure(run: storage.Location) -> dict | None:
-    """The run's failure marker ({reason, log, time}), or None: a run with one is not finished."""
-    loc = run.join(FAILED_FILE)
-    return json.loads(storage.read_text(loc)) if storage.exists(loc) else None
 
 
 def _raise_failure(run: storage.Location, e: Exception):
@@ -148,7 +141,7 @@ def _mark_failed(run: storage.Location, reason: str, details: str) -> str:
     log_loc = run.join(FAILURE_LOG)
     try:
         storage.write_text(log_loc, details)
-        storage.write_text(run.join(FAILED_FILE), json.dumps(
+        storage.write_text(run.join(assembly.FAILED_FILE), json.dumps(
             {"reason": reason, "log": log_loc.uri, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
             indent=1))
         return log_loc.uri

@@ -5,7 +5,8 @@ An export folder (s3://bucket/prefix or a local directory) holds:
     checkpoint/state.pt, checkpoint/meta.json   the checkpoint as training wrote it (generator, head, arch, config)
     designs.png                                 test faces (top) wearing the exported generator's designs (bottom)
     designs/universal_<k>.png                   the K universal designs the report scored, to print
-    report.json                                 the evaluation of exactly the exported checkpoint
+    report.json                                 the evaluation of exactly the exported checkpoint (absent, with a warning, where
+                                                it cannot be evaluated: data or weights out of reach)
     samples.png                                 16 raw designs
     SHA256SUMS                                  `sha256  name` of every file above and of model_card.json
     model_card.json                             config, metrics (with 95 % intervals when the run was evaluated),
@@ -67,10 +68,14 @@ def find_runs(loc: storage.Location) -> list[storage.Location]:
     if not storage.exists(loc):
         raise ExportError(f"{loc.uri}: not found")
     if assembly.list_checkpoints(loc):
+        failed = assembly.run_failure(loc)
+        if failed:  # its last checkpoints may be fine, but the run did not finish: nothing may treat it as done
+            raise ExportError(f"{loc.uri}: the run failed ({failed.get('reason', '?')}); a failed run is never "
+                              "exported (fix the cause and rerun it with --resume)")
         return [loc]
     runs = loc.join("runs")
     found = [runs.join(n) for n in storage.list_dir(runs) if not n.startswith(".")] if storage.is_dir(runs) else []
-    found = [r for r in found if assembly.list_checkpoints(r)]
+    found = [r for r in found if assembly.list_checkpoints(r) and not assembly.run_failure(r)]
     if not found:
         raise ExportError(f"{loc.uri}: neither a train run (no checkpoint_* folders) nor a sweep with finished "
                           "epochs (no runs/*/checkpoint_*)")
@@ -183,17 +188,23 @@ def _file_sha256(uri: str, endpoint) -> str | None:
         return None
 
 
-def _report_of(choice: Choice, log) -> dict:
-    """The run's report.json when it is about the chosen checkpoint, else a fresh evaluation of that one."""
+def _report_of(choice: Choice, log) -> dict | None:
+    """The run's report.json when it is about the chosen checkpoint, else a fresh evaluation of that one; None
+    (with a warning) when that checkpoint cannot be evaluated from here (its data or weights out of reach)."""
     from maskgan import evaluate
+    from maskgan.models.weights import WeightsError
 
     rep_loc = choice.run.join("report.json")
     if storage.exists(rep_loc):
         report = json.loads(storage.read_bytes(rep_loc))
-        if report.get("checkpoint") == choice.checkpoint.uri and "universal_k" in report:
+        if report.get("checkpoint") == choice.checkpoint.uri:
             return report
     log(f"evaluating the exported checkpoint {choice.checkpoint.uri} ...")
-    report = evaluate.evaluate_checkpoint(choice.state, choice.checkpoint, log=log)
+    try:
+        report = evaluate.evaluate_checkpoint(choice.state, choice.checkpoint, log=log)
+    except (storage.StorageError, shards.ShardError, WeightsError) as e:
+        log(f"warning: exporting without report.json: the exported checkpoint cannot be evaluated here ({e})")
+        return None
     report.pop("_designs_png")
     return report
 
@@ -214,9 +225,12 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
     files["samples.png"] = design_grid(generator, latent, 16, seed=cfg.train.seed, where=choice.checkpoint.uri)
 
     report = _report_of(choice, log)  # the evaluation of exactly this checkpoint, shipped as report.json
-    files["report.json"] = raw = json.dumps(report, indent=1, sort_keys=True).encode()
-    report_sha = sha256(raw)
-    files.update(evaluate.universal_pngs(generator, latent, report["universal_k"], report["universal_seed"]))
+    report_sha = None
+    if report is not None:
+        files["report.json"] = raw = json.dumps(report, indent=1, sort_keys=True).encode()
+        report_sha = sha256(raw)
+    k = (report or {}).get("universal_k", evaluate.UNIVERSAL_K)  # seeded as evaluation seeds them
+    files.update(evaluate.universal_pngs(generator, latent, k, (report or {}).get("universal_seed", cfg.train.seed)))
     manifest_loc = assembly.data_root(cfg).join(shards.MANIFEST)
     manifest_sha = sha256(storage.read_bytes(manifest_loc)) if storage.exists(manifest_loc) else None
     weights = cfg.model.recognizer_weights

@@ -94,6 +94,19 @@ def test_export_of_a_run_that_only_diverged_is_refused(cli_error, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_export_of_a_failed_run_is_refused_and_a_sweep_skips_it(cli_error, tmp_path):
+    """A run with the driver's failure marker is not finished: its good checkpoints are not exported as if it were."""
+    run = tmp_path / "runs" / "r"
+    _checkpoint(run, 0, GOOD)
+    (run / "FAILED.json").write_text(json.dumps({"reason": "train/gen_ce is nan in epoch 2"}))
+    line = cli_error("export", "--run", run, "--to", tmp_path / "out")
+    assert "the run failed (train/gen_ce is nan in epoch 2)" in line and str(run) in line
+    assert not (tmp_path / "out").exists()
+    # In a sweep, the failed trial is passed over; with no other trial there is nothing to export.
+    line = cli_error("export", "--run", tmp_path, "--to", tmp_path / "out")
+    assert "neither a train run" in line
+
+
 def test_export_and_sample_refuse_nan_weights_naming_the_tensor(cli_error, run_cli, tmp_path):
     run = tmp_path / "runs" / "r"
     ckpt = _checkpoint(run, 0, GOOD, damage=nan_weights)
