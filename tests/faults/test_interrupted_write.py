@@ -78,7 +78,7 @@ def test_prepare_rewrite_removes_the_old_manifest_before_writing(tmp_path, monke
         prepare.run(ffhq, str(tmp_path / "nowhere"), str(out), log=lambda *_: None)
     assert (out / "manifest.json").exists()
 
-    def interrupted():  # Ray starts just before the first shard is written: interrupt there
+    def interrupted(*_args, **_kwargs):  # Ray starts just before the first shard is written: interrupt there
         raise KeyboardInterrupt
 
     monkeypatch.setattr(prepare, "ensure_ray", interrupted)
