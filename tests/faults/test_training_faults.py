@@ -54,7 +54,9 @@ def test_worker_killed_mid_epoch_run_restarts_from_checkpoint(ray_session, small
     # half epoch kept) and no fewer (an epoch lost); the killed epoch was redone once.
     steps_per_epoch = _adam_steps(final) // 4
     assert steps_per_epoch > 0 and _adam_steps(final) == 4 * steps_per_epoch
-    assert result.metrics["acc/val/unmasked"] > 0.4  # the recogniser did not collapse through the restart
+    # The recogniser did not collapse through the restart: val unmasked stays far above chance (1/24). Val
+    # identities are never seen by the adaptation since the leak fix (issue 13), so ~30 %, not the old ~60 %.
+    assert result.metrics["acc/val/unmasked"] > 5 / 24
 
 
 def test_driver_killed_then_resume(ray_session, small_cfg, tmp_path):
