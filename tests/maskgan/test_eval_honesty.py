@@ -121,7 +121,7 @@ def _saved_run(assets, tmp_path):
 
 @pytest.mark.slow
 def test_an_exported_design_png_scored_from_disk_scores_as_the_report_says(assets, tmp_path, capsys):
-    from tune import export
+    from tune import export, sample
 
     run = _saved_run(assets, tmp_path)
     out = tmp_path / "export"
@@ -138,7 +138,7 @@ def test_an_exported_design_png_scored_from_disk_scores_as_the_report_says(asset
         assert scoring.flat(scored[split]) == report["rows"]["universal"][split]["per_design"][1]
 
     # `maskgan sample` writes the same files, byte for byte
-    export.sample(str(out), n=2, out=str(tmp_path / "s" / "grid.png"), log=lambda *_: None)
+    sample.sample(str(out), n=2, out=str(tmp_path / "s" / "grid.png"), log=lambda *_: None)
     for name in pngs:
         assert (tmp_path / "s" / "designs" / name).read_bytes() == (out / "designs" / name).read_bytes()
 
