@@ -114,6 +114,7 @@ def test_paired_difference_and_worst_best_over_designs():
 def test_a_design_scored_from_its_png_scores_as_the_in_memory_design(assets, tmp_path):
     import torch
 
+    from data_loader import storage
     from maskgan import assembly, config
 
     cfg = config.debug_cpu(str(assets))
