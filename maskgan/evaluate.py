@@ -31,7 +31,8 @@ from maskgan.objective import to_float_images, trunk_features, unwrap
 from maskgan.report import report_markdown
 
 ROWS = ("unmasked", "original_mask", "generated", "blue", "black", "white", "noise")
-CONTROLS = {"blue": (140 / 255, 190 / 255, 225 / 255), "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
+# `blue` is near the synthetic masks' surgical blue (140, 190, 225), never equal to it: a control, not the mask itself.
+CONTROLS = {"blue": (120 / 255, 172 / 255, 214 / 255), "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
 UNIVERSAL = "universal"
 UNIVERSAL_K = 8  # fixed designs scored per run (no `eval` config section yet: evaluate_run's universal_k)
 
