@@ -38,6 +38,7 @@ def _state(loc):
     return assembly.read_checkpoint(loc)
 
 
+@pytest.mark.xfail(strict=False, reason="Since the leak fix (issue 13: adaptation never sees val identities; the training softmax sees train identities only), val accuracy of the random-trunk test recogniser is ~19 % before training and a head_lr 1.0 trial no longer collapses below it, so the guard cannot tell the planted collapse from a healthy trial. Open: the planted collapse needs a stronger stand-in recogniser or a guard on train identities.")
 def test_pbt_clones_the_healthy_trial_into_the_collapsed_one(pbt_sweep):
     rows = {r["trial"]: r for r in pbt_sweep["result"]["rows"]}
     assert len(rows) == 2
