@@ -26,6 +26,7 @@ MM_PER_INCH = 25.4
 OUTLINE_MM = 0.25  # cut-line width
 OUTLINE_COLOUR = "#202020"
 SHA_POINTS = 4.0  # the sha256 line's font size (legible, unobtrusive)
+PANEL_HEIGHT_MM = 90.0  # a mask panel's height: the 180 x 90 mm template `maskgan print` defaults to
 ASPECT_TOLERANCE = 0.05  # a page whose W:H is off the design's by more than this share needs stretch=True
 
 
@@ -117,6 +118,13 @@ def png_beside(out_pdf: str) -> str:
     if not out_pdf.lower().endswith(".pdf"):
         raise PrintError(f"{out_pdf}: the output must be a .pdf file (the PNG is written beside it)")
     return out_pdf[:-4] + ".png"
+
+
+def panel_size(design_hw: tuple[int, int]) -> tuple[float, float]:
+    """(width_mm, height_mm) of a mask panel for a design of this H x W: the panel's height, the design's W:H
+    (what `maskgan print` accepts without --stretch; 180 x 90 mm for a 2:1 design)."""
+    h, w = design_hw
+    return round(PANEL_HEIGHT_MM * w / h, 1), PANEL_HEIGHT_MM
 
 
 def check_aspect(width_mm: float, height_mm: float, design_hw: tuple[int, int], stretch: bool = False) -> None:

@@ -1,7 +1,8 @@
 """report.html: one run's results page, written by `maskgan evaluate` beside report.md.
 
 What is on it: the K universal designs (the ones `evaluate` scored, rebuilt exactly from report.json's
-universal_k / universal_seed), each worn by a few test faces, with its own scores; a slider through the designs
+universal_k / universal_seed), each worn by a few test faces, with its own scores, and each again at the size
+it prints (printing.panel_size) with the `maskgan print` line for it; a slider through the designs
 of every kept checkpoint (`designs/epoch_<n>.png`, n = epochs completed; only checkpoints still in the run
 folder, see train.num_to_keep, get a frame, and frames written earlier are kept); every report table with its
 intervals; the training curves from the kept checkpoints' meta.json metrics (matplotlib PNGs in `curves/`);
@@ -17,7 +18,7 @@ import json
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, evaluate
+from maskgan import assembly, evaluate, printing
 from maskgan.models.projector import composite
 from maskgan.objective import to_float_images
 from maskgan.pages import plots
@@ -51,6 +52,7 @@ def write_report_page(run: storage.Location, report: dict, log=print) -> storage
     best = best_design(report)
     body = [_header(report, run)]
     body.append(_gallery(run, cfg, report, designs, best))
+    body.append(_printed(run, designs))
     body.append(_epochs(run, checkpoints, report, log))
     body.append(_tables(report))
     body.append(_curves(run, checkpoints))
@@ -144,6 +146,20 @@ def _gallery(run: storage.Location, cfg, report: dict, designs: torch.Tensor, be
     return (f"<h2>Universal designs ({len(designs)}, in mask space, {size}×{size} px)</h2>"
             '<p class="note">Each fixed design is worn by every probe (what a wearer would print); shown here on '
             f"{FACES} test faces. Lower rank-1 = better protection.</p>"
+            f'<div class="gallery">{"".join(figs)}</div>')
+
+
+def _printed(run: storage.Location, designs: torch.Tensor) -> str:
+    """Each universal design at the size it prints (CSS millimetres), with the command that prints it."""
+    w_mm, h_mm = printing.panel_size(tuple(designs.shape[-2:]))
+    figs = [f'<figure><img class="printed" src="designs/universal_{i}.png" alt="design {i} at printed size" '
+            f'style="width:{w_mm:g}mm;height:{h_mm:g}mm"><figcaption>design {i}: {w_mm:g} × {h_mm:g} mm · '
+            f'<code>maskgan print --from {esc(run.uri)} --design {i} --width-mm {w_mm:g} --height-mm {h_mm:g} '
+            f'--out design_{i}.pdf</code></figcaption></figure>' for i in range(len(designs))]
+    return (f"<h2>At printed size ({w_mm:g} × {h_mm:g} mm)</h2>"
+            f'<p class="note">Each design as a mask panel {h_mm:g} mm high at its own W:H, smoothed as the print '
+            "upscales it (bicubic). The browser draws CSS millimetres at 96 px per inch, so the size on screen is "
+            "true only on a display at that scale; the PDF from the command below is exact.</p>"
             f'<div class="gallery">{"".join(figs)}</div>')
 
 

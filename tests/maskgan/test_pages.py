@@ -70,6 +70,18 @@ def test_report_page_shows_designs_tables_and_curves_with_nothing_from_outside_i
         assert row in text
     assert f"{report['accuracy']['generated']['test']:.1%}" in text  # the table shows the report's numbers
     assert "checkpoint sha256" in text and "latent_dim" in text  # provenance and config
+    # each design again at printed size: 90 mm high at its own W:H, drawn at CSS's 96 px per inch
+    from PIL import Image
+
+    from maskgan import printing
+
+    w_px, h_px = Image.open(page.parent / "designs" / "universal_0.png").size
+    w_mm, h_mm = printing.panel_size((h_px, w_px))
+    printed = visit.evaluate("[...document.querySelectorAll('img.printed')].map(i => "
+                             "[i.getAttribute('src'), i.getBoundingClientRect().width, i.getBoundingClientRect().height])")
+    assert [p[0] for p in printed] == [f"designs/universal_{i}.png" for i in range(3)]
+    assert all(abs(p[1] - w_mm / 25.4 * 96) < 1 and abs(p[2] - h_mm / 25.4 * 96) < 1 for p in printed), printed
+    assert f"{w_mm:g} × {h_mm:g} mm" in text and "maskgan print --from" in text
 
     # the slider steps back through the epochs: the shown frame changes and still loads
     last = visit.evaluate("document.getElementById('epoch-frame').getAttribute('src')")
