@@ -19,7 +19,6 @@ Exporting the same checkpoint again uploads nothing (objects are compared by siz
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -28,22 +27,11 @@ from dataclasses import dataclass, field
 from data_loader import shards, storage
 from maskgan.finite import nonfinite_metric, nonfinite_tensor, strict_json
 from maskgan.provenance import code_version
+from tune.export_folder import (CARD, FORMAT, META, STATE, SUMS, ExportError, read_card, read_sums, same_bytes,
+                                sha256, sums_text, verify_objects)
 from tune.guard import guard_ok
 
-CARD = "model_card.json"
-SUMS = "SHA256SUMS"
-FORMAT = "maskgan-export/1"
-STATE = "checkpoint/state.pt"
-META = "checkpoint/meta.json"
 MB = storage.MB
-
-
-class ExportError(RuntimeError):
-    user_error = True
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # ---- choosing the checkpoint -------------------------------------------------------------------------------
@@ -278,22 +266,6 @@ def _identity(card: dict) -> dict:
             "metric": card["selection"]["metric"]}
 
 
-def sums_text(files: dict[str, bytes]) -> str:
-    return "".join(f"{sha256(data)}  {name}\n" for name, data in sorted(files.items()))
-
-
-def parse_sums(text: str, where: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        digest, _, name = line.partition("  ")
-        if len(digest) != 64 or not name:
-            raise ExportError(f"{where}: malformed line {line[:80]!r}")
-        out[name] = digest
-    return out
-
-
 # ---- export --------------------------------------------------------------------------------------------------
 
 
@@ -318,12 +290,12 @@ def export(run_uri: str, to_uri: str, metric: str = "acc/val/generated", log=pri
     dest = storage.resolve(to_uri)
     parts = storage.Multipart(multipart_threshold, multipart_chunksize)
 
-    existing_card = _read_card(dest)
+    existing_card = read_card(dest)
     if existing_card is not None and existing_card.get("format") == FORMAT and _identity(existing_card) == _identity(card):
         # Same checkpoint, same report: the finished export stands if every object still verifies.
         try:
-            sums = _read_sums(dest)
-            _verify(dest, sums)
+            sums = read_sums(dest)
+            verify_objects(dest, sums)
             log(f"{dest.uri}: already holds this export (verified); nothing uploaded")
             return ExportResult(dest.uri, choice.checkpoint.uri, metric, choice.value, [], sorted(sums) + [SUMS])
         except ExportError as e:
@@ -338,84 +310,18 @@ def export(run_uri: str, to_uri: str, metric: str = "acc/val/generated", log=pri
     sums = sums_text({**files, CARD: card_bytes}).encode()
     uploaded, unchanged = [], []
     for name, data in [*sorted(files.items()), (SUMS, sums)]:
-        if _same(dest.join(name), data):
+        if same_bytes(dest.join(name), data):
             unchanged.append(name)
             continue
         storage.upload(dest.join(name), data, parts, log=log)
         uploaded.append(name)
         log(f"uploaded {dest.join(name).uri} ({len(data) / MB:.1f} MB)")
     written = {**files, SUMS: sums}
-    _verify(dest, {n: sha256(d) for n, d in written.items()}, sizes={n: len(d) for n, d in written.items()})
+    verify_objects(dest, {n: sha256(d) for n, d in written.items()}, sizes={n: len(d) for n, d in written.items()})
     storage.upload(dest.join(CARD), card_bytes, parts, log=log)  # last: its presence means the export is complete
     uploaded.append(CARD)
-    _verify(dest, {CARD: sha256(card_bytes)}, sizes={CARD: len(card_bytes)})
+    verify_objects(dest, {CARD: sha256(card_bytes)}, sizes={CARD: len(card_bytes)})
     log(f"exported to {dest.uri}: {len(uploaded)} objects uploaded, {len(unchanged)} unchanged, all verified")
     return ExportResult(dest.uri, choice.checkpoint.uri, metric, choice.value, uploaded, unchanged)
 
 
-def _same(obj: storage.Location, data: bytes) -> bool:
-    info = storage.stat(obj)
-    if info is None or info.size != len(data):
-        return False
-    want = sha256(data)
-    if info.sha256 is not None and info.sha256 != want:
-        return False
-    return sha256(storage.read_bytes(obj)) == want  # recorded checksums are claims; the bytes decide
-
-
-def _verify(folder: storage.Location, digests: dict[str, str], sizes: dict[str, int] | None = None) -> None:
-    """The one check of an export's objects (after upload, before sampling): each present, of the right size,
-    with the right sha256, read back in full. Errors name the object."""
-    for name, want in sorted(digests.items()):
-        obj = folder.join(name)
-        info = storage.stat(obj)
-        if info is None:
-            raise ExportError(f"{obj.uri}: missing")
-        if sizes is not None and info.size != sizes[name]:
-            raise ExportError(f"{obj.uri}: size {info.size} after upload, expected {sizes[name]}")
-        got = sha256(storage.read_bytes(obj))
-        if got != want:
-            raise ExportError(f"{obj.uri}: checksum mismatch (expected {want[:16]}…, got {got[:16]}…): "
-                              "the object is corrupted; export again")
-
-
-def _read_sums(folder: storage.Location) -> dict[str, str]:
-    loc = folder.join(SUMS)
-    if not storage.exists(loc):
-        raise ExportError(f"{loc.uri}: missing")
-    return parse_sums(storage.read_text(loc), loc.uri)
-
-
-def _read_card(folder: storage.Location) -> dict | None:
-    """The model card, or None when there is none or it is not a JSON object."""
-    loc = folder.join(CARD)
-    if not storage.exists(loc):
-        return None
-    try:
-        card = json.loads(storage.read_bytes(loc))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return card if isinstance(card, dict) else None
-
-
-# ---- reading an export ---------------------------------------------------------------------------------------
-
-
-def verify_export(uri: str) -> dict:
-    """Check a finished export against its SHA256SUMS; returns the model card. Errors name the object."""
-    loc = storage.resolve(uri)
-    if not storage.exists(loc.join(CARD)):
-        if storage.exists(loc.join(SUMS)) or storage.exists(loc.join(STATE)):
-            raise ExportError(f"{loc.uri}: unfinished export (no {CARD}); run `maskgan export` again")
-        raise ExportError(f"{loc.uri}: not an export (no {CARD})")
-    sums = _read_sums(loc)
-    _verify(loc, sums)
-    card = _read_card(loc)
-    if card is None:
-        raise ExportError(f"{loc.join(CARD).uri}: not JSON")
-    if card.get("format") != FORMAT:
-        raise ExportError(f"{loc.join(CARD).uri}: not a maskgan export card")
-    missing = set(card.get("files", {})) - set(sums)
-    if missing:
-        raise ExportError(f"{loc.join(SUMS).uri}: does not cover {sorted(missing)[0]}")
-    return card

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from data_loader import storage
 from maskgan.finite import nonfinite_metric, nonfinite_tensor
-from tune.export import CARD, STATE, SUMS, ExportError, design_grid, sha256, verify_export
+from tune.export import design_grid
+from tune.export_folder import CARD, STATE, SUMS, ExportError, sha256, verify_export
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # the file's extension decides
 
