@@ -27,7 +27,7 @@ def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 
     if storage.exists(run_loc):
         storage.delete_dir(run_loc)  # the demo always starts fresh; real runs refuse to overwrite
 
-    log("maskgan demo: the whole pipeline on synthetic data, about 4 minutes on a 2-core machine "
+    log("maskgan demo: the whole pipeline on synthetic data, about 3 minutes on a 2-core machine "
         "(the wall time is printed at the end)")
     log(f"[1/5] synthetic faces: {identities} identities x {images_per_identity} photos -> {cfg.data.uri}")
     synth.generate(cfg.data.uri, identities, images_per_identity, adapt_per_identity=4, seed=cfg.train.seed, log=log)
