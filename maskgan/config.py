@@ -77,6 +77,12 @@ class ObjectiveConfig:
     g_lr: float = ranged(1e-2, "(0, 10]")
     head_lr: float = ranged(1e-4, "(0, 10]")  # recogniser head Adam learning rate
     cosine_scale: float = ranged(16.0, "(0, 1000]")  # logit = scale * cos(probe embedding, gallery embedding)
+    # Printability terms added to the generator's loss (issue 14; 0 turns a term off, the paper has neither):
+    # tv_weight x the design's total variation (mean |neighbour difference|, [0, 1] scale: noise ~0.33) and
+    # nps_weight x its non-printability (mean RGB distance to the nearest colour of `palette`).
+    tv_weight: float = ranged(0.0, "[0, 1000]")
+    nps_weight: float = ranged(0.0, "[0, 1000]")
+    palette: str = ""  # palette file from `maskgan palette fit` (local or s3://); "": the uncalibrated default
 
 
 @dataclass

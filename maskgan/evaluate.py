@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, defender, scoring
+from maskgan import assembly, defender, palette, printability, scoring
 from maskgan.config import RunConfig
 from maskgan.feed import TrainGallery
 from maskgan.models.projector import composite
@@ -276,6 +276,9 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
         "universal_k": universal_k,
         "universal_seed": cfg.train.seed,  # universal_designs(generator, latent_dim, k, seed) rebuilds them exactly
     }
+    report["printability"] = printability.report(
+        printability.design_rows(models["generator"], models["latent_dim"], fixed, CONTROLS, seed=cfg.train.seed),
+        palette.load(cfg.objective.palette))
     held_out = [s for s in present if s != "train"]
     if defender_steps and held_out and "train" in manifest["sets"]:
         report["after_defender"] = after_defender(root, parts, cfg, models, fixed, held_out, designs,

@@ -6,7 +6,8 @@ softmax: logit_i = scale * cos(probe, gallery_i), cross-entropy against the true
 
 The step: the generator makes one design per image, the design is composited into the mask region (alpha
 from the frozen projector), the frozen trunk embeds it, and
-  - the generator MAXIMISES the recogniser's cross-entropy on those faces;
+  - the generator MAXIMISES the recogniser's cross-entropy on those faces, less tv_weight x TV and
+    nps_weight x NPS of its designs (maskgan.physical: smooth, printable designs; both 0 by default);
   - the recogniser head MINIMISES cross-entropy + lambda * L1 on the mixture the experiment names:
         exp0: nothing (frozen)       exp1: generated-mask faces
         exp2: + unmasked faces       exp3: + original-mask faces
@@ -46,6 +47,7 @@ class Models:
     head: nn.Module  # possibly DDP-wrapped; trained unless exp0
     latent_dim: int
     autocast: torch.dtype | None = None  # forward passes under autocast to this dtype (bf16 on CUDA); None: fp32
+    palette: torch.Tensor | None = None  # [P,3] in [0,1], what objective.nps_weight measures against
 
 
 @dataclass
@@ -61,6 +63,14 @@ def make_optimizers(generator: nn.Module, head: nn.Module, cfg: ObjectiveConfig)
     g_opt = torch.optim.Adam(unwrap(generator).parameters(), lr=cfg.g_lr, betas=(0.5, 0.999))
     h_opt = torch.optim.Adam(unwrap(head).parameters(), lr=cfg.head_lr) if HEAD_TERMS[cfg.experiment] else None
     return Optimizers(generator=g_opt, head=h_opt)
+
+
+def _palette(models: Models) -> torch.Tensor:
+    if models.palette is None:  # the step's callers that never set one (tests, the benchmark): the default
+        from maskgan import palette
+
+        return palette.DEFAULT.tensor()
+    return models.palette
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -145,16 +155,27 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     head.eval()
     head.requires_grad_(False)
     with amp(masked.device, models.autocast):
-        faces = composite(masked, alpha, design(models.generator, n, models.latent_dim, masked.device))
+        designs = design(models.generator, n, models.latent_dim, masked.device)
+        faces = composite(masked, alpha, designs)
         feats = models.trunk(faces)
         gen_logits = logits(head, feats, gallery_feats, cfg.cosine_scale)
         gen_ce = F.cross_entropy(gen_logits, label)
+    g_loss = -gen_ce
+    scalars = {}
+    if cfg.tv_weight or cfg.nps_weight:
+        from maskgan import physical  # here: physical imports kornia (~2 s), which runs without these terms skip
+
+        designs = designs.float()  # the printability terms in fp32 (small tensors; bf16 would blur TV)
+        tv, nps = physical.tv(designs).mean(), physical.nps(designs, _palette(models)).mean()
+        g_loss = g_loss + cfg.tv_weight * tv + cfg.nps_weight * nps
+        scalars = {"train/design_tv": tv.detach(), "train/design_nps": nps.detach()}
     opts.generator.zero_grad(set_to_none=True)
-    (-gen_ce).backward()
+    g_loss.backward()
     opts.generator.step()
     head.requires_grad_(True)
 
-    scalars = {"train/gen_ce": gen_ce.detach(), "train/gen_acc": (gen_logits.argmax(1) == label).float().mean()}
+    scalars = {"train/gen_ce": gen_ce.detach(), "train/gen_acc": (gen_logits.argmax(1) == label).float().mean(),
+               **scalars}
     terms = HEAD_TERMS[cfg.experiment]
     if terms:
         # Recogniser head: minimise cross-entropy on the experiment's mixture + lambda * L1.

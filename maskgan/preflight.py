@@ -12,7 +12,7 @@ way the workers will load it. The errors are the loaders' own (`user_error = Tru
 from __future__ import annotations
 
 from data_loader import shards, storage
-from maskgan import assembly
+from maskgan import assembly, palette
 from maskgan.config import PRETRAINED, RunConfig
 
 
@@ -35,6 +35,7 @@ def inputs(cfg: RunConfig) -> storage.Location:
     if cfg.model.recognizer_weights not in ("random", *PRETRAINED):
         assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url)  # loads, fits
     assembly.load_projector(cfg.model.projector, "cpu", cfg.data.endpoint_url)
+    palette.load(cfg.objective.palette)  # a palette file that will not load is one line naming it
     return data
 
 

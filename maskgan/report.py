@@ -51,7 +51,32 @@ def report_markdown(report: dict) -> str:
             lines += _split_section(report, split)
     if report.get("after_defender"):
         lines += _defender_section(report)
+    if report.get("printability"):
+        lines += printability_section(report["printability"])
     return "\n".join(lines)
+
+
+def printability_section(p: dict) -> list[str]:
+    """TV and NPS per design row, with issue 14's bar (TV <= 1/5 and NPS <= 1/2 of the noise control's)."""
+    cal = "calibrated" if p["calibrated"] else "uncalibrated"
+    lines = [f"## Printability (palette: {p['palette']}, {cal})", "",
+             "TV: mean absolute neighbour difference ([0, 1] scale; noise ~0.33, a flat colour 0). NPS: mean RGB "
+             "distance to the nearest palette colour. Mean (worst) over the row's designs.", "",
+             "| design | TV | NPS |", "|---|---|---|"]
+    for row, v in p["rows"].items():
+        lines.append(f"| {row} | {v['tv']:.3f} ({v['tv_max']:.3f}) | {v['nps']:.3f} ({v['nps_max']:.3f}) |")
+    lines += ["", printability_verdict(p), ""]
+    return lines
+
+
+def printability_verdict(p: dict, row: str = "universal") -> str:
+    r, noise = p["rows"].get(row), p["rows"].get("noise")
+    if r is None or noise is None:
+        return f"issue 14 target: no {row} or noise row"
+    met = r["tv"] <= TV_OF_NOISE * noise["tv"] and r["nps"] <= NPS_OF_NOISE * noise["nps"]
+    return (f"issue 14 target ({row} designs TV <= {TV_OF_NOISE:g} x noise's, NPS <= {NPS_OF_NOISE:g} x noise's): "
+            f"{'MET' if met else 'NOT met'}: TV {r['tv']:.3f} vs {TV_OF_NOISE * noise['tv']:.3f}, "
+            f"NPS {r['nps']:.3f} vs {NPS_OF_NOISE * noise['nps']:.3f}")
 
 
 def _row_figures(s: dict, far: str) -> tuple[float, float, float]:
@@ -147,6 +172,7 @@ def design_lines(name: str, by_split: dict) -> str:
 
 
 TARGET_POINTS, TARGET_TOP_SHARE = 0.30, 0.30  # issue 13's bar: universal dodges >= 30 points more; no hub > 30 %
+TV_OF_NOISE, NPS_OF_NOISE = 0.2, 0.5  # issue 14's bar: designs at most 1/5 of noise's TV and 1/2 of its NPS
 
 
 def headline(report: dict, split: str = "test") -> str:
@@ -181,6 +207,8 @@ def headline(report: dict, split: str = "test") -> str:
         verdicts.append((title, _target(rows, split, far)))
     for title, (met, why) in verdicts:
         lines.append(f"  issue 13 target ({title.split(' (')[0]}): {'MET' if met else 'NOT met'}: {why}")
+    if report.get("printability"):
+        lines.append("  " + printability_verdict(report["printability"]))
     return "\n".join(lines)
 
 

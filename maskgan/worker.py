@@ -18,7 +18,7 @@ import traceback
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, feed
+from maskgan import assembly, feed, palette
 from maskgan.config import RunConfig, from_dict
 from maskgan.evaluate import score_set
 from maskgan.objective import Models, Optimizers, accelerate, make_optimizers, train_step, unwrap
@@ -78,7 +78,9 @@ def _train(loop_config: dict) -> None:
     opts = make_optimizers(generator, head, cfg.objective)
     _load_optimizers(start, opts, cfg)
     models = accelerate(Models(generator=generator, trunk=parts.recognizer.trunk, head=head,
-                               latent_dim=cfg.model.latent_dim), device, cfg.train.precision, cfg.train.compile)
+                               latent_dim=cfg.model.latent_dim,
+                               palette=palette.load(cfg.objective.palette).tensor(device)),
+                        device, cfg.train.precision, cfg.train.compile)
     shard = ray.train.get_dataset_shard("train")
     metrics_sink = _metrics_sink(cfg.train.name) if rank == 0 else None
     resident = feed.ResidentShard(feed.resident_capacity(cfg, root, size, world_size, device, models.autocast,

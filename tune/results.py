@@ -83,6 +83,8 @@ def collect(grid, space: Space, runs: storage.Location, log=print) -> list[dict]
                 row[f"{r}/{split}/ci95"] = acc.get("ci95", {}).get(split)
         for r, figure in _dodging(report or {}, "test").items():
             row[f"{r}/test/dodging"] = figure
+        for r, p in (report or {}).get("printability", {}).get("rows", {}).items():
+            row[f"{r}/tv"], row[f"{r}/nps"] = p["tv"], p["nps"]
         row["run"] = runs.join(tid).uri
         row["illustrative_only"] = (report or {}).get("illustrative_only")
         rows.append(row)
@@ -152,6 +154,11 @@ def _short(v) -> str:
     return "–" if v is None else str(v)
 
 
+# Protection next to printability (issue 14): the universal designs' test dodging, their TV and NPS, and the
+# noise control's TV (the yardstick; a flat design has 0). Read it across a tv_weight x nps_weight sweep.
+TRADE_OFF = ("universal/test/dodging", "universal/tv", "universal/nps", "noise/tv")
+
+
 def write_tables(loc: storage.Location, rows: list[dict], space: Space) -> None:
     storage.write_text(loc.join("results.csv"), results_csv(rows, space))
     storage.write_text(loc.join("results.md"), results_markdown(rows, space))
@@ -164,7 +171,7 @@ def results_csv(rows: list[dict], space: Space) -> str:
     columns = ["trial", "status", *_axis_columns(rows, space), "epochs", "objective", "guard_ok", "pbt_from"]
     columns += [f"{r}/{s}" for r in evaluate.ROWS for s in ("val", "test")]
     columns += [f"{r}/{s}/ci95" for r in evaluate.ROWS for s in ("val", "test")]
-    columns += ["run"]
+    columns += [*TRADE_OFF, "run"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -178,6 +185,7 @@ def results_markdown(rows: list[dict], space: Space) -> str:
     lineage = any(r.get("pbt_from") for r in rows)
     head = ["trial", "status", *axes, "epochs", "objective", *(["cloned from (PBT)"] if lineage else [])]
     head += [f"{r} {s}" for r in evaluate.ROWS for s in ("val", "test")]
+    head += ["universal dodging test", "universal TV", "universal NPS", "noise TV"]
     lines = [f"# sweep {space.name}: {len(rows)} trials", "",
              "`objective` = val generated accuracy while the recogniser's unmasked accuracy held up, else 1.0 "
              "(lower is better): val is the selection set, test the figure to quote. Accuracy columns come from "
@@ -189,6 +197,7 @@ def results_markdown(rows: list[dict], space: Space) -> str:
         cells = [row["trial"], row["status"], *[_short(row.get(k)) for k in axes], str(row["epochs"]),
                  _short(row.get("objective")), *([row.get("pbt_from") or "–"] if lineage else [])]
         cells += [_pct(row.get(f"{r}/{s}")) for r in evaluate.ROWS for s in ("val", "test")]
+        cells += [_pct(row.get(TRADE_OFF[0])), *[_short(row.get(k)) for k in TRADE_OFF[1:]]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += seed_spread(rows, space)
     return "\n".join(lines) + "\n"

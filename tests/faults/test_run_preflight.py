@@ -40,6 +40,12 @@ def _bad_recognizer_pickle(data, tmp_path):
     return {"model": {"recognizer_weights": str(path)}}, str(path)
 
 
+def _bad_palette(data, tmp_path):
+    path = tmp_path / "palette.json"
+    path.write_text('{"format": "maskgan-palette/1", "colours": [[300, 0, 0]]}\n')  # 300 is not a colour
+    return {"objective": {"palette": str(path), "nps_weight": 1.0}}, str(path)
+
+
 def _first_shard(data, set_name: str) -> str:
     manifest = json.loads((data / "manifest.json").read_text())
     return str(data / manifest["sets"][set_name]["shards"][0]["path"])
@@ -69,7 +75,7 @@ def _corrupt_gallery_shard(data, tmp_path):
 
 
 @pytest.mark.parametrize("spoil", [_bad_projector_text, _bad_projector_empty, _bad_recognizer_pickle,
-                                   _missing_shard, _truncated_shard, _corrupt_gallery_shard],
+                                   _missing_shard, _truncated_shard, _corrupt_gallery_shard, _bad_palette],
                          ids=lambda f: f.__name__.strip("_"))
 def test_bad_input_is_one_line_before_ray_starts(spoil, small_cfg, assets, tmp_path, run_cli):
     data = tmp_path / "data"

@@ -117,3 +117,44 @@ def test_code_in_a_weights_file_is_refused_and_never_runs(tmp_path):
     with pytest.raises(weights.WeightsError, match="evil.pt"):
         weights.load_torch(str(p))
     assert not os.path.exists(marker)
+
+
+def _design_scores(weights: dict, steps: int = 12) -> tuple[float, float]:
+    """(TV, NPS) of the generator's designs after `steps` exp0 steps with these objective weights."""
+    from maskgan import palette, physical
+
+    torch.manual_seed(0)
+    models, opts, _ = _models("exp0")
+    cfg = ObjectiveConfig(experiment="exp0", **weights)
+    batch, gallery = _batch(models.trunk)
+    out = {}
+    for _ in range(steps):
+        out = objective.train_step(models, opts, batch, gallery, cfg)
+    with torch.no_grad():
+        d = models.generator(torch.randn(16, 100, generator=torch.Generator().manual_seed(1)))
+    tv, nps = float(physical.tv(d).mean()), float(physical.nps(d, palette.DEFAULT.tensor()).mean())
+    if weights:  # the step reports what it minimised
+        assert 0 <= out["train/design_tv"] <= 1 and 0 <= out["train/design_nps"] <= 2
+    return tv, nps
+
+
+def test_tv_and_nps_weights_make_the_generator_smoother_and_more_printable():
+    tv0, nps0 = _design_scores({})
+    tv1, _ = _design_scores({"tv_weight": 20.0})
+    _, nps1 = _design_scores({"nps_weight": 20.0})
+    assert tv1 < 0.5 * tv0, (tv0, tv1)
+    assert nps1 < 0.8 * nps0, (nps0, nps1)
+
+
+def test_printability_report_measures_each_design_row():
+    from maskgan import palette, printability
+
+    gen = build_generator("fc3", 100, 32, 32)
+    universal = torch.full((3, 3, 32, 32), 0.5)
+    rows = printability.design_rows(gen, 100, universal, {"black": (0.0, 0.0, 0.0)}, seed=0)
+    p = printability.report(rows, palette.DEFAULT)
+    assert set(p["rows"]) == {"generated", "universal", "noise", "black"}
+    assert p["rows"]["black"]["tv"] == 0 and p["rows"]["black"]["nps"] == pytest.approx(20 * 3 ** 0.5 / 255, abs=1e-4)
+    assert p["rows"]["universal"]["tv"] == 0
+    assert 0.3 < p["rows"]["noise"]["tv"] < 0.37 and p["rows"]["noise"]["nps"] > 0.1
+    assert p["calibrated"] is False and printability.report(rows, palette.DEFAULT) == p  # seeded: the same twice

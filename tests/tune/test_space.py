@@ -40,6 +40,23 @@ def test_explore_space_covers_generators_rates_lambda_and_batch():
     assert (cfg.train.storage, cfg.train.name) == ("/tmp/sweeps/explore/runs", "abc_00001")
 
 
+def test_printable_space_sweeps_tv_and_nps_weights_and_the_table_shows_the_trade_off():
+    space = load_space(os.path.join(SPACES, "printable.yaml"))
+    assert set(space.grid) == {"objective.tv_weight", "objective.nps_weight"}
+    assert 0.0 in space.grid["objective.tv_weight"] and 0.0 in space.grid["objective.nps_weight"]  # the paper's point
+    cfg = trial_config(space, {"objective.tv_weight": 3.0, "objective.nps_weight": 5.0}, "/tmp/s/runs", "p_00008")
+    assert (cfg.objective.tv_weight, cfg.objective.nps_weight) == (3.0, 5.0)
+    row = {"trial": "p_00008", "status": "completed", "objective.tv_weight": 3.0, "objective.nps_weight": 5.0,
+           "epochs": 6, "objective": 0.2, "universal/test/dodging": 0.75, "universal/tv": 0.012,
+           "universal/nps": 0.031, "noise/tv": 0.333}
+    md = results.results_markdown([row], space)
+    assert "| universal dodging test | universal TV | universal NPS | noise TV |" in md
+    assert any(line.startswith("| p_00008 |") and line.endswith("| 75.0% | 0.012 | 0.031 | 0.333 |")
+               for line in md.splitlines()), md
+    header = results.results_csv([row], space).splitlines()[0].split(",")
+    assert {"universal/test/dodging", "universal/tv", "universal/nps", "noise/tv"} <= set(header)
+
+
 BASE = {"data": {"uri": "d"}, "model": {"projector": "p.pt"}}
 
 
