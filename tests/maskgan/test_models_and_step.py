@@ -158,3 +158,18 @@ def test_printability_report_measures_each_design_row():
     assert p["rows"]["universal"]["tv"] == 0
     assert 0.3 < p["rows"]["noise"]["tv"] < 0.37 and p["rows"]["noise"]["nps"] > 0.1
     assert p["calibrated"] is False and printability.report(rows, palette.DEFAULT) == p  # seeded: the same twice
+
+
+def test_printability_verdict_refuses_noise_like_designs_and_passes_smooth_ones():
+    from maskgan import report
+
+    noise = {"tv": 0.333, "tv_max": 0.335, "nps": 0.201, "nps_max": 0.203}
+    p = {"palette": "default (uncalibrated)", "calibrated": False,
+         "rows": {"universal": dict(noise), "noise": noise}}
+    assert "NOT met" in report.printability_verdict(p)  # a planted noise design must not pass
+    p["rows"]["universal"] = {"tv": 0.066, "tv_max": 0.07, "nps": 0.1, "nps_max": 0.1}
+    assert ": MET:" in report.printability_verdict(p)
+    p["rows"]["universal"]["nps"] = 0.11  # printable colours matter as much as smoothness
+    assert "NOT met" in report.printability_verdict(p)
+    md = "\n".join(report.printability_section(p))
+    assert "## Printability (palette: default (uncalibrated), uncalibrated)" in md and "| noise | 0.333 (0.335)" in md
