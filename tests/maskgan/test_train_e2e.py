@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_train_then_evaluate_fools_the_recogniser(ray_session, small_cfg):
-    cfg = small_cfg.replace(train={"epochs": 8, "val_probes": 0})
+    # The paper's loss: the laptop recipe's printability terms trade some fooling for smooth, printable designs
+    # (measured in docs/printing.md); this test is about the method itself.
+    cfg = small_cfg.replace(train={"epochs": 8, "val_probes": 0}, objective={"tv_weight": 0.0, "nps_weight": 0.0})
     result = train.fit(cfg)
     report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None)
     acc, chance = report["accuracy"], report["chance"]

@@ -10,8 +10,26 @@ import yaml
 SPACES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tune", "spaces")
 
 
+def collapsed_recognizer(assets) -> str:
+    """The planted collapse of ci.yaml: the assets' recogniser with its head's BatchNorm scale zeroed and its
+    shift set to ones, so every face embeds to the same vector (measured: val accuracy 0 % on every row)."""
+    import torch
+
+    path = assets / "recognizer_collapsed.pt"
+    if not path.exists():
+        d = torch.load(assets / "recognizer.pt", weights_only=True)
+        d["state_dict"]["last_bn.weight"].zero_()
+        d["state_dict"]["last_bn.bias"].fill_(1.0)
+        d["meta"] = {**d["meta"], "planted": "collapsed head: every face embeds to one vector"}
+        tmp = path.with_suffix(".tmp")
+        torch.save(d, tmp)
+        os.replace(tmp, path)
+    return str(path)
+
+
 def space_over_assets(assets, path, **changes) -> str:
-    """tune/spaces/ci.yaml with data and weights pointing at the test assets; written to `path`."""
+    """tune/spaces/ci.yaml with data and weights pointing at the test assets (its recogniser axis: the assets'
+    recogniser and its planted collapse); written to `path`."""
     with open(os.path.join(SPACES, "ci.yaml")) as f:
         data = yaml.safe_load(f)
     base = data["base"]
@@ -20,6 +38,8 @@ def space_over_assets(assets, path, **changes) -> str:
     base["model"]["projector"] = str(assets / "projector.pt")
     for key, value in changes.items():
         data[key] = value
+    if "model.recognizer_weights" in data.get("grid", {}):  # whatever it listed: the assets' pair
+        data["grid"]["model.recognizer_weights"] = [str(assets / "recognizer.pt"), collapsed_recognizer(assets)]
     with open(path, "w") as f:
         yaml.safe_dump(data, f, sort_keys=False)
     return str(path)
