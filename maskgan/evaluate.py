@@ -93,9 +93,9 @@ def worn_physically(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Ten
     from maskgan import physical  # kornia's import is paid only where physical rows are scored
 
     ranges = physical.held_out(physical.PhysicalRanges())
-    seed = physical.transform_seed(index, held_out=True)
-    printed = physical.design_transforms(ranges)(design.expand(masked.shape[0], -1, -1, -1).contiguous(), seed)
-    return physical.face_transforms(ranges)(composite(masked, alpha, printed), seed)
+    return physical.print_and_photograph(physical.design_transforms(ranges), physical.face_transforms(ranges),
+                                         masked, alpha, design.expand(masked.shape[0], -1, -1, -1).contiguous(),
+                                         physical.transform_seed(index, held_out=True))
 
 
 def score_probes(root: storage.Location, set_name: str, rows, max_probes: int | None = None, seed: int = 0,
