@@ -128,12 +128,33 @@ class ProjectorConfig:
 
 
 @dataclass
+class PhysicalConfig:
+    """EOT (maskgan.physical): while training, every generated face is printed and photographed through random
+    transforms of these strengths (half-widths or maxima; 0: off; the anchors' defaults). Off unless enabled."""
+
+    enabled: bool = False
+    contrast: float = ranged(0.2, "[0, 0.99]")  # design x U(1-c, 1+c)                  (AdversarialMask: U(0.8, 1.2))
+    brightness: float = ranged(0.1, "[0, 1]")  # design + U(-b, b)                      (AdversarialMask)
+    noise: float = ranged(0.05, "[0, 1]")  # design + uniform noise U(-n, n) per pixel  (AdversarialMask)
+    colour_shift: float = ranged(0.05, "[0, 1]")  # per channel + U(-c, c): the printer's and fabric's colour cast
+    blur_sigma: float = ranged(1.0, "[0, 10]")  # design Gaussian blur, sigma U(0.1, b) px (ink bleed)
+    rotation_deg: float = ranged(5.0, "[0, 90]")  # design rotation U(-r, r)            (AdversarialMask; Sharif: 4)
+    translate: float = ranged(0.05, "[0, 0.5]")  # design shift, fraction of its size   (AdversarialMask)
+    scale: float = ranged(0.05, "[0, 0.9]")  # design scale U(1-s, 1+s): how the mask sits on the face
+    camera_blur_sigma: float = ranged(1.0, "[0, 10]")  # face Gaussian blur, sigma U(0.1, b) px (focus, motion)
+    camera_noise: float = ranged(0.02, "[0, 1]")  # face + N(0, s^2) sensor noise
+    exposure: float = ranged(0.2, "[0, 0.99]")  # face x U(1-e, 1+e)
+    jpeg_drop: float = ranged(45.0, "[0, 94]")  # face JPEG-like degradation, quality U(95 - d, 95)
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    physical: PhysicalConfig = field(default_factory=PhysicalConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

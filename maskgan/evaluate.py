@@ -34,6 +34,10 @@ ROWS = ("unmasked", "original_mask", "generated", "blue", "black", "white", "noi
 # `blue` is near the synthetic masks' surgical blue (140, 190, 225), never equal to it: a control, not the mask itself.
 CONTROLS = {"blue": (120 / 255, 172 / 255, 214 / 255), "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
 UNIVERSAL = "universal"
+# The universal designs again under HELD-OUT physical transforms (maskgan.physical: the print's colour, noise,
+# blur and geometry, then the camera's blur, exposure, noise and JPEG; every range 1.5x training's, seeds from
+# the odd stream training never draws), on the held-out splits: robustness measured on transforms not trained on.
+PHYSICAL = "universal_physical"
 UNIVERSAL_K = 8  # fixed designs scored per run (no `eval` config section yet: evaluate_run's universal_k)
 
 
@@ -57,10 +61,12 @@ def row_images(row: str, masked, unmasked, alpha, generator, latent_dim: int, ge
 @torch.no_grad()
 def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_dim, gallery_emb,
                 gen: torch.Generator, device, designs: dict | None = None,
-                rng: np.random.Generator | None = None) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
+                rng: np.random.Generator | None = None,
+                batch_index: int = 0) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
     """Per-probe scores of each row for one decoded batch, and the impostor similarities of its unmasked photos.
 
-    A row named in `designs` wears that one fixed design ([1,3,S,S] in [0,1]) on every probe."""
+    A row named in `designs` wears that one fixed design ([1,3,S,S] in [0,1]) on every probe; a `PHYSICAL/<i>`
+    row wears it through the held-out physical transforms (seeded by batch_index and i)."""
     masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
     unmasked = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
     alpha = projector(masked)
@@ -68,7 +74,9 @@ def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_
     designs = designs or {}
     out, impostor = {}, np.zeros(0, np.float32)
     for row in rows:
-        if row in designs:
+        if row.startswith(PHYSICAL + "/"):
+            imgs = worn_physically(masked, alpha, designs[row].to(device), batch_index * 1000 + int(row.split("/")[1]))
+        elif row in designs:
             imgs = composite(masked, alpha, designs[row].to(device).expand(masked.shape[0], -1, -1, -1))
         else:
             imgs = row_images(row, masked, unmasked, alpha, generator, latent_dim, gen)
@@ -79,18 +87,29 @@ def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_
     return out, impostor
 
 
+def worn_physically(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Tensor, index: int) -> torch.Tensor:
+    """One fixed design [1,3,S,S] printed and photographed under held-out transforms: each probe gets its own
+    draw (the print's, then the camera's), from seed physical.transform_seed(index, held_out=True)."""
+    from maskgan import physical  # kornia's import is paid only where physical rows are scored
+
+    ranges = physical.held_out(physical.PhysicalRanges())
+    return physical.print_and_photograph(physical.design_transforms(ranges), physical.face_transforms(ranges),
+                                         masked, alpha, design.expand(masked.shape[0], -1, -1, -1).contiguous(),
+                                         physical.transform_seed(index, held_out=True))
+
+
 def score_probes(root: storage.Location, set_name: str, rows, max_probes: int | None = None, seed: int = 0,
                  designs: dict | None = None, **models) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
     """Every probe of a set (or the first `max_probes`), scored on each row; plus its impostor similarities."""
     gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     parts: dict[str, list] = {r: [] for r in rows}
     impostors, seen = [], 0
-    for batch in shards.iter_set(root, set_name, columns=["label", "size", "masked", "unmasked"]):
+    for index, batch in enumerate(shards.iter_set(root, set_name, columns=["label", "size", "masked", "unmasked"])):
         if max_probes is not None:
             batch = {k: v[: max_probes - seen] for k, v in batch.items()}
             if len(batch["label"]) == 0:
                 break
-        scored, impostor = score_batch(batch, rows, gen=gen, designs=designs, rng=rng, **models)
+        scored, impostor = score_batch(batch, rows, gen=gen, designs=designs, rng=rng, batch_index=index, **models)
         for row, s in scored.items():
             parts[row].append(s)
         impostors.append(impostor)
@@ -168,17 +187,27 @@ def split_report(root: storage.Location, split: str, rows, designs: dict | None 
         if name != "original_mask":
             summary["paired_vs_original_mask"] = scoring.paired(values[name], base, label, seed=seed)
         out["rows"][name] = summary
-    universal = [n for n in designs if n.startswith(UNIVERSAL + "/")]
-    if universal:
-        summaries = [out["rows"].pop(n) for n in universal]
+    for group in (UNIVERSAL, PHYSICAL):
+        members = [n for n in designs if n.startswith(group + "/")]
+        if not members:
+            continue
+        summaries = [out["rows"].pop(n) for n in members]
         per_design = [scoring.flat(s) for s in summaries]
-        mean_values = {k: np.mean([values[n][k] for n in universal], 0) for k in base}
-        out["rows"][UNIVERSAL] = {"designs": len(universal), **scoring.over_designs(per_design),
-                                  "per_design": per_design,
-                                  "hub_sentences": [s["hubness"]["sentence"] for s in summaries
-                                                    if s["hubness"]["hub_dominated"]],
-                                  "paired_vs_original_mask": scoring.paired(mean_values, base, label, seed=seed)}
+        mean_values = {k: np.mean([values[n][k] for n in members], 0) for k in base}
+        out["rows"][group] = {"designs": len(members), **scoring.over_designs(per_design),
+                              "per_design": per_design,
+                              "hub_sentences": [s["hubness"]["sentence"] for s in summaries
+                                                if s["hubness"]["hub_dominated"]],
+                              "paired_vs_original_mask": scoring.paired(mean_values, base, label, seed=seed)}
     return out
+
+
+def with_physical(designs: dict, split: str) -> dict:
+    """The universal designs, plus the same under held-out physical transforms on the held-out splits."""
+    if split == "train":
+        return designs
+    return {**designs, **{f"{PHYSICAL}/{n.split('/')[1]}": d for n, d in designs.items()
+                          if n.startswith(UNIVERSAL + "/")}}
 
 
 def score_design(root: storage.Location, split: str, design: torch.Tensor, seed: int = 0, **models) -> dict:
@@ -240,13 +269,13 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
                               device=device)
     designs = {f"{UNIVERSAL}/{i}": d.unsqueeze(0) for i, d in enumerate(fixed)}
     accuracy: dict = {r: {"ci95": {}} for r in ROWS}
-    rows: dict = {r: {} for r in (*ROWS, UNIVERSAL)}
+    rows: dict = {r: {} for r in (*ROWS, UNIVERSAL, PHYSICAL)}
     impostors: dict = {}
     present = [s for s in splits if s in manifest["sets"]]
     for split in present:
         log(f"evaluating {split} probes ({manifest['sets'][split]['rows']}) x {len(ROWS)} rows "
             f"+ {universal_k} universal designs ...")
-        result = split_report(root, split, ROWS, designs, seed=cfg.train.seed, **models)
+        result = split_report(root, split, ROWS, with_physical(designs, split), seed=cfg.train.seed, **models)
         for row in ROWS:
             correct = result["scored"][row].correct
             accuracy[row][split] = float(correct.mean()) if correct.size else float("nan")
@@ -301,7 +330,7 @@ def after_defender(root: storage.Location, parts: assembly.Parts, cfg: RunConfig
         adapted = {**models, "head": head, "gallery_emb": head(parts.gallery_feats)}
     out: dict = {"steps": steps, "designs": len(fixed), "trained_on": "train", "rows": {}, "impostors": {}}
     for split in splits:
-        result = split_report(root, split, ROWS, designs, seed=cfg.train.seed, **adapted)
+        result = split_report(root, split, ROWS, with_physical(designs, split), seed=cfg.train.seed, **adapted)
         for row, summary in result["rows"].items():
             out["rows"].setdefault(row, {})[split] = summary
         out["impostors"][split] = result["impostors"]

@@ -5,7 +5,8 @@ identity (the gallery, all splits); the nearest is the prediction. Training uses
 softmax: logit_i = scale * cos(probe, gallery_i), cross-entropy against the true identity.
 
 The step: the generator makes one design per image, the design is composited into the mask region (alpha
-from the frozen projector), the frozen trunk embeds it, and
+from the frozen projector; with `physical.enabled`, printed and photographed through random transforms on the
+way: EOT, maskgan.physical), the frozen trunk embeds it, and
   - the generator MAXIMISES the recogniser's cross-entropy on those faces, less tv_weight x TV and
     nps_weight x NPS of its designs (maskgan.physical: smooth, printable designs; both 0 by default);
   - the recogniser head MINIMISES cross-entropy + lambda * L1 on the mixture the experiment names:
@@ -48,6 +49,7 @@ class Models:
     latent_dim: int
     autocast: torch.dtype | None = None  # forward passes under autocast to this dtype (bf16 on CUDA); None: fp32
     palette: torch.Tensor | None = None  # [P,3] in [0,1], what objective.nps_weight measures against
+    eot: object | None = None  # physical.EOT (config `physical.enabled`): generated faces printed and photographed
 
 
 @dataclass
@@ -156,7 +158,11 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     head.requires_grad_(False)
     with amp(masked.device, models.autocast):
         designs = design(models.generator, n, models.latent_dim, masked.device)
-        faces = composite(masked, alpha, designs)
+        if models.eot is None:
+            faces = composite(masked, alpha, designs)
+    if models.eot is not None:  # kornia's transforms in fp32, outside autocast
+        faces = models.eot.wear(masked, alpha, designs.float())
+    with amp(masked.device, models.autocast):
         feats = models.trunk(faces)
         gen_logits = logits(head, feats, gallery_feats, cfg.cosine_scale)
         gen_ce = F.cross_entropy(gen_logits, label)

@@ -28,13 +28,15 @@ difference) and `nps` (per pixel, the distance to the nearest palette colour, av
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields, replace
 from typing import NamedTuple
 
 import kornia.augmentation as K
 import kornia.morphology
 import torch
 import torch.nn.functional as F
+
+from maskgan.config import PhysicalConfig
 
 # The template: a surgical mask's front panel is about 175 x 90 mm flat, so 2:1 width:height. Generators may
 # draw designs of any resolution; TEMPLATE_HW is the shape a mask-space design should have to keep pixels square.
@@ -173,24 +175,10 @@ def nps(design: torch.Tensor, palette: torch.Tensor, eps: float = 1e-8) -> torch
 # ---- EOT ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PhysicalRanges:
-    """Strengths of the random physical transforms: each a half-width or a maximum (scalars, so a config
-    section can hold them as they are); 0 turns that transform off. Design (the print, in mask space) first,
-    then the face (the camera)."""
-
-    contrast: float = 0.2  # design x U(1-c, 1+c)                     (AdversarialMask: U(0.8, 1.2))
-    brightness: float = 0.1  # design + U(-b, b)                      (AdversarialMask)
-    noise: float = 0.05  # design + uniform noise U(-n, n) per pixel  (AdversarialMask)
-    colour_shift: float = 0.05  # per channel + U(-c, c): the printer's and fabric's colour cast
-    blur_sigma: float = 1.0  # design Gaussian blur, sigma U(0.1, b) px of the design (ink bleed)
-    rotation_deg: float = 5.0  # design rotation U(-r, r)              (AdversarialMask; Sharif: 4)
-    translate: float = 0.05  # design shift, fraction of its size     (AdversarialMask)
-    scale: float = 0.05  # design scale U(1-s, 1+s): how the mask sits on the face
-    camera_blur_sigma: float = 1.0  # face Gaussian blur, sigma U(0.1, b) px (focus, motion)
-    camera_noise: float = 0.02  # face + N(0, s^2) sensor noise
-    exposure: float = 0.2  # face x U(1-e, 1+e)
-    jpeg_drop: float = 45.0  # face JPEG-like degradation, quality U(95 - d, 95)
+# The ranges live in the config (maskgan.config.PhysicalConfig: the `physical` section, validated at the edge);
+# `enabled` turns EOT on in training, the rest are the strengths every function here reads.
+PhysicalRanges = PhysicalConfig
+NUMERIC = tuple(f.name for f in fields(PhysicalConfig) if f.name != "enabled")
 
 
 MIN_SIGMA = 0.1  # blur sigmas are drawn from [MIN_SIGMA, max]
@@ -199,7 +187,7 @@ BEST_JPEG = 95.0
 
 def held_out(ranges: PhysicalRanges, factor: float = 1.5) -> PhysicalRanges:
     """Every strength x `factor` (each range 1.5x as wide): transforms training never drew."""
-    return PhysicalRanges(**{f.name: getattr(ranges, f.name) * factor for f in fields(ranges)})
+    return replace(ranges, **{name: getattr(ranges, name) * factor for name in NUMERIC})
 
 
 def transform_seed(index: int, held_out: bool, run_seed: int = 0) -> int:
@@ -276,3 +264,27 @@ def face_transforms(ranges: PhysicalRanges) -> Transforms:
     if r.jpeg_drop > 0:
         after.append(K.RandomJPEG(jpeg_quality=(max(BEST_JPEG - r.jpeg_drop, 1.0), BEST_JPEG), p=1.0))
     return Transforms(before, ("gaussian", r.camera_noise), after, salt=2)
+
+
+def print_and_photograph(design_tf: Transforms, face_tf: Transforms, masked: torch.Tensor, alpha: torch.Tensor,
+                         designs: torch.Tensor, seed: int) -> torch.Tensor:
+    """Designs [B,3,h,w] printed (design_tf), composited into the mask region, photographed (face_tf): one draw
+    per image from `seed`. Training's EOT and evaluation's held-out rows both go through here."""
+    from maskgan.models.projector import composite
+
+    return face_tf(composite(masked, alpha, design_tf(designs, seed)), seed)
+
+
+class EOT:
+    """Training's transforms (config `physical`, enabled): each call draws from the even seed stream,
+    transform_seed(calls * 4096 + rank, held_out=False, run_seed), so workers draw differently and never what
+    evaluation's held-out rows draw. Differentiable (kornia): the generator's gradient goes through them."""
+
+    def __init__(self, ranges: PhysicalConfig, run_seed: int = 0, rank: int = 0):
+        self.design_tf, self.face_tf = design_transforms(ranges), face_transforms(ranges)
+        self.run_seed, self.rank, self.calls = run_seed, rank, 0
+
+    def wear(self, masked: torch.Tensor, alpha: torch.Tensor, designs: torch.Tensor) -> torch.Tensor:
+        seed = transform_seed(self.calls * 4096 + self.rank, held_out=False, run_seed=self.run_seed)
+        self.calls += 1
+        return print_and_photograph(self.design_tf, self.face_tf, masked, alpha, designs, seed)

@@ -172,6 +172,7 @@ def design_lines(name: str, by_split: dict) -> str:
 
 
 TARGET_POINTS, TARGET_TOP_SHARE = 0.30, 0.30  # issue 13's bar: universal dodges >= 30 points more; no hub > 30 %
+ROBUST_POINTS = 0.20  # issue 14's bar under held-out transforms: rank-1 at least 20 points below original_mask's
 TV_OF_NOISE, NPS_OF_NOISE = 0.2, 0.5  # issue 14's bar: designs at most 1/5 of noise's TV and 1/2 of its NPS
 
 
@@ -209,7 +210,22 @@ def headline(report: dict, split: str = "test") -> str:
         lines.append(f"  issue 13 target ({title.split(' (')[0]}): {'MET' if met else 'NOT met'}: {why}")
     if report.get("printability"):
         lines.append("  " + printability_verdict(report["printability"]))
+    lines.append("  " + robustness_verdict(report["rows"], split, far))
     return "\n".join(lines)
+
+
+def robustness_verdict(rows: dict, split: str, far: str) -> str:
+    """Issue 14's bar under held-out physical transforms: the universal designs, printed and photographed,
+    still lower identification (rank-1) against original_mask by >= 20 points and raise dodging."""
+    phys, orig = rows.get("universal_physical", {}).get(split), rows.get("original_mask", {}).get(split)
+    if phys is None or orig is None:
+        return f"issue 14 robustness target: no universal_physical row on {split}"
+    drop = orig["verification"]["rank1"] - phys["mean"]["rank1"]
+    gain = phys["mean"][f"dodging@{far}"] - orig["verification"]["dodging"][far]
+    met = drop >= ROBUST_POINTS and gain > 0
+    return (f"issue 14 robustness target (universal designs under held-out physical transforms lower {split} rank-1 "
+            f"by >= {ROBUST_POINTS * 100:.0f} points vs original_mask, and raise dodging): "
+            f"{'MET' if met else 'NOT met'}: rank-1 {drop * 100:+.1f} points lower, dodging {gain * 100:+.1f} points")
 
 
 def _target(rows: dict, split: str, far: str) -> tuple[bool, str]:

@@ -79,7 +79,7 @@ def _train(loop_config: dict) -> None:
     _load_optimizers(start, opts, cfg)
     models = accelerate(Models(generator=generator, trunk=parts.recognizer.trunk, head=head,
                                latent_dim=cfg.model.latent_dim,
-                               palette=palette.load(cfg.objective.palette).tensor(device)),
+                               palette=palette.load(cfg.objective.palette).tensor(device), eot=_eot(cfg, rank)),
                         device, cfg.train.precision, cfg.train.compile)
     shard = ray.train.get_dataset_shard("train")
     metrics_sink = _metrics_sink(cfg.train.name) if rank == 0 else None
@@ -275,6 +275,14 @@ def _validate(cfg: RunConfig, root: storage.Location, parts: assembly.Parts, mod
                        latent_dim=cfg.model.latent_dim, gallery_emb=gallery_emb, device=device)
     unwrap(generator).train()
     return {f"acc/val/{row}": float(v.mean()) for row, v in scored.items() if v.size}
+
+
+def _eot(cfg: RunConfig, rank: int):
+    if not cfg.physical.enabled:
+        return None
+    from maskgan import physical  # kornia: imported only by runs that train with EOT
+
+    return physical.EOT(cfg.physical, run_seed=cfg.train.seed, rank=rank)
 
 
 def _metrics_sink(run_name: str):

@@ -173,3 +173,28 @@ def test_printability_verdict_refuses_noise_like_designs_and_passes_smooth_ones(
     assert "NOT met" in report.printability_verdict(p)
     md = "\n".join(report.printability_section(p))
     assert "## Printability (palette: default (uncalibrated), uncalibrated)" in md and "| noise | 0.333 (0.335)" in md
+
+
+def test_eot_prints_and_photographs_the_generated_faces_inside_the_step():
+    from maskgan import physical
+    from maskgan.config import PhysicalConfig
+
+    def one_step(eot):
+        torch.manual_seed(0)
+        models, opts, cfg = _models("exp1")
+        models.eot = eot
+        batch, gallery = _batch(models.trunk)
+        g0 = copy.deepcopy(models.generator.state_dict())
+        out = objective.train_step(models, opts, batch, gallery, cfg)
+        moved = any(not torch.equal(g0[k], v) for k, v in models.generator.state_dict().items())
+        return out, moved
+
+    plain, _ = one_step(None)
+    eot = physical.EOT(PhysicalConfig(enabled=True), run_seed=0, rank=0)
+    with_eot, moved = one_step(eot)
+    again, _ = one_step(physical.EOT(PhysicalConfig(enabled=True), run_seed=0, rank=0))
+    assert moved and eot.calls == 1  # the gradient went through kornia's transforms to the generator
+    assert with_eot["train/gen_ce"] != plain["train/gen_ce"]  # the faces the trunk saw were transformed
+    assert with_eot == again  # seeded: the same draw for the same step, run and rank
+    other_rank, _ = one_step(physical.EOT(PhysicalConfig(enabled=True), run_seed=0, rank=1))
+    assert other_rank["train/gen_ce"] != with_eot["train/gen_ce"]  # workers draw differently
