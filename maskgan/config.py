@@ -384,9 +384,7 @@ def debug_cpu(root: str = "demo_out") -> RunConfig:
     return from_dict({
         "data": {"uri": f"{root}/data", "batch_size": 8, "shuffle_buffer": 64},
         "model": {"generator": "fc3", "recognizer_weights": f"{root}/recognizer.pt", "projector": f"{root}/projector.pt"},
-        # Printable designs (issue 14): on the demo, 2026-12-02, universal designs TV 0.03-0.04 and NPS ~0.04
-        # (noise: 0.333, 0.201) while still dodging on test more than original_mask; at 3.0 / 5.0 they went flat
-        # and dodged less than the plain mask (python -m bench.printability; docs/printing.md).
+        # printable designs that still dodge more than the mask (measured: bench/printability.py, docs/printing.md)
         "objective": {"experiment": "exp1", "tv_weight": 0.3, "nps_weight": 0.5},
         "train": {"epochs": 8, "num_workers": 2, "use_gpu": False, "cpus_per_worker": 0.5,
                   "storage": f"{root}/runs", "name": "demo", "val_probes": 64},
