@@ -16,6 +16,7 @@ batch), and labels index the one gallery that all splits share (train/test ids c
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 
@@ -92,10 +93,19 @@ def worn_physically(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Ten
     draw (the print's, then the camera's), from seed physical.transform_seed(index, held_out=True)."""
     from maskgan import physical  # kornia's import is paid only where physical rows are scored
 
-    ranges = physical.held_out(physical.PhysicalRanges())
-    return physical.print_and_photograph(physical.design_transforms(ranges), physical.face_transforms(ranges),
-                                         masked, alpha, design.expand(masked.shape[0], -1, -1, -1).contiguous(),
+    design_tf, face_tf = _held_out_transforms()
+    return physical.print_and_photograph(design_tf, face_tf, masked, alpha,
+                                         design.expand(masked.shape[0], -1, -1, -1).contiguous(),
                                          physical.transform_seed(index, held_out=True))
+
+
+@functools.lru_cache(maxsize=1)
+def _held_out_transforms():
+    """The held-out pipelines, built once per process (their draws come from each call's seed, not from state)."""
+    from maskgan import physical
+
+    ranges = physical.held_out(physical.PhysicalRanges())
+    return physical.design_transforms(ranges), physical.face_transforms(ranges)
 
 
 def score_probes(root: storage.Location, set_name: str, rows, max_probes: int | None = None, seed: int = 0,
