@@ -32,7 +32,7 @@ import torch
 from bench.step import Meter, device_name, sync
 from data_loader import shards, storage, synth
 from data_loader.ray_session import ensure_ray
-from maskgan import assembly, config, feed, objective, train
+from maskgan import assembly, config, feed, objective, recipes, train
 from maskgan.models import weights
 from maskgan.models.projector import Projector
 
@@ -58,7 +58,7 @@ def synthetic_shards(uri: str, rows: int, size: int, identities: int = 64, shard
 
 
 def run_config(args, data_uri: str, projector_uri: str, runs_uri: str) -> config.RunConfig:
-    recipe = config.h200_x8(data_uri, runs_uri) if args.device == "cuda" else config.debug_cpu()
+    recipe = recipes.h200_x8(data_uri, runs_uri) if args.device == "cuda" else recipes.debug_cpu()
     return config.from_dict({
         "data": {"uri": data_uri, "batch_size": args.batch,
                  "shuffle_buffer": args.shuffle_buffer if args.shuffle_buffer is not None else recipe.data.shuffle_buffer,

@@ -5,7 +5,7 @@ evaluate each, printing the universal designs' TV, NPS and test dodging next to 
                                  [--out /tmp/printability]
 
 --root is a `make demo` output folder (its data, projector and recogniser are reused). Each point is one run of
-`maskgan.train.fit(config.debug_cpu(root))` with those weights under --out, on a local Ray (2 CPUs unless
+`maskgan.train.fit(recipes.debug_cpu(root))` with those weights under --out, on a local Ray (2 CPUs unless
 RAY_ADDRESS names a cluster), then `evaluate.evaluate_run`. The figures in docs/printing.md come from
 `python -m bench.printability --points 0.3:0.5 3:5` on a 2-core CPU machine. The last line is JSON for scripts.
 """
@@ -49,14 +49,14 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="/tmp/printability", help="where the runs go (default /tmp/printability)")
     a = p.parse_args(argv)
     from data_loader.ray_session import ensure_ray
-    from maskgan import config, evaluate, train
+    from maskgan import evaluate, recipes, train
 
     ensure_ray(None, print)
     root = os.path.abspath(a.root)
     rows = []
     for tv_w, nps_w in a.points:
         t0 = time.time()
-        cfg = config.debug_cpu(root).replace(
+        cfg = recipes.debug_cpu(root).replace(
             train={"storage": os.path.abspath(a.out), "name": f"tv{tv_w:g}-nps{nps_w:g}-{int(t0)}", "epochs": a.epochs},
             objective={"tv_weight": tv_w, "nps_weight": nps_w})
         result = train.fit(cfg, log=lambda *_: None)

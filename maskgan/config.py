@@ -6,7 +6,7 @@ and out-of-range numbers with a one-line error naming the field (typos are the c
 cross-field rules. Everything downstream trusts a RunConfig. The resolved config is stored in every
 checkpoint; on resume the architecture comes from the checkpoint.
 
-Named recipes (`debug_cpu`, `h200_x8`) stand in for new flags.
+Named recipes (`debug_cpu`, `h200_x8`) live in maskgan.recipes.
 """
 
 from __future__ import annotations
@@ -374,30 +374,3 @@ def dump(cfg: RunConfig, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-
-
-# ---- recipes -------------------------------------------------------------------------------------------
-
-
-def debug_cpu(root: str = "demo_out") -> RunConfig:
-    """The laptop / CI recipe: tiny synthetic data, 2 CPU workers, a few epochs."""
-    return from_dict({
-        "data": {"uri": f"{root}/data", "batch_size": 8, "shuffle_buffer": 64},
-        "model": {"generator": "fc3", "recognizer_weights": f"{root}/recognizer.pt", "projector": f"{root}/projector.pt"},
-        # printable designs that still dodge more than the mask (measured: bench/printability.py, docs/printing.md)
-        "objective": {"experiment": "exp1", "tv_weight": 0.3, "nps_weight": 0.5},
-        "train": {"epochs": 8, "num_workers": 2, "use_gpu": False, "cpus_per_worker": 0.5,
-                  "storage": f"{root}/runs", "name": "demo", "val_probes": 64},
-        "projector": {"epochs": 10, "max_images": 200},
-    })
-
-
-def h200_x8(data_uri: str, storage_uri: str) -> RunConfig:
-    """Eight H200s on FFHQ + MaskedFace-Net at 128²: big batches, vggface2 weights."""
-    return from_dict({
-        "data": {"uri": data_uri, "batch_size": 1024, "shuffle_buffer": 8192, "prefetch_batches": 16},
-        "model": {"recognizer_weights": "vggface2", "projector": f"{storage_uri}/projector.pt"},
-        "train": {"epochs": 30, "num_workers": 8, "use_gpu": True, "cpus_per_worker": 8,
-                  "storage": storage_uri, "max_failures": 3, "val_probes": 4096},
-    })
-

@@ -10,7 +10,7 @@ import os
 import time
 
 from data_loader import storage, synth
-from maskgan import config, evaluate, pretrain, train
+from maskgan import evaluate, pretrain, recipes, train
 from maskgan.report import headline
 
 DEMO_UNIVERSAL_K = 4  # universal designs scored (evaluation's default is 8): keeps the demo near 5 minutes
@@ -21,7 +21,7 @@ def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 
     t0 = time.time()
     os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # a laptop demo has no Prometheus to wait for
     out = os.path.abspath(out)
-    cfg = config.debug_cpu(out).replace(train={"epochs": epochs},
+    cfg = recipes.debug_cpu(out).replace(train={"epochs": epochs},
                                         objective={"experiment": experiment}, model={"generator": generator})
     run_loc = train.run_location(cfg)
     if storage.exists(run_loc):

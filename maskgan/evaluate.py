@@ -1,9 +1,5 @@
-"""Evaluation: identification accuracy over the FULL gallery, per split, for each way of covering the face.
-
-Rows: `unmasked` (the probe photo without a mask), `original_mask` (as photographed), `generated` (the
-generator's designs composited into the mask region, a fresh latent per probe), control designs in the same
-region: `blue`, `black`, `white`, `noise` (uniform noise), and `universal`: K fixed designs, each worn by every
-probe (what a wearer would print), summarised as mean, worst and best over the K.
+"""Evaluation: identification accuracy over the FULL gallery, per split, for each way of covering the face
+(the rows, and what each probe wears in them: maskgan.wearing).
 
 `accuracy` (rank-1, with a probe-bootstrap `ci95`; `chance` is 1 / gallery size) is today's table; `rows`
 adds, per row and split, what `maskgan.scoring` measures: verification at FAR 1e-2 / 1e-3 (thresholds, mean
@@ -16,7 +12,6 @@ batch), and labels index the one gallery that all splits share (train/test ids c
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 
@@ -30,33 +25,8 @@ from maskgan.feed import TrainGallery
 from maskgan.models.projector import composite
 from maskgan.objective import to_float_images, trunk_features, unwrap
 from maskgan.report import report_markdown
-
-ROWS = ("unmasked", "original_mask", "generated", "blue", "black", "white", "noise")
-# `blue` is near the synthetic masks' surgical blue (140, 190, 225), never equal to it: a control, not the mask itself.
-CONTROLS = {"blue": (120 / 255, 172 / 255, 214 / 255), "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
-UNIVERSAL = "universal"
-# The universal designs again under HELD-OUT physical transforms (maskgan.physical: the print's colour, noise,
-# blur and geometry, then the camera's blur, exposure, noise and JPEG; every range 1.5x training's, seeds from
-# the odd stream training never draws), on the held-out splits: robustness measured on transforms not trained on.
-PHYSICAL = "universal_physical"
-UNIVERSAL_K = 8  # fixed designs scored per run (no `eval` config section yet: evaluate_run's universal_k)
-
-
-@torch.no_grad()
-def row_images(row: str, masked, unmasked, alpha, generator, latent_dim: int, gen: torch.Generator):
-    if row == "unmasked":
-        return unmasked
-    if row == "original_mask":
-        return masked
-    n, _, s, _ = masked.shape
-    if row == "generated":
-        z = torch.randn(n, latent_dim, generator=gen).to(masked.device)
-        d = unwrap(generator)(z)
-    elif row == "noise":
-        d = torch.rand(n, 3, s, s, generator=gen).to(masked.device)
-    else:
-        d = torch.tensor(CONTROLS[row], device=masked.device).view(1, 3, 1, 1).expand(n, 3, s, s)
-    return composite(masked, alpha, d)
+from maskgan.wearing import (CONTROLS, PHYSICAL, ROWS, UNIVERSAL, UNIVERSAL_K, design_from_png, row_images,
+                             universal_designs, with_physical, worn_physically)
 
 
 @torch.no_grad()
@@ -86,26 +56,6 @@ def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_
         if row == "unmasked":
             impostor = scoring.impostor_similarities(sims, label, rng or np.random.default_rng(0))
     return out, impostor
-
-
-def worn_physically(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Tensor, index: int) -> torch.Tensor:
-    """One fixed design [1,3,S,S] printed and photographed under held-out transforms: each probe gets its own
-    draw (the print's, then the camera's), from seed physical.transform_seed(index, held_out=True)."""
-    from maskgan import physical  # kornia's import is paid only where physical rows are scored
-
-    design_tf, face_tf = _held_out_transforms()
-    return physical.print_and_photograph(design_tf, face_tf, masked, alpha,
-                                         design.expand(masked.shape[0], -1, -1, -1).contiguous(),
-                                         physical.transform_seed(index, held_out=True))
-
-
-@functools.lru_cache(maxsize=1)
-def _held_out_transforms():
-    """The held-out pipelines, built once per process (their draws come from each call's seed, not from state)."""
-    from maskgan import physical
-
-    ranges = physical.held_out(physical.PhysicalRanges())
-    return physical.design_transforms(ranges), physical.face_transforms(ranges)
 
 
 def score_probes(root: storage.Location, set_name: str, rows, max_probes: int | None = None, seed: int = 0,
@@ -140,38 +90,6 @@ def score_set(root: storage.Location, set_name: str, rows, max_probes: int | Non
 def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> list[float]:
     """Today's `ci95`: the probe bootstrap (the identity bootstrap in `rows` is the honest one)."""
     return scoring.probe_bootstrap(correct, n_boot=n_boot, seed=seed)
-
-
-# ---- universal designs: the ones a wearer would print ----------------------------------------------------
-
-
-@torch.no_grad()
-def universal_designs(generator, latent_dim: int, k: int = UNIVERSAL_K, seed: int = 0, device="cpu") -> torch.Tensor:
-    """K fixed designs [K,3,S,S] from seeded latents, quantised to 8 bits: exactly what a PNG of them holds."""
-    z = torch.randn(k, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    return quantise(unwrap(generator)(z))
-
-
-def quantise(design: torch.Tensor) -> torch.Tensor:
-    return (design.clamp(0, 1) * 255).round() / 255
-
-
-def design_png(design: torch.Tensor) -> bytes:
-    """One design ([3,S,S] or [1,3,S,S], in [0,1]) as PNG bytes."""
-    from PIL import Image
-
-    img = (quantise(design.reshape(3, *design.shape[-2:])) * 255).byte().permute(1, 2, 0).cpu().numpy()
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def design_from_png(data: bytes) -> torch.Tensor:
-    """PNG bytes -> a design [1,3,S,S] in [0,1] (the inverse of design_png)."""
-    from PIL import Image
-
-    img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return to_float_images(torch.from_numpy(img.copy()).unsqueeze(0))
 
 
 def split_report(root: storage.Location, split: str, rows, designs: dict | None = None, seed: int = 0,
@@ -210,14 +128,6 @@ def split_report(root: storage.Location, split: str, rows, designs: dict | None 
                                                 if s["hubness"]["hub_dominated"]],
                               "paired_vs_original_mask": scoring.paired(mean_values, base, label, seed=seed)}
     return out
-
-
-def with_physical(designs: dict, split: str) -> dict:
-    """The universal designs, plus the same under held-out physical transforms on the held-out splits."""
-    if split == "train":
-        return designs
-    return {**designs, **{f"{PHYSICAL}/{n.split('/')[1]}": d for n, d in designs.items()
-                          if n.startswith(UNIVERSAL + "/")}}
 
 
 def score_design(root: storage.Location, split: str, design: torch.Tensor, seed: int = 0, **models) -> dict:
@@ -369,13 +279,6 @@ def score_design_file(run_uri: str, design_uri: str, log=print, splits=shards.SP
     manifest = shards.read_manifest(root)
     return {split: score_design(root, split, design, seed=cfg.train.seed, **models)
             for split in splits if split in manifest["sets"]}
-
-
-def universal_pngs(generator, latent_dim: int, k: int = UNIVERSAL_K, seed: int = 0) -> dict[str, bytes]:
-    """designs/universal_<i>.png of the K universal designs, seeded as evaluation seeds them: the files
-    `export` and `sample` write, byte for byte what evaluation scored."""
-    return {f"designs/{UNIVERSAL}_{i}.png": design_png(d)
-            for i, d in enumerate(universal_designs(generator, latent_dim, k, seed=seed))}
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ The page IS the mask panel: its size is width_mm x height_mm, the design fills i
 along its edge and the model card's sha256 is printed small in a corner (what is printed names what was scored;
 a run without an export names its checkpoint's state.pt sha256 instead, and the page says so).
 `print_universal` prints universal design K of a checkpoint: the very design evaluation scored as
-`universal/K` (evaluate.universal_designs, with the report's `universal_k` and `universal_seed`).
+`universal/K` (wearing.universal_designs, with the report's `universal_k` and `universal_seed`).
 The design is upscaled from its resolution to width_mm / 25.4 x dpi pixels with a bicubic filter (a smooth
 design stays smooth; nearest would print the design's pixel grid as blocks), and that image is embedded
 unresampled (matplotlib writes an `interpolation="none"` image at its own pixel size), so `pdfimages -list`
@@ -143,9 +143,9 @@ def universal_settings(state: dict, checkpoint: storage.Location, log=print) -> 
     evaluate_run's defaults (UNIVERSAL_K, train.seed); when the run's report.json scored this very checkpoint, its
     `universal_k` and `universal_seed`. A report of another checkpoint is named in a warning (it did not score
     what is printed)."""
-    from maskgan import assembly, evaluate
+    from maskgan import assembly, wearing
 
-    count, seed = evaluate.UNIVERSAL_K, assembly.config_of(state).train.seed
+    count, seed = wearing.UNIVERSAL_K, assembly.config_of(state).train.seed
     report_loc = storage.resolve(checkpoint.uri.rsplit("/", 1)[0], checkpoint.endpoint).join("report.json")
     if not storage.exists(report_loc):  # an export folder, or a run not evaluated yet
         return count, seed
@@ -162,13 +162,13 @@ def universal_settings(state: dict, checkpoint: storage.Location, log=print) -> 
 
 def universal_design(state: dict, checkpoint: storage.Location, k: int, log=print) -> tuple[torch.Tensor, str]:
     """Universal design k [3,h,w] of a checkpoint, as evaluation built and scored it, and a line saying which."""
-    from maskgan import assembly, evaluate
+    from maskgan import assembly, wearing
 
     count, seed = universal_settings(state, checkpoint, log)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < count:
         raise PrintError(f"design {k!r}: evaluation scores {count} universal designs, numbered 0..{count - 1}")
     generator = assembly.generator_from_checkpoint(state, checkpoint.uri).eval()
-    designs = evaluate.universal_designs(generator, state["arch"]["latent_dim"], count, seed=seed)
+    designs = wearing.universal_designs(generator, state["arch"]["latent_dim"], count, seed=seed)
     return designs[k], f"universal design {k} of {count} (seed {seed}), epoch {state['epoch'] + 1}"
 
 

@@ -94,6 +94,6 @@ def assets(tmp_path_factory):
 @pytest.fixture
 def small_cfg(assets, tmp_path):
     """A debug_cpu config over the shared assets, writing runs to this test's tmp dir."""
-    from maskgan import config
+    from maskgan import recipes
 
-    return config.debug_cpu(str(assets)).replace(train={"storage": str(tmp_path / "runs"), "name": "t"})
+    return recipes.debug_cpu(str(assets)).replace(train={"storage": str(tmp_path / "runs"), "name": "t"})

@@ -199,7 +199,7 @@ def _report_of(choice: Choice, log) -> dict | None:
 
 def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dict]:
     """(files except the card and SHA256SUMS, the card without its `files` entry)."""
-    from maskgan import assembly, evaluate
+    from maskgan import assembly, wearing
 
     state = choice.state
     cfg = assembly.config_of(state)
@@ -217,8 +217,8 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
     if report is not None:
         files["report.json"] = raw = json.dumps(report, indent=1, sort_keys=True).encode()
         report_sha = sha256(raw)
-    k = (report or {}).get("universal_k", evaluate.UNIVERSAL_K)  # seeded as evaluation seeds them
-    files.update(evaluate.universal_pngs(generator, latent, k, (report or {}).get("universal_seed", cfg.train.seed)))
+    k = (report or {}).get("universal_k", wearing.UNIVERSAL_K)  # seeded as evaluation seeds them
+    files.update(wearing.universal_pngs(generator, latent, k, (report or {}).get("universal_seed", cfg.train.seed)))
     manifest_loc = assembly.data_root(cfg).join(shards.MANIFEST)
     manifest_sha = sha256(storage.read_bytes(manifest_loc)) if storage.exists(manifest_loc) else None
     weights = cfg.model.recognizer_weights

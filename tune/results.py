@@ -9,7 +9,7 @@ import json
 import math
 
 from data_loader import storage
-from maskgan import assembly, evaluate
+from maskgan import assembly, evaluate, wearing
 from maskgan import config as mconfig
 from tune.guard import METRIC, TIME_ATTR
 from tune.space import Space
@@ -76,7 +76,7 @@ def collect(grid, space: Space, runs: storage.Location, log=print) -> list[dict]
         row["pbt_from"] = _lineage(runs.join(tid))
         row.update({"epochs": done, "objective": m.get(METRIC), "guard_ok": m.get("guard/ok"),
                     "val_generated_last": m.get("acc/val/generated"), "val_unmasked_last": m.get("acc/val/unmasked")})
-        for r in evaluate.ROWS:
+        for r in wearing.ROWS:
             for split in ("val", "test", "train"):
                 acc = (report or {}).get("accuracy", {}).get(r, {})
                 row[f"{r}/{split}"] = acc.get(split)
@@ -169,8 +169,8 @@ def write_tables(loc: storage.Location, rows: list[dict], space: Space) -> None:
 
 def results_csv(rows: list[dict], space: Space) -> str:
     columns = ["trial", "status", *_axis_columns(rows, space), "epochs", "objective", "guard_ok", "pbt_from"]
-    columns += [f"{r}/{s}" for r in evaluate.ROWS for s in ("val", "test")]
-    columns += [f"{r}/{s}/ci95" for r in evaluate.ROWS for s in ("val", "test")]
+    columns += [f"{r}/{s}" for r in wearing.ROWS for s in ("val", "test")]
+    columns += [f"{r}/{s}/ci95" for r in wearing.ROWS for s in ("val", "test")]
     columns += [*TRADE_OFF, "run"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
@@ -184,7 +184,7 @@ def results_markdown(rows: list[dict], space: Space) -> str:
     axes = _axis_columns(rows, space)
     lineage = any(r.get("pbt_from") for r in rows)
     head = ["trial", "status", *axes, "epochs", "objective", *(["cloned from (PBT)"] if lineage else [])]
-    head += [f"{r} {s}" for r in evaluate.ROWS for s in ("val", "test")]
+    head += [f"{r} {s}" for r in wearing.ROWS for s in ("val", "test")]
     head += ["universal dodging test", "universal TV", "universal NPS", "noise TV"]
     lines = [f"# sweep {space.name}: {len(rows)} trials", "",
              "`objective` = val generated accuracy while the recogniser's unmasked accuracy held up, else 1.0 "
@@ -196,7 +196,7 @@ def results_markdown(rows: list[dict], space: Space) -> str:
     for row in sorted(rows, key=lambda r: (r.get("objective") is None, r.get("objective") or 0, r["trial"])):
         cells = [row["trial"], row["status"], *[_short(row.get(k)) for k in axes], str(row["epochs"]),
                  _short(row.get("objective")), *([row.get("pbt_from") or "–"] if lineage else [])]
-        cells += [_pct(row.get(f"{r}/{s}")) for r in evaluate.ROWS for s in ("val", "test")]
+        cells += [_pct(row.get(f"{r}/{s}")) for r in wearing.ROWS for s in ("val", "test")]
         cells += [_pct(row.get(TRADE_OFF[0])), *[_short(row.get(k)) for k in TRADE_OFF[1:]]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += seed_spread(rows, space)

@@ -58,7 +58,7 @@ def sample(source: str, n: int = 16, out: str = "designs.png", seed: int = 0, lo
     format follows `out`'s extension (png, jpg/jpeg, webp). A checkpoint with non-finite metrics or weights is
     refused, and so are designs that are non-finite or all black."""
     from data_loader import ranges
-    from maskgan import assembly, evaluate
+    from maskgan import assembly, wearing
 
     ranges.check("--n", n, "[1, 1024]", integer=True)  # the CLI flag's range
     fmt = image_format(out)  # before anything is read: a wrong name fails at once
@@ -72,10 +72,10 @@ def sample(source: str, n: int = 16, out: str = "designs.png", seed: int = 0, lo
     loc = storage.resolve(source)
     rep_loc = loc.join("report.json")
     report = json.loads(storage.read_bytes(rep_loc)) if storage.exists(rep_loc) else {}
-    k = report.get("universal_k", evaluate.UNIVERSAL_K)
+    k = report.get("universal_k", wearing.UNIVERSAL_K)
     universal_seed = report.get("universal_seed", assembly.config_of(state).train.seed)
     folder = out.rsplit("/", 1)[0] if "/" in out else "."
-    for name, data in evaluate.universal_pngs(generator, state["arch"]["latent_dim"], k, universal_seed).items():
+    for name, data in wearing.universal_pngs(generator, state["arch"]["latent_dim"], k, universal_seed).items():
         storage.write_bytes(storage.resolve(f"{folder}/{name}"), data)
     log(f"wrote the {k} universal designs (seed {universal_seed}) to {folder}/designs/")
     return out

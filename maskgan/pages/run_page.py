@@ -18,7 +18,7 @@ import json
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, evaluate, printing
+from maskgan import assembly, printing, wearing
 from maskgan.models.projector import composite
 from maskgan.objective import to_float_images
 from maskgan.pages import plots
@@ -47,7 +47,7 @@ def write_report_page(run: storage.Location, report: dict, log=print) -> storage
         state, _ = assembly.latest_checkpoint(run, log=log)
     cfg = assembly.config_of(state)
     generator = assembly.generator_from_checkpoint(state, report["checkpoint"]).eval()
-    designs = evaluate.universal_designs(generator, state["arch"]["latent_dim"], report["universal_k"],
+    designs = wearing.universal_designs(generator, state["arch"]["latent_dim"], report["universal_k"],
                                          seed=report["universal_seed"])
     best = best_design(report)
     body = [_header(report, run)]
@@ -64,7 +64,7 @@ def write_report_page(run: storage.Location, report: dict, log=print) -> storage
 
 def best_design(report: dict) -> int | None:
     """Index of the universal design with the lowest rank-1 on the first split that has it (val, test, train)."""
-    rows = report.get("rows", {}).get(evaluate.UNIVERSAL, {})
+    rows = report.get("rows", {}).get(wearing.UNIVERSAL, {})
     for split in SPLIT_ORDER:
         per = rows.get(split, {}).get("per_design")
         if per:
@@ -124,11 +124,11 @@ def _faces(cfg, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 def _gallery(run: storage.Location, cfg, report: dict, designs: torch.Tensor, best: int | None) -> str:
     faces = _faces(cfg, FACES)
-    per = {s: report["rows"].get(evaluate.UNIVERSAL, {}).get(s, {}).get("per_design") for s in SPLIT_ORDER}
+    per = {s: report["rows"].get(wearing.UNIVERSAL, {}).get(s, {}).get("per_design") for s in SPLIT_ORDER}
     size = designs.shape[-1]
     figs = []
     for i, d in enumerate(designs):
-        storage.write_bytes(run.join(f"designs/universal_{i}.png"), evaluate.design_png(d))
+        storage.write_bytes(run.join(f"designs/universal_{i}.png"), wearing.design_png(d))
         imgs = [f'<img class="pix design" src="designs/universal_{i}.png" alt="universal design {i}" '
                 f'style="width:{max(96, size)}px">']
         if faces is not None:
@@ -142,7 +142,7 @@ def _gallery(run: storage.Location, cfg, report: dict, designs: torch.Tensor, be
         tag = " (best: lowest rank-1)" if i == best else ""
         figs.append(f"<figure{cls}>{' '.join(imgs)}<figcaption>design {i}{tag}: {scores}</figcaption></figure>")
     if best is not None:
-        storage.write_bytes(run.join("designs/best.png"), evaluate.design_png(designs[best]))
+        storage.write_bytes(run.join("designs/best.png"), wearing.design_png(designs[best]))
     return (f"<h2>Universal designs ({len(designs)}, in mask space, {size}×{size} px)</h2>"
             '<p class="note">Each fixed design is worn by every probe (what a wearer would print); shown here on '
             f"{FACES} test faces. Lower rank-1 = better protection.</p>"
@@ -176,7 +176,7 @@ def _epochs(run: storage.Location, checkpoints, report: dict, log) -> str:
                 log(f"warning: no design frame for {loc.uri}: {e}")
                 continue
             gen = assembly.generator_from_checkpoint(state, loc.uri).eval()
-            d = evaluate.universal_designs(gen, state["arch"]["latent_dim"], report["universal_k"],
+            d = wearing.universal_designs(gen, state["arch"]["latent_dim"], report["universal_k"],
                                            seed=report["universal_seed"])[:FRAME_DESIGNS]
             storage.write_bytes(run.join(name), _png(_strip(d)))
         written[epoch + 1] = name

@@ -235,10 +235,10 @@ def submitted_run(ray_head, prometheus_server, assets, tmp_path_factory) -> Subm
 
     Two epochs, not one: a gauge reaches Prometheus only if the worker that set it lives on for an export interval,
     and the first epoch's values are exported while the second runs."""
-    from maskgan import config
+    from maskgan import recipes
 
     tmp = tmp_path_factory.mktemp("submit")
-    cfg = config.debug_cpu(str(assets)).replace(
+    cfg = recipes.debug_cpu(str(assets)).replace(
         data={"batch_size": 8},
         train={"storage": str(tmp / "runs"), "name": RUN_NAME, "epochs": 2, "num_workers": 2,
                "cpus_per_worker": 0.5, "val_probes": 32})

@@ -59,9 +59,9 @@ def test_shipped_working_dir_leaves_out_venv_git_and_outputs(submitted_run, ray_
 def test_plain_ray_job_submit_runs_maskgan_train(ray_head, assets, tmp_path):
     # The README's command, from the repo root: `ray job submit --working-dir . -- maskgan train --config ...`,
     # with the token (and token mode) from the environment.
-    from maskgan import config
+    from maskgan import recipes
 
-    cfg = config.debug_cpu(str(assets)).replace(
+    cfg = recipes.debug_cpu(str(assets)).replace(
         data={"batch_size": 8},
         train={"storage": str(tmp_path / "runs"), "name": "plain", "epochs": 1, "num_workers": 1,
                "cpus_per_worker": 0.5, "val_probes": 0})

@@ -15,7 +15,7 @@ import json
 import pytest
 import torch
 
-from maskgan import assembly, config
+from maskgan import assembly, recipes
 from maskgan.models.recognizer import Head
 
 GOOD = {"acc/val/generated": 0.40, "acc/val/unmasked": 0.80, "train/gen_ce": 2.3}
@@ -25,7 +25,7 @@ DIVERGED = {"acc/val/generated": 0.0, "acc/val/unmasked": 0.0, "train/gen_ce": f
 def _checkpoint(run, epoch: int, metrics: dict, damage=None):
     """A checkpoint folder `run/checkpoint_{epoch:06d}` as training writes it; `damage(state)` edits its state
     afterwards (meta.json's checksum is recomputed, as an honest but diverged run would have written it)."""
-    cfg = config.debug_cpu(str(run.parent))
+    cfg = recipes.debug_cpu(str(run.parent))
     a = assembly.arch(cfg, 32)
     torch.manual_seed(epoch)
     gen = assembly.generator_from_arch(a)

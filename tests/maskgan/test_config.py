@@ -1,13 +1,13 @@
 import pytest
 
-from maskgan import config
+from maskgan import config, recipes
 from maskgan.config import ConfigError
 
 
 def test_defaults_and_recipes_validate():
     assert config.from_dict({"data": {"uri": "d"}}).model.generator == "fc3"
-    assert config.debug_cpu().train.num_workers == 2
-    assert config.h200_x8("s3://b/data", "s3://b/runs").train.use_gpu is True
+    assert recipes.debug_cpu().train.num_workers == 2
+    assert recipes.h200_x8("s3://b/data", "s3://b/runs").train.use_gpu is True
 
 
 @pytest.mark.parametrize("data, needle", [
@@ -48,7 +48,7 @@ def test_load_names_the_file(tmp_path):
 
 
 def test_replace_revalidates():
-    cfg = config.debug_cpu()
+    cfg = recipes.debug_cpu()
     assert cfg.replace(objective={"experiment": "exp3"}).objective.experiment == "exp3"
     with pytest.raises(ConfigError):
         cfg.replace(objective={"experiment": "nope"})

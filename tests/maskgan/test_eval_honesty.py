@@ -10,7 +10,7 @@ import torch
 
 from cli.main import main as cli_main
 from data_loader import shards, storage, synth
-from maskgan import evaluate, feed, scoring
+from maskgan import evaluate, feed, scoring, wearing
 
 
 def _identities(root, set_name):
@@ -31,7 +31,7 @@ def test_synth_adapt_identities_never_appear_in_the_gallery_or_among_probes(tmp_
     assert m["sets"]["adapt"]["rows"] == 5 * (1 + 2)  # one own gallery photo + 2 masked photos each
     # probe masks vary in colour, and none is exactly the `blue` control
     batch = next(shards.iter_set(root, "train", columns=["size", "masked", "alpha"]))
-    blue = np.array(evaluate.CONTROLS["blue"]) * 255
+    blue = np.array(wearing.CONTROLS["blue"]) * 255
     centres = [batch["masked"][i][batch["alpha"][i] > 0].reshape(-1, 3).astype(float).mean(0)
                for i in range(len(batch["masked"]))]
     assert np.ptp(np.array(centres), axis=0).max() > 5
@@ -105,10 +105,10 @@ def test_the_defender_learns_to_see_through_a_design_on_identities_it_never_trai
 
 def _saved_run(assets, tmp_path):
     """A run folder holding one checkpoint (an untrained generator), written without Ray."""
-    from maskgan import assembly, config
+    from maskgan import assembly, recipes
     from maskgan.objective import make_optimizers
 
-    cfg = config.debug_cpu(str(assets)).replace(train={"storage": str(tmp_path / "runs"), "name": "r"})
+    cfg = recipes.debug_cpu(str(assets)).replace(train={"storage": str(tmp_path / "runs"), "name": "r"})
     torch.manual_seed(0)
     gen = assembly.generator_from_arch(assembly.arch(cfg, 128))
     head = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu").head

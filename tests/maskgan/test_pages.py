@@ -49,7 +49,7 @@ def tiny_run(cfg, run_dir, epochs: int = 3):
 
 def test_report_page_shows_designs_tables_and_curves_with_nothing_from_outside_its_folder(small_cfg, tmp_path,
                                                                                           chromium):
-    from maskgan import evaluate
+    from maskgan import evaluate, wearing
 
     run = tiny_run(small_cfg, tmp_path / "runs" / "t")
     report = evaluate.evaluate_run(run.uri, log=lambda *_: None, universal_k=3)
@@ -66,7 +66,7 @@ def test_report_page_shows_designs_tables_and_curves_with_nothing_from_outside_i
     assert sum(s.startswith("designs/universal_") and s.endswith("_faces.png") for s in srcs) == 3
     assert {"curves/losses.png", "curves/val.png"} <= set(srcs)
     text = visit.evaluate("document.body.innerText")
-    for row in evaluate.ROWS:
+    for row in wearing.ROWS:
         assert row in text
     assert f"{report['accuracy']['generated']['test']:.1%}" in text  # the table shows the report's numbers
     assert "checkpoint sha256" in text and "latent_dim" in text  # provenance and config

@@ -16,7 +16,7 @@ from test_printing import needs_poppler
 
 from cli.main import main
 from data_loader import storage
-from maskgan import assembly, config, evaluate, palette, printing
+from maskgan import assembly, config, palette, printing, wearing
 from maskgan.models.recognizer import Head
 
 SEED = 7  # train.seed of the tiny run: the universal designs' seed, so not the default 0 by accident
@@ -134,11 +134,11 @@ def test_print_from_a_run_is_the_scored_design_at_physical_size(tmp_path, capsys
     # What is printed is what evaluation scored as universal/3: its seeded designs, upscaled, pixel for pixel.
     state = assembly.read_checkpoint(storage.resolve(str(tiny_run / "checkpoint_000000")))
     gen = assembly.generator_from_checkpoint(state, "tiny").eval()
-    scored = evaluate.universal_designs(gen, state["arch"]["latent_dim"], evaluate.UNIVERSAL_K, seed=SEED)[3]
+    scored = wearing.universal_designs(gen, state["arch"]["latent_dim"], wearing.UNIVERSAL_K, seed=SEED)[3]
     want = printing.upscale(printing.to_uint8_image(scored), w_px, h_px)
     assert np.array_equal(np.asarray(png.convert("RGB")), want)
     other = printing.upscale(printing.to_uint8_image(
-        evaluate.universal_designs(gen, state["arch"]["latent_dim"], evaluate.UNIVERSAL_K, seed=0)[3]), w_px, h_px)
+        wearing.universal_designs(gen, state["arch"]["latent_dim"], wearing.UNIVERSAL_K, seed=0)[3]), w_px, h_px)
     assert not np.array_equal(other, want)  # the seed matters: seed 0 would have printed another design
 
 
@@ -153,7 +153,7 @@ def test_print_takes_the_number_and_seed_of_universal_designs_from_the_report_th
     assert code == 0 and "warning" not in out
     state = assembly.read_checkpoint(ckpt)
     gen = assembly.generator_from_checkpoint(state, "tiny").eval()
-    scored = evaluate.universal_designs(gen, state["arch"]["latent_dim"], 4, seed=3)[1]
+    scored = wearing.universal_designs(gen, state["arch"]["latent_dim"], 4, seed=3)[1]
     png = np.asarray(Image.open(tmp_path / "m.png").convert("RGB"))
     assert np.array_equal(png, printing.upscale(printing.to_uint8_image(scored), *png.shape[1::-1]))
     # A report of another checkpoint did not score what is printed: said so; evaluation's defaults are used.

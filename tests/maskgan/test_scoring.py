@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from maskgan import evaluate, report, scoring
+from maskgan import evaluate, report, scoring, wearing
 
 
 def _scores(label, pred, own_sim=None, rank=None):
@@ -115,9 +115,9 @@ def test_a_design_scored_from_its_png_scores_as_the_in_memory_design(assets, tmp
     import torch
 
     from data_loader import storage
-    from maskgan import assembly, config
+    from maskgan import assembly, recipes
 
-    cfg = config.debug_cpu(str(assets))
+    cfg = recipes.debug_cpu(str(assets))
     parts = assembly.build(cfg, "cpu")
     rec, proj = parts.recognizer, parts.projector
     with torch.no_grad():
@@ -125,10 +125,10 @@ def test_a_design_scored_from_its_png_scores_as_the_in_memory_design(assets, tmp
     gen = assembly.generator_from_arch(assembly.arch(cfg, 128)).eval()
     models = dict(trunk=rec.trunk, head=rec.head, projector=proj, generator=gen, latent_dim=cfg.model.latent_dim,
                   gallery_emb=gallery_emb, device="cpu")
-    design = evaluate.universal_designs(gen, cfg.model.latent_dim, k=1, seed=0)[:1]
+    design = wearing.universal_designs(gen, cfg.model.latent_dim, k=1, seed=0)[:1]
     path = tmp_path / "design.png"
-    path.write_bytes(evaluate.design_png(design))
-    from_disk = evaluate.design_from_png(path.read_bytes())
+    path.write_bytes(wearing.design_png(design))
+    from_disk = wearing.design_from_png(path.read_bytes())
     assert torch.equal(from_disk, design)
     root = storage.resolve(cfg.data.uri)
     in_memory = evaluate.score_design(root, "test", design, **models)
@@ -151,7 +151,7 @@ def test_evaluate_writes_the_wearers_figures_beside_todays_keys(ray_session, sma
     for split in ("train", "val", "test"):
         thr = on_disk["impostors"][split]["thresholds"]
         assert set(thr) == {"1e-02", "1e-03"} and thr["1e-03"] >= thr["1e-02"]
-        for row in evaluate.ROWS:
+        for row in wearing.ROWS:
             s = on_disk["rows"][row][split]
             assert s["verification"]["rank1"] == pytest.approx(on_disk["accuracy"][row][split])  # one ruler
             assert s["verification"]["rank5"] >= s["verification"]["rank1"]

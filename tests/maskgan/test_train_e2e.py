@@ -62,9 +62,9 @@ def _shifted_copy(src: str, dst: str, offset: int) -> None:
 
 
 def test_off_by_one_identity_labels_fall_to_chance(assets, tmp_path):
-    from maskgan import config
+    from maskgan import recipes
 
-    cfg = config.debug_cpu(str(assets))
+    cfg = recipes.debug_cpu(str(assets))
     rec = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu")
     proj = assembly.load_projector(cfg.model.projector, "cpu")
     gallery, _ = assembly.gallery(assembly.data_root(cfg), rec.trunk, "cpu")

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from data_loader import storage
-from maskgan import config
+from maskgan import recipes
 from maskgan.pages import browser, screenshot
 from tune.index_page import write_index_page
 from tune.space import parse_space
@@ -34,16 +34,16 @@ def _design_png(seed: int) -> bytes:
     """A design as a trial's run would hold it: drawn by a freshly built generator (seeded)."""
     import torch
 
-    from maskgan import assembly, evaluate
+    from maskgan import assembly, wearing
 
     torch.manual_seed(seed)
     gen = assembly.generator_from_arch({"generator": "fc3", "latent_dim": 16, "hidden": 64, "size": 32}).eval()
-    return evaluate.design_png(evaluate.universal_designs(gen, 16, k=1, seed=seed)[0])
+    return wearing.design_png(wearing.universal_designs(gen, 16, k=1, seed=seed)[0])
 
 
 def fake_sweep(loc: storage.Location):
     """Three trials as sweep.run leaves them: rows from results.collect's shape, run folders under runs/."""
-    space = parse_space({"name": "fake", "base": config.debug_cpu("x").to_dict(),
+    space = parse_space({"name": "fake", "base": recipes.debug_cpu("x").to_dict(),
                          "grid": {"objective.experiment": ["exp0", "exp1", "exp2"]}})
     runs, rows = loc.join("runs"), []
     for i, (tid, objective) in enumerate(OBJECTIVES.items()):

@@ -231,9 +231,9 @@ def test_pbt_clone_replaces_the_weak_run_once_and_a_vanished_donor_keeps_it(tmp_
     import json
 
     from data_loader import storage
-    from maskgan import config
+    from maskgan import recipes
 
-    cfg = config.debug_cpu(str(tmp_path)).replace(train={"storage": str(tmp_path / "runs"), "name": "weak"})
+    cfg = recipes.debug_cpu(str(tmp_path)).replace(train={"storage": str(tmp_path / "runs"), "name": "weak"})
     weak, strong = tmp_path / "runs" / "weak", tmp_path / "runs" / "strong"
     _fake_checkpoint(weak / "checkpoint_a", WEAK, 0)
     _fake_checkpoint(strong / "checkpoint_b", STRONG, 1)
