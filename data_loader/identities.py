@@ -116,7 +116,8 @@ def face_of(im, sidecar: dict | None) -> tuple[np.ndarray, np.ndarray, str] | No
 def photo(data: bytes, sidecar: dict | None, size: int, seed_key: str):
     """Photo bytes -> (unmasked, masked, alpha, conversions, landmarks source) at size, or None (no face)."""
     with decoding():
-        im, conversions, _wh = open_rgb(data)
+        # a large JPEG is decoded at 1/2..1/8 scale while it stays above what detection and the crop use
+        im, conversions, _wh = open_rgb(data, draft=max(landmark_mask.DETECT_MAX_SIDE, 2 * size))
     face = face_of(im, sidecar)
     if face is None:
         return None
