@@ -108,7 +108,8 @@ def _data_synth(data) -> None:
     s.add_argument("--size", type=ranged(int, "[32, 1024]"), default=128, help="image size in pixels (default: 128)")
     s.add_argument("--layout", choices=["shards", "identities"], default="shards",
                    help="shards (default): a prepared dataset; identities: <out>/<identity>/<NN>.png photo folders "
-                        "(--images-per-identity photos each, with landmark sidecars) for `data prepare --identities`")
+                        "(--images-per-identity photos each, with landmark sidecars; --adapt-* do not apply) for "
+                        "`data prepare --identities`")
 
 
 def _data_prepare(data) -> None:

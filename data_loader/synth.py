@@ -236,6 +236,19 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
     return manifest
 
 
+def _roll(img: np.ndarray, pts: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """The photo turned anticlockwise about its centre (corners filled with its corner colour) and its points."""
+    from PIL import Image
+
+    size = img.shape[0]
+    fill = tuple(int(v) for v in img[0, 0])
+    out = np.asarray(Image.fromarray(img).rotate(degrees, resample=Image.Resampling.BICUBIC, fillcolor=fill))
+    t, c = np.deg2rad(degrees), size / 2
+    x, y = pts[:, 0] + 0.5 - c, pts[:, 1] + 0.5 - c  # pixel centres sit at +0.5 in Pillow's coordinates
+    turned = np.stack([c + x * np.cos(t) + y * np.sin(t), c - x * np.sin(t) + y * np.cos(t)], axis=1) - 0.5
+    return out, turned
+
+
 SIDECAR_BY = "maskgan data synth"  # the sidecar's "by": prepare says how many photos' landmarks came from one
 
 
@@ -243,7 +256,8 @@ def write_identity_tree(out_uri: str, identities: int, photos_per_identity: int,
                         log=print) -> dict:
     """Write the identity-folder layout a user's LFW-style download has, `<out>/<identity>/<NN>.png`, for
     `maskgan data prepare --identities`. Photos of one identity differ by the renderer's jitter (position,
-    scale, lighting, background, sensor noise). They are unmasked: prepare draws the masks from landmarks.
+    scale, lighting, background, sensor noise), an expression (mouth width and height, brow tilt) and a head
+    roll. They are unmasked: prepare draws the masks from landmarks.
 
     Beside each photo, `<NN>.json` holds the face box and 68 landmarks where the face was drawn. dlib's HOG
     finds only about half of these procedural faces (docs/data.md has the figures), so prepare uses a
@@ -264,8 +278,12 @@ def write_identity_tree(out_uri: str, identities: int, photos_per_identity: int,
         ident, p = f"synth-{label:06d}", identity_params(rng)
         for k in range(photos_per_identity):
             pose: dict = {}
-            un = render(p, rng, size, pose=pose)[0]
-            pts = landmarks68(p, pose, size)
+            # expression: the mouth wider or narrower, brows raised on one side; pose: a head roll of up to 10°
+            face = dict(p, mouth_w=p["mouth_w"] * rng.uniform(0.85, 1.2),
+                        mouth_y=p["mouth_y"] + rng.uniform(-0.02, 0.02), brow_tilt=p["brow_tilt"] + rng.uniform(-0.1, 0.1))
+            un = render(face, rng, size, pose=pose)[0]
+            pts = landmarks68(face, pose, size)
+            un, pts = _roll(un, pts, rng.uniform(-10, 10))
             # a box like dlib's HOG box: as wide as the jaw, square, ending a little above the chin
             side = float(pts[:17, 0].max() - pts[:17, 0].min())
             bottom = float(pts[8, 1]) - 0.1 * side
