@@ -1,6 +1,7 @@
 """Data throughput: `maskgan data prepare` (images/s per core) and the training stream into one worker (images/s).
 
     python -m bench.data [--n 200] [--source-size 1024] [--size 128] [--stream-rows 10000]
+    python -m bench.data --etl identities [--n 200] [--source-size 250] [--cores 2] [--stream-rows 0]
 
 1. writes --n synthetic FFHQ-style pairs (PNG photo + CMFD-style JPEG, --source-size², like the 1024²
    originals) into a temp dir, then times `prepare.run` on a local Ray with every core: images/s per core.
@@ -8,6 +9,9 @@
 2. writes a --stream-rows probe set at --size (a few rendered faces repeated: the stream does not look at
    pixels) and times one consumer iterating it the way a training worker does (stream.training_dataset +
    timed_batches: file shuffle, local shuffle buffer, prefetch): images/s and the time spent waiting.
+With `--etl identities`, step 1 is `data prepare --identities` instead: --n synthetic photos (5 per identity,
+upscaled to --source-size², 250² like LFW) without their landmark sidecars, so every photo goes through dlib
+HOG detection + 68 landmarks + crop + mask drawing: photos/s on --cores, and the share of faces HOG found.
 `write_stream_set` and `stream_rows` live in data_loader/stream_probe.py, shared with tests/data_loader.
 """
 
@@ -44,6 +48,35 @@ def write_fake_sources(base: str, n: int, source_size: int, seed: int = 0) -> No
             f.write(buf.getvalue())
 
 
+def write_identity_tree(base: str, n: int, source_size: int, per_identity: int = 5, seed: int = 0) -> None:
+    """n photos in folders of per_identity, source_size² PNGs, no sidecars (prepare must detect every face)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        if i % per_identity == 0:
+            p = synth.identity_params(rng)
+        un = synth.render(p, rng, 128)[0]
+        folder = os.path.join(base, f"person-{i // per_identity:05d}")
+        os.makedirs(folder, exist_ok=True)
+        Image.fromarray(un).resize((source_size, source_size), Image.Resampling.BICUBIC).save(
+            os.path.join(folder, f"{i % per_identity:02d}.png"), compress_level=1)
+
+
+def identity_etl(args, tmp: str, cores: int) -> None:
+    from data_loader import identities
+
+    write_identity_tree(os.path.join(tmp, "ids"), args.n, args.source_size)
+    t0 = time.perf_counter()
+    m = identities.run(os.path.join(tmp, "ids"), os.path.join(tmp, "out"), size=args.size,
+                       shard_size=max(16, args.n // (2 * cores)), max_bad_fraction=1.0, log=lambda *_: None)
+    wall = time.perf_counter() - t0
+    found = m["source"]["landmarks"]["dlib"]
+    print(f"prepare --identities: {args.n} photos ({args.source_size}² -> {args.size}², dlib HOG + 68 landmarks on "
+          f"each) in {wall:.1f}s on {cores} cores: {args.n / wall:.1f} photos/s, {args.n / wall / cores:.1f} per "
+          f"core; faces found {found}/{args.n} ({found / args.n:.0%}); {m['identities']} identities kept")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="pairs to prepare (default: 200)")
@@ -51,6 +84,9 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=128, help="prepared image size (default: 128)")
     ap.add_argument("--stream-rows", type=int, default=10000, help="rows streamed into one worker (default: 10000)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--etl", choices=["ffhq", "identities"], default="ffhq",
+                    help="step 1: FFHQ + MaskedFace-Net pairs (default) or identity folders with face detection")
+    ap.add_argument("--cores", type=int, default=None, help="Ray CPUs (default: every core)")
     args = ap.parse_args(argv)
 
     import ray
@@ -58,8 +94,15 @@ def main(argv=None) -> None:
     from data_loader import prepare
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    cores = os.cpu_count() or 1
+    cores = args.cores or os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
+        if args.etl == "identities":
+            ray.init(num_cpus=cores, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            identity_etl(args, tmp, cores)
+            if args.stream_rows:
+                print("(stream: run without --etl identities)")
+            ray.shutdown()
+            return
         t0 = time.perf_counter()
         write_fake_sources(tmp, args.n, args.source_size)
         print(f"wrote {args.n} pairs at {args.source_size}² in {time.perf_counter() - t0:.1f}s")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from data_loader import ranges
+from data_loader.identities import MAX_PHOTOS_RANGE, MIN_PHOTOS_RANGE
 
 EPILOG = "Storage URIs are local directories or s3://bucket/prefix (credentials from the usual AWS_* variables)."
 EXPERIMENTS = ["exp0", "exp1", "exp2", "exp3"]
@@ -105,19 +106,33 @@ def _data_synth(data) -> None:
     s.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0,
                    help="random seed: the same seed writes the same faces (default: 0)")
     s.add_argument("--size", type=ranged(int, "[32, 1024]"), default=128, help="image size in pixels (default: 128)")
+    s.add_argument("--layout", choices=["shards", "identities"], default="shards",
+                   help="shards (default): a prepared dataset; identities: <out>/<identity>/<NN>.png photo folders "
+                        "(--images-per-identity photos each, with landmark sidecars; --adapt-* do not apply) for "
+                        "`data prepare --identities`")
 
 
 def _data_prepare(data) -> None:
-    pr = _leaf(data, "prepare", "FFHQ + MaskedFace-Net (local or s3://) -> prepared shards, as a Ray Data job",
-               "data prepare")
-    pr.add_argument("--ffhq", required=True, help="FFHQ images URI (NNNNN.png, flat or in thousand-folders)")
-    pr.add_argument("--maskedfacenet", required=True, help="MaskedFace-Net URI (NNNNN_Mask*.jpg, flat or in folders)")
+    pr = _leaf(data, "prepare", "FFHQ + MaskedFace-Net, or identity folders (local or s3://) -> prepared shards, "
+                                "as a Ray Data job", "data prepare")
+    pr.add_argument("--ffhq", default=None, help="FFHQ images URI (NNNNN.png, flat or in thousand-folders)")
+    pr.add_argument("--maskedfacenet", default=None,
+                    help="MaskedFace-Net URI (NNNNN_Mask*.jpg, flat or in folders); with --ffhq")
+    pr.add_argument("--identities", default=None,
+                    help="identity folders URI, <identity>/<photo>.jpg|png (LFW, CASIA-WebFace, ...): instead of "
+                         "--ffhq/--maskedfacenet; faces found with dlib, masks drawn from 68 landmarks")
     pr.add_argument("--out", required=True, help="output URI for shards + manifest")
     pr.add_argument("--size", type=ranged(int, "[32, 1024]"), default=128, help="image size in pixels (default: 128)")
     pr.add_argument("--shard-size", type=ranged(int, "[1, 1000000]"), default=1024,
                     help="rows per shard (default: 1024)")
     pr.add_argument("--max-bad-fraction", type=ranged(float, "[0, 1]"), default=0.01,
                     help="fail when more than this fraction of inputs is unusable (default: 0.01)")
+    pr.add_argument("--max-photos-per-identity", type=ranged(int, MAX_PHOTOS_RANGE), default=100000,
+                    help=f"with --identities: read at most the first N photos (by name) of each identity, integer "
+                         f"in {MAX_PHOTOS_RANGE} (default: 100000)")
+    pr.add_argument("--min-photos-per-identity", type=ranged(int, MIN_PHOTOS_RANGE), default=2,
+                    help=f"with --identities: skip (and list) identities with fewer usable photos (one is the "
+                         f"gallery's, the others probes), integer in {MIN_PHOTOS_RANGE} (default: 2)")
     pr.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
     _ray_address(pr)
 

@@ -18,6 +18,10 @@ def data_synth(a) -> None:
     from maskgan.config import ConfigError
 
     try:
+        if a.layout == "identities":
+            t = synth.write_identity_tree(a.out, a.identities, a.images_per_identity, seed=a.seed, size=a.size)
+            print(f"wrote {t['photos']} photos of {t['identities']} identities to {t['uri']}")
+            return
         m = synth.generate(a.out, a.identities, a.images_per_identity, a.adapt_per_identity, seed=a.seed, size=a.size,
                            adapt_identities=a.adapt_identities)
     except ValueError as e:  # synth's argument checks: a user error, printed as one line
@@ -27,8 +31,18 @@ def data_synth(a) -> None:
 
 
 def data_prepare(a) -> None:
-    from data_loader import prepare
+    from data_loader import identities, prepare
 
+    if a.identities:
+        if a.ffhq or a.maskedfacenet:
+            raise prepare.PrepareError("--identities replaces --ffhq/--maskedfacenet: give one source")
+        identities.run(a.identities, a.out, size=a.size, shard_size=a.shard_size, max_bad_fraction=a.max_bad_fraction,
+                       max_photos_per_identity=a.max_photos_per_identity,
+                       min_photos_per_identity=a.min_photos_per_identity, endpoint=a.endpoint_url,
+                       address=a.address)
+        return
+    if not (a.ffhq and a.maskedfacenet):
+        raise prepare.PrepareError("data prepare needs --ffhq and --maskedfacenet, or --identities")
     prepare.run(a.ffhq, a.maskedfacenet, a.out, size=a.size, shard_size=a.shard_size,
                 max_bad_fraction=a.max_bad_fraction, endpoint=a.endpoint_url, address=a.address)
 

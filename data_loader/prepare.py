@@ -31,6 +31,7 @@ FFHQ numbers unpaired by design.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -59,39 +60,58 @@ class BadImage(ValueError):
 
 def load_rgb(data: bytes, size: int) -> tuple[np.ndarray, list[str]]:
     """Encoded image bytes -> (uint8 [size,size,3], conversions applied). Raises BadImage with the reason."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    with decoding():
+        im, conversions, (w, h) = open_rgb(data, size)
+        if w != h:
+            conversions.append(f"{w}x{h} centre-cropped to square")
+        cw, ch = im.size  # after a JPEG draft: smaller than (w, h)
+        s = min(cw, ch)
+        box = ((cw - s) / 2, (ch - s) / 2, (cw + s) / 2, (ch + s) / 2)
+        im = im.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+        arr = np.asarray(im, dtype=np.uint8)
+    if arr.shape != (size, size, 3):
+        raise BadImage(f"decoded to an unexpected shape {arr.shape}")
+    return np.ascontiguousarray(arr), conversions
+
+
+def open_rgb(data: bytes, draft: int | None = None):
+    """Encoded image bytes -> (decoded PIL RGB image, conversions applied, the file's own (width, height)).
+    `draft`: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale while that still covers draft x draft, else the
+    image is full size. Call inside `decoding()`."""
+    from PIL import Image
 
     if not data:
         raise BadImage("empty file (0 bytes)")
     conversions: list[str] = []
+    im = Image.open(io.BytesIO(data))
+    w, h = im.size
+    if min(w, h) < MIN_SIDE:
+        raise BadImage(f"too small ({w}x{h}, need at least {MIN_SIDE}x{MIN_SIDE})")
+    if draft and im.format == "JPEG":
+        im.draft("RGB", (draft, draft))
+    im.load()
+    if im.mode != "RGB":
+        conversions.append(f"{im.mode}->RGB")
+        im = _to_rgb(im)
+    return im, conversions, (w, h)
+
+
+@contextlib.contextmanager
+def decoding():
+    """Pillow's many exception types for a corrupt file (OSError, SyntaxError, struct.error, ...) -> BadImage."""
+    from PIL import UnidentifiedImageError
+
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if min(w, h) < MIN_SIDE:
-                raise BadImage(f"too small ({w}x{h}, need at least {MIN_SIDE}x{MIN_SIDE})")
-            if im.format == "JPEG":
-                im.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale when that still covers size
-            im.load()
-            if im.mode != "RGB":
-                conversions.append(f"{im.mode}->RGB")
-                im = _to_rgb(im)
-            if w != h:
-                conversions.append(f"{w}x{h} centre-cropped to square")
-            cw, ch = im.size
-            s = min(cw, ch)
-            box = ((cw - s) / 2, (ch - s) / 2, (cw + s) / 2, (ch + s) / 2)
-            im = im.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
-            arr = np.asarray(im, dtype=np.uint8)
+        yield
     except BadImage:
         raise
     except UnidentifiedImageError:
         raise BadImage("cannot decode (not an image format Pillow reads)") from None
-    except Exception as e:  # Pillow raises many types for corrupt files (OSError, SyntaxError, struct.error, ...)
+    except Exception as e:
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise BadImage(f"cannot decode ({type(e).__name__}{': ' + msg if msg else ''})") from None
-    if arr.shape != (size, size, 3):
-        raise BadImage(f"decoded to an unexpected shape {arr.shape}")
-    return np.ascontiguousarray(arr), conversions
 
 
 def _to_rgb(im):
@@ -113,11 +133,11 @@ def _to_rgb(im):
 # ---- the two per-chunk stages (run as Ray Data tasks) -------------------------------------------------------
 
 
-def _spec_hash(spec: dict) -> str:
+def spec_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps({"v": VERSION, **spec}, sort_keys=True).encode()).hexdigest()
 
 
-def _resumed(root: storage.Location, marker: storage.Location, spec_hash: str, keys: tuple[str, ...]) -> dict | None:
+def resumed(root: storage.Location, marker: storage.Location, spec_hash: str, keys: tuple[str, ...]) -> dict | None:
     """The marker's entry when it matches this spec and every shard it names verifies; else None."""
     if not storage.exists(marker):
         return None
@@ -135,9 +155,9 @@ def _resumed(root: storage.Location, marker: storage.Location, spec_hash: str, k
 
 def unmasked_chunk(spec: dict, ffhq: storage.Location, root: storage.Location) -> dict:
     """Stage 1: decode + resize the chunk's FFHQ photos into `_prepare/unmasked/<chunk>.parquet`."""
-    h = _spec_hash(spec)
+    h = spec_hash(spec)
     marker = root.join(WORK, "unmasked", f"{spec['chunk']}.json")
-    done = _resumed(root, marker, h, ("shard",))
+    done = resumed(root, marker, h, ("shard",))
     if done:
         return done
     rows, good, bad, skipped, converted = [], [], {}, [], []
@@ -162,9 +182,9 @@ def unmasked_chunk(spec: dict, ffhq: storage.Location, root: storage.Location) -
 
 def pairs_chunk(spec: dict, mfn: storage.Location, root: storage.Location) -> dict:
     """Stage 2: the chunk's gallery rows + probe rows (masked, unmasked, derived alpha) as two shards."""
-    h = _spec_hash(spec)
+    h = spec_hash(spec)
     marker = root.join(WORK, "done", f"{spec['chunk']}.json")
-    done = _resumed(root, marker, h, ("gallery", "probes"))
+    done = resumed(root, marker, h, ("gallery", "probes"))
     if done:
         return done
     unmasked_shard = spec["unmasked"]
@@ -201,8 +221,7 @@ def pairs_chunk(spec: dict, mfn: storage.Location, root: storage.Location) -> di
     return {**entry, "resumed": False}
 
 
-def _stage_batch(batch: dict, stage: str, src: storage.Location, root: storage.Location) -> dict:
-    fn = unmasked_chunk if stage == "unmasked" else pairs_chunk
+def _stage_batch(batch: dict, fn, src: storage.Location, root: storage.Location) -> dict:
     return {"entry": np.array([json.dumps(fn(json.loads(str(s)), src, root)) for s in batch["spec"]], dtype=object)}
 
 
@@ -224,8 +243,8 @@ def plan(identities: list[sources.Identity], shard_size: int, size: int) -> list
     return chunks
 
 
-def _run_stage(stage: str, specs: list[dict], src: storage.Location, root: storage.Location, what: str,
-               log) -> list[dict]:
+def run_stage(fn, specs: list[dict], src: storage.Location, root: storage.Location, what: str, log) -> list[dict]:
+    """fn(spec, src, root) -> marker entry, once per spec as a Ray Data task (one chunk per block), in chunk order."""
     import ray.data
 
     if not specs:
@@ -233,7 +252,7 @@ def _run_stage(stage: str, specs: list[dict], src: storage.Location, root: stora
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items([{"spec": json.dumps(s)} for s in specs], override_num_blocks=len(specs))
     ds = ds.map_batches(_stage_batch, batch_size=1, batch_format="numpy", num_cpus=1,
-                        fn_kwargs={"stage": stage, "src": src, "root": root})
+                        fn_kwargs={"fn": fn, "src": src, "root": root})
     entries, resumed, every = [], 0, max(1, len(specs) // 20)
     for row in ds.iter_rows():
         entry = json.loads(row["entry"])
@@ -274,7 +293,7 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
 
     specs1 = plan(found.identities, shard_size, size)
     masked_of = {ident: files for s in specs1 for ident, files in s.pop("_masked").items()}
-    stage1 = _run_stage("unmasked", specs1, src_f, root, "decode FFHQ photos", log)
+    stage1 = run_stage(unmasked_chunk, specs1, src_f, root, "decode FFHQ photos", log)
 
     skipped = list(found.skipped)
     converted: list[dict] = []
@@ -297,7 +316,7 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
         if ids:
             specs2.append({"chunk": spec["chunk"], "split": spec["split"], "index": spec["index"],
                            "size": size, "unmasked": e["shard"], "ids": ids})
-    stage2 = _run_stage("pairs", specs2, src_m, root, "decode MaskedFace-Net images + derive alpha", log)
+    stage2 = run_stage(pairs_chunk, specs2, src_m, root, "decode MaskedFace-Net images + derive alpha", log)
 
     sets = {name: {"rows": 0, "shards": []} for name in ("gallery", *shards.SPLITS)}
     counts = {split: {} for split in shards.SPLITS}
@@ -333,8 +352,6 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
         "skipped": skipped,
         "converted": converted,
     }
-    report = root.join(WORK, "report.json")
-    storage.write_text(report, json.dumps(manifest, indent=1, sort_keys=True))
     kinds = {}
     for s in skipped:
         kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
@@ -343,6 +360,16 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
         f"{sets['test']['rows']}; skipped {len(skipped)}"
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})" if kinds else "")
         + f", converted {len(converted)}; {time.perf_counter() - t0:.1f}s")
+    publish(root, manifest, n_inputs, log)
+    return {"format": shards.FORMAT, **manifest}
+
+
+def publish(root: storage.Location, manifest: dict, n_inputs: int, log) -> None:
+    """Write `_prepare/report.json`, then the manifest unless the bad files exceed --max-bad-fraction (then one
+    line naming the report; finished chunks stay, so a re-run resumes)."""
+    report = root.join(WORK, "report.json")
+    storage.write_text(report, json.dumps(manifest, indent=1, sort_keys=True))
+    n_bad, max_bad_fraction = manifest["bad"]["count"], manifest["bad"]["max_fraction"]
     if n_bad > max_bad_fraction * n_inputs:  # not published: the old manifest was removed before any write
         raise PrepareError(
             f"{n_bad} of {n_inputs} input images ({n_bad / n_inputs:.1%}) are unusable, above --max-bad-fraction "
@@ -350,4 +377,3 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
             f"(finished shards are kept: a re-run resumes)")
     shards.write_manifest(root, manifest)
     log(f"prepare: manifest written to {root.join(shards.MANIFEST).uri}")
-    return {"format": shards.FORMAT, **manifest}

@@ -9,6 +9,7 @@ from data_loader import ranges
 
 SYNTH = ["data", "synth", "--identities", "4", "--images-per-identity", "1"]
 PREPARE = ["data", "prepare", "--ffhq", "f", "--maskedfacenet", "m"]
+IDENTITIES = ["data", "prepare", "--identities", "i"]
 
 # (command line before the flag, flag, a bad value, the range the message names)
 CASES = [
@@ -22,6 +23,8 @@ CASES = [
     (PREPARE, "--size", "16", "[32, 1024]"),
     (PREPARE, "--shard-size", "0", "[1, 1000000]"),
     (PREPARE, "--max-bad-fraction", "1.5", "[0, 1]"),
+    (IDENTITIES, "--max-photos-per-identity", "1", "[2, 100000]"),
+    (IDENTITIES, "--min-photos-per-identity", "1", "[2, 10000]"),
     (["projector", "train", "--data", "d"], "--epochs", "-1", "[1, 100000]"),
     (["projector", "train", "--data", "d"], "--max-images", "0", "[1, 10000000]"),
     (["recognizer", "adapt", "--data", "d"], "--steps", "-5", "[1, 1000000]"),
