@@ -82,6 +82,9 @@ class ObjectiveConfig:
     # nps_weight x its non-printability (mean RGB distance to the nearest colour of `palette`).
     tv_weight: float = ranged(0.0, "[0, 1000]")
     nps_weight: float = ranged(0.0, "[0, 1000]")
+    # diversity_weight x MSGAN's mode-seeking term 1 / (lz + 1e-5), lz = image distance per unit of latent
+    # distance between paired designs of a batch (issue 17, maskgan.diversity); 0 keeps the paper's objective.
+    diversity_weight: float = ranged(0.0, "[0, 100]")
     palette: str = ""  # palette file from `maskgan palette fit` (local or s3://); "": the uncalibrated default
 
 

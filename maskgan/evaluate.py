@@ -4,7 +4,8 @@
 `accuracy` (rank-1, with a probe-bootstrap `ci95`; `chance` is 1 / gallery size) is today's table; `rows`
 adds, per row and split, what `maskgan.scoring` measures: verification at FAR 1e-2 / 1e-3 (thresholds, mean
 cosine to the own gallery photo, dodging), rank-1/rank-5, hubness, Wilson and identity-bootstrap intervals,
-and the paired difference to `original_mask` on the same probes.
+and the paired difference to `original_mask` on the same probes. `diversity` says, per split, how much the K
+universal designs differ (maskgan.diversity: pixels, embeddings, identities, spread of protection).
 
 This fixes the paper's two evaluation bugs: probes are scored against every identity (not the current
 batch), and labels index the one gallery that all splits share (train/test ids cannot drift apart).
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, defender, palette, printability, scoring
+from maskgan import assembly, defender, diversity, palette, printability, scoring
 from maskgan.config import RunConfig
 from maskgan.feed import TrainGallery
 from maskgan.models.projector import composite
@@ -27,6 +28,11 @@ from maskgan.objective import to_float_images, trunk_features, unwrap
 from maskgan.report import report_markdown
 from maskgan.wearing import (CONTROLS, PHYSICAL, ROWS, UNIVERSAL, UNIVERSAL_K, design_from_png, row_images,
                              universal_designs, with_physical, worn_physically)
+
+
+def wear_fixed(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
+    """One fixed design [1,3,h,w] worn by every probe: the universal rows and the diversity measures alike."""
+    return composite(masked, alpha, design.expand(masked.shape[0], -1, -1, -1))
 
 
 @torch.no_grad()
@@ -48,7 +54,7 @@ def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_
         if row.startswith(PHYSICAL + "/"):
             imgs = worn_physically(masked, alpha, designs[row].to(device), batch_index * 1000 + int(row.split("/")[1]))
         elif row in designs:
-            imgs = composite(masked, alpha, designs[row].to(device).expand(masked.shape[0], -1, -1, -1))
+            imgs = wear_fixed(masked, alpha, designs[row].to(device))
         else:
             imgs = row_images(row, masked, unmasked, alpha, generator, latent_dim, gen)
         sims = (unwrap(head)(trunk_features(trunk, imgs)).float() @ gallery_emb.float().T).cpu().numpy()
@@ -130,6 +136,18 @@ def split_report(root: storage.Location, split: str, rows, designs: dict | None 
     return out
 
 
+@torch.no_grad()
+def split_diversity(root: storage.Location, split: str, fixed: torch.Tensor, probes: int = diversity.PROBES,
+                    **models) -> dict:
+    """The K designs' diversity (maskgan.diversity) on the first `probes` probes of `split`: pixels, the
+    trunk-and-head embedding of each probe wearing each design, the identities they are sent to."""
+    batch = next(shards.iter_set(root, split, columns=["label", "size", "masked"]))
+    masked = to_float_images(torch.from_numpy(batch["masked"][:probes])).to(models["device"])
+    trunk, head = models["trunk"], unwrap(models["head"])
+    return diversity.measure(fixed, masked, models["projector"](masked),
+                             lambda faces: head(trunk_features(trunk, faces)), wear_fixed, models["gallery_emb"])
+
+
 def score_design(root: storage.Location, split: str, design: torch.Tensor, seed: int = 0, **models) -> dict:
     """The full row (verification, hubness, intervals, paired vs original_mask) of ONE given design worn by
     every probe of `split`, e.g. a PNG read back from disk through design_from_png."""
@@ -191,6 +209,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     accuracy: dict = {r: {"ci95": {}} for r in ROWS}
     rows: dict = {r: {} for r in (*ROWS, UNIVERSAL, PHYSICAL)}
     impostors: dict = {}
+    spread: dict = {}  # per split: how the K universal designs differ (issue 17)
     present = [s for s in splits if s in manifest["sets"]]
     for split in present:
         log(f"evaluating {split} probes ({manifest['sets'][split]['rows']}) x {len(ROWS)} rows "
@@ -203,6 +222,9 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
         for row, summary in result["rows"].items():
             rows[row][split] = summary
         impostors[split] = result["impostors"]
+        if universal_k:
+            spread[split] = {**split_diversity(root, split, fixed, **models),
+                             "protection_spread": diversity.protection_spread(rows[UNIVERSAL][split]["per_design"])}
     n = int(models["gallery_emb"].shape[0])
     report = {
         "recognizer_weights": cfg.model.recognizer_weights,
@@ -220,6 +242,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
         "accuracy": accuracy,
         "rows": rows,
         "impostors": impostors,
+        "diversity": spread,
         "fars": [scoring.far_key(f) for f in scoring.FARS],
         "hub_share": scoring.HUB_SHARE,
         "universal_k": universal_k,

@@ -8,7 +8,8 @@ The step: the generator makes one design per image, the design is composited int
 from the frozen projector; with `physical.enabled`, printed and photographed through random transforms on the
 way: EOT, maskgan.physical), the frozen trunk embeds it, and
   - the generator MAXIMISES the recogniser's cross-entropy on those faces, less tv_weight x TV and
-    nps_weight x NPS of its designs (maskgan.physical: smooth, printable designs; both 0 by default);
+    nps_weight x NPS of its designs (maskgan.physical: smooth, printable designs; both 0 by default),
+    less diversity_weight x MSGAN's mode-seeking term (maskgan.diversity: designs that differ; 0 by default);
   - the recogniser head MINIMISES cross-entropy + lambda * L1 on the mixture the experiment names:
         exp0: nothing (frozen)       exp1: generated-mask faces
         exp2: + unmasked faces       exp3: + original-mask faces
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskgan import diversity
 from maskgan.config import ObjectiveConfig
 from maskgan.models.projector import composite
 
@@ -106,8 +108,9 @@ def l1(head: nn.Module) -> torch.Tensor:
     return sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)
 
 
-def design(generator: nn.Module, n: int, latent_dim: int, device) -> torch.Tensor:
-    return generator(torch.randn(n, latent_dim, device=device))
+def design(generator: nn.Module, n: int, latent_dim: int, device, z: torch.Tensor | None = None) -> torch.Tensor:
+    """n designs from fresh N(0, 1) latents, or from the given latents `z` [n, latent_dim]."""
+    return generator(torch.randn(n, latent_dim, device=device) if z is None else z)
 
 
 def amp(device, dtype: torch.dtype | None):
@@ -157,7 +160,8 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     head.eval()
     head.requires_grad_(False)
     with amp(masked.device, models.autocast):
-        designs = design(models.generator, n, models.latent_dim, masked.device)
+        z = torch.randn(n, models.latent_dim, device=masked.device)  # kept: the mode-seeking term needs it
+        designs = design(models.generator, n, models.latent_dim, masked.device, z)
         if models.eot is None:
             faces = composite(masked, alpha, designs)
     if models.eot is not None:  # kornia's transforms in fp32, outside autocast
@@ -175,6 +179,9 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
         tv, nps = physical.tv(designs).mean(), physical.nps(designs, _palette(models)).mean()
         g_loss = g_loss + cfg.tv_weight * tv + cfg.nps_weight * nps
         scalars = {"train/design_tv": tv.detach(), "train/design_nps": nps.detach()}
+    if cfg.diversity_weight and n > 1:  # mode seeking (issue 17): pairs within the batch; one image has none
+        seek, lz = diversity.mode_seeking(designs, z)
+        g_loss, scalars["train/design_diversity"] = g_loss + cfg.diversity_weight * seek, lz.detach()
     opts.generator.zero_grad(set_to_none=True)
     g_loss.backward()
     opts.generator.step()

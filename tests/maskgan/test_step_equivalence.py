@@ -9,6 +9,7 @@ same gradients and the same updated parameters. fp32 on CPU is compared tightly;
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -53,17 +54,25 @@ def reference_step(gen, trunk, head, g_opt, h_opt, batch, gallery, cfg):
     """The objective, plainly. Draws the latents first, as train_step does, so one seed gives both the same."""
     masked, alpha, label = batch["masked"], batch["alpha"], batch["label"]
     z = torch.randn(masked.shape[0], LATENT)
-    faces = alpha * gen(z) + (1 - alpha) * masked
+    designs = gen(z)
+    faces = alpha * designs + (1 - alpha) * masked
     feats = trunk(faces)
     with torch.no_grad():
         gallery_emb = _embed(head, gallery, train_mode=False)
     gen_logits = cfg.cosine_scale * _embed(head, feats, train_mode=False) @ gallery_emb.T
     gen_ce = F.cross_entropy(gen_logits, label)
+    out = {"train/gen_ce": gen_ce.item(), "train/gen_acc": (gen_logits.argmax(1) == label).float().mean().item()}
+    g_loss = -gen_ce  # ascent: the generator maximises CE
+    if cfg.diversity_weight:  # MSGAN: image distance per unit of latent distance, first half vs second half
+        h = len(z) // 2
+        lz = torch.stack([(designs[i] - designs[h + i]).abs().mean() / (z[i] - z[h + i]).abs().mean()
+                          for i in range(h)]).mean()
+        g_loss = g_loss + cfg.diversity_weight / (lz + 1e-5)
+        out["train/design_diversity"] = lz.item()
     g_params = list(gen.parameters())
-    for p, g in zip(g_params, torch.autograd.grad(-gen_ce, g_params)):  # ascent: the generator maximises CE
+    for p, g in zip(g_params, torch.autograd.grad(g_loss, g_params)):
         p.grad = g
     g_opt.step()
-    out = {"train/gen_ce": gen_ce.item(), "train/gen_acc": (gen_logits.argmax(1) == label).float().mean().item()}
     terms = objective.HEAD_TERMS[cfg.experiment]
     if not terms:
         out["train/head_loss"] = 0.0
@@ -125,10 +134,14 @@ def _close(a, b, tol, what):
 
 
 @pytest.mark.parametrize("default_dtype", [torch.float64, torch.float32], indirect=True, ids=["fp64", "fp32"])
-@pytest.mark.parametrize("experiment", ["exp0", "exp1", "exp2", "exp3"])
-def test_step_matches_plain_reference(experiment, default_dtype):
+# diversity_weight 0 (the default) is today's step, with no mode-seeking key; 0.1 adds MSGAN's term, written
+# plainly in reference_step.
+@pytest.mark.parametrize("experiment, diversity_weight", [("exp0", 0.0), ("exp1", 0.0), ("exp2", 0.0),
+                                                          ("exp3", 0.0), ("exp1", 0.1)])
+def test_step_matches_plain_reference(experiment, diversity_weight, default_dtype):
     dtype, tol = default_dtype, TOLERANCE[default_dtype]
     trunk, head, gen, batch, gallery, cfg = _setup(experiment)
+    cfg = replace(cfg, diversity_weight=diversity_weight)
     trunk, head, gen, gallery = trunk.to(dtype), head.to(dtype), gen.to(dtype), gallery.to(dtype)
     batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
     ref_gen, ref_head = copy.deepcopy(gen), copy.deepcopy(head)
@@ -143,6 +156,7 @@ def test_step_matches_plain_reference(experiment, default_dtype):
         torch.manual_seed(100 + step)
         want = reference_step(ref_gen, trunk, ref_head, rg_opt, rh_opt, batch, gallery, cfg)
         assert set(want) <= set(got)
+        assert ("train/design_diversity" in got) == bool(diversity_weight)
         for key, value in want.items():
             assert got[key] == pytest.approx(value, rel=tol["loss"], abs=tol["loss"]), key
         for (name, p), q in zip(gen.named_parameters(), ref_gen.parameters()):
