@@ -111,14 +111,14 @@ def gallery(root: storage.Location, trunk: Trunk, device) -> tuple[torch.Tensor,
 def arch(cfg: RunConfig, size: int) -> dict:
     """The generator's architecture for data of `size`: its designs are mask-space panels (design_hw)."""
     return {"generator": cfg.model.generator, "latent_dim": cfg.model.latent_dim, "hidden": cfg.model.hidden,
-            "size": size, "design_hw": list(design_hw(size))}
+            "size": size, "design_hw": list(design_hw(size)), "cell_px": cfg.model.cell_px}
 
 
 def generator_from_arch(a: dict, where: str = "checkpoint") -> torch.nn.Module:
     if "design_hw" not in a:  # checkpoints before mask space drew full-frame size x size images
         raise CheckpointError(f"{where}: a full-frame design checkpoint from before mask-space designs "
                               f"({a.get('size')}x{a.get('size')}); retrain it (designs are now mask panels)")
-    return build_generator(a["generator"], a["latent_dim"], a["hidden"], a["design_hw"])
+    return build_generator(a["generator"], a["latent_dim"], a["hidden"], a["design_hw"], a.get("cell_px", 1))
 
 
 # ---- checkpoints: one save/load pair --------------------------------------------------------------------

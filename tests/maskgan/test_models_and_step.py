@@ -210,3 +210,24 @@ def test_a_full_frame_checkpoint_from_before_mask_space_is_refused_in_one_line()
     with pytest.raises(assembly.CheckpointError) as e:
         assembly.generator_from_arch({"generator": "fc3", "latent_dim": 100, "hidden": 32, "size": 128}, "old/ckpt")
     assert "old/ckpt" in str(e.value) and "mask" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["fc3", "conv"])
+def test_cells_make_smooth_blocks_and_cell_px_1_is_per_pixel(name):
+    torch.manual_seed(0)
+    fine = build_generator(name, 16, 32, (64, 128))
+    coarse = build_generator(name, 16, 32, (64, 128), cell_px=8)
+    z = torch.randn(4, 16)
+    d_fine, d_coarse = fine(z), coarse(z)
+    assert d_coarse.shape == d_fine.shape == (4, 3, 64, 128)
+    if name == "fc3":  # one output per cell: 64x fewer in the last layer
+        assert coarse.net[-1].out_features * 64 == fine.net[-1].out_features
+    assert physical.tv(d_coarse).mean() < physical.tv(d_fine).mean() / 3  # smooth by construction
+
+
+def test_a_conv_grid_that_does_not_fit_is_refused_on_the_driver(small_cfg):
+    from maskgan import preflight
+    from maskgan.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.generator 'conv'.*cell_px 16"):
+        preflight.inputs(small_cfg.replace(model={"generator": "conv", "cell_px": 16}))
