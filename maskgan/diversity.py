@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from maskgan import physical
+
 EPS = 1e-5  # MSGAN's eps: keeps 1 / lz finite for a fully collapsed generator
 PROBES = 8  # probes per split for the feature and identity measures: K x PROBES extra trunk passes per split
 
@@ -94,11 +96,6 @@ def protection_spread(per_design: list[dict]) -> dict:
     return out
 
 
-def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
-    # bf16 designs (autocast) in fp32: the ratio of two small means; fp64 stays fp64 (the equivalence test)
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
 def mode_seeking(designs: torch.Tensor, z: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """(1 / (lz + eps), lz): MSGAN's term and its ratio, pairing the batch's first half with its second half.
     lz is per pair mean|G(z1) - G(z2)| / mean|z1 - z2|, averaged over the pairs; an odd batch's last design
@@ -106,7 +103,7 @@ def mode_seeking(designs: torch.Tensor, z: torch.Tensor, eps: float = EPS) -> tu
     n = designs.shape[0] // 2
     if n == 0:
         raise ValueError("mode_seeking: needs a batch of at least 2 designs")
-    d, zf = (_at_least_fp32(t.reshape(t.shape[0], -1)) for t in (designs, z))
+    d, zf = (physical.at_least_fp32(t.reshape(t.shape[0], -1)) for t in (designs, z))
     lz = ((d[:n] - d[n:2 * n]).abs().mean(1) / (zf[:n] - zf[n:2 * n]).abs().mean(1)).mean()
     return 1 / (lz + eps), lz
 

@@ -23,16 +23,11 @@ from data_loader import shards, storage
 from maskgan import assembly, defender, diversity, palette, printability, scoring
 from maskgan.config import RunConfig
 from maskgan.feed import TrainGallery
-from maskgan.models.projector import composite
 from maskgan.objective import to_float_images, trunk_features, unwrap
 from maskgan.report import report_markdown
-from maskgan.wearing import (CONTROLS, PHYSICAL, ROWS, UNIVERSAL, UNIVERSAL_K, design_from_png, row_images,
-                             universal_designs, with_physical, worn_physically)
-
-
-def wear_fixed(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
-    """One fixed design [1,3,h,w] worn by every probe: the universal rows and the diversity measures alike."""
-    return composite(masked, alpha, design.expand(masked.shape[0], -1, -1, -1))
+from maskgan.physical import design_hw
+from maskgan.wearing import (CONTROLS, PHYSICAL, ROWS, UNIVERSAL, UNIVERSAL_K, design_from_png, mask_space,
+                             row_images, universal_designs, with_physical, worn, worn_physically)
 
 
 @torch.no_grad()
@@ -42,21 +37,21 @@ def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_
                 batch_index: int = 0) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
     """Per-probe scores of each row for one decoded batch, and the impostor similarities of its unmasked photos.
 
-    A row named in `designs` wears that one fixed design ([1,3,S,S] in [0,1]) on every probe; a `PHYSICAL/<i>`
-    row wears it through the held-out physical transforms (seeded by batch_index and i)."""
+    A row named in `designs` wears that one fixed design ([1,3,h,w] in [0,1], mask space) on every probe; a
+    `PHYSICAL/<i>` row wears it through the held-out physical transforms (seeded by batch_index and i)."""
     masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
     unmasked = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
-    alpha = projector(masked)
+    space = mask_space(projector, masked)
     label = batch["label"].astype(np.int64)
     designs = designs or {}
     out, impostor = {}, np.zeros(0, np.float32)
     for row in rows:
         if row.startswith(PHYSICAL + "/"):
-            imgs = worn_physically(masked, alpha, designs[row].to(device), batch_index * 1000 + int(row.split("/")[1]))
+            imgs = worn_physically(masked, space, designs[row].to(device), batch_index * 1000 + int(row.split("/")[1]))
         elif row in designs:
-            imgs = wear_fixed(masked, alpha, designs[row].to(device))
+            imgs = worn(masked, space, designs[row].to(device))
         else:
-            imgs = row_images(row, masked, unmasked, alpha, generator, latent_dim, gen)
+            imgs = row_images(row, masked, unmasked, space, generator, latent_dim, gen)
         sims = (unwrap(head)(trunk_features(trunk, imgs)).float() @ gallery_emb.float().T).cpu().numpy()
         out[row] = scoring.probe_scores(sims, label)
         if row == "unmasked":
@@ -144,8 +139,8 @@ def split_diversity(root: storage.Location, split: str, fixed: torch.Tensor, pro
     batch = next(shards.iter_set(root, split, columns=["label", "size", "masked"]))
     masked = to_float_images(torch.from_numpy(batch["masked"][:probes])).to(models["device"])
     trunk, head = models["trunk"], unwrap(models["head"])
-    return diversity.measure(fixed, masked, models["projector"](masked),
-                             lambda faces: head(trunk_features(trunk, faces)), wear_fixed, models["gallery_emb"])
+    return diversity.measure(fixed, masked, mask_space(models["projector"], masked),
+                             lambda faces: head(trunk_features(trunk, faces)), worn, models["gallery_emb"])
 
 
 def score_design(root: storage.Location, split: str, design: torch.Tensor, seed: int = 0, **models) -> dict:
@@ -295,10 +290,10 @@ def score_design_file(run_uri: str, design_uri: str, log=print, splits=shards.SP
         design = design_from_png(storage.read_bytes(loc)).to(device)
     except Exception as e:  # PIL's errors are many; the user needs one line naming the file
         raise shards.ShardError(f"{loc.uri}: not a readable PNG ({str(e).splitlines()[0]})") from None
-    size = assembly.image_size(root)
-    if tuple(design.shape[-2:]) != (size, size):
-        raise shards.ShardError(f"{loc.uri}: design is {design.shape[-1]}x{design.shape[-2]} pixels, the data's "
-                                f"images are {size}x{size}")
+    h, w = design_hw(assembly.image_size(root))
+    if tuple(design.shape[-2:]) != (h, w):
+        raise shards.ShardError(f"{loc.uri}: design is {design.shape[-1]}x{design.shape[-2]} pixels, this run's "
+                                f"mask-space designs are {w}x{h}")
     manifest = shards.read_manifest(root)
     return {split: score_design(root, split, design, seed=cfg.train.seed, **models)
             for split in splits if split in manifest["sets"]}
@@ -314,10 +309,9 @@ def designs_png(root: storage.Location, models: dict, n: int = 8, seed: int = 0)
     batch = {k: v[:n] for k, v in batch.items()}
     device = models["device"]
     masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
-    alpha = models["projector"](masked)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(masked.shape[0], models["latent_dim"], generator=gen).to(device)
-    faces = composite(masked, alpha, unwrap(models["generator"])(z))
+    faces = worn(masked, mask_space(models["projector"], masked), unwrap(models["generator"])(z))
     top = torch.cat(list(masked), 2)
     bottom = torch.cat(list(faces), 2)
     grid = (torch.cat([top, bottom], 1).clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from maskgan import diversity, evaluate, report, wearing
+from maskgan import diversity, evaluate, physical, report, wearing
 
 H, W, LATENT = 4, 8, 3 * 4 * 8  # a non-square design: the measures must not assume [S, S]
 
@@ -74,13 +74,15 @@ IDENTITIES = 7
 
 def _planted():
     probes, k = len(PLANT), len(PLANT[0])
-    masked = torch.arange(probes, dtype=torch.float32).view(-1, 1, 1, 1).expand(probes, 3, H, W) / 10
+    # grey photos (p + 1) / 10: flat shading 1, so a flat design is worn at exactly its colour
+    masked = (torch.arange(probes, dtype=torch.float32).view(-1, 1, 1, 1).expand(probes, 3, H, W) + 1) / 10
     alpha = torch.zeros(probes, 1, H, W)
     alpha[..., W // 2:] = 1  # the design's half of the face
+    alpha = physical.mask_warp(alpha)
     designs = torch.arange(k, dtype=torch.float32).view(-1, 1, 1, 1).expand(k, 3, H, W) / 10
 
     def embed(faces):
-        p, d = (faces[:, 0, 0, 0] * 10).round().long(), (faces[:, 0, 0, -1] * 10).round().long()
+        p, d = (faces[:, 0, 0, 0] * 10).round().long() - 1, (faces[:, 0, 0, -1] * 10).round().long()
         ident = torch.tensor([PLANT[i][j] for i, j in zip(p.tolist(), d.tolist())])
         return nn.functional.one_hot(ident, IDENTITIES).float()
 
@@ -89,12 +91,12 @@ def _planted():
 
 def test_distinct_identities_and_feature_diversity_on_a_planted_case():
     designs, masked, alpha, embed, gallery = _planted()
-    ids = diversity.distinct_identities(designs, masked, alpha, embed, evaluate.wear_fixed, gallery)
+    ids = diversity.distinct_identities(designs, masked, alpha, embed, wearing.worn, gallery)
     assert ids == {"mean": pytest.approx(7 / 3), "max": 4}  # 1, 2 and 4 identities
     # cosine distance 1 between differing one-hots: probe 0 has 0/6 differing pairs, probe 1 4/6, probe 2 6/6
-    feat = diversity.feature_diversity(designs, masked, alpha, embed, evaluate.wear_fixed)
+    feat = diversity.feature_diversity(designs, masked, alpha, embed, wearing.worn)
     assert feat == pytest.approx((0 + 4 / 6 + 1) / 3)
-    m = diversity.measure(designs, masked, alpha, embed, evaluate.wear_fixed, gallery)
+    m = diversity.measure(designs, masked, alpha, embed, wearing.worn, gallery)
     assert m["feature"] == pytest.approx(feat) and m["distinct_identities"] == ids
     assert (m["designs"], m["probes"]) == (4, 3) and m["pixel"] == pytest.approx(0.5 / 3)  # |i-j|/10 over pairs
 

@@ -37,7 +37,8 @@ def _design_png(seed: int) -> bytes:
     from maskgan import assembly, wearing
 
     torch.manual_seed(seed)
-    gen = assembly.generator_from_arch({"generator": "fc3", "latent_dim": 16, "hidden": 64, "size": 32}).eval()
+    gen = assembly.generator_from_arch({"generator": "fc3", "latent_dim": 16, "hidden": 64, "size": 32,
+                                         "design_hw": [16, 32]}).eval()
     return wearing.design_png(wearing.universal_designs(gen, 16, k=1, seed=seed)[0])
 
 
