@@ -1,13 +1,14 @@
 """The paper-structured step: the baseline that bench/step.py measures ours against. It lives only here.
 
-The objective is ours (maskgan.objective): the design composited into the mask region with the projector's
-alpha, cosine logits against the gallery, the generator ascending the cross-entropy, the head descending
+The objective is ours (maskgan.objective): the design worn in the mask region (the warp from the projector's
+alpha), cosine logits against the gallery, the generator ascending the cross-entropy, the head descending
 cross-entropy + lambda * L1 on the experiment's mixture. What differs is the structure, as the paper's code
 ran it:
 
 - batch 16, fp32, no autocast, no channels_last;
 - one design per batch: one latent, the same design on every face;
-- the projector runs on every batch (alpha is recomputed each step, though the projector is frozen);
+- the projector runs on every batch (alpha and its warp are recomputed each step, though the projector is
+  frozen);
 - one full recogniser pass from images per term, each with its own backward: the generator's pass, then one
   per head term (generated, unmasked, original-mask faces), so four for exp3. Real photos go through the
   trunk every step instead of as cached features;
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskgan.config import ObjectiveConfig
-from maskgan.models.projector import composite
+from maskgan import physical
 from maskgan.models.recognizer import Head, Trunk
 from maskgan.objective import HEAD_TERMS, l1, logits, make_optimizers
 
@@ -77,8 +78,8 @@ def paper_step(m: PaperModels, masked: torch.Tensor, unmasked: torch.Tensor, lab
                gallery_feats: torch.Tensor, cfg: ObjectiveConfig) -> dict[str, float]:
     """One step as the paper structured it. masked/unmasked: float [B,3,S,S] in [0,1]; label [B]."""
     design = m.generator(torch.randn(1, m.latent_dim, device=masked.device))  # one design for the batch
-    alpha = m.projector(masked)  # recomputed every step
-    faces = composite(masked, alpha, design)
+    space = physical.mask_warp(m.projector(masked))  # recomputed every step
+    faces = physical.wear(masked, space, design.expand(masked.shape[0], -1, -1, -1))
 
     # Pass 1: the generator ascends the cross-entropy (the backward runs through the whole recogniser).
     gen_ce = _ce(m, faces, label, gallery_feats, cfg)

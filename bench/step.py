@@ -3,7 +3,7 @@
     python -m bench.step [--device cuda|cpu] [--batch N] [--steps K] [--experiment exp3] [--compile]
 
 Ours is maskgan.objective.train_step, the one step the trainer runs, fed from memory with its per-image
-constants precomputed (the projector's alpha, the real photos' trunk features), set up by
+constants precomputed (the mask space from the projector's alpha, the real photos' trunk features), set up by
 maskgan.objective.accelerate exactly as the Ray Train worker sets it up (bf16 autocast on CUDA unless
 --precision says otherwise). The baseline is bench/paper_step.py at batch 16 in fp32. Both use the same
 seeded random recogniser, projector and generator (speed does not depend on the weights), random images and
@@ -26,6 +26,7 @@ import torch
 from bench.paper_step import PAPER_BATCH, paper_models, paper_step
 from maskgan.config import ObjectiveConfig
 from maskgan.models.generators import build_generator
+from maskgan.physical import design_hw, mask_warp
 from maskgan.models.projector import Projector
 from maskgan.models.recognizer import build_recognizer
 from maskgan.objective import HEAD_TERMS, Models, accelerate, amp, make_optimizers, train_step, trunk_features
@@ -95,18 +96,19 @@ def build(args, device: torch.device):
 
 def ours(args, device, trunk, head, projector, gallery_feats, g, cfg: ObjectiveConfig):
     """(step function, its batch, its description) of maskgan.objective.train_step, fed from memory."""
-    generator = build_generator(args.generator, 100, 32, args.size).to(device)
+    generator = build_generator(args.generator, 100, 32, design_hw(args.size)).to(device)
     models = accelerate(Models(generator, trunk, head, 100), device, args.precision, args.compile)
     opts = make_optimizers(generator, head, cfg)
     n = args.batch
     masked = random_images(n, args.size, device, g)
     batch = {"masked": masked, "label": torch.randint(0, args.identities, (n,), generator=g).to(device)}
     with torch.no_grad(), amp(device, models.autocast):  # the per-image constants, as the worker keeps them
-        batch["alpha"] = projector(masked)
+        alpha = projector(masked)
         if "unmasked" in HEAD_TERMS[cfg.experiment]:
             batch["feats_unmasked"] = trunk(random_images(n, args.size, device, g))
         if "original_mask" in HEAD_TERMS[cfg.experiment]:
             batch["feats_masked"] = trunk(masked)
+    batch["grid"], batch["alpha"] = mask_warp(alpha.float())
     precision = str(models.autocast or torch.float32).replace("torch.", "")
     return (lambda: train_step(models, opts, batch, gallery_feats, cfg)), n, {"precision": precision,
                                                                                 "compile": args.compile}
@@ -114,7 +116,7 @@ def ours(args, device, trunk, head, projector, gallery_feats, g, cfg: ObjectiveC
 
 def paper(args, device, trunk, head, projector, gallery_feats, g, cfg: ObjectiveConfig):
     """(step function, its batch, its description) of the paper-structured step (bench/paper_step.py)."""
-    generator = build_generator(args.generator, 100, 32, args.size).to(device)
+    generator = build_generator(args.generator, 100, 32, design_hw(args.size)).to(device)
     m = paper_models(generator, projector, trunk, head, 100, cfg)  # copies the recogniser before ours trains it
     n = PAPER_BATCH
     masked, unmasked = random_images(n, args.size, device, g), random_images(n, args.size, device, g)

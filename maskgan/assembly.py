@@ -20,6 +20,7 @@ from data_loader import shards, storage
 from maskgan.config import RunConfig, from_dict
 from maskgan.models import weights
 from maskgan.models.generators import build_generator
+from maskgan.physical import design_hw
 from maskgan.models.projector import Projector
 from maskgan.models.recognizer import Head, Trunk, build_recognizer
 from maskgan.objective import to_float_images, trunk_features
@@ -108,11 +109,16 @@ def gallery(root: storage.Location, trunk: Trunk, device) -> tuple[torch.Tensor,
 
 
 def arch(cfg: RunConfig, size: int) -> dict:
-    return {"generator": cfg.model.generator, "latent_dim": cfg.model.latent_dim, "hidden": cfg.model.hidden, "size": size}
+    """The generator's architecture for data of `size`: its designs are mask-space panels (design_hw)."""
+    return {"generator": cfg.model.generator, "latent_dim": cfg.model.latent_dim, "hidden": cfg.model.hidden,
+            "size": size, "design_hw": list(design_hw(size)), "cell_px": cfg.model.cell_px}
 
 
-def generator_from_arch(a: dict) -> torch.nn.Module:
-    return build_generator(a["generator"], a["latent_dim"], a["hidden"], a["size"])
+def generator_from_arch(a: dict, where: str = "checkpoint") -> torch.nn.Module:
+    if "design_hw" not in a:  # checkpoints before mask space drew full-frame size x size images
+        raise CheckpointError(f"{where}: a full-frame design checkpoint from before mask-space designs "
+                              f"({a.get('size')}x{a.get('size')}); retrain it (designs are now mask panels)")
+    return build_generator(a["generator"], a["latent_dim"], a["hidden"], a["design_hw"], a.get("cell_px", 1))
 
 
 # ---- checkpoints: one save/load pair --------------------------------------------------------------------
@@ -242,7 +248,7 @@ def latest_checkpoint(run: storage.Location, log=print) -> tuple[dict, storage.L
 def generator_from_checkpoint(state: dict, where: str) -> torch.nn.Module:
     """The architecture comes from the checkpoint; a state that does not fit it is refused clearly."""
     a = state["arch"]
-    gen = generator_from_arch(a)
+    gen = generator_from_arch(a, where)
     try:
         gen.load_state_dict(state["generator"])
     except RuntimeError:

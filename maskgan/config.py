@@ -64,6 +64,9 @@ class ModelConfig:
     generator: Literal["fc3", "fc_deep", "conv"] = "fc3"  # registry name; fc3 is the paper's
     latent_dim: int = ranged(100, "[1, 65536]")  # the paper samples 100-d N(0,1)
     hidden: int = ranged(32, "[1, 65536]")  # units per hidden layer (fc3: 32, as in the paper)
+    # side of one colour cell of the design, in design pixels: the generator draws a grid of cells, upsampled
+    # bilinearly (smooth blocks a printer reproduces). 1: every pixel its own output (the paper's)
+    cell_px: int = ranged(1, "[1, 64]")
     recognizer_weights: str = "random"  # vggface2 | casia-webface | random | path | s3:// URI
     projector: str = ""  # projector checkpoint (local path or s3://) from `maskgan projector train`
 
@@ -82,6 +85,9 @@ class ObjectiveConfig:
     # nps_weight x its non-printability (mean RGB distance to the nearest colour of `palette`).
     tv_weight: float = ranged(0.0, "[0, 1000]")
     nps_weight: float = ranged(0.0, "[0, 1000]")
+    # diversity_weight x MSGAN's mode-seeking term 1 / (lz + 1e-5), lz = image distance per unit of latent
+    # distance between paired designs of a batch (issue 17, maskgan.diversity); 0 keeps the paper's objective.
+    diversity_weight: float = ranged(0.0, "[0, 100]")
     palette: str = ""  # palette file from `maskgan palette fit` (local or s3://); "": the uncalibrated default
 
 

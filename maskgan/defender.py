@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from data_loader import shards, storage
 from maskgan.config import ObjectiveConfig
 from maskgan.feed import TrainGallery
-from maskgan.models.projector import composite
+from maskgan.wearing import mask_space, worn
 from maskgan.objective import l1, logits, make_optimizers, to_float_images, trunk_features, unwrap
 
 STEPS = 100  # the defender's fine-tuning steps (issue 13: "N steps, default e.g. 100")
@@ -41,10 +41,9 @@ def design_features(root: storage.Location, designs: torch.Tensor, *, trunk, pro
                 break
         masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
         unmasked = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
-        alpha = projector(masked)
+        space = mask_space(projector, masked)
         label = torch.from_numpy(batch["label"].astype("int64"))
-        views = [unmasked, masked] + [composite(masked, alpha, d.to(device).expand(masked.shape[0], -1, -1, -1))
-                                      for d in designs]
+        views = [unmasked, masked] + [worn(masked, space, d.to(device).unsqueeze(0)) for d in designs]
         for images in views:
             feats.append(trunk_features(trunk, images))
             labels.append(label)

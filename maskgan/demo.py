@@ -16,6 +16,20 @@ from maskgan.report import headline
 DEMO_UNIVERSAL_K = 4  # universal designs scored (evaluation's default is 8): keeps the demo near 5 minutes
 
 
+def prepare(cfg, identities: int = 40, images_per_identity: int = 4, log=print) -> None:
+    """Steps 1-3 of the demo, into the places `cfg` names: synthetic faces, the projector, the recogniser
+    (bench/diversity.py reuses them)."""
+    log(f"[1/5] synthetic faces: {identities} identities x {images_per_identity} photos -> {cfg.data.uri}")
+    synth.generate(cfg.data.uri, identities, images_per_identity, adapt_per_identity=4, seed=cfg.train.seed, log=log)
+    log(f"[2/5] projector -> {cfg.model.projector}")
+    pretrain.train_projector(cfg.data.uri, cfg.model.projector, epochs=cfg.projector.epochs,
+                             batch_size=cfg.projector.batch_size, lr=cfg.projector.lr,
+                             max_images=cfg.projector.max_images, log=log)
+    log(f"[3/5] recogniser: random trunk, head adapted on a pool of other synthetic identities (never in the "
+        f"gallery) -> {cfg.model.recognizer_weights}")
+    pretrain.adapt_recognizer(cfg.data.uri, cfg.model.recognizer_weights, base="random", log=log)
+
+
 def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 4, epochs: int = 8,
         experiment: str = "exp1", generator: str = "fc3", universal_k: int = DEMO_UNIVERSAL_K, log=print) -> dict:
     t0 = time.time()
@@ -29,15 +43,7 @@ def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 
 
     log("maskgan demo: the whole pipeline on synthetic data, about 3 minutes on a 2-core machine "
         "(the wall time is printed at the end)")
-    log(f"[1/5] synthetic faces: {identities} identities x {images_per_identity} photos -> {cfg.data.uri}")
-    synth.generate(cfg.data.uri, identities, images_per_identity, adapt_per_identity=4, seed=cfg.train.seed, log=log)
-    log(f"[2/5] projector -> {cfg.model.projector}")
-    pretrain.train_projector(cfg.data.uri, cfg.model.projector, epochs=cfg.projector.epochs,
-                             batch_size=cfg.projector.batch_size, lr=cfg.projector.lr,
-                             max_images=cfg.projector.max_images, log=log)
-    log(f"[3/5] recogniser: random trunk, head adapted on a pool of other synthetic identities (never in the "
-        f"gallery) -> {cfg.model.recognizer_weights}")
-    pretrain.adapt_recognizer(cfg.data.uri, cfg.model.recognizer_weights, base="random", log=log)
+    prepare(cfg, identities, images_per_identity, log=log)
     log(f"[4/5] GAN training on Ray Train ({cfg.train.num_workers} workers, {cfg.objective.experiment}, "
         f"{cfg.model.generator}, {cfg.train.epochs} epochs)")
     result = train.fit(cfg, log=log)

@@ -4,7 +4,8 @@
 `accuracy` (rank-1, with a probe-bootstrap `ci95`; `chance` is 1 / gallery size) is today's table; `rows`
 adds, per row and split, what `maskgan.scoring` measures: verification at FAR 1e-2 / 1e-3 (thresholds, mean
 cosine to the own gallery photo, dodging), rank-1/rank-5, hubness, Wilson and identity-bootstrap intervals,
-and the paired difference to `original_mask` on the same probes.
+and the paired difference to `original_mask` on the same probes. `diversity` says, per split, how much the K
+universal designs differ (maskgan.diversity: pixels, embeddings, identities, spread of protection).
 
 This fixes the paper's two evaluation bugs: probes are scored against every identity (not the current
 batch), and labels index the one gallery that all splits share (train/test ids cannot drift apart).
@@ -19,14 +20,14 @@ import numpy as np
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, defender, palette, printability, scoring
+from maskgan import assembly, defender, diversity, palette, printability, scoring
 from maskgan.config import RunConfig
 from maskgan.feed import TrainGallery
-from maskgan.models.projector import composite
 from maskgan.objective import to_float_images, trunk_features, unwrap
 from maskgan.report import report_markdown
-from maskgan.wearing import (CONTROLS, PHYSICAL, ROWS, UNIVERSAL, UNIVERSAL_K, design_from_png, row_images,
-                             universal_designs, with_physical, worn_physically)
+from maskgan.physical import design_hw
+from maskgan.wearing import (CONTROLS, PHYSICAL, ROWS, UNIVERSAL, UNIVERSAL_K, design_from_png, mask_space,
+                             row_images, universal_designs, with_physical, worn, worn_physically)
 
 
 @torch.no_grad()
@@ -36,21 +37,21 @@ def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_
                 batch_index: int = 0) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
     """Per-probe scores of each row for one decoded batch, and the impostor similarities of its unmasked photos.
 
-    A row named in `designs` wears that one fixed design ([1,3,S,S] in [0,1]) on every probe; a `PHYSICAL/<i>`
-    row wears it through the held-out physical transforms (seeded by batch_index and i)."""
+    A row named in `designs` wears that one fixed design ([1,3,h,w] in [0,1], mask space) on every probe; a
+    `PHYSICAL/<i>` row wears it through the held-out physical transforms (seeded by batch_index and i)."""
     masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
     unmasked = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
-    alpha = projector(masked)
+    space = mask_space(projector, masked)
     label = batch["label"].astype(np.int64)
     designs = designs or {}
     out, impostor = {}, np.zeros(0, np.float32)
     for row in rows:
         if row.startswith(PHYSICAL + "/"):
-            imgs = worn_physically(masked, alpha, designs[row].to(device), batch_index * 1000 + int(row.split("/")[1]))
+            imgs = worn_physically(masked, space, designs[row].to(device), batch_index * 1000 + int(row.split("/")[1]))
         elif row in designs:
-            imgs = composite(masked, alpha, designs[row].to(device).expand(masked.shape[0], -1, -1, -1))
+            imgs = worn(masked, space, designs[row].to(device))
         else:
-            imgs = row_images(row, masked, unmasked, alpha, generator, latent_dim, gen)
+            imgs = row_images(row, masked, unmasked, space, generator, latent_dim, gen)
         sims = (unwrap(head)(trunk_features(trunk, imgs)).float() @ gallery_emb.float().T).cpu().numpy()
         out[row] = scoring.probe_scores(sims, label)
         if row == "unmasked":
@@ -130,6 +131,18 @@ def split_report(root: storage.Location, split: str, rows, designs: dict | None 
     return out
 
 
+@torch.no_grad()
+def split_diversity(root: storage.Location, split: str, fixed: torch.Tensor, probes: int = diversity.PROBES,
+                    **models) -> dict:
+    """The K designs' diversity (maskgan.diversity) on the first `probes` probes of `split`: pixels, the
+    trunk-and-head embedding of each probe wearing each design, the identities they are sent to."""
+    batch = next(shards.iter_set(root, split, columns=["label", "size", "masked"]))
+    masked = to_float_images(torch.from_numpy(batch["masked"][:probes])).to(models["device"])
+    trunk, head = models["trunk"], unwrap(models["head"])
+    return diversity.measure(fixed, masked, mask_space(models["projector"], masked),
+                             lambda faces: head(trunk_features(trunk, faces)), worn, models["gallery_emb"])
+
+
 def score_design(root: storage.Location, split: str, design: torch.Tensor, seed: int = 0, **models) -> dict:
     """The full row (verification, hubness, intervals, paired vs original_mask) of ONE given design worn by
     every probe of `split`, e.g. a PNG read back from disk through design_from_png."""
@@ -191,6 +204,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     accuracy: dict = {r: {"ci95": {}} for r in ROWS}
     rows: dict = {r: {} for r in (*ROWS, UNIVERSAL, PHYSICAL)}
     impostors: dict = {}
+    spread: dict = {}  # per split: how the K universal designs differ (issue 17)
     present = [s for s in splits if s in manifest["sets"]]
     for split in present:
         log(f"evaluating {split} probes ({manifest['sets'][split]['rows']}) x {len(ROWS)} rows "
@@ -203,6 +217,9 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
         for row, summary in result["rows"].items():
             rows[row][split] = summary
         impostors[split] = result["impostors"]
+        if universal_k:
+            spread[split] = {**split_diversity(root, split, fixed, **models),
+                             "protection_spread": diversity.protection_spread(rows[UNIVERSAL][split]["per_design"])}
     n = int(models["gallery_emb"].shape[0])
     report = {
         "recognizer_weights": cfg.model.recognizer_weights,
@@ -220,6 +237,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
         "accuracy": accuracy,
         "rows": rows,
         "impostors": impostors,
+        "diversity": spread,
         "fars": [scoring.far_key(f) for f in scoring.FARS],
         "hub_share": scoring.HUB_SHARE,
         "universal_k": universal_k,
@@ -272,10 +290,10 @@ def score_design_file(run_uri: str, design_uri: str, log=print, splits=shards.SP
         design = design_from_png(storage.read_bytes(loc)).to(device)
     except Exception as e:  # PIL's errors are many; the user needs one line naming the file
         raise shards.ShardError(f"{loc.uri}: not a readable PNG ({str(e).splitlines()[0]})") from None
-    size = assembly.image_size(root)
-    if tuple(design.shape[-2:]) != (size, size):
-        raise shards.ShardError(f"{loc.uri}: design is {design.shape[-1]}x{design.shape[-2]} pixels, the data's "
-                                f"images are {size}x{size}")
+    h, w = design_hw(assembly.image_size(root))
+    if tuple(design.shape[-2:]) != (h, w):
+        raise shards.ShardError(f"{loc.uri}: design is {design.shape[-1]}x{design.shape[-2]} pixels, this run's "
+                                f"mask-space designs are {w}x{h}")
     manifest = shards.read_manifest(root)
     return {split: score_design(root, split, design, seed=cfg.train.seed, **models)
             for split in splits if split in manifest["sets"]}
@@ -291,10 +309,9 @@ def designs_png(root: storage.Location, models: dict, n: int = 8, seed: int = 0)
     batch = {k: v[:n] for k, v in batch.items()}
     device = models["device"]
     masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
-    alpha = models["projector"](masked)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(masked.shape[0], models["latent_dim"], generator=gen).to(device)
-    faces = composite(masked, alpha, unwrap(models["generator"])(z))
+    faces = worn(masked, mask_space(models["projector"], masked), unwrap(models["generator"])(z))
     top = torch.cat(list(masked), 2)
     bottom = torch.cat(list(faces), 2)
     grid = (torch.cat([top, bottom], 1).clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from data_loader import shards, storage, stream
+from maskgan import physical
 from maskgan.config import RunConfig
 from maskgan.models.recognizer import FEATURE_DIM
 from maskgan.objective import HEAD_TERMS, amp, to_float_images
@@ -30,9 +31,11 @@ def _to_device(array: np.ndarray, device) -> torch.Tensor:
 
 def constants(raw: dict, projector, trunk, experiment: str, device, autocast=None) -> dict:
     """A decoded numpy batch -> what the step needs of each image: masked (uint8, on the device), label, the
-    projector's alpha, and the trunk features of the real photos that the experiment's head terms use.
+    mask space (physical.mask_warp of the projector's alpha: `grid` from the design template onto the mask
+    region and `alpha` confined to it, both fp32), and the trunk features of the real photos that the
+    experiment's head terms use.
 
-    The projector and trunk are frozen, so alpha and the features are constants of the image: a worker whose
+    The projector and trunk are frozen, so the mask space and the features are constants of the image: a worker whose
     rows stay resident (`ResidentShard`) computes them once per run, a streaming worker once per epoch; the
     step itself never runs the projector or a trunk pass on real photos."""
     masked_u8 = _to_device(raw["masked"], device)
@@ -40,11 +43,12 @@ def constants(raw: dict, projector, trunk, experiment: str, device, autocast=Non
     masked = to_float_images(masked_u8)
     terms = HEAD_TERMS[experiment]
     with torch.no_grad(), amp(device, autocast):
-        out["alpha"] = projector(masked)
+        alpha = projector(masked)
         if "unmasked" in terms:
             out["feats_unmasked"] = trunk(to_float_images(_to_device(raw["unmasked"], device)))
         if "original_mask" in terms:
             out["feats_masked"] = trunk(masked)
+    out["grid"], out["alpha"] = physical.mask_warp(alpha.float())
     return out
 
 
@@ -85,7 +89,8 @@ class ResidentShard:
     def row_bytes(size: int, experiment: str, autocast) -> int:
         eb = 4 if autocast is None else torch.finfo(autocast).bits // 8
         feats = sum(t in HEAD_TERMS[experiment] for t in ("unmasked", "original_mask"))
-        return size * size * 3 + size * size * eb + feats * FEATURE_DIM * eb + 8
+        # uint8 photo, fp32 alpha and fp32 warp grid (2 per pixel), features, label
+        return size * size * 3 + size * size * 4 * 3 + feats * FEATURE_DIM * eb + 8
 
     def add(self, c: dict) -> None:
         """Keep one batch of `constants`' output (preallocated once: no concatenation peak)."""

@@ -4,11 +4,13 @@ Identification: a photo's embedding is compared (cosine) with the embeddings of 
 identity (the gallery, all splits); the nearest is the prediction. Training uses the same geometry as a
 softmax: logit_i = scale * cos(probe, gallery_i), cross-entropy against the true identity.
 
-The step: the generator makes one design per image, the design is composited into the mask region (alpha
-from the frozen projector; with `physical.enabled`, printed and photographed through random transforms on the
-way: EOT, maskgan.physical), the frozen trunk embeds it, and
+The step: the generator makes one design per image, a flat mask panel (mask space, maskgan.physical); the
+design is worn: warped onto the photo's mask region (the warp and alpha from the frozen projector), shaded with
+the original mask's lighting, composited (with `physical.enabled`, printed and photographed through random
+transforms on the way: EOT); the frozen trunk embeds the face, and
   - the generator MAXIMISES the recogniser's cross-entropy on those faces, less tv_weight x TV and
-    nps_weight x NPS of its designs (maskgan.physical: smooth, printable designs; both 0 by default);
+    nps_weight x NPS of its designs (maskgan.physical: smooth, printable designs; both 0 by default),
+    less diversity_weight x MSGAN's mode-seeking term (maskgan.diversity: designs that differ; 0 by default);
   - the recogniser head MINIMISES cross-entropy + lambda * L1 on the mixture the experiment names:
         exp0: nothing (frozen)       exp1: generated-mask faces
         exp2: + unmasked faces       exp3: + original-mask faces
@@ -18,7 +20,7 @@ rank checks. The local run, the Ray Train worker, Tune trials, the benchmark and
 
 Why it is fast (bench/step.py measures it against the paper's structure): the trunk is frozen (no weight
 gradients, BatchNorm statistics fixed), so only the generated faces take a trunk pass with a backward, and that
-backward goes to the input alone; the projector's alpha and the real photos' trunk features are per-image
+backward goes to the input alone; the mask space (warp and alpha) and the real photos' trunk features are per-image
 constants computed outside the step (maskgan.feed keeps them with the worker's rows); one design per image
 (a batch of latents) so a batch of any size is one pass; forward passes run under bf16 autocast on CUDA
 (`Models.autocast`, from train.precision) with the trunk in channels_last, and `accelerate` can compile the
@@ -34,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskgan import diversity, physical
 from maskgan.config import ObjectiveConfig
-from maskgan.models.projector import composite
 
 HEAD_TERMS = {"exp0": (), "exp1": ("generated",), "exp2": ("generated", "unmasked"),
               "exp3": ("generated", "unmasked", "original_mask")}
@@ -106,8 +108,9 @@ def l1(head: nn.Module) -> torch.Tensor:
     return sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)
 
 
-def design(generator: nn.Module, n: int, latent_dim: int, device) -> torch.Tensor:
-    return generator(torch.randn(n, latent_dim, device=device))
+def design(generator: nn.Module, n: int, latent_dim: int, device, z: torch.Tensor | None = None) -> torch.Tensor:
+    """n designs from fresh N(0, 1) latents, or from the given latents `z` [n, latent_dim]."""
+    return generator(torch.randn(n, latent_dim, device=device) if z is None else z)
 
 
 def amp(device, dtype: torch.dtype | None):
@@ -145,10 +148,12 @@ def accelerate(models: Models, device, precision: str = "auto", compile: bool = 
 
 def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: torch.Tensor,
                cfg: ObjectiveConfig) -> dict[str, float]:
-    """One adversarial step. batch: masked [B,3,S,S] float, alpha [B,1,S,S] float (projector output), label [B];
-    for exp2/exp3 also feats_unmasked / feats_masked [B,1792] (trunk features of the real photos: constants,
-    computed once outside the step)."""
-    masked, alpha, label = batch["masked"], batch["alpha"], batch["label"]
+    """One adversarial step. batch: masked [B,3,S,S] float, grid [B,S,S,2] and alpha [B,1,S,S] (the mask space:
+    physical.mask_warp of the projector's output), label [B]; for exp2/exp3 also feats_unmasked / feats_masked
+    [B,1792] (trunk features of the real photos). All are per-image constants computed outside the step
+    (maskgan.feed)."""
+    masked, label = batch["masked"], batch["label"]
+    space = physical.MaskSpace(batch["grid"], batch["alpha"])
     n = masked.shape[0]
     head = unwrap(models.head)
 
@@ -157,11 +162,12 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     head.eval()
     head.requires_grad_(False)
     with amp(masked.device, models.autocast):
-        designs = design(models.generator, n, models.latent_dim, masked.device)
+        z = torch.randn(n, models.latent_dim, device=masked.device)  # kept: the mode-seeking term needs it
+        designs = design(models.generator, n, models.latent_dim, masked.device, z)
         if models.eot is None:
-            faces = composite(masked, alpha, designs)
+            faces = physical.wear(masked, space, designs)
     if models.eot is not None:  # kornia's transforms in fp32, outside autocast
-        faces = models.eot.wear(masked, alpha, designs.float())
+        faces = models.eot.wear(masked, space, designs.float())
     with amp(masked.device, models.autocast):
         feats = models.trunk(faces)
         gen_logits = logits(head, feats, gallery_feats, cfg.cosine_scale)
@@ -169,12 +175,13 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     g_loss = -gen_ce
     scalars = {}
     if cfg.tv_weight or cfg.nps_weight:
-        from maskgan import physical  # here: physical imports kornia (~2 s), which runs without these terms skip
-
         designs = designs.float()  # the printability terms in fp32 (small tensors; bf16 would blur TV)
         tv, nps = physical.tv(designs).mean(), physical.nps(designs, _palette(models)).mean()
         g_loss = g_loss + cfg.tv_weight * tv + cfg.nps_weight * nps
         scalars = {"train/design_tv": tv.detach(), "train/design_nps": nps.detach()}
+    if cfg.diversity_weight and n > 1:  # mode seeking (issue 17): pairs within the batch; one image has none
+        seek, lz = diversity.mode_seeking(designs, z)
+        g_loss, scalars["train/design_diversity"] = g_loss + cfg.diversity_weight * seek, lz.detach()
     opts.generator.zero_grad(set_to_none=True)
     g_loss.backward()
     opts.generator.step()

@@ -48,6 +48,12 @@ LUMA = (0.299, 0.587, 0.114)  # Rec. 601 luminance weights
 SHADING_MAX = 2.0  # a highlight may at most double the design's brightness (then it clips at 1)
 
 
+def design_hw(size: int) -> tuple[int, int]:
+    """The generator's design shape (height, width) for data of `size` x `size`: the template at the data's
+    width, so a design pixel spans about one image pixel across the mask (size // 2 high, size wide)."""
+    return max(size // int(TEMPLATE_ASPECT), 1), size
+
+
 class MaskSpace(NamedTuple):
     """Per-image constants of the warp: grid [B,H,W,2] for grid_sample (outside the region: off the template),
     alpha [B,1,H,W] confined to the warped region."""
@@ -116,14 +122,19 @@ def mask_warp(alpha: torch.Tensor, threshold: float = ALPHA_THRESHOLD) -> MaskSp
     return MaskSpace(grid=grid, alpha=alpha * covered.unsqueeze(1).to(alpha.dtype))
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 -> fp32; fp32 and fp64 as they are (a float64 check of the step stays float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def place(design: torch.Tensor, grid: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """Design [B,3,h,w] in mask space -> [B,3,H,W] in image coordinates (zero where alpha is zero).
 
     Bilinear with border padding: a region edge reads the template's edge pixel, not black beyond it. In fp32
     even under autocast: a bf16 grid would be off by up to half a template pixel."""
     with torch.autocast(design.device.type, enabled=False):
-        placed = F.grid_sample(design.float(), grid.float(), mode="bilinear", padding_mode="border",
-                               align_corners=False)
+        placed = F.grid_sample(at_least_fp32(design), at_least_fp32(grid).to(at_least_fp32(design).dtype),
+                               mode="bilinear", padding_mode="border", align_corners=False)
     return placed * (alpha > 0).to(placed.dtype)
 
 
@@ -266,13 +277,11 @@ def face_transforms(ranges: PhysicalRanges) -> Transforms:
     return Transforms(before, ("gaussian", r.camera_noise), after, salt=2)
 
 
-def print_and_photograph(design_tf: Transforms, face_tf: Transforms, masked: torch.Tensor, alpha: torch.Tensor,
+def print_and_photograph(design_tf: Transforms, face_tf: Transforms, masked: torch.Tensor, space: MaskSpace,
                          designs: torch.Tensor, seed: int) -> torch.Tensor:
-    """Designs [B,3,h,w] printed (design_tf), composited into the mask region, photographed (face_tf): one draw
-    per image from `seed`. Training's EOT and evaluation's held-out rows both go through here."""
-    from maskgan.models.projector import composite
-
-    return face_tf(composite(masked, alpha, design_tf(designs, seed)), seed)
+    """Designs [B,3,h,w] in mask space printed (design_tf), worn in the mask region, photographed (face_tf): one
+    draw per image from `seed`. Training's EOT and evaluation's held-out rows both go through here."""
+    return wear(masked, space, designs, seed, design_eot=design_tf, face_eot=face_tf)
 
 
 class EOT:
@@ -284,7 +293,7 @@ class EOT:
         self.design_tf, self.face_tf = design_transforms(ranges), face_transforms(ranges)
         self.run_seed, self.rank, self.calls = run_seed, rank, 0
 
-    def wear(self, masked: torch.Tensor, alpha: torch.Tensor, designs: torch.Tensor) -> torch.Tensor:
+    def wear(self, masked: torch.Tensor, space: MaskSpace, designs: torch.Tensor) -> torch.Tensor:
         seed = transform_seed(self.calls * 4096 + self.rank, held_out=False, run_seed=self.run_seed)
         self.calls += 1
-        return print_and_photograph(self.design_tf, self.face_tf, masked, alpha, designs, seed)
+        return print_and_photograph(self.design_tf, self.face_tf, masked, space, designs, seed)

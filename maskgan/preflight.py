@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from data_loader import shards, storage
 from maskgan import assembly, palette
-from maskgan.config import PRETRAINED, RunConfig
+from maskgan.config import PRETRAINED, ConfigError, RunConfig
 
 
 def run(cfg: RunConfig, run_loc: storage.Location, log=print) -> assembly.Start | None:
@@ -36,6 +36,10 @@ def inputs(cfg: RunConfig) -> storage.Location:
         assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url)  # loads, fits
     assembly.load_projector(cfg.model.projector, "cpu", cfg.data.endpoint_url)
     palette.load(cfg.objective.palette)  # a palette file that will not load is one line naming it
+    try:  # the generator for this data's size (a conv grid that does not fit is found here, not in every worker)
+        assembly.generator_from_arch(assembly.arch(cfg, int(manifest["size"])))
+    except ValueError as e:
+        raise ConfigError(f"model.generator {cfg.model.generator!r}: {e}") from None
     return data
 
 

@@ -1,7 +1,7 @@
 """How printable a run's designs are, for report.json: total variation and non-printability (maskgan.physical)
 of the generated designs, the K universal designs and every design control, against the run's palette.
 
-Measured on the designs as the generator makes them (full frame, the data's image size), on fixed seeds so
+Measured on the designs as the generator makes them (mask-space panels, what is printed), on fixed seeds so
 two evaluations of one checkpoint agree. `noise` is the yardstick issue 14 sets targets against (TV about 1/3,
 NPS about 0.2 with the default palette); a flat control has TV 0.
 """
@@ -17,15 +17,15 @@ SAMPLES = 64  # generated and noise designs measured per report
 
 @torch.no_grad()
 def design_rows(generator, latent_dim: int, universal: torch.Tensor, controls: dict, seed: int = 0) -> dict:
-    """{row: designs [N,3,S,S] in [0,1]}: generated (seeded latents), universal, noise, and each flat control."""
+    """{row: designs [N,3,h,w] in [0,1]}: generated (seeded latents), universal, noise, and each flat control."""
     gen = torch.Generator().manual_seed(seed)
     device = universal.device
-    s = universal.shape[-1]
+    h, w = universal.shape[-2:]
     rows = {"generated": unwrap(generator)(torch.randn(SAMPLES, latent_dim, generator=gen).to(device)),
             "universal": universal,
-            "noise": torch.rand(SAMPLES, 3, s, s, generator=gen).to(device)}
+            "noise": torch.rand(SAMPLES, 3, h, w, generator=gen).to(device)}
     for name, rgb in controls.items():
-        rows[name] = torch.tensor(rgb, device=device).view(1, 3, 1, 1).expand(1, 3, s, s)
+        rows[name] = torch.tensor(rgb, device=device).view(1, 3, 1, 1).expand(1, 3, h, w)
     return rows
 
 

@@ -53,7 +53,41 @@ def report_markdown(report: dict) -> str:
         lines += _defender_section(report)
     if report.get("printability"):
         lines += printability_section(report["printability"])
+    if report.get("diversity"):
+        lines += diversity_section(report["diversity"], report["fars"][0])
     return "\n".join(lines)
+
+
+def diversity_section(d: dict, far: str) -> list[str]:
+    """Per split, how much the K universal designs differ (maskgan.diversity) and how much protection moves
+    with the design a wearer happens to print."""
+    lines = ["## Diversity of the universal designs", "",
+             "pixels: mean pairwise mean |difference| of the designs ([0, 1] scale; identical designs 0, noise "
+             "about 0.33). features: mean pairwise cosine distance between the embeddings of one probe wearing "
+             "each design. identities: how many distinct identities the designs send one probe to, mean (max) "
+             "over the probes. spread: max - min over the designs.", "",
+             f"| split | designs × probes | pixels | features | identities per probe | spread dodging@{far} "
+             "| spread rank-1 |", "|---|---|---|---|---|---|---|"]
+    for split in SPLITS:
+        v = d.get(split)
+        if v is None:
+            continue
+        ids, sp = v["distinct_identities"], v["protection_spread"]
+        lines.append(f"| {split} | {v['designs']} × {v['probes']} | {_cos3(v['pixel'])} | {_cos3(v['feature'])} | "
+                     f"{ids['mean']:.1f} ({ids['max']}) of {v['designs']} | {_pct(sp.get(f'dodging@{far}'))} | "
+                     f"{_pct(sp.get('rank1'))} |")
+    return lines + [""]
+
+
+def diversity_line(d: dict, split: str, far: str) -> str:
+    """One line for the demo's headline: the universal designs' diversity on `split`."""
+    v = d.get(split)
+    if v is None:
+        return f"diversity (issue 17): no universal designs on {split}"
+    sp = v["protection_spread"]
+    return (f"diversity of the {v['designs']} universal designs (issue 17): pixels {_cos3(v['pixel'])}, features "
+            f"{_cos3(v['feature'])}, {v['distinct_identities']['mean']:.1f} distinct identities per probe "
+            f"(max {v['distinct_identities']['max']}); dodging spread {_pct(sp.get(f'dodging@{far}'))}")
 
 
 def printability_section(p: dict) -> list[str]:
@@ -157,6 +191,10 @@ def _cos(x) -> str:
     return "–" if x is None or x != x else f"{x:.2f}"
 
 
+def _cos3(x) -> str:
+    return "–" if x is None or x != x else f"{x:.3f}"
+
+
 def design_lines(name: str, by_split: dict) -> str:
     """`maskgan evaluate --design`: one line per split of the design's figures (score_design's rows)."""
     lines = [f"design {name}, worn by every probe:"]
@@ -211,6 +249,8 @@ def headline(report: dict, split: str = "test") -> str:
     if report.get("printability"):
         lines.append("  " + printability_verdict(report["printability"]))
     lines.append("  " + robustness_verdict(report["rows"], split, far))
+    if report.get("diversity"):
+        lines.append("  " + diversity_line(report["diversity"], split, far))
     return "\n".join(lines)
 
 

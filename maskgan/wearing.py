@@ -2,9 +2,13 @@
 wearer would print) and their PNGs, and the universal designs again under held-out physical transforms.
 
 Rows: `unmasked` (the probe photo without a mask), `original_mask` (as photographed), `generated` (the
-generator's designs composited into the mask region, a fresh latent per probe), control designs in the same
-region: `blue`, `black`, `white`, `noise` (uniform noise), and `universal`: K fixed designs, each worn by every
-probe, summarised as mean, worst and best over the K. maskgan.evaluate scores them.
+generator's designs worn in the mask region, a fresh latent per probe), control designs worn the same way:
+`blue`, `black`, `white`, `noise` (uniform noise), and `universal`: K fixed designs, each worn by every probe,
+summarised as mean, worst and best over the K. maskgan.evaluate scores them.
+
+Every design here is a mask-space panel (maskgan.physical: [N,3,h,w], h x w = physical.design_hw(image size)),
+worn through `physical.wear` exactly as the training step wears it: the warp onto the mask region, the mask's
+shading, the composite. So the PNG a user prints is the picture every row scored.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import io
 import numpy as np
 import torch
 
-from maskgan.models.projector import composite
+from maskgan import physical
 from maskgan.objective import to_float_images, unwrap
 
 ROWS = ("unmasked", "original_mask", "generated", "blue", "black", "white", "noise")
@@ -32,29 +36,41 @@ UNIVERSAL_K = 8  # fixed designs scored per run (no `eval` config section yet: e
 
 
 @torch.no_grad()
-def row_images(row: str, masked, unmasked, alpha, generator, latent_dim: int, gen: torch.Generator):
+def mask_space(projector, masked: torch.Tensor) -> physical.MaskSpace:
+    """The mask space of photos [B,3,S,S]: the warp onto the projector's mask region (the step's constant)."""
+    return physical.mask_warp(projector(masked).float())
+
+
+def worn(masked: torch.Tensor, space: physical.MaskSpace, design: torch.Tensor) -> torch.Tensor:
+    """Photos wearing a design: one per photo [B,3,h,w], or one for all [1,3,h,w]."""
+    return physical.wear(masked, space, design.expand(masked.shape[0], -1, -1, -1))
+
+
+@torch.no_grad()
+def row_images(row: str, masked, unmasked, space: physical.MaskSpace, generator, latent_dim: int,
+               gen: torch.Generator):
     if row == "unmasked":
         return unmasked
     if row == "original_mask":
         return masked
-    n, _, s, _ = masked.shape
+    n = masked.shape[0]
+    h, w = physical.design_hw(masked.shape[-1])
     if row == "generated":
         z = torch.randn(n, latent_dim, generator=gen).to(masked.device)
         d = unwrap(generator)(z)
     elif row == "noise":
-        d = torch.rand(n, 3, s, s, generator=gen).to(masked.device)
+        d = torch.rand(n, 3, h, w, generator=gen).to(masked.device)
     else:
-        d = torch.tensor(CONTROLS[row], device=masked.device).view(1, 3, 1, 1).expand(n, 3, s, s)
-    return composite(masked, alpha, d)
+        d = torch.tensor(CONTROLS[row], device=masked.device).view(1, 3, 1, 1).expand(n, 3, h, w)
+    return worn(masked, space, d)
 
 
-def worn_physically(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Tensor, index: int) -> torch.Tensor:
-    """One fixed design [1,3,S,S] printed and photographed under held-out transforms: each probe gets its own
+def worn_physically(masked: torch.Tensor, space: physical.MaskSpace, design: torch.Tensor,
+                    index: int) -> torch.Tensor:
+    """One fixed design [1,3,h,w] printed and photographed under held-out transforms: each probe gets its own
     draw (the print's, then the camera's), from seed physical.transform_seed(index, held_out=True)."""
-    from maskgan import physical  # kornia's import is paid only where physical rows are scored
-
     design_tf, face_tf = _held_out_transforms()
-    return physical.print_and_photograph(design_tf, face_tf, masked, alpha,
+    return physical.print_and_photograph(design_tf, face_tf, masked, space,
                                          design.expand(masked.shape[0], -1, -1, -1).contiguous(),
                                          physical.transform_seed(index, held_out=True))
 
@@ -62,15 +78,13 @@ def worn_physically(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Ten
 @functools.lru_cache(maxsize=1)
 def _held_out_transforms():
     """The held-out pipelines, built once per process (their draws come from each call's seed, not from state)."""
-    from maskgan import physical
-
     ranges = physical.held_out(physical.PhysicalRanges())
     return physical.design_transforms(ranges), physical.face_transforms(ranges)
 
 
 @torch.no_grad()
 def universal_designs(generator, latent_dim: int, k: int = UNIVERSAL_K, seed: int = 0, device="cpu") -> torch.Tensor:
-    """K fixed designs [K,3,S,S] from seeded latents, quantised to 8 bits: exactly what a PNG of them holds."""
+    """K fixed designs [K,3,h,w] from seeded latents, quantised to 8 bits: exactly what a PNG of them holds."""
     z = torch.randn(k, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
     return quantise(unwrap(generator)(z))
 
@@ -80,7 +94,7 @@ def quantise(design: torch.Tensor) -> torch.Tensor:
 
 
 def design_png(design: torch.Tensor) -> bytes:
-    """One design ([3,S,S] or [1,3,S,S], in [0,1]) as PNG bytes."""
+    """One design ([3,h,w] or [1,3,h,w], in [0,1]) as PNG bytes (w wide, h high)."""
     from PIL import Image
 
     img = (quantise(design.reshape(3, *design.shape[-2:])) * 255).byte().permute(1, 2, 0).cpu().numpy()
@@ -90,7 +104,7 @@ def design_png(design: torch.Tensor) -> bytes:
 
 
 def design_from_png(data: bytes) -> torch.Tensor:
-    """PNG bytes -> a design [1,3,S,S] in [0,1] (the inverse of design_png)."""
+    """PNG bytes -> a design [1,3,h,w] in [0,1] (the inverse of design_png)."""
     from PIL import Image
 
     img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))

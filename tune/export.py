@@ -142,11 +142,11 @@ def design_grid(generator, latent_dim: int, n: int, seed: int = 0, fmt: str = "P
         raise ExportError(f"{where}: every design is all black (a broken generator); refusing to write an image")
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    s = designs.shape[-1]
-    canvas = np.full((rows * s, cols * s, 3), 255, np.uint8)
+    h, w = designs.shape[-2:]  # mask-space panels: w wide, h high
+    canvas = np.full((rows * h, cols * w, 3), 255, np.uint8)
     for i, d in enumerate((designs * 255).round().byte().permute(0, 2, 3, 1).numpy()):
         r, c = divmod(i, cols)
-        canvas[r * s:(r + 1) * s, c * s:(c + 1) * s] = d
+        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = d
     buf = io.BytesIO()
     Image.fromarray(canvas).save(buf, format=fmt)
     return buf.getvalue()

@@ -36,7 +36,7 @@ def write_index_page(loc: storage.Location, rows: list[dict], space: Space, runs
     axes = _axis_columns(rows, space)
     runs_rel = relative(loc, runs)
     head = ["trial", "design", "status", *axes, "epochs", "objective", "guard", "PBT lineage",
-            *[f"{r} {s}" for r, s in ACCURACY_COLUMNS]]
+            *[f"{r} {s}" for r, s in ACCURACY_COLUMNS], "diversity"]
     body_rows, series = [], {}
     for row in sorted(rows, key=lambda r: r["trial"]):
         tid = row["trial"]
@@ -57,6 +57,7 @@ def write_index_page(loc: storage.Location, rows: list[dict], space: Space, runs
                  cell(esc(row.get("pbt_from") or "–"))]
         cells += [cell(pct(row.get(f"{r}/{s}")) + interval(row.get(f"{r}/{s}/ci95")), row.get(f"{r}/{s}"))
                   for r, s in ACCURACY_COLUMNS]
+        cells.append(cell(number(row.get("diversity")), row.get("diversity")))  # universal designs' pixels, val
         body_rows.append(cells)
         if storage.exists(run):
             series[tid] = metric_series(assembly.list_checkpoints(run))

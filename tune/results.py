@@ -83,6 +83,8 @@ def collect(grid, space: Space, runs: storage.Location, log=print) -> list[dict]
                 row[f"{r}/{split}/ci95"] = acc.get("ci95", {}).get(split)
         for r, figure in _dodging(report or {}, "test").items():
             row[f"{r}/test/dodging"] = figure
+        # how much the universal designs differ in pixels, on val (the selection set; maskgan.diversity)
+        row["diversity"] = (report or {}).get("diversity", {}).get("val", {}).get("pixel")
         for r, p in (report or {}).get("printability", {}).get("rows", {}).items():
             row[f"{r}/tv"], row[f"{r}/nps"] = p["tv"], p["nps"]
         row["run"] = runs.join(tid).uri
@@ -171,7 +173,7 @@ def results_csv(rows: list[dict], space: Space) -> str:
     columns = ["trial", "status", *_axis_columns(rows, space), "epochs", "objective", "guard_ok", "pbt_from"]
     columns += [f"{r}/{s}" for r in wearing.ROWS for s in ("val", "test")]
     columns += [f"{r}/{s}/ci95" for r in wearing.ROWS for s in ("val", "test")]
-    columns += [*TRADE_OFF, "run"]
+    columns += ["diversity", *TRADE_OFF, "run"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -185,11 +187,12 @@ def results_markdown(rows: list[dict], space: Space) -> str:
     lineage = any(r.get("pbt_from") for r in rows)
     head = ["trial", "status", *axes, "epochs", "objective", *(["cloned from (PBT)"] if lineage else [])]
     head += [f"{r} {s}" for r in wearing.ROWS for s in ("val", "test")]
-    head += ["universal dodging test", "universal TV", "universal NPS", "noise TV"]
+    head += ["diversity", "universal dodging test", "universal TV", "universal NPS", "noise TV"]
     lines = [f"# sweep {space.name}: {len(rows)} trials", "",
              "`objective` = val generated accuracy while the recogniser's unmasked accuracy held up, else 1.0 "
              "(lower is better): val is the selection set, test the figure to quote. Accuracy columns come from "
-             "`maskgan evaluate` of each trial's last checkpoint.", ""]
+             "`maskgan evaluate` of each trial's last checkpoint; `diversity` is the mean pairwise pixel distance "
+             "between its universal designs on val (0: one design; noise about 0.33).", ""]
     if any(r.get("illustrative_only") for r in rows):
         lines += ["**Illustrative only:** the recogniser has no real pretrained weights.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -197,7 +200,8 @@ def results_markdown(rows: list[dict], space: Space) -> str:
         cells = [row["trial"], row["status"], *[_short(row.get(k)) for k in axes], str(row["epochs"]),
                  _short(row.get("objective")), *([row.get("pbt_from") or "–"] if lineage else [])]
         cells += [_pct(row.get(f"{r}/{s}")) for r in wearing.ROWS for s in ("val", "test")]
-        cells += [_pct(row.get(TRADE_OFF[0])), *[_short(row.get(k)) for k in TRADE_OFF[1:]]]
+        cells += [_short(row.get("diversity")), _pct(row.get(TRADE_OFF[0]))]
+        cells += [_short(row.get(k)) for k in TRADE_OFF[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += seed_spread(rows, space)
     return "\n".join(lines) + "\n"

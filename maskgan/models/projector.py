@@ -1,4 +1,5 @@
-"""Projector: a masked photo -> the transparency (alpha) of its facemask, so a design can be composited in."""
+"""Projector: a masked photo -> the transparency (alpha) of its facemask, so a design can be worn there (maskgan.physical
+warps it onto the region the alpha marks)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,3 @@ class Projector(nn.Module):
         0.87 over seeds at 10 epochs), from [-1,1] it reaches 0.95-0.98."""
         return torch.sigmoid(self.net(masked * 2 - 1))
 
-
-def composite(masked: torch.Tensor, alpha: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
-    """Replace the mask region by the design (the paper's Figure 3): alpha*design + (1-alpha)*photo."""
-    return alpha * design + (1 - alpha) * masked

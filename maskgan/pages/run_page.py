@@ -19,7 +19,6 @@ import torch
 
 from data_loader import shards, storage
 from maskgan import assembly, printing, wearing
-from maskgan.models.projector import composite
 from maskgan.objective import to_float_images
 from maskgan.pages import plots
 from maskgan.pages.html import cell, esc, interval, number, page, pct, slider, table
@@ -109,7 +108,7 @@ def _strip(images: torch.Tensor, gap: int = 2) -> torch.Tensor:
 
 @torch.no_grad()
 def _faces(cfg, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The first `n` masked test faces and their projected alpha (None when the data or projector is gone)."""
+    """The first `n` masked test faces and their mask space (None when the data or projector is gone)."""
     try:
         projector = assembly.load_projector(cfg.model.projector, "cpu", cfg.data.endpoint_url)
         root = assembly.data_root(cfg)
@@ -119,31 +118,31 @@ def _faces(cfg, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     except (OSError, RuntimeError, ValueError, StopIteration):  # data or projector gone: designs alone
         return None
     masked = to_float_images(torch.from_numpy(batch["masked"][:n]))
-    return masked, projector(masked)
+    return masked, wearing.mask_space(projector, masked)
 
 
 def _gallery(run: storage.Location, cfg, report: dict, designs: torch.Tensor, best: int | None) -> str:
     faces = _faces(cfg, FACES)
     per = {s: report["rows"].get(wearing.UNIVERSAL, {}).get(s, {}).get("per_design") for s in SPLIT_ORDER}
-    size = designs.shape[-1]
+    h, w = designs.shape[-2:]
     figs = []
     for i, d in enumerate(designs):
         storage.write_bytes(run.join(f"designs/universal_{i}.png"), wearing.design_png(d))
         imgs = [f'<img class="pix design" src="designs/universal_{i}.png" alt="universal design {i}" '
-                f'style="width:{max(96, size)}px">']
+                f'style="width:{max(96, w)}px">']
         if faces is not None:
-            masked, alpha = faces
-            worn = composite(masked, alpha, d.unsqueeze(0).expand(masked.shape[0], -1, -1, -1))
+            masked, space = faces
+            worn = wearing.worn(masked, space, d.unsqueeze(0))
             storage.write_bytes(run.join(f"designs/universal_{i}_faces.png"), _png(_strip(worn)))
             imgs.append(f'<img class="pix faces" src="designs/universal_{i}_faces.png" alt="design {i} worn" '
-                        f'style="height:{max(96, size)}px">')
+                        f'style="height:{max(96, h)}px">')
         scores = " · ".join(f"{s} rank-1 {pct(per[s][i]['rank1'])}" for s in SPLIT_ORDER if per[s])
         cls = ' class="best"' if i == best else ""
         tag = " (best: lowest rank-1)" if i == best else ""
         figs.append(f"<figure{cls}>{' '.join(imgs)}<figcaption>design {i}{tag}: {scores}</figcaption></figure>")
     if best is not None:
         storage.write_bytes(run.join("designs/best.png"), wearing.design_png(designs[best]))
-    return (f"<h2>Universal designs ({len(designs)}, in mask space, {size}×{size} px)</h2>"
+    return (f"<h2>Universal designs ({len(designs)}, in mask space, {w}×{h} px)</h2>"
             '<p class="note">Each fixed design is worn by every probe (what a wearer would print); shown here on '
             f"{FACES} test faces. Lower rank-1 = better protection.</p>"
             f'<div class="gallery">{"".join(figs)}</div>')

@@ -21,6 +21,8 @@ def test_defaults_and_recipes_validate():
     ({"objective": {"l1_lambda": -float("inf")}},
      "objective.l1_lambda: must be a finite number in [0, 1000], got -inf"),
     ({"objective": {"l1_lambda": -0.1}}, "objective.l1_lambda: must be a finite number in [0, 1000]"),
+    ({"objective": {"diversity_weight": 101}}, "objective.diversity_weight: must be a finite number in [0, 100]"),
+    ({"objective": {"diversity_weight": float("nan")}}, "objective.diversity_weight: must be a finite number"),
     ({"train": {"min_rows_fraction": 1.5}}, "train.min_rows_fraction: must be a finite number in [0, 1], got 1.5"),
     ({"train": {"resident_gib": float("inf")}}, "train.resident_gib: must be a finite number in [0, 100000]"),
     ({"train": {"seed": -1}}, "train.seed: must be an integer in [0, 4294967295]"),

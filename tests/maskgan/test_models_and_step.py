@@ -6,34 +6,30 @@ import pickle
 import pytest
 import torch
 
-from maskgan import objective
+from maskgan import objective, physical
 from maskgan.config import ObjectiveConfig
 from maskgan.models import weights
 from maskgan.models.generators import build_generator
-from maskgan.models.projector import Projector, composite
+from maskgan.models.projector import Projector
 from maskgan.models.recognizer import build_recognizer
 
 
 @pytest.mark.parametrize("name", ["fc3", "fc_deep", "conv"])
 def test_generators_make_designs(name):
-    g = build_generator(name, 100, 32, 128)
+    g = build_generator(name, 100, 32, physical.design_hw(128))
     d = g(torch.randn(3, 100))
-    assert d.shape == (3, 3, 128, 128) and 0 <= d.min() and d.max() <= 1
+    assert d.shape == (3, 3, 64, 128) and 0 <= d.min() and d.max() <= 1  # a 2:1 mask panel
 
 
 def test_unknown_generator():
     with pytest.raises(ValueError, match="unknown generator 'vit'"):
-        build_generator("vit", 100, 32, 128)
+        build_generator("vit", 100, 32, (64, 128))
 
 
-def test_projector_and_composite():
+def test_projector_has_the_papers_layers():
     p = Projector()
     assert [m.out_channels for m in p.net if isinstance(m, torch.nn.Conv2d)] == [6, 12, 18, 24, 1]
-    masked, design = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
-    alpha = torch.zeros(1, 1, 8, 8)
-    alpha[..., 4:, :] = 1
-    out = composite(masked, alpha, design)
-    assert out[..., 4:, :].eq(1).all() and out[..., :4, :].eq(0).all()
+    assert p(torch.rand(2, 3, 16, 16)).shape == (2, 1, 16, 16)
 
 
 def test_random_recogniser_is_reproducible_and_trunk_frozen():
@@ -48,7 +44,7 @@ def test_random_recogniser_is_reproducible_and_trunk_frozen():
 
 def _models(experiment):
     trunk, head = build_recognizer(None)
-    gen = build_generator("fc3", 100, 32, 128)
+    gen = build_generator("fc3", 100, 32, physical.design_hw(128))
     cfg = ObjectiveConfig(experiment=experiment)
     opts = objective.Optimizers(torch.optim.Adam(gen.parameters(), lr=1e-2),
                                 None if experiment == "exp0" else torch.optim.Adam(head.parameters(), lr=1e-3))
@@ -58,8 +54,10 @@ def _models(experiment):
 def _batch(trunk, n=4, identities=6):
     torch.manual_seed(0)
     masked = torch.rand(n, 3, 128, 128)
-    b = {"masked": masked, "alpha": torch.zeros(n, 1, 128, 128), "label": torch.arange(n) % identities}
-    b["alpha"][..., 64:, :] = 1
+    alpha = torch.zeros(n, 1, 128, 128)
+    alpha[..., 64:, 16:-16] = 1
+    grid, alpha = physical.mask_warp(alpha)
+    b = {"masked": masked, "grid": grid, "alpha": alpha, "label": torch.arange(n) % identities}
     with torch.no_grad():
         b["feats_unmasked"] = trunk(torch.rand(n, 3, 128, 128))
         b["feats_masked"] = trunk(masked)
@@ -149,11 +147,12 @@ def test_tv_and_nps_weights_make_the_generator_smoother_and_more_printable():
 def test_printability_report_measures_each_design_row():
     from maskgan import palette, printability
 
-    gen = build_generator("fc3", 100, 32, 32)
-    universal = torch.full((3, 3, 32, 32), 0.5)
+    gen = build_generator("fc3", 100, 32, (16, 32))
+    universal = torch.full((3, 3, 16, 32), 0.5)
     rows = printability.design_rows(gen, 100, universal, {"black": (0.0, 0.0, 0.0)}, seed=0)
     p = printability.report(rows, palette.DEFAULT)
     assert set(p["rows"]) == {"generated", "universal", "noise", "black"}
+    assert rows["noise"].shape[-2:] == rows["generated"].shape[-2:] == (16, 32)  # controls in mask space too
     assert p["rows"]["black"]["tv"] == 0 and p["rows"]["black"]["nps"] == pytest.approx(20 * 3 ** 0.5 / 255, abs=1e-4)
     assert p["rows"]["universal"]["tv"] == 0
     assert 0.3 < p["rows"]["noise"]["tv"] < 0.37 and p["rows"]["noise"]["nps"] > 0.1
@@ -203,3 +202,32 @@ def test_eot_prints_and_photographs_the_generated_faces_inside_the_step():
     assert with_eot == again  # seeded: the same draw for the same step, run and rank
     other_rank, _ = one_step(physical.EOT(PhysicalConfig(enabled=True), run_seed=0, rank=1))
     assert other_rank["train/gen_ce"] != with_eot["train/gen_ce"]  # workers draw differently
+
+
+def test_a_full_frame_checkpoint_from_before_mask_space_is_refused_in_one_line():
+    from maskgan import assembly
+
+    with pytest.raises(assembly.CheckpointError) as e:
+        assembly.generator_from_arch({"generator": "fc3", "latent_dim": 100, "hidden": 32, "size": 128}, "old/ckpt")
+    assert "old/ckpt" in str(e.value) and "mask" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["fc3", "conv"])
+def test_cells_make_smooth_blocks_and_cell_px_1_is_per_pixel(name):
+    torch.manual_seed(0)
+    fine = build_generator(name, 16, 32, (64, 128))
+    coarse = build_generator(name, 16, 32, (64, 128), cell_px=8)
+    z = torch.randn(4, 16)
+    d_fine, d_coarse = fine(z), coarse(z)
+    assert d_coarse.shape == d_fine.shape == (4, 3, 64, 128)
+    if name == "fc3":  # one output per cell: 64x fewer in the last layer
+        assert coarse.net[-1].out_features * 64 == fine.net[-1].out_features
+    assert physical.tv(d_coarse).mean() < physical.tv(d_fine).mean() / 3  # smooth by construction
+
+
+def test_a_conv_grid_that_does_not_fit_is_refused_on_the_driver(small_cfg):
+    from maskgan import preflight
+    from maskgan.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.generator 'conv'.*cell_px 16"):
+        preflight.inputs(small_cfg.replace(model={"generator": "conv", "cell_px": 16}))

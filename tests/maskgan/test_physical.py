@@ -138,21 +138,23 @@ def test_gradients_flow_from_the_face_through_eot_composite_and_place_to_the_des
 
 
 def test_held_out_physical_wear_is_seeded_per_batch_and_design_and_changes_the_face():
-    from maskgan import evaluate, wearing
+    from maskgan import wearing
 
     torch.manual_seed(0)
     masked = torch.rand(4, 3, 64, 64)
     alpha = torch.zeros(4, 1, 64, 64)
-    alpha[..., 32:, :] = 1
-    design = torch.full((1, 3, 64, 64), 0.5)
-    a = wearing.worn_physically(masked, alpha, design, index=3)
+    alpha[..., 32:, 8:-8] = 1
+    space = physical.mask_warp(alpha)
+    design = torch.full((1, 3, *physical.design_hw(64)), 0.5)
+    a = wearing.worn_physically(masked, space, design, index=3)
     assert a.shape == masked.shape and 0 <= a.min() and a.max() <= 1
-    assert torch.equal(a, wearing.worn_physically(masked, alpha, design, index=3))  # same seed: same photo
-    assert not torch.equal(a, wearing.worn_physically(masked, alpha, design, index=4))  # another batch/design
-    flat = evaluate.composite(masked, alpha, design.expand(4, -1, -1, -1))
+    assert torch.equal(a, wearing.worn_physically(masked, space, design, index=3))  # same seed: same photo
+    assert not torch.equal(a, wearing.worn_physically(masked, space, design, index=4))  # another batch/design
+    flat = wearing.worn(masked, space, design)
     assert (a - flat).abs().mean() > 0.01  # printed and photographed, not pasted flat
     # each probe gets its own draw: the same probe photo twice in one batch comes out differently
-    twice = wearing.worn_physically(masked[:1].expand(2, -1, -1, -1), alpha[:2], design, index=3)
+    one = physical.MaskSpace(space.grid[:1].expand(2, -1, -1, -1), space.alpha[:1].expand(2, -1, -1, -1))
+    twice = wearing.worn_physically(masked[:1].expand(2, -1, -1, -1), one, design, index=3)
     assert not torch.allclose(twice[0], twice[1], atol=1e-3)
 
 

@@ -37,7 +37,8 @@ def _design_png(seed: int) -> bytes:
     from maskgan import assembly, wearing
 
     torch.manual_seed(seed)
-    gen = assembly.generator_from_arch({"generator": "fc3", "latent_dim": 16, "hidden": 64, "size": 32}).eval()
+    gen = assembly.generator_from_arch({"generator": "fc3", "latent_dim": 16, "hidden": 64, "size": 32,
+                                         "design_hw": [16, 32]}).eval()
     return wearing.design_png(wearing.universal_designs(gen, 16, k=1, seed=seed)[0])
 
 
@@ -58,7 +59,7 @@ def fake_sweep(loc: storage.Location):
                      "objective": objective, "guard_ok": True, "pbt_from": "a1@2" if tid == "c3" else None,
                      "generated/val": objective, "generated/val/ci95": [objective / 2, objective * 1.5],
                      "generated/test": objective, "original_mask/test": 0.7, "unmasked/test": 0.9,
-                     "run": run.uri, "illustrative_only": True})
+                     "diversity": 0.01 * (i + 1), "run": run.uri, "illustrative_only": True})
     return space, rows, runs
 
 
@@ -77,6 +78,11 @@ def check_index(chromium, folder, tmp_path, shot_name: str, readme_png: str | No
     column = visit.evaluate("[...document.querySelectorAll('#trials th')]"
                             ".findIndex(th => th.textContent === 'objective')")
     assert column >= 0
+    diversity = visit.evaluate("[...document.querySelectorAll('#trials th')].findIndex(th => th.textContent === "
+                               "'diversity')")
+    cells = visit.evaluate(f"[...document.querySelectorAll('#trials tbody tr')].map(r => r.cells[{diversity}]"
+                           ".textContent)")
+    assert diversity >= 0 and sorted(cells) == ["0.01", "0.02", "0.03"], cells  # the universal designs' pixels
     order = f"[...document.querySelectorAll('#trials tbody tr')].map(r => r.cells[0].textContent)"
     click = f"document.querySelectorAll('#trials th')[{column}].click()"
     visit.evaluate(click)

@@ -57,6 +57,20 @@ def test_printable_space_sweeps_tv_and_nps_weights_and_the_table_shows_the_trade
     assert {"universal/test/dodging", "universal/tv", "universal/nps", "noise/tv"} <= set(header)
 
 
+def test_diversity_space_sweeps_the_mode_seeking_weight_and_the_table_shows_diversity():
+    space = load_space(os.path.join(SPACES, "diversity.yaml"))
+    assert space.grid == {"objective.diversity_weight": [0.0, 0.01, 0.03, 0.1], "model.generator": ["fc3"]}
+    cfg = trial_config(space, {"objective.diversity_weight": 0.03}, "/tmp/s/runs", "d_00002")
+    assert cfg.objective.diversity_weight == 0.03 and cfg.objective.tv_weight == 0.3  # the demo's recipe
+    row = {"trial": "d_00002", "status": "completed", "objective.diversity_weight": 0.03, "model.generator": "fc3",
+           "epochs": 6, "objective": 0.2, "diversity": 0.0412, "universal/test/dodging": 0.75}
+    md = results.results_markdown([row], space)
+    assert "| diversity | universal dodging test |" in md
+    assert any(line.startswith("| d_00002 |") and "| 0.0412 | 75.0% |" in line for line in md.splitlines()), md
+    header = results.results_csv([row], space).splitlines()
+    assert "diversity" in header[0].split(",") and "0.0412" in header[1]
+
+
 BASE = {"data": {"uri": "d"}, "model": {"projector": "p.pt"}}
 
 
