@@ -6,23 +6,18 @@ and out-of-range numbers with a one-line error naming the field (typos are the c
 cross-field rules. Everything downstream trusts a RunConfig. The resolved config is stored in every
 checkpoint; on resume the architecture comes from the checkpoint.
 
-Named recipes (`debug_cpu`, `h200_x8`) live in maskgan.recipes.
+Named recipes (`debug_cpu`, `h200_x8`) live in maskgan.recipes; the parsing machinery (type checks, the YAML
+reader) in maskgan.config_parse: this file is the schema.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import json.decoder
-import json.scanner
 import os
-import re
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Literal, Union
 
-from data_loader import ranges
+from maskgan.config_parse import ConfigError, _build, read_yaml  # noqa: F401 (re-exported: callers import them here)
 
 EXPERIMENTS = ("exp0", "exp1", "exp2", "exp3")
 
@@ -32,12 +27,6 @@ PRETRAINED = {
     "vggface2": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
     "casia-webface": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
 }
-
-
-class ConfigError(ValueError):
-    """One line: which field, what is wrong, what is allowed."""
-
-    user_error = True
 
 
 def ranged(default, interval: str):
@@ -153,6 +142,20 @@ class PhysicalConfig:
     jpeg_drop: float = ranged(45.0, "[0, 94]")  # face JPEG-like degradation, quality U(95 - d, 95)
 
 
+# eval.held_out entries: `random:<seed>` (a randomly initialised facenet trunk), `dlib`, or recogniser weights
+# (`random`, a pretrained name, a path or s3:// URI), loaded as the attacked recogniser's are (maskgan.embedders).
+RANDOM_TRUNK = "random:"
+SEED_RANGE = "[0, 4294967295]"
+
+
+@dataclass
+class EvalConfig:
+    """What `maskgan evaluate` scores besides the attacked recogniser (issue 15): the recogniser x row matrix."""
+
+    held_out: list[str] = field(default_factory=list)  # recognisers the generator never saw (specs: see above)
+    max_probes: int = ranged(64, "[1, 10000000]")  # probes per split scored by every held-out recogniser
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -161,6 +164,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     physical: PhysicalConfig = field(default_factory=PhysicalConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -177,74 +181,6 @@ class RunConfig:
         return from_dict(merged)
 
 
-def _check_value(path: str, tp: Any, value: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{path}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
-        return value
-    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        errors = []
-        for option in typing.get_args(tp):
-            if option is type(None) and value is None:
-                return None
-            try:
-                return _check_value(path, option, value)
-            except ConfigError as e:
-                errors.append(str(e).split(": ", 1)[-1])
-        raise ConfigError(f"{path}: {value!r} does not fit ({'; '.join(errors)})")
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{path}: expected null")
-        return None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{path}: unsupported type {tp}")
-
-
-def _build(cls, data: Any, path: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        where = f"{path}." if path else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown field (allowed: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        tp = hints[name]
-        sub = f"{path}.{name}" if path else name
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, data[name], sub)
-            continue
-        value = data[name]
-        if "range" in f.metadata and isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:  # numbers get the range in their error (also inf or 2.5 for an integer field)
-                ranges.check(sub, value, f.metadata["range"], integer=tp is int)
-            except ranges.RangeError as e:
-                raise ConfigError(str(e)) from None
-        kwargs[name] = _check_value(sub, tp, value)
-    return cls(**kwargs)
-
-
 def _validate(cfg: RunConfig) -> RunConfig:
     """The rules no single field's type and range can say (each numeric field's range is checked in _build)."""
     if not cfg.train.storage:
@@ -257,97 +193,26 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"model.recognizer_weights: required ({', '.join(PRETRAINED)}, random, a path or s3:// URI)")
     if not cfg.data.uri:
         raise ConfigError("data.uri: required (a local directory or s3://bucket/prefix of prepared shards)")
+    for i, spec in enumerate(cfg.eval.held_out):
+        check_held_out(f"eval.held_out[{i}]", spec, cfg.eval.held_out[:i])
     return cfg
+
+
+def check_held_out(path: str, spec: str, before=()) -> None:
+    """One held-out recogniser spec is well formed (whether its weights load is preflight's question)."""
+    if not spec or spec != spec.strip():
+        raise ConfigError(f"{path}: {spec!r}: expected random:<seed>, dlib, random, "
+                          f"{', '.join(PRETRAINED)}, a path or s3:// URI")
+    if spec in before:
+        raise ConfigError(f"{path}: {spec!r} is listed twice")
+    if spec.startswith(RANDOM_TRUNK):
+        seed = spec[len(RANDOM_TRUNK):]
+        if not seed.isdigit() or int(seed) > 4294967295:
+            raise ConfigError(f"{path}: {spec!r}: the seed must be an integer in {SEED_RANGE}")
 
 
 def from_dict(data: dict) -> RunConfig:
     return _validate(_build(RunConfig, data, ""))
-
-
-def read_yaml(path: str, what: str) -> Any:
-    """The one YAML reader (configs, search spaces): the parsed file, or a one-line ConfigError naming the file.
-
-    `what` names the file's role in the errors ("config", "search space"). Refused, with the line and column
-    where the parser says: a file that is not UTF-8 text, a YAML syntax error, and a key given twice in one
-    mapping (PyYAML keeps the last silently, so a typo'd override would win unseen). A `.json` file is read
-    as JSON with the same checks. An empty file is None.
-    """
-    import yaml
-
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read {what} ({e.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: {what} is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x}; "
-                          f"a binary file?)") from None
-    if path.endswith(".json"):
-        return _read_json(path, what, text)
-    try:
-        return yaml.load(text, Loader=_strict_loader())  # a SafeLoader: builds plain data, never objects
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(str(e.problem or e.context).split())
-        raise ConfigError(f"{path}: {what} is not valid YAML{where}: {problem}") from None
-    except yaml.reader.ReaderError as e:  # a character YAML refuses (e.g. NUL): a position, not a mark
-        code = ord(e.character) if isinstance(e.character, str) else e.character
-        raise ConfigError(f"{path}: {what} is not valid YAML at character {e.position}: unacceptable character "
-                          f"#x{code:04x} ({e.reason})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: {what} is not valid YAML: {' '.join(str(e).split())}") from None
-
-
-@functools.lru_cache(maxsize=1)
-def _strict_loader():
-    import yaml  # imported on first use (the CLI's --help stays fast)
-
-    class StrictLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            seen: dict = {}
-            for key_node, _value in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` overrides on purpose
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
-                except TypeError:  # an unhashable key: SafeLoader's own error says so
-                    continue
-                if first != key_node.start_mark.line + 1:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first given at line {first})", key_node.start_mark)
-            return super().construct_mapping(node, deep)
-
-    # YAML 1.1 (PyYAML) reads `1e-3` as a string: it wants a dot and a signed exponent. Configs write learning
-    # rates that way, so numbers in exponent form resolve as floats here, as YAML 1.2 and JSON read them.
-    StrictLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-        list("-+0123456789"))
-
-    return StrictLoader
-
-
-def _read_json(path: str, what: str, text: str) -> Any:
-    def pairs_once(s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None, *rest):
-        pairs, end = json.decoder.JSONObject(s_and_end, strict, scan_once, None, list, memo, *rest)
-        keys = [k for k, _v in pairs]
-        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
-        if twice is not None:
-            line = s_and_end[0].count("\n", 0, s_and_end[1]) + 1
-            raise ConfigError(f"{path}: {what} has duplicate key {twice!r} (in the object at line {line})")
-        return dict(pairs), end
-
-    decoder = json.JSONDecoder()
-    decoder.parse_object = pairs_once
-    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # the C scanner ignores parse_object
-    try:
-        return decoder.decode(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: {what} is not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
 def load(path: str) -> RunConfig:
@@ -369,7 +234,9 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
             return value
         return os.path.abspath(value)
 
+    held_out = [s if s == "dlib" or s.startswith(RANDOM_TRUNK) else fix(s) for s in cfg.eval.held_out]
     return cfg.replace(data={"uri": fix(cfg.data.uri)}, train={"storage": fix(cfg.train.storage)},
+                       eval={"held_out": held_out},
                        model={"projector": fix(cfg.model.projector),
                               "recognizer_weights": fix(cfg.model.recognizer_weights)})
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, defender, diversity, palette, printability, scoring
+from maskgan import assembly, defender, diversity, embedders, palette, printability, scoring, transfer
 from maskgan.config import RunConfig
 from maskgan.feed import TrainGallery
 from maskgan.objective import to_float_images, trunk_features, unwrap
@@ -104,31 +104,9 @@ def split_report(root: storage.Location, split: str, rows, designs: dict | None 
     designs = designs or {}
     names = list(rows) + list(designs)
     scored, impostor = score_probes(root, split, names, seed=seed, designs=designs, **models)
-    thr = scoring.thresholds(impostor)
-    n_gallery = int(models["gallery_emb"].shape[0])
-    label = scored["original_mask"].label
-    base = scoring.per_probe_values(scored["original_mask"], thr)
-    out = {"impostors": {"pairs": int(impostor.size), "thresholds": thr}, "scored": scored, "rows": {}}
-    values = {}
-    for name in names:
-        summary = scoring.summarise(scored[name], thr, n_gallery, seed=seed)
-        values[name] = scoring.per_probe_values(scored[name], thr)
-        if name != "original_mask":
-            summary["paired_vs_original_mask"] = scoring.paired(values[name], base, label, seed=seed)
-        out["rows"][name] = summary
-    for group in (UNIVERSAL, PHYSICAL):
-        members = [n for n in designs if n.startswith(group + "/")]
-        if not members:
-            continue
-        summaries = [out["rows"].pop(n) for n in members]
-        per_design = [scoring.flat(s) for s in summaries]
-        mean_values = {k: np.mean([values[n][k] for n in members], 0) for k in base}
-        out["rows"][group] = {"designs": len(members), **scoring.over_designs(per_design),
-                              "per_design": per_design,
-                              "hub_sentences": [s["hubness"]["sentence"] for s in summaries
-                                                if s["hubness"]["hub_dominated"]],
-                              "paired_vs_original_mask": scoring.paired(mean_values, base, label, seed=seed)}
-    return out
+    out = scoring.summarise_rows(scored, impostor, int(models["gallery_emb"].shape[0]), list(designs),
+                                 (UNIVERSAL, PHYSICAL), seed=seed)
+    return {**out, "scored": scored}
 
 
 @torch.no_grad()
@@ -175,7 +153,7 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
     run = storage.resolve(run_uri)
     state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
     report = evaluate_checkpoint(state, ckpt_loc, log=log, splits=splits, universal_k=universal_k,
-                                 defender_steps=defender_steps)
+                                 defender_steps=defender_steps, cache_dir=run.join("dlib_cache").uri)
     failed = assembly.run_failure(run)
     if failed:  # scored for diagnosis, but never presented as a finished run
         report["run_failed"] = failed.get("reason", "?")
@@ -191,8 +169,11 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
 
 
 def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, splits=shards.SPLITS,
-                        universal_k: int = UNIVERSAL_K, defender_steps: int = defender.STEPS) -> dict:
-    """The report of exactly this checkpoint (nothing written; `_designs_png` holds designs.png's bytes)."""
+                        universal_k: int = UNIVERSAL_K, defender_steps: int = defender.STEPS,
+                        cache_dir: str | None = None) -> dict:
+    """The report of exactly this checkpoint (nothing written; `_designs_png` holds designs.png's bytes).
+    With cfg.eval.held_out, `recognizers` holds the recogniser x row matrix of the held-out splits (dlib's
+    descriptors cached under `cache_dir`, else a temporary folder)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg, root, models = load_models(state, ckpt_loc, device)
     parts, models = models["_parts"], _scorers(models)
@@ -247,6 +228,12 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
         printability.design_rows(models["generator"], models["latent_dim"], fixed, CONTROLS, seed=cfg.train.seed),
         palette.load(cfg.objective.palette))
     held_out = [s for s in present if s != "train"]
+    if cfg.eval.held_out and held_out:
+        columns = [embedders.attacked(models["trunk"], models["head"], f"{cfg.model.recognizer_weights} trunk + the "
+                                      "head the generator attacked")]
+        columns += [embedders.from_spec(s, device, cfg.data.endpoint_url, cache_dir) for s in cfg.eval.held_out]
+        report["recognizers"] = transfer.matrix(root, held_out, designs, columns, cfg.eval.max_probes,
+                                                cfg.train.seed, models["projector"], device, log=log)
     if defender_steps and held_out and "train" in manifest["sets"]:
         report["after_defender"] = after_defender(root, parts, cfg, models, fixed, held_out, designs,
                                                   defender_steps, log)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from data_loader import shards, storage
 from maskgan import assembly, palette
-from maskgan.config import PRETRAINED, ConfigError, RunConfig
+from maskgan.config import PRETRAINED, RANDOM_TRUNK, ConfigError, RunConfig
+from maskgan.models import weights
 
 
 def run(cfg: RunConfig, run_loc: storage.Location, log=print) -> assembly.Start | None:
@@ -34,6 +35,7 @@ def inputs(cfg: RunConfig) -> storage.Location:
         pass
     if cfg.model.recognizer_weights not in ("random", *PRETRAINED):
         assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url)  # loads, fits
+    check_held_out(cfg)
     assembly.load_projector(cfg.model.projector, "cpu", cfg.data.endpoint_url)
     palette.load(cfg.objective.palette)  # a palette file that will not load is one line naming it
     try:  # the generator for this data's size (a conv grid that does not fit is found here, not in every worker)
@@ -41,6 +43,21 @@ def inputs(cfg: RunConfig) -> storage.Location:
     except ValueError as e:
         raise ConfigError(f"model.generator {cfg.model.generator!r}: {e}") from None
     return data
+
+
+def check_held_out(cfg: RunConfig) -> None:
+    """Every eval.held_out recogniser can be built: dlib's extra is installed (DlibMissing's one line), weights
+    files load and fit (a ConfigError naming eval.held_out[i]). The specs' syntax was checked by config."""
+    for i, spec in enumerate(cfg.eval.held_out):
+        if spec == "dlib":
+            from maskgan.models import dlib_recognizer
+
+            dlib_recognizer.model_dir()
+        elif not spec.startswith(RANDOM_TRUNK) and spec not in ("random", *PRETRAINED):
+            try:
+                assembly.load_recognizer(spec, "cpu", cfg.data.endpoint_url)
+            except weights.WeightsError as e:
+                raise ConfigError(f"eval.held_out[{i}]: {e}") from None
 
 
 def check_shards(root: storage.Location, manifest: dict) -> None:

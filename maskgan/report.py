@@ -49,6 +49,8 @@ def report_markdown(report: dict) -> str:
     for split in SPLITS:
         if split in report.get("impostors", {}):
             lines += _split_section(report, split)
+    if report.get("recognizers"):
+        lines += recognizers_section(report["recognizers"], report["fars"])
     if report.get("after_defender"):
         lines += _defender_section(report)
     if report.get("printability"):
@@ -88,6 +90,56 @@ def diversity_line(d: dict, split: str, far: str) -> str:
     return (f"diversity of the {v['designs']} universal designs (issue 17): pixels {_cos3(v['pixel'])}, features "
             f"{_cos3(v['feature'])}, {v['distinct_identities']['mean']:.1f} distinct identities per probe "
             f"(max {v['distinct_identities']['max']}); dodging spread {_pct(sp.get(f'dodging@{far}'))}")
+
+
+HONEST = ("Faces are synthetic (data_loader.synth); `random:<seed>` columns are randomly initialised facenet trunks, "
+          "not face recognisers; dlib is a real pretrained recogniser, but on synthetic faces only its rankings and "
+          "calibrated thresholds mean anything. Read transfer between these columns, not as real-world protection.")
+
+
+def recognizers_section(m: dict, fars: list[str]) -> list[str]:
+    """The recogniser x row matrix: cells dodging@first FAR / rank-1, per split; then the transfer lines."""
+    far, order = fars[0], m["order"]
+    splits = [s for s in SPLITS if s in m["columns"][order[0]]["splits"]]
+    lines = [f"## Recognisers (first {m['max_probes']} probes per split)", "", HONEST, "",
+             f"Each cell: dodging@{far} / rank-1, at that recogniser's own thresholds (calibrated on its unmasked "
+             f"impostor pairs); universal: the mean over its designs.", "",
+             "| row | " + " | ".join(f"{split}: {n} ({m['columns'][n]['role']})" for split in splits for n in order)
+             + " |", "|---|" + "---|" * (len(splits) * len(order))]
+    first = m["columns"][order[0]]["splits"][splits[0]]["rows"] if splits else {}
+    for row in first:
+        cells = []
+        for split in splits:
+            for n in order:
+                s = m["columns"][n]["splits"][split]["rows"].get(row)
+                if s is None:
+                    cells.append("–")
+                    continue
+                d, r, _ = _row_figures(s, far)
+                cells.append(f"{_pct(d)} / {_pct(r)}")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for n in order:
+        col = m["columns"][n]
+        lines.append(f"- `{n}` ({col['role']}): {col['desc']}" + "".join(
+            f"; {split}: face found on {_pct(col['splits'][split]['found']['probes'])} of the twins"
+            for split in splits if "found" in col["splits"][split]))
+    lines += ["", *transfer_lines(m, far), ""]
+    return lines
+
+
+def transfer_lines(m: dict, far: str, splits=SPLITS, indent: str = "") -> list[str]:
+    """One line per recogniser and split: universal dodging minus original_mask dodging, with its interval."""
+    out = []
+    for n in m["order"]:
+        col = m["columns"][n]
+        for split in splits:
+            t = col["transfer"].get(split, {}).get(f"dodging@{far}")
+            if t is None:
+                continue
+            out.append(f"{indent}transfer to `{n}` ({col['role']}, {split}): universal dodging@{far} minus "
+                       f"original_mask {t['diff'] * 100:+.1f} points{_ci(t['identity95'])} (identity bootstrap)")
+    return out
 
 
 def printability_section(p: dict) -> list[str]:
@@ -248,6 +300,11 @@ def headline(report: dict, split: str = "test") -> str:
         lines.append(f"  issue 13 target ({title.split(' (')[0]}): {'MET' if met else 'NOT met'}: {why}")
     if report.get("printability"):
         lines.append("  " + printability_verdict(report["printability"]))
+    if report.get("recognizers"):
+        m = report["recognizers"]
+        lines.append("  held-out recognisers (synthetic faces; random:<seed> = random trunks, not face recognisers):")
+        lines += transfer_lines({**m, "order": [n for n in m["order"] if m["columns"][n]["role"] != "attacked"]},
+                                far, (split,), indent="    ")
     lines.append("  " + robustness_verdict(report["rows"], split, far))
     if report.get("diversity"):
         lines.append("  " + diversity_line(report["diversity"], split, far))

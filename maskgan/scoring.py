@@ -239,3 +239,34 @@ def over_designs(per_design: list[dict[str, float]]) -> dict:
 
 def _mean(v: np.ndarray) -> float:
     return float(v.mean()) if v.size else float("nan")
+
+
+def summarise_rows(scored: dict[str, ProbeScores], impostor: np.ndarray, gallery_size: int, designs=(),
+                   groups=(), seed: int = 0) -> dict:
+    """One split of one recogniser: thresholds from its UNMASKED impostor pairs, every row summarised with its
+    paired difference to `original_mask`, and the designs named `<group>/<i>` aggregated into a `<group>` row
+    (mean, worst, best over them; paired difference of their mean). maskgan.evaluate and maskgan.transfer both
+    score through it, so the attacked and held-out columns of the matrix are one ruler."""
+    thr = thresholds(impostor)
+    label = scored["original_mask"].label
+    base = per_probe_values(scored["original_mask"], thr)
+    out = {"impostors": {"pairs": int(impostor.size), "thresholds": thr}, "rows": {}}
+    values = {}
+    for name in scored:
+        summary = summarise(scored[name], thr, gallery_size, seed=seed)
+        values[name] = per_probe_values(scored[name], thr)
+        if name != "original_mask":
+            summary["paired_vs_original_mask"] = paired(values[name], base, label, seed=seed)
+        out["rows"][name] = summary
+    for group in groups:
+        members = [n for n in designs if n.startswith(group + "/")]
+        if not members:
+            continue
+        summaries = [out["rows"].pop(n) for n in members]
+        per_design = [flat(s) for s in summaries]
+        mean_values = {k: np.mean([values[n][k] for n in members], 0) for k in base}
+        out["rows"][group] = {"designs": len(members), **over_designs(per_design), "per_design": per_design,
+                              "hub_sentences": [s["hubness"]["sentence"] for s in summaries
+                                                if s["hubness"]["hub_dominated"]],
+                              "paired_vs_original_mask": paired(mean_values, base, label, seed=seed)}
+    return out

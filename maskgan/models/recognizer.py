@@ -93,11 +93,12 @@ def refresh_bn_stats(head: Head, feats: torch.Tensor) -> None:
 RANDOM_SEED = 1234  # "random" weights are the same in every process: workers must agree
 
 
-def build_recognizer(state_dict: dict | None) -> tuple[Trunk, Head]:
-    """Trunk and head from a facenet state dict (None: random initialisation, seeded)."""
+def build_recognizer(state_dict: dict | None, seed: int = RANDOM_SEED) -> tuple[Trunk, Head]:
+    """Trunk and head from a facenet state dict (None: random initialisation from `seed`; another seed gives the
+    held-out random trunks of maskgan.embedders)."""
     cls = _inception_resnet_v1()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)
+        torch.manual_seed(seed)
         net = cls(pretrained=None, classify=False)
     if state_dict is not None:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("logits.")}

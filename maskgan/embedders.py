@@ -1,0 +1,119 @@
+"""Recognisers as the report sees them: one interface, `embed(faces, twins) -> (emb, found)`, for the recogniser
+the generator attacked and for the held-out ones it never saw (issue 15; maskgan.transfer scores them).
+
+faces, twins: float [N,3,S,S] in [0,1]; twins[i] is the unmasked photo faces[i] was made from (pixel-aligned).
+emb: float [N,D], L2-normalised; found: bool [N], False where the recogniser scored a photo on a guess (dlib's
+fallback crop where it found no face on the twin); facenet-style recognisers see the whole crop: all True.
+
+Held-out recognisers are built here, in eval mode with every parameter frozen, and only ever run under
+no_grad: nothing trains them (tests check their weights' sha256 before and after an evaluation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maskgan.config import RANDOM_TRUNK
+from maskgan.objective import trunk_features, unwrap
+
+ATTACKED, HELD_OUT = "attacked", "held-out"
+
+
+@dataclass
+class Embedder:
+    name: str  # the column's name: "attacked" or the eval.held_out spec
+    role: str  # ATTACKED | HELD_OUT
+    embed: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, np.ndarray]]
+    modules: tuple = ()  # the torch modules behind it (for the "never touched" check); dlib has none
+    reports_found: bool = False  # whether `found` can be False (the report counts those photos)
+    desc: str = ""  # what the column is, for the report's labels
+
+
+def _all_found(n: int) -> np.ndarray:
+    return np.ones(n, bool)
+
+
+def attacked(trunk, head, desc: str = "") -> Embedder:
+    """The recogniser the generator attacked: trunk + fine-tuned head, as maskgan.evaluate scores it."""
+
+    @torch.no_grad()
+    def embed(faces, twins):
+        return unwrap(head)(trunk_features(trunk, faces)).float(), _all_found(len(faces))
+
+    return Embedder("attacked", ATTACKED, embed, (trunk, unwrap(head)), desc=desc or "the head the generator attacked")
+
+
+def facenet(trunk, head, name: str, desc: str) -> Embedder:
+    """A held-out facenet recogniser: its own trunk and head (loaded weights), frozen."""
+    for m in (trunk, head):
+        m.requires_grad_(False).eval()
+
+    @torch.no_grad()
+    def embed(faces, twins):
+        return head(trunk_features(trunk, faces)).float(), _all_found(len(faces))
+
+    return Embedder(name, HELD_OUT, embed, (trunk, head), desc=desc)
+
+
+def random_trunk(seed: int, device) -> Embedder:
+    """A facenet InceptionResnetV1 trunk randomly initialised from `seed`: its 1792-d features, normalised."""
+    from maskgan.models.recognizer import build_recognizer
+
+    trunk, _head = build_recognizer(None, seed=seed)
+    trunk = trunk.to(device)
+
+    @torch.no_grad()
+    def embed(faces, twins):
+        return F.normalize(trunk_features(trunk, faces).float(), dim=1), _all_found(len(faces))
+
+    return Embedder(f"{RANDOM_TRUNK}{seed}", HELD_OUT, embed, (trunk,),
+                    desc=f"randomly initialised facenet trunk, seed {seed} (not a face recogniser)")
+
+
+def _u8(x: torch.Tensor) -> np.ndarray:
+    """float [N,3,S,S] in [0,1] -> uint8 [N,S,S,3], C-contiguous (what dlib reads)."""
+    return np.ascontiguousarray((x.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+
+
+def dlib(cache_dir: str | None = None) -> Embedder:
+    """dlib's pretrained ResNet as a black box (DlibMissing, one line, without the extra): uint8 photos, aligned
+    from the twin's landmarks, descriptors cached under `cache_dir` (default: a fresh temporary folder)."""
+    from maskgan.models import dlib_recognizer
+
+    rec = dlib_recognizer.load(cache_dir or tempfile.mkdtemp(prefix="maskgan-dlib-"))
+
+    def embed(faces, twins):
+        desc, found = rec.describe(_u8(faces), _u8(twins))
+        return torch.from_numpy(desc), found
+
+    return Embedder("dlib", HELD_OUT, embed, reports_found=True,
+                    desc="dlib face-recognition ResNet v1 (pretrained on real faces; black box)")
+
+
+def from_spec(spec: str, device, endpoint: str | None = None, cache_dir: str | None = None) -> Embedder:
+    """The held-out recogniser an eval.held_out entry names (its syntax is checked in maskgan.config)."""
+    if spec == "dlib":
+        return dlib(cache_dir)
+    if spec.startswith(RANDOM_TRUNK):
+        return random_trunk(int(spec[len(RANDOM_TRUNK):]), device)
+    from maskgan import assembly  # here: assembly builds the run's models, this module only wraps them
+
+    rec = assembly.load_recognizer(spec, device, endpoint)
+    return facenet(rec.trunk, rec.head, spec, f"facenet weights {spec} (trunk + head, frozen)")
+
+
+def fingerprint(embedder: Embedder) -> str:
+    """sha256 over the state dicts of the modules behind an embedder ('' for a black box)."""
+    h = hashlib.sha256()
+    for m in embedder.modules:
+        for k, v in sorted(m.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest() if embedder.modules else ""

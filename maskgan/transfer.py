@@ -1,0 +1,116 @@
+"""Do the designs transfer? The recogniser x row matrix (issue 15): the same probes, wearing the same universal
+designs, scored by the recogniser the generator attacked and by held-out ones it never saw (maskgan.embedders).
+
+Each recogniser is its own deployed system: it embeds the probes and the gallery (unmasked gallery photos, each
+its own twin) itself, and its verification thresholds are calibrated on ITS impostor pairs of unmasked photos.
+Every number comes from the functions maskgan.evaluate uses (scoring.summarise_rows), so the attacked column here
+is evaluate's ruler on the first `max_probes` probes.
+
+The transfer line of a recogniser: universal dodging minus original_mask dodging on the same probes, with its
+identity-bootstrap interval. Positive: the designs make this recogniser reject its own people more often than the
+plain mask does; around 0: they do not transfer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from data_loader import shards, storage
+from maskgan import scoring
+from maskgan.embedders import Embedder
+from maskgan.objective import to_float_images
+from maskgan.wearing import UNIVERSAL, mask_space, worn
+
+ROWS = ("unmasked", "original_mask")  # the controls every column needs: calibration and the paired baseline
+
+
+@torch.no_grad()
+def gallery_embeddings(root: storage.Location, embedders: list[Embedder], device) -> dict:
+    """{name: (emb [G,D] in label order, found [G])} of the gallery's unmasked photos, each its own twin."""
+    parts: dict = {e.name: ([], []) for e in embedders}
+    labels = []
+    for batch in shards.iter_set(root, "gallery", columns=["label", "size", "unmasked"]):
+        photos = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
+        labels.append(batch["label"])
+        for e in embedders:
+            emb, found = e.embed(photos, photos)
+            parts[e.name][0].append(emb.float().cpu())
+            parts[e.name][1].append(np.asarray(found, bool))
+    order = np.argsort(np.concatenate(labels))
+    return {n: (torch.cat(embs)[torch.from_numpy(order)], np.concatenate(found)[order])
+            for n, (embs, found) in parts.items()}
+
+
+@torch.no_grad()
+def score_recognizers(root: storage.Location, split: str, designs: dict, embedders: list[Embedder],
+                      max_probes: int, seed: int, projector, device, gallery: dict | None = None) -> dict:
+    """{recogniser name: {impostors, rows, found}} for the first `max_probes` probes of `split`, on the rows
+    unmasked, original_mask and each fixed design of `designs` ({'universal/<i>': [1,3,h,w]}, worn in mask
+    space); the universal designs aggregated into a `universal` row as evaluate.split_report does."""
+    gallery = gallery if gallery is not None else gallery_embeddings(root, embedders, device)
+    names = list(ROWS) + list(designs)
+    parts = {e.name: {r: [] for r in names} for e in embedders}
+    impostors = {e.name: [] for e in embedders}
+    found = {e.name: [] for e in embedders}
+    rngs = {e.name: np.random.default_rng(seed) for e in embedders}
+    seen = 0
+    for batch in shards.iter_set(root, split, columns=["label", "size", "masked", "unmasked"]):
+        batch = {k: v[: max_probes - seen] for k, v in batch.items()}
+        if len(batch["label"]) == 0:
+            break
+        masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
+        unmasked = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
+        space = mask_space(projector, masked)
+        label = batch["label"].astype(np.int64)
+        for row in names:
+            imgs = {"unmasked": unmasked, "original_mask": masked}.get(row)
+            if imgs is None:
+                imgs = worn(masked, space, designs[row].to(device))
+            for e in embedders:
+                emb, f = e.embed(imgs, unmasked)
+                sims = (emb.float().cpu() @ gallery[e.name][0].T).numpy()
+                parts[e.name][row].append(scoring.probe_scores(sims, label))
+                if row == "unmasked":
+                    impostors[e.name].append(scoring.impostor_similarities(sims, label, rngs[e.name]))
+                    found[e.name].append(np.asarray(f, bool))
+        seen += len(label)
+        if seen >= max_probes:
+            break
+    out = {}
+    for e in embedders:
+        scored = {r: scoring.ProbeScores.concat(v) for r, v in parts[e.name].items()}
+        imp = np.concatenate(impostors[e.name]) if impostors[e.name] else np.zeros(0, np.float32)
+        result = scoring.summarise_rows(scored, imp, int(gallery[e.name][0].shape[0]), list(designs), (UNIVERSAL,),
+                                        seed=seed)
+        if e.reports_found:
+            probes = np.concatenate(found[e.name]) if found[e.name] else np.zeros(0, bool)
+            result["found"] = {"probes": float(probes.mean()) if probes.size else float("nan"),
+                               "gallery": float(gallery[e.name][1].mean())}
+        out[e.name] = result
+    return out
+
+
+def transfer_line(rows: dict) -> dict:
+    """{dodging@<far>: {diff, identity95}}: universal minus original_mask dodging on the same probes."""
+    uni = rows.get(UNIVERSAL, {}).get("paired_vs_original_mask", {})
+    return {k: v for k, v in uni.items() if k.startswith("dodging@")}
+
+
+def matrix(root: storage.Location, splits, designs: dict, embedders: list[Embedder], max_probes: int, seed: int,
+           projector, device, log=print) -> dict:
+    """report["recognizers"]: per recogniser (attacked first) its role, label, and per split its rows and
+    transfer line; `order` lists the columns."""
+    log(f"recognisers: {', '.join(e.name for e in embedders)} on the first {max_probes} probes of "
+        f"{', '.join(splits)} ...")
+    gallery = gallery_embeddings(root, embedders, device)
+    out: dict = {"order": [e.name for e in embedders], "max_probes": max_probes, "columns": {}}
+    for e in embedders:
+        out["columns"][e.name] = {"role": e.role, "desc": e.desc, "splits": {}, "transfer": {}}
+    for split in splits:
+        scored = score_recognizers(root, split, designs, embedders, max_probes, seed, projector, device, gallery)
+        for name, result in scored.items():
+            col = out["columns"][name]
+            col["splits"][split] = result
+            col["transfer"][split] = transfer_line(result["rows"])
+    return out
