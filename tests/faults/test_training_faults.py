@@ -118,8 +118,10 @@ def tiny_disk(tmp_path):
 
 
 def test_disk_full_gives_a_clear_error_and_keeps_earlier_checkpoints(ray_session, small_cfg, tiny_disk):
-    # Each checkpoint is ~25 MB (fc3 generator + Adam state, head): the second one does not fit in 48 MB.
-    cfg = small_cfg.replace(train={"epochs": 3, "storage": str(tiny_disk), "name": "full", "num_to_keep": 3})
+    # Each checkpoint is ~30 MB (a per-pixel fc3 generator of 64 hidden units + Adam state, head): the second one
+    # does not fit in 48 MB.
+    cfg = small_cfg.replace(train={"epochs": 3, "storage": str(tiny_disk), "name": "full", "num_to_keep": 3},
+                            model={"cell_px": 1, "hidden": 64})
     with pytest.raises(train.StorageFullError) as e:
         train.fit(cfg)
     msg = str(e.value)

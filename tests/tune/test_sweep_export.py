@@ -232,7 +232,7 @@ def test_export_to_s3_then_sample_from_the_bucket_alone(resumed_sweep, bucket, a
     r = _sample_cli(uri, tmp_path / "new.png", n=6)
     assert r.returncode == 0, r.stderr[-2000:]
     with Image.open(tmp_path / "new.png") as img:
-        assert img.size == (3 * 128, 2 * 128)
+        assert img.size == (3 * 128, 2 * 64)  # 6 mask-space panels (128 wide, 64 high) in a 3 x 2 grid
 
     # exporting again uploads nothing: every object keeps its ETag and timestamp
     time.sleep(1.1)
