@@ -48,6 +48,10 @@ def main(argv=None) -> dict:
                    help="epochs per run, integer in [1, 100000] (default 8, the demo's)")
     p.add_argument("--universal-k", type=ranged(int, "[1, 1000]"), default=4,
                    help="universal designs scored, integer in [1, 1000] (default 4, the demo's)")
+    p.add_argument("--cell-px", type=ranged(int, "[1, 64]"), default=None,
+                   help="model.cell_px, integer in [1, 64] (default: the recipe's, 8; 1 is the paper's per-pixel fc3)")
+    p.add_argument("--g-lr", type=ranged(float, "(0, 10]"), default=None,
+                   help="objective.g_lr, in (0, 10] (default: the recipe's, 0.1)")
     p.add_argument("--eot", action="store_true", help="train with EOT (physical.enabled: every generated face "
                    "printed and photographed through random transforms; default off, as the recipe)")
     p.add_argument("--out", default="/tmp/printability", help="where the runs go (default /tmp/printability)")
@@ -60,15 +64,17 @@ def main(argv=None) -> dict:
     rows = []
     for tv_w, nps_w in a.points:
         t0 = time.time()
-        cfg = recipes.debug_cpu(root).replace(
+        base = recipes.debug_cpu(root)
+        cfg = base.replace(
             train={"storage": os.path.abspath(a.out), "name": f"tv{tv_w:g}-nps{nps_w:g}-{int(t0)}", "epochs": a.epochs},
-            objective={"tv_weight": tv_w, "nps_weight": nps_w}, physical={"enabled": a.eot})
+            objective={"tv_weight": tv_w, "nps_weight": nps_w, "g_lr": a.g_lr or base.objective.g_lr},
+            model={"cell_px": a.cell_px or base.model.cell_px}, physical={"enabled": a.eot})
         result = train.fit(cfg, log=lambda *_: None)
         report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=a.universal_k)
         far = report["fars"][0]
         uni, orig = report["rows"]["universal"]["test"], report["rows"]["original_mask"]["test"]
         pr = report["printability"]["rows"]
-        row = {"tv_weight": tv_w, "nps_weight": nps_w, "universal_tv": pr["universal"]["tv"],
+        row = {"tv_weight": tv_w, "nps_weight": nps_w, "cell_px": cfg.model.cell_px, "g_lr": cfg.objective.g_lr, "universal_tv": pr["universal"]["tv"],
                "universal_nps": pr["universal"]["nps"], "noise_tv": pr["noise"]["tv"], "noise_nps": pr["noise"]["nps"],
                "universal_dodging": uni["mean"][f"dodging@{far}"],
                "original_mask_dodging": orig["verification"]["dodging"][far],
@@ -79,7 +85,7 @@ def main(argv=None) -> dict:
                "seconds": round(time.time() - t0),
                "run": result.run_uri}
         rows.append(row)
-        print(f"tv {tv_w:g} nps {nps_w:g}: universal TV {row['universal_tv']:.3f} NPS {row['universal_nps']:.3f} "
+        print(f"cell {cfg.model.cell_px} g_lr {cfg.objective.g_lr:g} tv {tv_w:g} nps {nps_w:g}: universal TV {row['universal_tv']:.3f} NPS {row['universal_nps']:.3f} "
               f"(noise {row['noise_tv']:.3f} / {row['noise_nps']:.3f}); test dodging universal "
               f"{row['universal_dodging']:.1%} vs original_mask {row['original_mask_dodging']:.1%}; worst top id "
               f"share {row['universal_top_share_worst']:.0%}; held-out physical: rank-1 {row['physical_rank1']:.1%} vs "
