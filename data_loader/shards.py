@@ -212,6 +212,20 @@ def iter_set(root: Location, set_name: str, columns: Iterable[str] | None = None
         yield decode(table.to_pydict())
 
 
+def iter_first(root: Location, set_name: str, limit: int | None, columns: Iterable[str] | None = None) -> Iterator[dict]:
+    """iter_set's batches, cut to the set's first `limit` rows (None: every row)."""
+    seen = 0
+    for batch in iter_set(root, set_name, columns):
+        if limit is not None:
+            batch = {k: v[: limit - seen] for k, v in batch.items()}
+            if not batch or len(next(iter(batch.values()))) == 0:
+                return
+        yield batch
+        seen += len(next(iter(batch.values())))
+        if limit is not None and seen >= limit:
+            return
+
+
 def load_set(root: Location, set_name: str) -> dict:
     """A whole set as numpy arrays. For small sets only (evaluation, gallery, tests)."""
     parts = list(iter_set(root, set_name))

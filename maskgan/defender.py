@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from data_loader import shards, storage
 from maskgan.config import ObjectiveConfig
 from maskgan.feed import TrainGallery
-from maskgan.wearing import mask_space, worn
-from maskgan.objective import l1, logits, make_optimizers, to_float_images, trunk_features, unwrap
+from maskgan.wearing import PROBE_COLUMNS, probe_photos, worn
+from maskgan.objective import l1, logits, make_optimizers, trunk_features, unwrap
 
 STEPS = 100  # the defender's fine-tuning steps (issue 13: "N steps, default e.g. 100")
 BATCH = 64
@@ -33,21 +33,14 @@ def design_features(root: storage.Location, designs: torch.Tensor, *, trunk, pro
                     max_probes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Trunk features of every train probe wearing each design, plus its unmasked and original-mask photo:
     the defender's training set (features are constants: the trunk is frozen). Labels: full-gallery ones."""
-    feats, labels, seen = [], [], 0
-    for batch in shards.iter_set(root, "train", columns=["label", "size", "masked", "unmasked"]):
-        if max_probes is not None:
-            batch = {k: v[: max_probes - seen] for k, v in batch.items()}
-            if len(batch["label"]) == 0:
-                break
-        masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
-        unmasked = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
-        space = mask_space(projector, masked)
+    feats, labels = [], []
+    for batch in shards.iter_first(root, "train", max_probes, PROBE_COLUMNS):
+        masked, unmasked, space = probe_photos(batch, projector, device)
         label = torch.from_numpy(batch["label"].astype("int64"))
         views = [unmasked, masked] + [worn(masked, space, d.to(device).unsqueeze(0)) for d in designs]
         for images in views:
             feats.append(trunk_features(trunk, images))
             labels.append(label)
-        seen += len(batch["label"])
     return torch.cat(feats), torch.cat(labels).to(device)
 
 

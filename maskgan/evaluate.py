@@ -26,8 +26,8 @@ from maskgan.feed import TrainGallery
 from maskgan.objective import to_float_images, trunk_features, unwrap
 from maskgan.report import report_markdown
 from maskgan.physical import design_hw
-from maskgan.wearing import (CONTROLS, PHYSICAL, ROWS, UNIVERSAL, UNIVERSAL_K, design_from_png, mask_space,
-                             row_images, universal_designs, with_physical, worn, worn_physically)
+from maskgan.wearing import (CONTROLS, PHYSICAL, PROBE_COLUMNS, ROWS, UNIVERSAL, UNIVERSAL_K, design_from_png,
+                             mask_space, probe_photos, row_images, universal_designs, with_physical, worn, worn_physically)
 
 
 @torch.no_grad()
@@ -39,9 +39,7 @@ def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_
 
     A row named in `designs` wears that one fixed design ([1,3,h,w] in [0,1], mask space) on every probe; a
     `PHYSICAL/<i>` row wears it through the held-out physical transforms (seeded by batch_index and i)."""
-    masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
-    unmasked = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
-    space = mask_space(projector, masked)
+    masked, unmasked, space = probe_photos(batch, projector, device)
     label = batch["label"].astype(np.int64)
     designs = designs or {}
     out, impostor = {}, np.zeros(0, np.float32)
@@ -64,19 +62,12 @@ def score_probes(root: storage.Location, set_name: str, rows, max_probes: int | 
     """Every probe of a set (or the first `max_probes`), scored on each row; plus its impostor similarities."""
     gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     parts: dict[str, list] = {r: [] for r in rows}
-    impostors, seen = [], 0
-    for index, batch in enumerate(shards.iter_set(root, set_name, columns=["label", "size", "masked", "unmasked"])):
-        if max_probes is not None:
-            batch = {k: v[: max_probes - seen] for k, v in batch.items()}
-            if len(batch["label"]) == 0:
-                break
+    impostors = []
+    for index, batch in enumerate(shards.iter_first(root, set_name, max_probes, PROBE_COLUMNS)):
         scored, impostor = score_batch(batch, rows, gen=gen, designs=designs, rng=rng, batch_index=index, **models)
         for row, s in scored.items():
             parts[row].append(s)
         impostors.append(impostor)
-        seen += len(batch["label"])
-        if max_probes is not None and seen >= max_probes:
-            break
     imp = np.concatenate(impostors) if impostors else np.zeros(0, np.float32)
     return {r: scoring.ProbeScores.concat(v) for r, v in parts.items()}, imp
 

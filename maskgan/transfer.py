@@ -20,7 +20,7 @@ from data_loader import shards, storage
 from maskgan import scoring
 from maskgan.embedders import Embedder
 from maskgan.objective import to_float_images
-from maskgan.wearing import UNIVERSAL, mask_space, worn
+from maskgan.wearing import PROBE_COLUMNS, UNIVERSAL, probe_photos, worn
 
 ROWS = ("unmasked", "original_mask")  # the controls every column needs: calibration and the paired baseline
 
@@ -54,14 +54,8 @@ def score_recognizers(root: storage.Location, split: str, designs: dict, embedde
     impostors = {e.name: [] for e in embedders}
     found = {e.name: [] for e in embedders}
     rngs = {e.name: np.random.default_rng(seed) for e in embedders}
-    seen = 0
-    for batch in shards.iter_set(root, split, columns=["label", "size", "masked", "unmasked"]):
-        batch = {k: v[: max_probes - seen] for k, v in batch.items()}
-        if len(batch["label"]) == 0:
-            break
-        masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
-        unmasked = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
-        space = mask_space(projector, masked)
+    for batch in shards.iter_first(root, split, max_probes, PROBE_COLUMNS):
+        masked, unmasked, space = probe_photos(batch, projector, device)
         label = batch["label"].astype(np.int64)
         for row in names:
             imgs = {"unmasked": unmasked, "original_mask": masked}.get(row)
@@ -74,9 +68,6 @@ def score_recognizers(root: storage.Location, split: str, designs: dict, embedde
                 if row == "unmasked":
                     impostors[e.name].append(scoring.impostor_similarities(sims, label, rngs[e.name]))
                     found[e.name].append(np.asarray(f, bool))
-        seen += len(label)
-        if seen >= max_probes:
-            break
     out = {}
     for e in embedders:
         scored = {r: scoring.ProbeScores.concat(v) for r, v in parts[e.name].items()}

@@ -41,6 +41,18 @@ def mask_space(projector, masked: torch.Tensor) -> physical.MaskSpace:
     return physical.mask_warp(projector(masked).float())
 
 
+PROBE_COLUMNS = ["label", "size", "masked", "unmasked"]
+
+
+@torch.no_grad()
+def probe_photos(batch: dict, projector, device) -> tuple[torch.Tensor, torch.Tensor, physical.MaskSpace]:
+    """A decoded probe batch (PROBE_COLUMNS) -> (masked, unmasked) float [B,3,S,S] on `device`, and the masked
+    photos' mask space: what every scorer needs before a row's probe wears anything."""
+    masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
+    unmasked = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
+    return masked, unmasked, mask_space(projector, masked)
+
+
 def worn(masked: torch.Tensor, space: physical.MaskSpace, design: torch.Tensor) -> torch.Tensor:
     """Photos wearing a design: one per photo [B,3,h,w], or one for all [1,3,h,w]."""
     return physical.wear(masked, space, design.expand(masked.shape[0], -1, -1, -1))
