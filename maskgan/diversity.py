@@ -55,7 +55,8 @@ def feature_spread(emb: torch.Tensor) -> float:
         return float("nan")
     unit = F.normalize(emb.float(), dim=-1)
     i, j = _pairs(k)
-    return float((1 - (unit[:, i] * unit[:, j]).sum(-1)).mean())
+    # clamp: identical embeddings give 1 - cos of about -1e-8 in fp32 (a distance is never negative)
+    return float((1 - (unit[:, i] * unit[:, j]).sum(-1)).clamp(min=0).mean())
 
 
 def identity_counts(emb: torch.Tensor, gallery_emb: torch.Tensor) -> torch.Tensor:
