@@ -41,6 +41,16 @@ def _evaluate(run_uri: str) -> dict | None:
     return evaluate.evaluate_run(run_uri, log=lambda *_: None)
 
 
+def _trained_config(run: storage.Location) -> dict:
+    """{"section.field": value} of the config in the run's newest good checkpoint ({} when it has none)."""
+    try:
+        state, _ = assembly.latest_checkpoint(run, log=lambda *_: None)
+    except (assembly.CheckpointError, storage.StorageError):
+        return {}
+    return {f"{section}.{k}": v for section, values in state["config"].items() if isinstance(values, dict)
+            for k, v in values.items()}
+
+
 def collect(grid, space: Space, runs: storage.Location, log=print) -> list[dict]:
     """One row per trial: axes, status, epochs, objective, and the report's accuracy rows on val and test."""
     import ray
@@ -70,9 +80,13 @@ def collect(grid, space: Space, runs: storage.Location, log=print) -> list[dict]
         row = {"trial": tid, "status": status}
         for key in space.axes:
             row[key] = cfg.get(key)
-        for key in space.pbt.get("mutations", {}):  # PBT sets (and mutates) these on every trial
-            if key in cfg:
-                row[key] = cfg[key]
+        mutations = space.pbt.get("mutations", {})
+        trained = _trained_config(runs.join(tid)) if mutations else {}
+        for key in mutations:  # PBT sets (and mutates) these on every trial
+            # what the run's last checkpoint trained with: Tune's config may hold a perturbation made at the
+            # last report, which no epoch trained with
+            if key in trained or key in cfg:
+                row[key] = trained.get(key, cfg.get(key))
         row["pbt_from"] = _lineage(runs.join(tid))
         row.update({"epochs": done, "objective": m.get(METRIC), "guard_ok": m.get("guard/ok"),
                     "val_generated_last": m.get("acc/val/generated"), "val_unmasked_last": m.get("acc/val/unmasked")})
