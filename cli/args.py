@@ -145,6 +145,10 @@ def _projector(pj) -> None:
                     help="passes over the training images (default: 10)")
     pt.add_argument("--max-images", type=ranged(int, "[1, 10000000]"), default=2000,
                     help="use at most this many training images (default: 2000)")
+    pt.add_argument("--arch", choices=["auto", "paper", "dilated"], default="auto",
+                    help="projector layers: paper (the paper's 5 convolutions), dilated (the same with a 33 px "
+                         "receptive field, for masks drawn from landmarks in several colours); auto (default): "
+                         "dilated for identity-folder data, paper otherwise")
 
 
 def _recognizer(rc) -> None:

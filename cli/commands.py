@@ -50,7 +50,7 @@ def data_prepare(a) -> None:
 def projector_train(a) -> None:
     from maskgan import pretrain
 
-    pretrain.train_projector(a.data, a.out, epochs=a.epochs, max_images=a.max_images)
+    pretrain.train_projector(a.data, a.out, epochs=a.epochs, max_images=a.max_images, arch=a.arch)
 
 
 def recognizer_adapt(a) -> None:

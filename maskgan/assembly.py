@@ -57,7 +57,11 @@ def load_projector(uri: str, device, endpoint: str | None = None) -> Projector:
     if not uri:
         raise weights.WeightsError("model.projector: no projector checkpoint given; train one with `maskgan projector train`")
     obj = weights.load_torch(uri, "projector checkpoint", endpoint)
-    proj = Projector()
+    arch = obj.get("meta", {}).get("arch", "paper") if isinstance(obj, dict) else "paper"  # older: the paper's
+    try:
+        proj = Projector(arch)
+    except ValueError as e:
+        raise weights.WeightsError(f"projector checkpoint {uri}: {e}") from None
     try:
         proj.load_state_dict(obj.get("state_dict", obj))
     except RuntimeError as e:

@@ -120,6 +120,9 @@ class ProjectorConfig:
     lr: float = ranged(1e-2, "(0, 10]")
     # the paper used 100 hand-labelled images; labels here are automatic
     max_images: int = ranged(2000, "[1, 10000000]")
+    # the projector's layers (maskgan.models.projector): auto is dilated for identity-folder data (masks drawn from
+    # landmarks in six colours and four textures) and the paper's otherwise
+    arch: Literal["auto", "paper", "dilated"] = "auto"
 
 
 @dataclass

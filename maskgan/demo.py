@@ -39,7 +39,7 @@ def prepare(cfg, identities: int = 40, images_per_identity: int = 4, log=print) 
     log(f"[2/5] projector -> {cfg.model.projector}")
     pretrain.train_projector(cfg.data.uri, cfg.model.projector, epochs=cfg.projector.epochs,
                              batch_size=cfg.projector.batch_size, lr=cfg.projector.lr,
-                             max_images=cfg.projector.max_images, log=log)
+                             max_images=cfg.projector.max_images, arch=cfg.projector.arch, log=log)
     log(f"[3/5] recogniser: random trunk, head adapted on a pool of other synthetic identities (never in the "
         f"gallery) -> {cfg.model.recognizer_weights}")
     pretrain.adapt_recognizer(cfg.data.uri, cfg.model.recognizer_weights, base="random", log=log)

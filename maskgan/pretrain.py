@@ -1,7 +1,9 @@
 """The frozen parts, fitted before the GAN: the projector, and (for synthetic data) the recogniser's head.
 
-`train_projector`: the paper's 5-layer CNN fitted with MSE to alpha labels (synthetic ground truth, or labels
-derived from masked/unmasked pairs by `prepare`), reporting IoU on held-out (val) images.
+`train_projector`: the projector (the paper's 5-layer CNN, or its dilated variant for landmark-drawn masks:
+maskgan.models.projector) fitted with MSE to alpha labels (synthetic ground truth, labels derived from
+masked/unmasked pairs by `prepare`, or the exact alpha of masks drawn from landmarks), reporting IoU on held-out
+(val) images, with a warning below IOU_WARN.
 
 `adapt_recognizer`: the synthetic stand-in for vggface2 pretraining. With random trunk weights the head is
 refitted (last_linear + last_bn, cosine-softmax over identities) on trunk features of unmasked and masked
@@ -22,7 +24,7 @@ from data_loader import ranges, shards, storage
 from data_loader.progress import Progress
 from maskgan import assembly
 from maskgan.models import weights
-from maskgan.models.projector import Projector
+from maskgan.models.projector import Projector, arch_for
 from maskgan.models.recognizer import recognizer_state, refresh_bn_stats
 from maskgan.objective import to_float_images, trunk_features
 
@@ -39,6 +41,12 @@ def _pairs(root: storage.Location, set_name: str, limit: int) -> tuple[torch.Ten
     return to_float_images(torch.from_numpy(np.concatenate(masked))), to_float_images(torch.from_numpy(np.concatenate(alpha)))
 
 
+# Below this held-out IoU the mask region the projector finds is visibly wrong, and designs are worn off the
+# mask or not at all (issue 16's bar is 0.9; at 0.02 the designs were not worn and `generated` scored exactly as
+# `original_mask`): training says so rather than leaving it to a report that looks like no protection.
+IOU_WARN = 0.9
+
+
 @torch.no_grad()
 def alpha_iou(projector: Projector, masked: torch.Tensor, alpha: torch.Tensor) -> float:
     pred = torch.cat([projector(masked[i:i + 64]) for i in range(0, len(masked), 64)]) > 0.5
@@ -49,7 +57,8 @@ def alpha_iou(projector: Projector, masked: torch.Tensor, alpha: torch.Tensor) -
 
 
 def train_projector(data_uri: str, out_uri: str, *, epochs: int = 10, batch_size: int = 16, lr: float = 1e-2,
-                    max_images: int = 2000, seed: int = 0, endpoint: str | None = None, log=print) -> dict:
+                    max_images: int = 2000, seed: int = 0, arch: str = "auto", endpoint: str | None = None,
+                    log=print) -> dict:
     # Checked here, not only in the CLI, so no caller writes an untrained projector (epochs 0) or divides by 0.
     ranges.check("--epochs", epochs, "[1, 100000]", integer=True)
     ranges.check("--max-images", max_images, "[1, 10000000]", integer=True)
@@ -59,10 +68,18 @@ def train_projector(data_uri: str, out_uri: str, *, epochs: int = 10, batch_size
     root = storage.resolve(data_uri, endpoint)
     masked, alpha = _pairs(root, "train", max_images)
     manifest = shards.read_manifest(root)
+    arch = arch_for(manifest, arch)
     held_out = "val" if "val" in manifest["sets"] else "train"
     val_masked, val_alpha = _pairs(root, held_out, 256)
-    proj = Projector()
+    proj = Projector(arch)
+    log(f"projector: {arch} architecture, {len(masked)} training images, {epochs} epochs")
     opt = torch.optim.Adam(proj.parameters(), lr=lr)
+    # The dilated projector's rate anneals to 0 over the run (cosine): at a constant rate its held-out IoU swung
+    # 0.83-0.91 between epochs 20 and 30; annealed it ends at its best (0.915 at 20 epochs, docs/data.md). The
+    # paper's keeps a constant rate: annealed, it never left its all-background start in the demo's 10 epochs
+    # on 200 images (IoU 0.0 against 0.9+).
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * -(-len(masked) // batch_size))
+             if arch == "dilated" else None)
     for epoch in range(epochs):
         perm = torch.randperm(len(masked))
         total = 0.0
@@ -72,12 +89,17 @@ def train_projector(data_uri: str, out_uri: str, *, epochs: int = 10, batch_size
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(idx)
         log(f"projector epoch {epoch + 1}/{epochs}: mse {total / len(masked):.4f}")
     proj.eval()
     iou = alpha_iou(proj, val_masked, val_alpha)
     log(f"projector IoU on {len(val_masked)} held-out ({held_out}) images: {iou:.3f}")
-    result = {"iou": iou, "held_out": held_out, "images": len(masked), "epochs": epochs}
+    if iou < IOU_WARN:
+        log(f"WARNING: projector IoU {iou:.3f} is below {IOU_WARN}: designs will be worn on a wrong mask region; "
+            f"train longer (--epochs) or on more images (--max-images)")
+    result = {"iou": iou, "held_out": held_out, "images": len(masked), "epochs": epochs, "arch": arch}
     weights.save_torch({"state_dict": proj.state_dict(), "meta": {"data": data_uri, **result}}, out_uri, endpoint)
     return result
 
