@@ -177,7 +177,11 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     rows: dict = {r: {} for r in (*ROWS, UNIVERSAL, PHYSICAL)}
     impostors: dict = {}
     spread: dict = {}  # per split: how the K universal designs differ (issue 17)
-    present = [s for s in splits if s in manifest["sets"]]
+    # A split with no probes (a small identity tree's stable-hash split can leave one empty) has nothing to
+    # score: it is left out and said so, rather than reported as NaN rows or failing where a batch is expected.
+    present = [s for s in splits if s in manifest["sets"] and manifest["sets"][s]["rows"]]
+    for split in sorted(set(splits) & set(manifest["sets"]) - set(present)):
+        log(f"{split}: no probes in the data; not scored")
     for split in present:
         log(f"evaluating {split} probes ({manifest['sets'][split]['rows']}) x {len(ROWS)} rows "
             f"+ {universal_k} universal designs ...")
@@ -282,7 +286,8 @@ def designs_png(root: storage.Location, models: dict, n: int = 8, seed: int = 0)
     """A grid: original masked faces (top) above the same faces wearing generated designs (bottom)."""
     from PIL import Image
 
-    set_name = "test" if "test" in shards.read_manifest(root)["sets"] else "train"
+    sets = shards.read_manifest(root)["sets"]
+    set_name = next(s for s in ("test", "val", "train") if s in sets and sets[s]["rows"])  # the first with probes
     batch = next(shards.iter_set(root, set_name, columns=["label", "size", "masked", "unmasked"]))
     batch = {k: v[:n] for k, v in batch.items()}
     device = models["device"]

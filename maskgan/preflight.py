@@ -15,6 +15,7 @@ from data_loader import shards, storage
 from maskgan import assembly, palette
 from maskgan.config import PRETRAINED, RANDOM_TRUNK, ConfigError, RunConfig
 from maskgan.models import weights
+from maskgan.models.recognizer import MIN_INPUT
 
 
 def run(cfg: RunConfig, run_loc: storage.Location, log=print) -> assembly.Start | None:
@@ -29,6 +30,9 @@ def inputs(cfg: RunConfig) -> storage.Location:
     data = assembly.data_root(cfg)  # the data first: the usual first mistake, and the cheapest check
     manifest = shards.read_manifest(data)
     check_shards(data, manifest)
+    if int(manifest["size"]) < MIN_INPUT:
+        raise shards.ShardError(f"{data.uri}: images are {manifest['size']} px; the facenet recogniser needs at "
+                                f"least {MIN_INPUT} (prepare again with --size 128)")
     if not sum(int(s["rows"]) for s in shards.set_shards(data, manifest, "train")):
         raise shards.ShardError(f"{data.uri}: the train set has no rows (nothing to train on)")
     for _ in shards.iter_set(data, "gallery", columns=["label"]):  # every gallery shard read and verified

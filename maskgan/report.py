@@ -32,6 +32,8 @@ def report_markdown(report: dict) -> str:
         lines += ["**Self-match data:** MaskedFace-Net draws its mask onto the FFHQ photo that is also the gallery "
                   "photo, so `unmasked` is a self-match and `original_mask` near-duplicate retrieval; compare rows "
                   "with each other, not with a real deployment.", ""]
+    else:
+        lines += ["Gallery and probes are different photos of each person: no probe is its gallery photo.", ""]
     lines += [f"Identification accuracy over a gallery of {report['gallery_size']} identities "
               f"(chance {report['chance']:.2%}); 95 % probe-bootstrap intervals in brackets.", "",
               "| row | train | val | test |", "|---|---|---|---|"]

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 FEATURE_DIM = 1792
+# The smallest side InceptionResnetV1 takes: it downsamples 32x, and below 75 px its last 3x3 convolution has
+# no room (torch: "Kernel size can't be greater than actual input size", from every worker).
+MIN_INPUT = 75
 
 
 def _inception_resnet_v1():
