@@ -221,8 +221,10 @@ def test_train_and_evaluate_run_end_to_end_on_identity_data(prepared, tmp_path):
 
     _, m, _ = prepared
     data, projector = f"s3://{BUCKET}/prepared", f"s3://{BUCKET}/projector.pt"
-    fitted = pretrain.train_projector(data, projector, epochs=2, max_images=64, log=lambda *_: None)
+    said: list[str] = []
+    fitted = pretrain.train_projector(data, projector, epochs=2, max_images=64, log=said.append)
     assert fitted["arch"] == "dilated"  # auto: masks drawn from landmarks in several colours
+    assert fitted["iou"] < 0.9 and said[-1].startswith(f"WARNING: projector IoU {fitted['iou']:.3f} is below 0.9")
     cfg = recipes.debug_cpu(str(tmp_path)).replace(
         data={"uri": data, "batch_size": 4}, model={"projector": projector, "recognizer_weights": "random"},
         train={"epochs": 1, "num_workers": 1, "cpus_per_worker": 1.0, "val_probes": 0,

@@ -32,6 +32,28 @@ def test_projector_has_the_papers_layers():
     assert p(torch.rand(2, 3, 16, 16)).shape == (2, 1, 16, 16)
 
 
+def test_projector_arch_is_chosen_for_the_data_and_kept_by_its_checkpoint(tmp_path):
+    from maskgan import assembly
+    from maskgan.models.projector import arch_for
+
+    assert arch_for({"source": {"kind": "identities"}}) == "dilated" and arch_for({"source": {}}) == "paper"
+    assert arch_for({"source": {"kind": "identities"}}, "paper") == "paper"
+    with pytest.raises(ValueError, match="projector architecture 'unet': expected auto, paper, dilated"):
+        arch_for({}, "unet")
+    dilated = Projector("dilated")
+    assert [m.dilation[0] for m in dilated.net if isinstance(m, torch.nn.Conv2d)] == [1, 2, 4, 8, 1]
+    assert dilated(torch.rand(2, 3, 40, 40)).shape == (2, 1, 40, 40)
+    x = torch.rand(1, 3, 40, 40)
+    weights.save_torch({"state_dict": dilated.state_dict(), "meta": {"arch": "dilated"}}, str(tmp_path / "d.pt"))
+    loaded = assembly.load_projector(str(tmp_path / "d.pt"), "cpu")
+    assert loaded.arch == "dilated" and torch.allclose(loaded(x), dilated.eval()(x))
+    weights.save_torch({"state_dict": Projector().state_dict()}, str(tmp_path / "old.pt"))  # before arch was kept
+    assert assembly.load_projector(str(tmp_path / "old.pt"), "cpu").arch == "paper"
+    weights.save_torch({"state_dict": Projector().state_dict(), "meta": {"arch": "dilated"}}, str(tmp_path / "x.pt"))
+    with pytest.raises(weights.WeightsError, match="x.pt does not fit the projector"):
+        assembly.load_projector(str(tmp_path / "x.pt"), "cpu")
+
+
 def test_random_recogniser_is_reproducible_and_trunk_frozen():
     t1, h1 = build_recognizer(None)
     t2, h2 = build_recognizer(None)
