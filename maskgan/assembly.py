@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data_loader import shards, storage
-from maskgan.config import RunConfig, from_dict
+from data_loader import face_box, shards, storage
+from maskgan.config import PRETRAINED, RunConfig, from_dict
 from maskgan.models import weights
 from maskgan.models.generators import build_generator
 from maskgan.physical import design_hw
@@ -42,12 +42,16 @@ class Recognizer:
     desc: dict  # which weights, and whether the numbers mean anything
 
 
-def load_recognizer(spec: str, device, endpoint: str | None = None) -> Recognizer:
+def load_recognizer(spec: str, device, endpoint: str | None = None, crop: tuple | None = None) -> Recognizer:
+    """Trunk + head from weights `spec`; `crop`: the face box its trunk crops every input to (`face_crop`)."""
     state, desc = weights.recognizer_state(spec, endpoint)
     try:
         trunk, head = build_recognizer(state)
     except ValueError as e:
         raise weights.WeightsError(f"{spec}: {e}") from None
+    trunk.face_box = crop
+    if crop is not None:
+        desc = {**desc, "face_crop": list(crop)}
     trunk.to(device).to(memory_format=torch.channels_last)
     head.to(device).eval()  # identification mode; train_step switches it for the head's own update
     return Recognizer(trunk, head, desc)
@@ -68,6 +72,26 @@ def load_projector(uri: str, device, endpoint: str | None = None) -> Projector:
         raise weights.WeightsError(f"projector checkpoint {uri} does not fit the projector ({str(e).splitlines()[0]})") from None
     proj.requires_grad_(False)
     return proj.to(device).eval()
+
+
+class FaceCropError(ValueError):
+    user_error = True
+
+
+def face_crop(mode: str, spec: str, manifest: dict, where: str = "") -> tuple | None:
+    """data.face_crop for recogniser weights `spec` on data with `manifest`: the face box its trunk crops to,
+    or None (the whole photo). auto: the box for facenet's pretrained weights (trained on face crops) where
+    the data records one; random and adapted weights were made on whole prepared photos."""
+    if mode == "full":
+        return None
+    found = face_box.of_manifest(manifest)
+    if mode == "face":
+        if found is None:
+            kind = manifest.get("source", {}).get("kind")
+            raise FaceCropError(f"data.face_crop face: the data{' at ' + where if where else ''} records no face box "
+                                f"(source kind {kind!r}; known: identities, synthetic, ffhq+maskedfacenet)")
+        return found[0]
+    return found[0] if spec in PRETRAINED and found is not None else None
 
 
 def data_root(cfg: RunConfig) -> storage.Location:
@@ -93,9 +117,11 @@ class Parts:
 def build(cfg: RunConfig, device, root: storage.Location | None = None) -> Parts:
     """Recogniser (trunk + head) + projector + gallery features from a config: the one way to build them.
     `root`: the data's Location when the caller resolved it already (else resolved from cfg.data)."""
-    rec = load_recognizer(cfg.model.recognizer_weights, device, cfg.data.endpoint_url)
+    root = root if root is not None else data_root(cfg)
+    crop = face_crop(cfg.data.face_crop, cfg.model.recognizer_weights, shards.read_manifest(root), root.uri)
+    rec = load_recognizer(cfg.model.recognizer_weights, device, cfg.data.endpoint_url, crop)
     projector = load_projector(cfg.model.projector, device, cfg.data.endpoint_url)
-    feats, labels = gallery(root if root is not None else data_root(cfg), rec.trunk, device)
+    feats, labels = gallery(root, rec.trunk, device)
     return Parts(rec, projector, feats, labels)
 
 

@@ -46,6 +46,11 @@ class DataConfig:
     # rows in each worker's local shuffle buffer (file order is shuffled too); 0: no local shuffle
     shuffle_buffer: int = ranged(256, "[0, 10000000]")
     prefetch_batches: int = ranged(2, "[0, 1024]")  # batches Ray Data prepares ahead of the step
+    # What facenet recognisers see of each photo (data_loader.face_box): `face`, the face box the data records,
+    # widened by 10 % a side and resized to 160 x 160 (the crop facenet's pretrained weights were trained on);
+    # `full`, the whole prepared photo (a whole-head crop); `auto`, face for the pretrained weights (vggface2,
+    # casia-webface) where the data records a box, full otherwise (random and adapted weights saw full photos).
+    face_crop: Literal["auto", "full", "face"] = "auto"
 
 
 @dataclass

@@ -97,15 +97,18 @@ def dlib(cache_dir: str | None = None) -> Embedder:
                     desc="dlib face-recognition ResNet v1 (pretrained on real faces; black box)")
 
 
-def from_spec(spec: str, device, endpoint: str | None = None, cache_dir: str | None = None) -> Embedder:
-    """The held-out recogniser an eval.held_out entry names (its syntax is checked in maskgan.config)."""
+def from_spec(spec: str, device, endpoint: str | None = None, cache_dir: str | None = None,
+              crop: tuple | None = None) -> Embedder:
+    """The held-out recogniser an eval.held_out entry names (its syntax is checked in maskgan.config); `crop`:
+    the face box a facenet recogniser with weights crops to (assembly.face_crop; random trunks see the whole
+    photo, dlib aligns on its own)."""
     if spec == "dlib":
         return dlib(cache_dir)
     if spec.startswith(RANDOM_TRUNK):
         return random_trunk(int(spec[len(RANDOM_TRUNK):]), device)
     from maskgan import assembly  # here: assembly builds the run's models, this module only wraps them
 
-    rec = assembly.load_recognizer(spec, device, endpoint)
+    rec = assembly.load_recognizer(spec, device, endpoint, crop)
     return facenet(rec.trunk, rec.head, spec, f"facenet weights {spec} (trunk + head, frozen)")
 
 

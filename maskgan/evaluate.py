@@ -203,6 +203,8 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
         "illustrative_only": not parts.recognizer.desc.get("pretrained", False),
         # MaskedFace-Net data: each probe is its gallery photo with a mask drawn on (data_loader.prepare)
         "self_match": bool(manifest.get("self_match", False)),
+        # what the attacked facenet saw of each photo (data.face_crop): a face box (fractions) or the whole photo
+        "face_crop": {"mode": cfg.data.face_crop, "box": parts.recognizer.trunk.face_box},
         "experiment": cfg.objective.experiment,
         "generator": state["arch"]["generator"],
         "epoch": state["epoch"],
@@ -226,7 +228,9 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     if cfg.eval.held_out and held_out:
         columns = [embedders.attacked(models["trunk"], models["head"], f"{cfg.model.recognizer_weights} trunk + the "
                                       "head the generator attacked")]
-        columns += [embedders.from_spec(s, device, cfg.data.endpoint_url, cache_dir) for s in cfg.eval.held_out]
+        columns += [embedders.from_spec(s, device, cfg.data.endpoint_url, cache_dir,
+                                        assembly.face_crop(cfg.data.face_crop, s, manifest, root.uri))
+                    for s in cfg.eval.held_out]
         report["recognizers"] = transfer.matrix(root, held_out, designs, columns, cfg.eval.max_probes,
                                                 cfg.train.seed, models["projector"], device, log=log)
     if defender_steps and held_out and "train" in manifest["sets"]:

@@ -37,6 +37,7 @@ def inputs(cfg: RunConfig) -> storage.Location:
         raise shards.ShardError(f"{data.uri}: the train set has no rows (nothing to train on)")
     for _ in shards.iter_set(data, "gallery", columns=["label"]):  # every gallery shard read and verified
         pass
+    assembly.face_crop(cfg.data.face_crop, cfg.model.recognizer_weights, manifest, data.uri)  # face: a box recorded
     if cfg.model.recognizer_weights not in ("random", *PRETRAINED):
         assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url)  # loads, fits
     check_held_out(cfg)

@@ -21,6 +21,10 @@ FEATURE_DIM = 1792
 # The smallest side InceptionResnetV1 takes: it downsamples 32x, and below 75 px its last 3x3 convolution has
 # no room (torch: "Kernel size can't be greater than actual input size", from every worker).
 MIN_INPUT = 75
+FACE_SIDE = 160  # facenet's pretrained weights were trained on 160 x 160 face crops
+# The margin facenet's training crops keep around the MTCNN box: 32 px at 160 in facenet's training scripts,
+# i.e. 10 % of the box side on every side (data.face_crop).
+FACE_MARGIN = 0.1
 
 
 def _inception_resnet_v1():
@@ -40,12 +44,36 @@ def facenet_input(x: torch.Tensor) -> torch.Tensor:
     return (x * 255.0 - 127.5) / 128.0
 
 
-class Trunk(nn.Module):
-    """Everything before last_linear: image -> 1792-d features. Frozen, always in eval mode."""
+def crop_box(face_box: tuple[float, float, float, float], size: int) -> tuple[int, int, int, int]:
+    """A face box (fractions of the image) -> the pixel rows/columns (y0, y1, x0, x1) facenet's crop takes:
+    the box widened by FACE_MARGIN of its side on every side, clipped to the image."""
+    x0, y0, x1, y1 = face_box
+    mx, my = FACE_MARGIN * (x1 - x0), FACE_MARGIN * (y1 - y0)
 
-    def __init__(self, net: nn.Module):
+    def px(v: float) -> int:
+        return min(max(int(round(v * size)), 0), size)
+
+    return px(y0 - my), max(px(y1 + my), px(y0 - my) + 1), px(x0 - mx), max(px(x1 + mx), px(x0 - mx) + 1)
+
+
+def crop_to_face(x: torch.Tensor, face_box: tuple[float, float, float, float]) -> torch.Tensor:
+    """[B,3,S,S] -> [B,3,160,160]: the face crop pretrained facenet weights expect, resized bilinearly (a
+    differentiable view and interpolation: the generator's gradient passes through it)."""
+    y0, y1, x0, x1 = crop_box(face_box, x.shape[-1])
+    return F.interpolate(x[:, :, y0:y1, x0:x1], size=(FACE_SIDE, FACE_SIDE), mode="bilinear", align_corners=False)
+
+
+class Trunk(nn.Module):
+    """Everything before last_linear: image -> 1792-d features. Frozen, always in eval mode.
+
+    `face_box` (data.face_crop, set by maskgan.assembly): when set, every input is first cropped to that face box
+    (fractions of the image) and resized to 160 x 160 (`crop_to_face`), so every caller (gallery, per-image
+    constants, the step, evaluation) sees the same crop; None: the whole photo, as prepared."""
+
+    def __init__(self, net: nn.Module, face_box: tuple[float, float, float, float] | None = None):
         super().__init__()
         self.net = net
+        self.face_box = face_box  # an attribute, not a buffer: the weights' state dict and sha256 stay the same
         self.requires_grad_(False)
         self.eval()
 
@@ -54,6 +82,8 @@ class Trunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.net
+        if self.face_box is not None:
+            x = crop_to_face(x, self.face_box)
         x = facenet_input(x)
         for layer in (n.conv2d_1a, n.conv2d_2a, n.conv2d_2b, n.maxpool_3a, n.conv2d_3b, n.conv2d_4a,
                       n.conv2d_4b, n.repeat_1, n.mixed_6a, n.repeat_2, n.mixed_7a, n.repeat_3, n.block8,
