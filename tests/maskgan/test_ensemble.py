@@ -182,3 +182,33 @@ def test_an_ensemble_run_trains_resumes_and_reports_every_surrogate_as_attacked(
     assert [m["columns"][n]["role"] for n in m["order"]] == ["attacked", "attacked", "held-out"]
     (held,) = made
     assert embedders.fingerprint(held) == embedders.fingerprint(embedders.random_trunk(7, "cpu"))
+
+
+def test_transfer_space_sweeps_one_surrogate_against_three_and_the_table_shows_both_roles():
+    import os
+
+    from maskgan import report
+    from tune import results
+    from tune.space import load_space, trial_config
+
+    space = load_space(os.path.join(os.path.dirname(__file__), "..", "..", "tune", "spaces", "transfer.yaml"))
+    assert space.grid == {"model.recognizers": [[], ["random:11", "random:12"]]}
+    assert space.base.eval.held_out == ["random:7", "dlib"]
+    cfg = trial_config(space, {"model.recognizers": ["random:11", "random:12"]}, "/tmp/s/runs", "t_00001")
+    assert cfg.model.recognizers == ["random:11", "random:12"] and cfg.eval.held_out == ["random:7", "dlib"]
+    col = lambda role, diff: {"role": role, "transfer": {"test": {"dodging@1e-02": {"diff": diff}}}}  # noqa: E731
+    m = {"order": ["attacked", "random:11", "random:7", "dlib"],
+         "columns": {"attacked": col("attacked", 0.5), "random:11": col("attacked", 0.3),
+                     "random:7": col("held-out", 0.1), "dlib": col("held-out", 0.0)}}
+    assert report.role_means(m, "test", "1e-02") == pytest.approx({"attacked": 0.4, "held-out": 0.05})
+    assert report.role_lines(m, "1e-02", ("test",)) == [
+        "mean transfer (test, dodging@1e-02 minus original_mask): attacked +40.0 points (2 recognisers), "
+        "held-out +5.0 points (2)"]
+    row = {"trial": "t_00001", "status": "completed", "model.recognizers": ["random:11", "random:12"], "epochs": 6,
+           "objective": 0.2, **results._transfer({"recognizers": m, "fars": ["1e-02"]}, "test")}
+    md = results.results_markdown([row], space)
+    assert "| attacked transfer test | held-out transfer test |" in md
+    assert md.splitlines()[[i for i, l in enumerate(md.splitlines()) if l.startswith("| t_00001")][0]].endswith(
+        "| +40.0 pts | +5.0 pts |")
+    plain = {k: v for k, v in row.items() if not k.startswith("transfer/")}  # a sweep without eval.held_out
+    assert "transfer test" not in results.results_markdown([plain], space)
