@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from data_loader import face_box, shards, storage
-from maskgan.config import PRETRAINED, RunConfig, from_dict
+from maskgan.config import PRETRAINED, RANDOM_TRUNK, RunConfig, from_dict
 from maskgan.models import weights
 from maskgan.models.generators import build_generator
 from maskgan.physical import design_hw
@@ -43,10 +43,16 @@ class Recognizer:
 
 
 def load_recognizer(spec: str, device, endpoint: str | None = None, crop: tuple | None = None) -> Recognizer:
-    """Trunk + head from weights `spec`; `crop`: the face box its trunk crops every input to (`face_crop`)."""
-    state, desc = weights.recognizer_state(spec, endpoint)
+    """Trunk + head from weights (`random`, a pretrained name, a path or s3:// URI) or, for a
+    model.recognizers surrogate, `random:<seed>`: the trunk embedders.random_trunk builds, with its own head.
+    `crop`: the face box its trunk crops every input to (`face_crop`; None: the whole photo)."""
+    if spec.startswith(RANDOM_TRUNK):
+        state, desc = None, {"weights": spec, "pretrained": False}
+        seed = int(spec[len(RANDOM_TRUNK):])
+    else:
+        (state, desc), seed = weights.recognizer_state(spec, endpoint), None
     try:
-        trunk, head = build_recognizer(state)
+        trunk, head = build_recognizer(state) if seed is None else build_recognizer(None, seed=seed)
     except ValueError as e:
         raise weights.WeightsError(f"{spec}: {e}") from None
     trunk.face_box = crop
@@ -112,17 +118,34 @@ class Parts:
     projector: Projector
     gallery_feats: torch.Tensor  # [identities, 1792], in label order
     gallery_labels: np.ndarray
+    surrogates: list = field(default_factory=list)  # Surrogate, one per model.recognizers spec, in order
+
+
+@dataclass
+class Surrogate:
+    """An extra attacked recogniser (model.recognizers): its weights and its own trunk's gallery features."""
+
+    spec: str
+    recognizer: Recognizer
+    gallery_feats: torch.Tensor  # [identities, 1792], in label order
 
 
 def build(cfg: RunConfig, device, root: storage.Location | None = None) -> Parts:
-    """Recogniser (trunk + head) + projector + gallery features from a config: the one way to build them.
+    """Recogniser (trunk + head) + projector + gallery features from a config, and each model.recognizers
+    surrogate with its own gallery features: the one way to build them.
     `root`: the data's Location when the caller resolved it already (else resolved from cfg.data)."""
     root = root if root is not None else data_root(cfg)
-    crop = face_crop(cfg.data.face_crop, cfg.model.recognizer_weights, shards.read_manifest(root), root.uri)
+    manifest = shards.read_manifest(root)
+    crop = face_crop(cfg.data.face_crop, cfg.model.recognizer_weights, manifest, root.uri)
     rec = load_recognizer(cfg.model.recognizer_weights, device, cfg.data.endpoint_url, crop)
     projector = load_projector(cfg.model.projector, device, cfg.data.endpoint_url)
     feats, labels = gallery(root, rec.trunk, device)
-    return Parts(rec, projector, feats, labels)
+    surrogates = []
+    for spec in cfg.model.recognizers:
+        s_rec = load_recognizer(spec, device, cfg.data.endpoint_url,
+                                face_crop(cfg.data.face_crop, spec, manifest, root.uri))
+        surrogates.append(Surrogate(spec, s_rec, gallery(root, s_rec.trunk, device)[0]))
+    return Parts(rec, projector, feats, labels, surrogates)
 
 
 def gallery(root: storage.Location, trunk: Trunk, device) -> tuple[torch.Tensor, np.ndarray]:
@@ -155,8 +178,10 @@ def generator_from_arch(a: dict, where: str = "checkpoint") -> torch.nn.Module:
 
 
 def save_checkpoint(directory: str, *, cfg: RunConfig, size: int, epoch: int, generator, head, g_opt, h_opt,
-                    metrics: dict) -> None:
-    """Write state.pt then meta.json (with state.pt's sha256) into a fresh local directory."""
+                    metrics: dict, surrogates=()) -> None:
+    """Write state.pt then meta.json (with state.pt's sha256) into a fresh local directory. `surrogates`:
+    (spec, head, optimiser or None) of each model.recognizers surrogate, saved under "surrogates" (a
+    checkpoint of a single-recogniser run has no such key, as before)."""
     import os
 
     state = {
@@ -169,6 +194,9 @@ def save_checkpoint(directory: str, *, cfg: RunConfig, size: int, epoch: int, ge
         "g_opt": g_opt.state_dict(),
         "h_opt": h_opt.state_dict() if h_opt is not None else {},
     }
+    if surrogates:
+        state["surrogates"] = [{"spec": spec, "head": h.state_dict(), "h_opt": o.state_dict() if o is not None else {}}
+                               for spec, h, o in surrogates]
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
@@ -321,12 +349,22 @@ def starting_checkpoint(cfg: RunConfig, run: storage.Location, data: storage.Loc
     return Start(state, src.uri, resumed=False)
 
 
+def surrogate_specs(state: dict) -> list[str]:
+    """The model.recognizers a checkpoint's surrogate heads belong to ([] for checkpoints without any)."""
+    return [s["spec"] for s in state.get("surrogates", [])]
+
+
 def check_resume_arch(state: dict, cfg: RunConfig, size: int, where: str) -> None:
     want = arch(cfg, size)
     if state["arch"] != want:
         diff = ", ".join(f"{k}: checkpoint {state['arch'].get(k)!r} vs config {v!r}"
                          for k, v in want.items() if state["arch"].get(k) != v)
         raise CheckpointError(f"{where}: checkpoint is from another architecture ({diff})")
+    # The surrogate heads are trained state like the primary's: another list would start them from scratch
+    # (or load one surrogate's head into another) while the generator carries on as if nothing changed.
+    if surrogate_specs(state) != list(cfg.model.recognizers):
+        raise CheckpointError(f"{where}: checkpoint attacked model.recognizers {surrogate_specs(state)}, "
+                              f"the config lists {list(cfg.model.recognizers)}")
 
 
 def config_of(state: dict) -> RunConfig:

@@ -62,6 +62,11 @@ class ModelConfig:
     # bilinearly (smooth blocks a printer reproduces). 1: every pixel its own output (the paper's)
     cell_px: int = ranged(1, "[1, 64]")
     recognizer_weights: str = "random"  # vggface2 | casia-webface | random | path | s3:// URI
+    # EXTRA white-box surrogates attacked together with recognizer_weights (issue 15): the generator's loss
+    # averages over all of them, each has its own head trained as the experiment says. Specs: random:<seed>
+    # (a facenet trunk initialised from the seed, its own fresh head), random, a pretrained name, a path or
+    # s3:// URI. []: the single recogniser. exp0 and exp1 only (exp2/exp3 would need every trunk's features).
+    recognizers: list[str] = field(default_factory=list)
     projector: str = ""  # projector checkpoint (local path or s3://) from `maskgan projector train`
 
 
@@ -203,7 +208,31 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("data.uri: required (a local directory or s3://bucket/prefix of prepared shards)")
     for i, spec in enumerate(cfg.eval.held_out):
         check_held_out(f"eval.held_out[{i}]", spec, cfg.eval.held_out[:i])
+    attacked = [same_recognizer(w)]
+    for i, spec in enumerate(cfg.model.recognizers):
+        check_surrogate(f"model.recognizers[{i}]", spec, attacked, cfg.eval.held_out)
+        attacked.append(same_recognizer(spec))
+    if cfg.model.recognizers and cfg.objective.experiment in ("exp2", "exp3"):
+        raise ConfigError(f"objective.experiment: {cfg.objective.experiment} trains heads on real-photo features, "
+                          "which model.recognizers does not compute for every surrogate; use exp0 or exp1")
     return cfg
+
+
+def same_recognizer(spec: str) -> str:
+    """One name per set of weights: `random` is the facenet trunk seeded 1234 (maskgan.models.recognizer)."""
+    return f"{RANDOM_TRUNK}1234" if spec == "random" else spec
+
+
+def check_surrogate(path: str, spec: str, attacked: list, held_out) -> None:
+    """One model.recognizers spec: held-out syntax, but differentiable (no dlib), attacked once, and never
+    also held out (a held-out recogniser that was attacked would report transfer that is not transfer)."""
+    if spec == "dlib":
+        raise ConfigError(f"{path}: 'dlib' cannot be attacked (a black box with no gradients); list it in eval.held_out")
+    check_held_out(path, spec)
+    if same_recognizer(spec) in attacked:
+        raise ConfigError(f"{path}: {spec!r} is already attacked (model.recognizer_weights or listed twice)")
+    if same_recognizer(spec) in {same_recognizer(h) for h in held_out}:
+        raise ConfigError(f"{path}: {spec!r} is also in eval.held_out; a recogniser is attacked or held out, not both")
 
 
 def check_held_out(path: str, spec: str, before=()) -> None:
@@ -242,10 +271,12 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
             return value
         return os.path.abspath(value)
 
-    held_out = [s if s == "dlib" or s.startswith(RANDOM_TRUNK) else fix(s) for s in cfg.eval.held_out]
+    def specs(values):
+        return [s if s == "dlib" or s.startswith(RANDOM_TRUNK) else fix(s) for s in values]
+
     return cfg.replace(data={"uri": fix(cfg.data.uri)}, train={"storage": fix(cfg.train.storage)},
-                       eval={"held_out": held_out},
-                       model={"projector": fix(cfg.model.projector),
+                       eval={"held_out": specs(cfg.eval.held_out)},
+                       model={"projector": fix(cfg.model.projector), "recognizers": specs(cfg.model.recognizers),
                               "recognizer_weights": fix(cfg.model.recognizer_weights)})
 
 

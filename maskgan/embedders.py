@@ -40,14 +40,15 @@ def _all_found(n: int) -> np.ndarray:
     return np.ones(n, bool)
 
 
-def attacked(trunk, head, desc: str = "") -> Embedder:
-    """The recogniser the generator attacked: trunk + fine-tuned head, as maskgan.evaluate scores it."""
+def attacked(trunk, head, desc: str = "", name: str = "attacked") -> Embedder:
+    """A recogniser the generator attacked: trunk + fine-tuned head, as maskgan.evaluate scores it. `name`:
+    "attacked" for model.recognizer_weights, the spec for each model.recognizers surrogate."""
 
     @torch.no_grad()
     def embed(faces, twins):
         return unwrap(head)(trunk_features(trunk, faces)).float(), _all_found(len(faces))
 
-    return Embedder("attacked", ATTACKED, embed, (trunk, unwrap(head)), desc=desc or "the head the generator attacked")
+    return Embedder(name, ATTACKED, embed, (trunk, unwrap(head)), desc=desc or "the head the generator attacked")
 
 
 def facenet(trunk, head, name: str, desc: str) -> Embedder:

@@ -126,6 +126,11 @@ def load_models(state: dict, ckpt_loc: storage.Location, device) -> tuple[RunCon
     parts = assembly.build(cfg, device, root)
     rec = parts.recognizer
     rec.head.load_state_dict(state["head"])
+    if assembly.surrogate_specs(state) != list(cfg.model.recognizers):
+        raise assembly.CheckpointError(f"{ckpt_loc.uri}: its config attacks model.recognizers "
+                                       f"{list(cfg.model.recognizers)}, it holds heads for {assembly.surrogate_specs(state)}")
+    for s, saved in zip(parts.surrogates, state.get("surrogates", [])):
+        s.recognizer.head.load_state_dict(saved["head"])
     generator = assembly.generator_from_checkpoint(state, ckpt_loc.uri).to(device).eval()
     with torch.no_grad():
         gallery_emb = rec.head(parts.gallery_feats)
@@ -228,6 +233,9 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     if cfg.eval.held_out and held_out:
         columns = [embedders.attacked(models["trunk"], models["head"], f"{cfg.model.recognizer_weights} trunk + the "
                                       "head the generator attacked")]
+        columns += [embedders.attacked(s.recognizer.trunk, s.recognizer.head, f"surrogate {s.spec}: its trunk + the "
+                                       "head the generator attacked with the others", name=s.spec)
+                    for s in parts.surrogates]
         columns += [embedders.from_spec(s, device, cfg.data.endpoint_url, cache_dir,
                                         assembly.face_crop(cfg.data.face_crop, s, manifest, root.uri))
                     for s in cfg.eval.held_out]

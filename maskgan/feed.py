@@ -183,8 +183,8 @@ class TrainGallery:
         train = np.flatnonzero(splits == "train")
         if train.size == 0:
             raise shards.ShardError("the gallery has no train identities to train against")
-        index = torch.from_numpy(train).to(gallery_feats.device)
-        self.feats = gallery_feats.index_select(0, index)
+        self._index = torch.from_numpy(train).to(gallery_feats.device)
+        self.feats = self.select(gallery_feats)
         self.labels = train  # full-gallery labels of the rows of `feats`, in order
         remap = torch.full((len(splits),), -1, dtype=torch.long)
         remap[torch.from_numpy(train)] = torch.arange(train.size)
@@ -199,6 +199,10 @@ class TrainGallery:
             splits.append(batch["split"])
         labels_arr, splits_arr = np.concatenate(labels), np.concatenate(splits)
         return cls(gallery_feats, splits_arr[np.argsort(labels_arr)].astype(str))
+
+    def select(self, gallery_feats: torch.Tensor) -> torch.Tensor:
+        """The train rows of a full gallery's features (another recogniser's: a model.recognizers surrogate)."""
+        return gallery_feats.index_select(0, self._index.to(gallery_feats.device))
 
     def batch(self, batch: dict) -> dict:
         """The step's batch with labels indexing `feats`."""

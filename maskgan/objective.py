@@ -14,6 +14,11 @@ transforms on the way: EOT); the frozen trunk embeds the face, and
   - the recogniser head MINIMISES cross-entropy + lambda * L1 on the mixture the experiment names:
         exp0: nothing (frozen)       exp1: generated-mask faces
         exp2: + unmasked faces       exp3: + original-mask faces
+With `Models.surrogates` (config `model.recognizers`, issue 15) the generator attacks an ensemble: every
+surrogate's frozen trunk embeds the same worn faces, its own head scores them against its own gallery
+features, and the generator maximises the MEAN cross-entropy over the attacked recognisers; each surrogate's
+head takes its own step on its own loss with its own optimiser (exp0: none; exp1 only: config refuses
+exp2/exp3 with surrogates, whose real-photo features are computed for the primary trunk alone).
 
 `train_step` is pure: models, optimisers, a batch and the config in; a flat dict of floats out. No Ray, no
 rank checks. The local run, the Ray Train worker, Tune trials, the benchmark and the tests all call it.
@@ -44,6 +49,17 @@ HEAD_TERMS = {"exp0": (), "exp1": ("generated",), "exp2": ("generated", "unmaske
 
 
 @dataclass
+class Surrogate:
+    """One extra white-box recogniser the generator attacks (config `model.recognizers`, issue 15): its own
+    frozen trunk, its own head (trained as the experiment says) and its own gallery features."""
+
+    name: str  # its model.recognizers spec
+    trunk: nn.Module  # frozen
+    head: nn.Module  # possibly DDP-wrapped
+    gallery_feats: torch.Tensor  # [identities, 1792]: this trunk's features of the gallery the step trains against
+
+
+@dataclass
 class Models:
     generator: nn.Module  # possibly DDP-wrapped
     trunk: nn.Module  # frozen
@@ -52,21 +68,26 @@ class Models:
     autocast: torch.dtype | None = None  # forward passes under autocast to this dtype (bf16 on CUDA); None: fp32
     palette: torch.Tensor | None = None  # [P,3] in [0,1], what objective.nps_weight measures against
     eot: object | None = None  # physical.EOT (config `physical.enabled`): generated faces printed and photographed
+    surrogates: tuple = ()  # Surrogate, ...: attacked together with trunk + head; (): the single recogniser
 
 
 @dataclass
 class Optimizers:
     generator: torch.optim.Optimizer
     head: torch.optim.Optimizer | None  # None for exp0
+    surrogates: tuple = ()  # one per Models.surrogates, in order (None for exp0)
 
 
-def make_optimizers(generator: nn.Module, head: nn.Module, cfg: ObjectiveConfig) -> Optimizers:
+def make_optimizers(generator: nn.Module, head: nn.Module, cfg: ObjectiveConfig, surrogates=()) -> Optimizers:
     """The one optimiser setup of the GAN: Adam for the generator (betas 0.5, 0.999: the DCGAN setting the
-    paper follows) and Adam for the recogniser head unless the experiment freezes it (exp0). Takes the
-    modules wrapped or not: the optimisers hold the underlying parameters."""
+    paper follows) and Adam for each recogniser head (the attacked one, then each surrogate's) unless the
+    experiment freezes it (exp0). Takes the modules wrapped or not: the optimisers hold the underlying parameters."""
     g_opt = torch.optim.Adam(unwrap(generator).parameters(), lr=cfg.g_lr, betas=(0.5, 0.999))
-    h_opt = torch.optim.Adam(unwrap(head).parameters(), lr=cfg.head_lr) if HEAD_TERMS[cfg.experiment] else None
-    return Optimizers(generator=g_opt, head=h_opt)
+
+    def head_opt(h):
+        return torch.optim.Adam(unwrap(h).parameters(), lr=cfg.head_lr) if HEAD_TERMS[cfg.experiment] else None
+
+    return Optimizers(generator=g_opt, head=head_opt(head), surrogates=tuple(head_opt(s.head) for s in surrogates))
 
 
 def _palette(models: Models) -> torch.Tensor:
@@ -135,15 +156,16 @@ def accelerate(models: Models, device, precision: str = "auto", compile: bool = 
     compiled trunk (dynamic=False: one graph per batch shape, so the last short batch of an epoch compiles
     once more; the first steps pay the compile). Weights are shared with `models`: nothing is copied."""
     device = torch.device(device)
-    trunk = models.trunk
-    if device.type == "cuda":
-        trunk = trunk.to(memory_format=torch.channels_last)
-        # Batch shapes repeat every step: let cuDNN time its kernels once per shape and keep the fastest
-        # (process-wide; it changes which kernels run, not what they compute beyond rounding).
-        torch.backends.cudnn.benchmark = True
-    if compile:
-        trunk = torch.compile(trunk, dynamic=False)
-    return replace(models, trunk=trunk, autocast=resolve_precision(precision, device))
+    def fast(trunk):
+        if device.type == "cuda":
+            trunk = trunk.to(memory_format=torch.channels_last)
+            # Batch shapes repeat every step: let cuDNN time its kernels once per shape and keep the fastest
+            # (process-wide; it changes which kernels run, not what they compute beyond rounding).
+            torch.backends.cudnn.benchmark = True
+        return torch.compile(trunk, dynamic=False) if compile else trunk
+
+    return replace(models, trunk=fast(models.trunk), autocast=resolve_precision(precision, device),
+                   surrogates=tuple(replace(s, trunk=fast(s.trunk)) for s in models.surrogates))
 
 
 def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: torch.Tensor,
@@ -156,11 +178,13 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     space = physical.MaskSpace(batch["grid"], batch["alpha"])
     n = masked.shape[0]
     head = unwrap(models.head)
+    heads = [head, *(unwrap(s.head) for s in models.surrogates)]
 
-    # Generator: maximise the cross-entropy of the recogniser as deployed (eval mode). The head is a
-    # constant here (its own update comes from its own loss below): its parameters leave this graph.
-    head.eval()
-    head.requires_grad_(False)
+    # Generator: maximise the cross-entropy of the recogniser as deployed (eval mode). The heads are
+    # constants here (their own updates come from their own losses below): their parameters leave this graph.
+    for h in heads:
+        h.eval()
+        h.requires_grad_(False)
     with amp(masked.device, models.autocast):
         z = torch.randn(n, models.latent_dim, device=masked.device)  # kept: the mode-seeking term needs it
         designs = design(models.generator, n, models.latent_dim, masked.device, z)
@@ -172,7 +196,13 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
         feats = models.trunk(faces)
         gen_logits = logits(head, feats, gallery_feats, cfg.cosine_scale)
         gen_ce = F.cross_entropy(gen_logits, label)
-    g_loss = -gen_ce
+        # Each surrogate embeds the same worn faces with its own trunk and head, against its own gallery.
+        s_feats = [s.trunk(faces) for s in models.surrogates]
+        s_logits = [logits(unwrap(s.head), f, s.gallery_feats, cfg.cosine_scale)
+                    for s, f in zip(models.surrogates, s_feats)]
+        s_ce = [F.cross_entropy(lg, label) for lg in s_logits]
+    # The ensemble's loss is the mean over every attacked recogniser (the single one: exactly -gen_ce).
+    g_loss = -(gen_ce + sum(s_ce)) / (1 + len(s_ce)) if s_ce else -gen_ce
     scalars = {}
     if cfg.tv_weight or cfg.nps_weight:
         designs = designs.float()  # the printability terms in fp32 (small tensors; bf16 would blur TV)
@@ -185,33 +215,51 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     opts.generator.zero_grad(set_to_none=True)
     g_loss.backward()
     opts.generator.step()
-    head.requires_grad_(True)
+    for h in heads:
+        h.requires_grad_(True)
 
     scalars = {"train/gen_ce": gen_ce.detach(), "train/gen_acc": (gen_logits.argmax(1) == label).float().mean(),
                **scalars}
+    if s_ce:  # the primary keeps today's names; these cover every attacked recogniser
+        scalars["train/gen_ce_mean"] = (gen_ce.detach() + sum(c.detach() for c in s_ce)) / (1 + len(s_ce))
+        accs = [(lg.argmax(1) == label).float().mean() for lg in (gen_logits, *s_logits)]
+        scalars["train/gen_acc_mean"] = sum(accs) / len(accs)
+        scalars["train/gen_acc_min"] = torch.stack(accs).min()  # the recogniser the designs fool least
     terms = HEAD_TERMS[cfg.experiment]
     if terms:
         # Recogniser head: minimise cross-entropy on the experiment's mixture + lambda * L1.
         parts = {"generated": feats.detach(), "unmasked": batch.get("feats_unmasked"),
                  "original_mask": batch.get("feats_masked")}
         probe = torch.cat([parts[t].to(feats.dtype) for t in terms])
-        head.train()
-        with amp(masked.device, models.autocast):
-            head_logits = logits(models.head, probe, gallery_feats, cfg.cosine_scale)
-            ce = F.cross_entropy(head_logits, label.repeat(len(terms)))
-        head_loss = ce + cfg.l1_lambda * l1(models.head)
-        opts.head.zero_grad(set_to_none=True)
-        head_loss.backward()
-        opts.head.step()
-        head.eval()
+        ce, head_loss = _head_update(models.head, opts.head, probe, gallery_feats, label.repeat(len(terms)), cfg,
+                                     models.autocast)
         scalars["train/head_ce"] = ce.detach()
         scalars["train/head_loss"] = head_loss.detach()
+        # Each surrogate's head on its own generated faces (config refuses exp2/exp3 with surrogates).
+        for s, f, opt in zip(models.surrogates, s_feats, opts.surrogates):
+            _head_update(s.head, opt, f.detach(), s.gallery_feats, label, cfg, models.autocast)
     # One transfer (one device sync) for every scalar of the step, not one per .item().
     values = torch.stack([v.to(torch.float64) for v in scalars.values()]).tolist()
     out = dict(zip(scalars, values))
     if not terms:
         out["train/head_loss"] = 0.0
     return out
+
+
+def _head_update(head: nn.Module, opt: torch.optim.Optimizer, probe: torch.Tensor, gallery_feats: torch.Tensor,
+                 label: torch.Tensor, cfg: ObjectiveConfig, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of a recogniser head (wrapped or not): cross-entropy + lambda * L1, in training mode (its
+    BatchNorm over probes and gallery), back in eval mode after. Returns (ce, loss)."""
+    unwrap(head).train()
+    with amp(probe.device, autocast):
+        head_logits = logits(head, probe, gallery_feats, cfg.cosine_scale)
+        ce = F.cross_entropy(head_logits, label)
+    head_loss = ce + cfg.l1_lambda * l1(head)
+    opt.zero_grad(set_to_none=True)
+    head_loss.backward()
+    opt.step()
+    unwrap(head).eval()
+    return ce, head_loss
 
 
 # ---- identification (evaluation uses the same embedding as training) -------------------------------------

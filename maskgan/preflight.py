@@ -40,6 +40,12 @@ def inputs(cfg: RunConfig) -> storage.Location:
     assembly.face_crop(cfg.data.face_crop, cfg.model.recognizer_weights, manifest, data.uri)  # face: a box recorded
     if cfg.model.recognizer_weights not in ("random", *PRETRAINED):
         assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url)  # loads, fits
+    for i, spec in enumerate(cfg.model.recognizers):  # the surrogates' weights files, as the workers load them
+        if not spec.startswith(RANDOM_TRUNK) and spec not in ("random", *PRETRAINED):
+            try:
+                assembly.load_recognizer(spec, "cpu", cfg.data.endpoint_url)
+            except weights.WeightsError as e:
+                raise ConfigError(f"model.recognizers[{i}]: {e}") from None
     check_held_out(cfg)
     assembly.load_projector(cfg.model.projector, "cpu", cfg.data.endpoint_url)
     palette.load(cfg.objective.palette)  # a palette file that will not load is one line naming it

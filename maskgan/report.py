@@ -126,8 +126,34 @@ def recognizers_section(m: dict, fars: list[str]) -> list[str]:
         lines.append(f"- `{n}` ({col['role']}): {col['desc']}" + "".join(
             f"; {split}: face found on {_pct(col['splits'][split]['found']['probes'])} of the twins"
             for split in splits if "found" in col["splits"][split]))
-    lines += ["", *transfer_lines(m, far), ""]
+    lines += ["", *transfer_lines(m, far), *role_lines(m, far, splits), ""]
     return lines
+
+
+def role_means(m: dict, split: str, far: str) -> dict:
+    """{role: mean over that role's columns of the transfer line's diff at `far` on `split`}: how much more the
+    designs make the attacked recognisers (white-box) and the held-out ones reject their own people than the
+    plain mask does. The gap between the two is what an ensemble of surrogates should close."""
+    diffs: dict = {}
+    for name in m["order"]:
+        col = m["columns"][name]
+        t = col["transfer"].get(split, {}).get(f"dodging@{far}")
+        if t is not None:
+            diffs.setdefault(col["role"], []).append(t["diff"])
+    return {role: sum(v) / len(v) for role, v in diffs.items()}
+
+
+def role_lines(m: dict, far: str, splits=SPLITS, indent: str = "") -> list[str]:
+    """Per split: the mean transfer line of the attacked recognisers next to that of the held-out ones."""
+    out = []
+    for split in splits:
+        means = role_means(m, split, far)
+        if "held-out" in means and "attacked" in means:
+            count = {r: sum(m["columns"][n]["role"] == r for n in m["order"]) for r in means}
+            out.append(f"{indent}mean transfer ({split}, dodging@{far} minus original_mask): attacked "
+                       f"{means['attacked'] * 100:+.1f} points ({count['attacked']} recognisers), held-out "
+                       f"{means['held-out'] * 100:+.1f} points ({count['held-out']})")
+    return out
 
 
 def transfer_lines(m: dict, far: str, splits=SPLITS, indent: str = "") -> list[str]:
@@ -307,6 +333,7 @@ def headline(report: dict, split: str = "test") -> str:
         lines.append("  held-out recognisers (synthetic faces; random:<seed> = random trunks, not face recognisers):")
         lines += transfer_lines({**m, "order": [n for n in m["order"] if m["columns"][n]["role"] != "attacked"]},
                                 far, (split,), indent="    ")
+        lines += role_lines(m, far, (split,), indent="    ")
     lines.append("  " + robustness_verdict(report["rows"], split, far))
     if report.get("diversity"):
         lines.append("  " + diversity_line(report["diversity"], split, far))

@@ -21,7 +21,7 @@ from data_loader import shards, storage
 from maskgan import assembly, feed, palette
 from maskgan.config import RunConfig, from_dict
 from maskgan.evaluate import score_set
-from maskgan.objective import Models, Optimizers, accelerate, make_optimizers, train_step, unwrap
+from maskgan.objective import Models, Optimizers, Surrogate, accelerate, make_optimizers, train_step, unwrap
 
 VAL_ROWS = ("unmasked", "original_mask", "generated")
 SKIPPED_NAMED = 5  # skipped shards named in a too-few-rows error; the rest are counted
@@ -71,15 +71,21 @@ def _train(loop_config: dict) -> None:
     train_gallery = feed.TrainGallery.of(root, parts.gallery_feats)  # training sees train identities only
 
     start = assembly.starting_checkpoint(cfg, run, root, log=functools.partial(_say, cfg))
-    start_epoch = _load_weights(start, generator, head, cfg, say)
+    start_epoch = _load_weights(start, generator, head, cfg, say, parts.surrogates)
     generator = ray.train.torch.prepare_model(generator)
+    s_heads = [s.recognizer.head for s in parts.surrogates]
     if cfg.objective.experiment != "exp0":  # DDP wraps only modules that train
         head = ray.train.torch.prepare_model(head)
-    opts = make_optimizers(generator, head, cfg.objective)
+        s_heads = [ray.train.torch.prepare_model(h) for h in s_heads]
+    # Each surrogate trains against its own trunk's features of the train identities' gallery photos.
+    surrogates = tuple(Surrogate(s.spec, s.recognizer.trunk, h, train_gallery.select(s.gallery_feats))
+                       for s, h in zip(parts.surrogates, s_heads))
+    opts = make_optimizers(generator, head, cfg.objective, surrogates)
     _load_optimizers(start, opts, cfg)
     models = accelerate(Models(generator=generator, trunk=parts.recognizer.trunk, head=head,
                                latent_dim=cfg.model.latent_dim,
-                               palette=palette.load(cfg.objective.palette).tensor(device), eot=_eot(cfg, rank)),
+                               palette=palette.load(cfg.objective.palette).tensor(device), eot=_eot(cfg, rank),
+                               surrogates=surrogates),
                         device, cfg.train.precision, cfg.train.compile)
     shard = ray.train.get_dataset_shard("train")
     metrics_sink = _metrics_sink(cfg.train.name) if rank == 0 else None
@@ -106,12 +112,15 @@ def _say(cfg: RunConfig, message: str) -> None:
     print(f"[{cfg.train.name}] {message}", flush=True)
 
 
-def _load_weights(start: assembly.Start | None, generator, head, cfg: RunConfig, say) -> int:
-    """Load the starting checkpoint's generator and head (before DDP wraps them); the first epoch to train."""
+def _load_weights(start: assembly.Start | None, generator, head, cfg: RunConfig, say, surrogates=()) -> int:
+    """Load the starting checkpoint's generator and heads (before DDP wraps them); the first epoch to train.
+    (assembly.starting_checkpoint checked that its surrogates are the config's, in order.)"""
     if start is None:
         return 0
     generator.load_state_dict(start.state["generator"])
     head.load_state_dict(start.state["head"])
+    for s, saved in zip(surrogates, start.state.get("surrogates", [])):
+        s.recognizer.head.load_state_dict(saved["head"])
     start_epoch = start.state["epoch"] + 1
     if say:
         how = "resumed from" if start.resumed else f"started from {cfg.train.init_from}:"
@@ -125,10 +134,14 @@ def _load_optimizers(start: assembly.Start | None, opts: Optimizers, cfg: RunCon
     opts.generator.load_state_dict(start.state["g_opt"])
     if opts.head is not None and start.state["h_opt"]:
         opts.head.load_state_dict(start.state["h_opt"])
+    for opt, saved in zip(opts.surrogates, start.state.get("surrogates", [])):
+        if opt is not None and saved["h_opt"]:
+            opt.load_state_dict(saved["h_opt"])
     # The learning rates are this config's, not the saved ones: the same on a resume, the mutated ones
     # when PBT starts a trial from another's checkpoint; Adam's moments carry over either way.
     _set_lr(opts.generator, cfg.objective.g_lr)
-    _set_lr(opts.head, cfg.objective.head_lr)
+    for opt in (opts.head, *opts.surrogates):
+        _set_lr(opt, cfg.objective.head_lr)
 
 
 def _set_lr(opt, lr: float) -> None:
@@ -227,7 +240,8 @@ def _report(cfg: RunConfig, run: storage.Location, rank: int, size: int, epoch: 
         if rank == 0:
             assembly.save_checkpoint(tmp, cfg=cfg, size=size, epoch=epoch, generator=unwrap(models.generator),
                                      head=unwrap(models.head), g_opt=opts.generator, h_opt=opts.head,
-                                     metrics=metrics)
+                                     metrics=metrics, surrogates=[(s.name, unwrap(s.head), o) for s, o in
+                                                                  zip(models.surrogates, opts.surrogates)])
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         t_up = time.perf_counter()
         ray.train.report(metrics, checkpoint=checkpoint,

@@ -10,6 +10,7 @@ import math
 
 from data_loader import storage
 from maskgan import assembly, evaluate, wearing
+from maskgan.report import role_means
 from maskgan import config as mconfig
 from tune.guard import METRIC, TIME_ATTR
 from tune.space import Space
@@ -101,6 +102,7 @@ def collect(grid, space: Space, runs: storage.Location, log=print) -> list[dict]
         row["diversity"] = (report or {}).get("diversity", {}).get("val", {}).get("pixel")
         for r, p in (report or {}).get("printability", {}).get("rows", {}).items():
             row[f"{r}/tv"], row[f"{r}/nps"] = p["tv"], p["nps"]
+        row.update(_transfer(report or {}, "test"))
         row["run"] = runs.join(tid).uri
         row["illustrative_only"] = (report or {}).get("illustrative_only")
         rows.append(row)
@@ -115,6 +117,19 @@ def _dodging(report: dict, split: str) -> dict:
         if s is not None and far is not None:
             out[row] = s["mean"][f"dodging@{far}"] if "designs" in s else s["verification"]["dodging"][far]
     return out
+
+
+def _transfer(report: dict, split: str) -> dict:
+    """{transfer/<role>/<split>: mean transfer line of that role's recognisers} (maskgan.report.role_means):
+    with eval.held_out, whether designs trained against these surrogates move the held-out recognisers too."""
+    m, far = report.get("recognizers"), (report.get("fars") or [None])[0]
+    if not m or far is None:
+        return {}
+    return {f"transfer/{role}/{split}": v for role, v in role_means(m, split, far).items()}
+
+
+# tune/spaces/transfer.yaml's figures: the universal designs' test transfer to the attacked and held-out columns
+TRANSFER = ("transfer/attacked/test", "transfer/held-out/test")
 
 
 SEED_FIGURES = ("generated/test", "original_mask/test", "universal/test/dodging", "original_mask/test/dodging")
@@ -164,6 +179,10 @@ def _pct(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
 
 
+def _points(v) -> str:
+    return "–" if v is None else f"{v * 100:+.1f} pts"
+
+
 def _short(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
@@ -187,7 +206,7 @@ def results_csv(rows: list[dict], space: Space) -> str:
     columns = ["trial", "status", *_axis_columns(rows, space), "epochs", "objective", "guard_ok", "pbt_from"]
     columns += [f"{r}/{s}" for r in wearing.ROWS for s in ("val", "test")]
     columns += [f"{r}/{s}/ci95" for r in wearing.ROWS for s in ("val", "test")]
-    columns += ["diversity", *TRADE_OFF, "run"]
+    columns += ["diversity", *TRADE_OFF, *[k for k in TRANSFER if any(k in r for r in rows)], "run"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -202,6 +221,8 @@ def results_markdown(rows: list[dict], space: Space) -> str:
     head = ["trial", "status", *axes, "epochs", "objective", *(["cloned from (PBT)"] if lineage else [])]
     head += [f"{r} {s}" for r in wearing.ROWS for s in ("val", "test")]
     head += ["diversity", "universal dodging test", "universal TV", "universal NPS", "noise TV"]
+    transfer = [k for k in TRANSFER if any(k in r for r in rows)]  # only sweeps with eval.held_out have them
+    head += [f"{k.split('/')[1]} transfer test" for k in transfer]
     lines = [f"# sweep {space.name}: {len(rows)} trials", "",
              "`objective` = val generated accuracy while the recogniser's unmasked accuracy held up, else 1.0 "
              "(lower is better): val is the selection set, test the figure to quote. Accuracy columns come from "
@@ -216,6 +237,7 @@ def results_markdown(rows: list[dict], space: Space) -> str:
         cells += [_pct(row.get(f"{r}/{s}")) for r in wearing.ROWS for s in ("val", "test")]
         cells += [_short(row.get("diversity")), _pct(row.get(TRADE_OFF[0]))]
         cells += [_short(row.get(k)) for k in TRADE_OFF[1:]]
+        cells += [_points(row.get(k)) for k in transfer]
         lines.append("| " + " | ".join(cells) + " |")
     lines += seed_spread(rows, space)
     return "\n".join(lines) + "\n"
