@@ -10,7 +10,8 @@ from __future__ import annotations
 def demo(a) -> None:
     from maskgan import demo
 
-    demo.run(a.out, identities=a.identities, epochs=a.epochs, experiment=a.experiment, generator=a.generator)
+    demo.run(a.out, identities=a.identities, epochs=a.epochs, experiment=a.experiment, generator=a.generator,
+             surrogates=a.surrogates)
 
 
 def data_synth(a) -> None:

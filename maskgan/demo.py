@@ -46,12 +46,14 @@ def prepare(cfg, identities: int = 40, images_per_identity: int = 4, log=print) 
 
 
 def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 4, epochs: int = 8,
-        experiment: str = "exp1", generator: str = "fc3", universal_k: int = DEMO_UNIVERSAL_K, log=print) -> dict:
+        experiment: str = "exp1", generator: str = "fc3", universal_k: int = DEMO_UNIVERSAL_K,
+        surrogates: list[str] | tuple = (), log=print) -> dict:
     t0 = time.time()
     os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # a laptop demo has no Prometheus to wait for
     out = os.path.abspath(out)
     cfg = recipes.debug_cpu(out).replace(train={"epochs": epochs},
-                                        objective={"experiment": experiment}, model={"generator": generator},
+                                        objective={"experiment": experiment},
+                                        model={"generator": generator, "recognizers": list(surrogates)},
                                         eval={"held_out": held_out(log), "max_probes": 32})
     run_loc = train.run_location(cfg)
     if storage.exists(run_loc):
@@ -61,7 +63,8 @@ def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 
         "(the wall time is printed at the end)")
     prepare(cfg, identities, images_per_identity, log=log)
     log(f"[4/5] GAN training on Ray Train ({cfg.train.num_workers} workers, {cfg.objective.experiment}, "
-        f"{cfg.model.generator}, {cfg.train.epochs} epochs)")
+        f"{cfg.model.generator}, {cfg.train.epochs} epochs"
+        + (f", attacking {len(cfg.model.recognizers) + 1} recognisers together" if cfg.model.recognizers else "") + ")")
     result = train.fit(cfg, log=log)
     log(f"[5/5] evaluation of {result.run_uri}")
     report = evaluate.evaluate_run(result.run_uri, log=log, universal_k=universal_k)
