@@ -52,7 +52,8 @@ def _step_setup(name: str, experiment: str = "exp1"):
     trunk, head = build_recognizer(None)
     torch.manual_seed(0)
     gen = build_generator(name, LATENT, 32, physical.design_hw(96))
-    opts = objective.Optimizers(torch.optim.Adam(gen.parameters(), lr=1e-2), torch.optim.Adam(head.parameters(), lr=1e-3))
+    opts = objective.Optimizers(torch.optim.Adam(gen.parameters(), lr=1e-2),
+                                torch.optim.Adam(head.parameters(), lr=1e-3))
     return objective.Models(gen, trunk, head.eval(), LATENT), opts, ObjectiveConfig(experiment=experiment)
 
 
@@ -220,3 +221,27 @@ def test_print_for_prints_the_design_made_for_the_person_in_the_photo(tmp_path, 
     assert np.array_equal(printed["ann"], expect)
     apart = np.abs(printed["ann"].astype(int) - printed["bob"].astype(int)).mean()
     assert apart > 0.5  # another person's design differs (measured: 0.94 of 255 levels, untrained generator)
+
+
+@pytest.mark.slow
+def test_a_conditional_run_trains_through_the_worker_and_reports_designs_per_person(ray_session, small_cfg):
+    """The worker path end to end: feature statistics set from the train gallery, the wearer's features fed
+    (streamed, then resident), the per-epoch val scoring, then the report's for_person rows."""
+    from maskgan import assembly, evaluate, train
+    from data_loader import storage
+
+    cfg = small_cfg.replace(model={"generator": "cond_fc3"}, train={"epochs": 2, "val_probes": 16})
+    result = train.fit(cfg)
+    state, _ = assembly.latest_checkpoint(storage.resolve(result.run_uri), log=lambda *_: None)
+    assert not torch.equal(state["generator"]["cond_std"], torch.ones(FEATURE_DIM))  # set by the worker
+    rep = evaluate.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=2, defender_steps=0)
+    assert rep["generator"] == "cond_fc3" and {"train", "val", "test"} <= set(rep["rows"]["for_person"])
+    people = rep["diversity"]["test"]["across_people"]
+    assert people["pixel"] > 1e-3 and people["same_person_max_diff"] == 0
+    far = rep["fars"][0]
+    print("measured:", {s: {"across_people": rep["diversity"][s]["across_people"]["pixel"],
+                            "universal_pixel": rep["diversity"][s]["pixel"],
+                            "for_person_dodging": rep["rows"]["for_person"][s]["mean"][f"dodging@{far}"],
+                            "universal_dodging": rep["rows"]["universal"][s]["mean"][f"dodging@{far}"],
+                            "original_mask_dodging": rep["rows"]["original_mask"][s]["verification"]["dodging"][far]}
+                        for s in ("val", "test")})
