@@ -25,7 +25,7 @@ import torch
 
 from bench.paper_step import PAPER_BATCH, paper_models, paper_step
 from maskgan.config import ObjectiveConfig
-from maskgan.models.generators import build_generator
+from maskgan.models.generators import build_generator, is_conditional
 from maskgan.physical import design_hw, mask_warp
 from maskgan.models.projector import Projector
 from maskgan.models.recognizer import build_recognizer
@@ -104,7 +104,7 @@ def ours(args, device, trunk, head, projector, gallery_feats, g, cfg: ObjectiveC
     batch = {"masked": masked, "label": torch.randint(0, args.identities, (n,), generator=g).to(device)}
     with torch.no_grad(), amp(device, models.autocast):  # the per-image constants, as the worker keeps them
         alpha = projector(masked)
-        if "unmasked" in HEAD_TERMS[cfg.experiment]:
+        if "unmasked" in HEAD_TERMS[cfg.experiment] or is_conditional(generator):  # the head's term, or the cond
             batch["feats_unmasked"] = trunk(random_images(n, args.size, device, g))
         if "original_mask" in HEAD_TERMS[cfg.experiment]:
             batch["feats_masked"] = trunk(masked)

@@ -240,8 +240,12 @@ def _palette(pa) -> None:
 def _print(sub) -> None:
     pr = _leaf(sub, "print", "write universal design K as a PDF page at physical size (cut outline, model card "
                              "sha256) and the same design as a PNG beside it")
-    pr.add_argument("--from", dest="source", required=True, help="export URI (from `maskgan export`) or run URI "
-                                                                 "(its latest good checkpoint)")
+    pr.add_argument("--from", "--run", dest="source", required=True,
+                    help="export URI (from `maskgan export`) or run URI (its latest good checkpoint)")
+    pr.add_argument("--for", dest="for_photo", default=None, metavar="PHOTO",
+                    help="a photo of the wearer (path or s3://): print the design a conditional generator "
+                         "(cond_fc3, cond_conv) makes for that person from latent --design; needs a face found "
+                         "by dlib (pip install -e '.[dlib]')")
     pr.add_argument("--design", type=int, required=True,
                     help="which universal design, numbered from 0 like the report's universal/<i> rows (each "
                          "scored worn by every probe); one the report does not have is refused")

@@ -1,4 +1,5 @@
-"""`maskgan print`: universal design K of an export or a run as a page at physical size, and a PNG beside it."""
+"""`maskgan print`: universal design K of an export or a run as a page at physical size, and a PNG beside it;
+with --for photo.jpg, the design a conditional generator makes for the person in the photo, from latent K."""
 
 from __future__ import annotations
 
@@ -22,8 +23,14 @@ def print_design(a) -> None:
 
         # meta.json's sha256 of state.pt, which read_checkpoint just verified against the bytes it loaded
         sha, of = assembly.read_meta(src.checkpoint)["sha256"], "checkpoint state.pt (no export)"
-    out = printing.print_universal(src.state, src.checkpoint, a.design, a.width_mm, a.height_mm, a.dpi, a.out,
-                                   sha, of, stretch=a.stretch)
+    if a.for_photo:
+        out = printing.print_for_person(src.state, src.checkpoint, a.for_photo, a.design, a.width_mm, a.height_mm,
+                                        a.dpi, a.out, sha, of, stretch=a.stretch)
+        what = f"the design for {a.for_photo} from latent {a.design}"
+    else:
+        out = printing.print_universal(src.state, src.checkpoint, a.design, a.width_mm, a.height_mm, a.dpi, a.out,
+                                       sha, of, stretch=a.stretch)
+        what = f"universal design {a.design}"
     w, h = out["pixels"]
     print(f"wrote {out['pdf']} ({a.width_mm:g} x {a.height_mm:g} mm, {w} x {h} px at {a.dpi} dpi) and {out['png']}: "
-          f"universal design {a.design} of {src.checkpoint.uri}; {of} sha256 {sha}")
+          f"{what} of {src.checkpoint.uri}; {of} sha256 {sha}")

@@ -113,8 +113,9 @@ def face_of(im, sidecar: dict | None) -> tuple[np.ndarray, np.ndarray, str] | No
     return None if got is None else (*got, "dlib")
 
 
-def photo(data: bytes, sidecar: dict | None, size: int, seed_key: str):
-    """Photo bytes -> (unmasked, masked, alpha, conversions, landmarks source) at size, or None (no face)."""
+def face_crop(data: bytes, sidecar: dict | None, size: int):
+    """Photo bytes -> (unmasked crop uint8 [size,size,3], landmarks in the crop, conversions, landmarks source),
+    or None (no face): the crop every prepared photo gets, and what `maskgan print --for` conditions on."""
     with decoding():
         # a large JPEG is decoded at 1/2..1/8 scale while it stays above what detection and the crop use
         im, conversions, _wh = open_rgb(data, draft=max(landmark_mask.DETECT_MAX_SIDE, 2 * size))
@@ -123,9 +124,16 @@ def photo(data: bytes, sidecar: dict | None, size: int, seed_key: str):
         return None
     box, pts, source = face
     square = landmark_mask.crop_box(box)
-    unmasked = landmark_mask.crop(im, square, size)
-    masked, alpha, _fill = landmark_mask.draw(unmasked, landmark_mask.to_crop(pts, square, size),
-                                              landmark_mask.seed_of(seed_key))
+    return landmark_mask.crop(im, square, size), landmark_mask.to_crop(pts, square, size), conversions, source
+
+
+def photo(data: bytes, sidecar: dict | None, size: int, seed_key: str):
+    """Photo bytes -> (unmasked, masked, alpha, conversions, landmarks source) at size, or None (no face)."""
+    got = face_crop(data, sidecar, size)
+    if got is None:
+        return None
+    unmasked, pts, conversions, source = got
+    masked, alpha, _fill = landmark_mask.draw(unmasked, pts, landmark_mask.seed_of(seed_key))
     return unmasked, masked, alpha, conversions, source
 
 

@@ -55,7 +55,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    generator: Literal["fc3", "fc_deep", "conv"] = "fc3"  # registry name; fc3 is the paper's
+    # registry name; fc3 is the paper's; cond_*: conditioned on the wearer, a design per person (docs/diversity.md)
+    generator: Literal["fc3", "fc_deep", "conv", "cond_fc3", "cond_conv"] = "fc3"
     latent_dim: int = ranged(100, "[1, 65536]")  # the paper samples 100-d N(0,1)
     hidden: int = ranged(32, "[1, 65536]")  # units per hidden layer (fc3: 32, as in the paper)
     # side of one colour cell of the design, in design pixels: the generator draws a grid of cells, upsampled

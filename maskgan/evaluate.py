@@ -26,8 +26,10 @@ from maskgan.feed import TrainGallery
 from maskgan.objective import to_float_images, trunk_features, unwrap
 from maskgan.report import report_markdown
 from maskgan.physical import design_hw
-from maskgan.wearing import (CONTROLS, PHYSICAL, PROBE_COLUMNS, ROWS, UNIVERSAL, UNIVERSAL_K, design_from_png,
-                             mask_space, probe_photos, row_images, universal_designs, with_physical, worn, worn_physically)
+from maskgan.models.generators import is_conditional, universal
+from maskgan.wearing import (CONTROLS, FOR_PERSON, PHYSICAL, PROBE_COLUMNS, ROWS, UNIVERSAL, UNIVERSAL_K,
+                             design_from_png, for_person_latents, mask_space, person_designs, probe_photos, row_images,
+                             universal_designs, with_physical, worn, worn_physically)
 
 
 @torch.no_grad()
@@ -38,18 +40,24 @@ def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_
     """Per-probe scores of each row for one decoded batch, and the impostor similarities of its unmasked photos.
 
     A row named in `designs` wears that one fixed design ([1,3,h,w] in [0,1], mask space) on every probe; a
-    `PHYSICAL/<i>` row wears it through the held-out physical transforms (seeded by batch_index and i)."""
+    `PHYSICAL/<i>` row wears it through the held-out physical transforms (seeded by batch_index and i); a
+    `FOR_PERSON/<i>` entry holds a latent [1, latent_dim] instead, and each probe wears the design a conditional
+    generator makes from it and the probe's own unmasked photo."""
     masked, unmasked, space = probe_photos(batch, projector, device)
     label = batch["label"].astype(np.int64)
     designs = designs or {}
+    # a conditional generator's cond: the trunk features of each probe's own unmasked photo
+    cond = trunk_features(trunk, unmasked) if generator is not None and is_conditional(generator) else None
     out, impostor = {}, np.zeros(0, np.float32)
     for row in rows:
-        if row.startswith(PHYSICAL + "/"):
+        if row.startswith(FOR_PERSON + "/"):
+            imgs = worn(masked, space, person_designs(generator, designs[row].to(device), cond))
+        elif row.startswith(PHYSICAL + "/"):
             imgs = worn_physically(masked, space, designs[row].to(device), batch_index * 1000 + int(row.split("/")[1]))
         elif row in designs:
             imgs = worn(masked, space, designs[row].to(device))
         else:
-            imgs = row_images(row, masked, unmasked, space, generator, latent_dim, gen)
+            imgs = row_images(row, masked, unmasked, space, generator, latent_dim, gen, cond)
         sims = (unwrap(head)(trunk_features(trunk, imgs)).float() @ gallery_emb.float().T).cpu().numpy()
         out[row] = scoring.probe_scores(sims, label)
         if row == "unmasked":
@@ -96,7 +104,7 @@ def split_report(root: storage.Location, split: str, rows, designs: dict | None 
     names = list(rows) + list(designs)
     scored, impostor = score_probes(root, split, names, seed=seed, designs=designs, **models)
     out = scoring.summarise_rows(scored, impostor, int(models["gallery_emb"].shape[0]), list(designs),
-                                 (UNIVERSAL, PHYSICAL), seed=seed)
+                                 (UNIVERSAL, PHYSICAL, FOR_PERSON), seed=seed)
     return {**out, "scored": scored}
 
 
@@ -110,6 +118,21 @@ def split_diversity(root: storage.Location, split: str, fixed: torch.Tensor, pro
     trunk, head = models["trunk"], unwrap(models["head"])
     return diversity.measure(fixed, masked, mask_space(models["projector"], masked),
                              lambda faces: head(trunk_features(trunk, faces)), worn, models["gallery_emb"])
+
+
+@torch.no_grad()
+def across_people(root: storage.Location, split: str, z: torch.Tensor, probes: int = diversity.PROBES,
+                  **models) -> dict:
+    """A conditional generator's designs for the first `probes` people of `split` from one latent z [1, D]:
+    how much they differ (pixel diversity, 0 when it ignores the wearer), and whether the same person gets the
+    same design again (max |difference| of a second pass; 0 for a deterministic generator)."""
+    batch = next(shards.iter_set(root, split, columns=["label", "size", "unmasked"]))
+    unmasked = to_float_images(torch.from_numpy(batch["unmasked"][:probes])).to(models["device"])
+    cond = trunk_features(models["trunk"], unmasked)
+    designs = person_designs(models["generator"], z, cond)
+    again = person_designs(models["generator"], z, cond)
+    return {"people": int(designs.shape[0]), "pixel": diversity.pixel_diversity(designs),
+            "same_person_max_diff": float((designs - again).abs().max())}
 
 
 def score_design(root: storage.Location, split: str, design: torch.Tensor, seed: int = 0, **models) -> dict:
@@ -178,8 +201,11 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     fixed = universal_designs(models["generator"], models["latent_dim"], universal_k, seed=cfg.train.seed,
                               device=device)
     designs = {f"{UNIVERSAL}/{i}": d.unsqueeze(0) for i, d in enumerate(fixed)}
+    # conditional generators: every probe of every split (val/test identities never trained on included) also
+    # wears its own design, from the universal rows' latents (the universal rows: the mean train-gallery face)
+    person = for_person_latents(models["generator"], models["latent_dim"], universal_k, cfg.train.seed, device)
     accuracy: dict = {r: {"ci95": {}} for r in ROWS}
-    rows: dict = {r: {} for r in (*ROWS, UNIVERSAL, PHYSICAL)}
+    rows: dict = {r: {} for r in (*ROWS, UNIVERSAL, PHYSICAL, *([FOR_PERSON] if person else []))}
     impostors: dict = {}
     spread: dict = {}  # per split: how the K universal designs differ (issue 17)
     # A split with no probes (a small identity tree's stable-hash split can leave one empty) has nothing to
@@ -190,7 +216,8 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     for split in present:
         log(f"evaluating {split} probes ({manifest['sets'][split]['rows']}) x {len(ROWS)} rows "
             f"+ {universal_k} universal designs ...")
-        result = split_report(root, split, ROWS, with_physical(designs, split), seed=cfg.train.seed, **models)
+        result = split_report(root, split, ROWS, {**with_physical(designs, split), **person}, seed=cfg.train.seed,
+                              **models)
         for row in ROWS:
             correct = result["scored"][row].correct
             accuracy[row][split] = float(correct.mean()) if correct.size else float("nan")
@@ -201,6 +228,8 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
         if universal_k:
             spread[split] = {**split_diversity(root, split, fixed, **models),
                              "protection_spread": diversity.protection_spread(rows[UNIVERSAL][split]["per_design"])}
+            if person:
+                spread[split]["across_people"] = across_people(root, split, person[f"{FOR_PERSON}/0"], **models)
     n = int(models["gallery_emb"].shape[0])
     report = {
         "recognizer_weights": cfg.model.recognizer_weights,
@@ -306,7 +335,12 @@ def designs_png(root: storage.Location, models: dict, n: int = 8, seed: int = 0)
     masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(masked.shape[0], models["latent_dim"], generator=gen).to(device)
-    faces = worn(masked, mask_space(models["projector"], masked), unwrap(models["generator"])(z))
+    g = unwrap(models["generator"])
+    if is_conditional(g) and "trunk" in models:  # each face wears the design made for it, from its own photo
+        d = g(z, trunk_features(models["trunk"], to_float_images(torch.from_numpy(batch["unmasked"])).to(device)))
+    else:  # without a trunk (export's copy), a conditional generator's universal designs
+        d = universal(g, z)
+    faces = worn(masked, mask_space(models["projector"], masked), d)
     top = torch.cat(list(masked), 2)
     bottom = torch.cat(list(faces), 2)
     grid = (torch.cat([top, bottom], 1).clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()

@@ -16,6 +16,7 @@ import torch
 from data_loader import shards, storage, stream
 from maskgan import physical
 from maskgan.config import RunConfig
+from maskgan.models.generators import CONDITIONAL
 from maskgan.models.recognizer import FEATURE_DIM
 from maskgan.objective import HEAD_TERMS, amp, to_float_images
 
@@ -29,7 +30,7 @@ def _to_device(array: np.ndarray, device) -> torch.Tensor:
     return t.to(device)
 
 
-def constants(raw: dict, projector, trunk, experiment: str, device, autocast=None) -> dict:
+def constants(raw: dict, projector, trunk, experiment: str, device, autocast=None, conditional: bool = False) -> dict:
     """A decoded numpy batch -> what the step needs of each image: masked (uint8, on the device), label, the
     mask space (physical.mask_warp of the projector's alpha: `grid` from the design template onto the mask
     region and `alpha` confined to it, both fp32), and the trunk features of the real photos that the
@@ -44,7 +45,7 @@ def constants(raw: dict, projector, trunk, experiment: str, device, autocast=Non
     terms = HEAD_TERMS[experiment]
     with torch.no_grad(), amp(device, autocast):
         alpha = projector(masked)
-        if "unmasked" in terms:
+        if "unmasked" in terms or conditional:
             out["feats_unmasked"] = trunk(to_float_images(_to_device(raw["unmasked"], device)))
         if "original_mask" in terms:
             out["feats_masked"] = trunk(masked)
@@ -59,10 +60,10 @@ def step_tensors(c: dict) -> dict:
     return batch
 
 
-def step_batch(raw: dict, projector, trunk, experiment: str, device, autocast=None) -> dict:
+def step_batch(raw: dict, projector, trunk, experiment: str, device, autocast=None, conditional: bool = False) -> dict:
     """Decoded numpy batch -> the step's tensors: projector alpha, and real-photo trunk features when the
-    experiment's head terms need them (constants: the projector and trunk are frozen)."""
-    return step_tensors(constants(raw, projector, trunk, experiment, device, autocast))
+    experiment's head terms or a conditional generator need them (constants: the projector and trunk are frozen)."""
+    return step_tensors(constants(raw, projector, trunk, experiment, device, autocast, conditional))
 
 
 class ResidentShard:
@@ -86,9 +87,10 @@ class ResidentShard:
         self._store: dict[str, torch.Tensor] = {}
 
     @staticmethod
-    def row_bytes(size: int, experiment: str, autocast) -> int:
+    def row_bytes(size: int, experiment: str, autocast, conditional: bool = False) -> int:
         eb = 4 if autocast is None else torch.finfo(autocast).bits // 8
-        feats = sum(t in HEAD_TERMS[experiment] for t in ("unmasked", "original_mask"))
+        terms = HEAD_TERMS[experiment]
+        feats = ("unmasked" in terms or conditional) + ("original_mask" in terms)
         # uint8 photo, fp32 alpha and fp32 warp grid (2 per pixel), features, label
         return size * size * 3 + size * size * 4 * 3 + feats * FEATURE_DIM * eb + 8
 
@@ -139,7 +141,8 @@ def resident_capacity(cfg: RunConfig, root: storage.Location, size: int, world_s
         return 0
     total = sum(int(s["rows"]) for s in shards.set_shards(root, shards.read_manifest(root), "train"))
     rows = -(-total // world_size)
-    need = rows * ResidentShard.row_bytes(size, cfg.objective.experiment, autocast) / 2**30
+    need = rows * ResidentShard.row_bytes(size, cfg.objective.experiment, autocast,
+                                          cfg.model.generator in CONDITIONAL) / 2**30
     if need > budget:
         if log:
             log(f"[{cfg.train.name}] streaming every epoch: a worker's {rows} rows need {need:.2f} GiB "
@@ -164,7 +167,8 @@ def streamed_batches(shard, cfg: RunConfig, epoch: int, projector, trunk, device
     when given; rows of corrupt shards are counted in `stats` and never used."""
     for raw, waited in stream.timed_batches(shard, cfg.data.batch_size, cfg.data.shuffle_buffer,
                                             cfg.data.prefetch_batches, seed=cfg.train.seed + epoch, stats=stats):
-        c = constants(raw, projector, trunk, cfg.objective.experiment, device, autocast)
+        c = constants(raw, projector, trunk, cfg.objective.experiment, device, autocast,
+                      cfg.model.generator in CONDITIONAL)
         if resident is not None:
             resident.add(c)
         yield step_tensors(c), waited

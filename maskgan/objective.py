@@ -43,6 +43,7 @@ from torch import nn
 
 from maskgan import diversity, physical
 from maskgan.config import ObjectiveConfig
+from maskgan.models.generators import is_conditional
 
 HEAD_TERMS = {"exp0": (), "exp1": ("generated",), "exp2": ("generated", "unmasked"),
               "exp3": ("generated", "unmasked", "original_mask")}
@@ -129,9 +130,12 @@ def l1(head: nn.Module) -> torch.Tensor:
     return sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)
 
 
-def design(generator: nn.Module, n: int, latent_dim: int, device, z: torch.Tensor | None = None) -> torch.Tensor:
-    """n designs from fresh N(0, 1) latents, or from the given latents `z` [n, latent_dim]."""
-    return generator(torch.randn(n, latent_dim, device=device) if z is None else z)
+def design(generator: nn.Module, n: int, latent_dim: int, device, z: torch.Tensor | None = None,
+           cond: torch.Tensor | None = None) -> torch.Tensor:
+    """n designs from fresh N(0, 1) latents, or from the given latents `z` [n, latent_dim]; a conditional
+    generator's also from `cond` [n, 1792], each wearer's unmasked-photo trunk features."""
+    z = torch.randn(n, latent_dim, device=device) if z is None else z
+    return generator(z) if cond is None else generator(z, cond)
 
 
 def amp(device, dtype: torch.dtype | None):
@@ -172,7 +176,7 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
                cfg: ObjectiveConfig) -> dict[str, float]:
     """One adversarial step. batch: masked [B,3,S,S] float, grid [B,S,S,2] and alpha [B,1,S,S] (the mask space:
     physical.mask_warp of the projector's output), label [B]; for exp2/exp3 also feats_unmasked / feats_masked
-    [B,1792] (trunk features of the real photos). All are per-image constants computed outside the step
+    [B,1792] (trunk features of the real photos; feats_unmasked also for a conditional generator: its cond). All are per-image constants computed outside the step
     (maskgan.feed)."""
     masked, label = batch["masked"], batch["label"]
     space = physical.MaskSpace(batch["grid"], batch["alpha"])
@@ -187,7 +191,8 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
         h.requires_grad_(False)
     with amp(masked.device, models.autocast):
         z = torch.randn(n, models.latent_dim, device=masked.device)  # kept: the mode-seeking term needs it
-        designs = design(models.generator, n, models.latent_dim, masked.device, z)
+        cond = batch["feats_unmasked"] if is_conditional(models.generator) else None  # each wearer's own design
+        designs = design(models.generator, n, models.latent_dim, masked.device, z, cond)
         if models.eot is None:
             faces = physical.wear(masked, space, designs)
     if models.eot is not None:  # kornia's transforms in fp32, outside autocast

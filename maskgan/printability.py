@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from maskgan.models.generators import universal as universal_of
 from maskgan.objective import unwrap
 
 SAMPLES = 64  # generated and noise designs measured per report
@@ -21,7 +22,8 @@ def design_rows(generator, latent_dim: int, universal: torch.Tensor, controls: d
     gen = torch.Generator().manual_seed(seed)
     device = universal.device
     h, w = universal.shape[-2:]
-    rows = {"generated": unwrap(generator)(torch.randn(SAMPLES, latent_dim, generator=gen).to(device)),
+    # a conditional generator's samples are made for the mean train-gallery feature (generators.universal)
+    rows = {"generated": universal_of(unwrap(generator), torch.randn(SAMPLES, latent_dim, generator=gen).to(device)),
             "universal": universal,
             "noise": torch.rand(SAMPLES, 3, h, w, generator=gen).to(device)}
     for name, rgb in controls.items():

@@ -47,7 +47,8 @@ def report_markdown(report: dict) -> str:
                 cells.append("–")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", "Rows: `unmasked` no mask; `original_mask` as photographed; `generated` the generator's designs in "
-              "the mask region; `blue`/`black`/`white`/`noise` control designs in the same region.", ""]
+              "the mask region; `blue`/`black`/`white`/`noise` control designs in the same region; `for_person` "
+              "(conditional generators) each probe wearing the design made from its own unmasked photo.", ""]
     for split in SPLITS:
         if split in report.get("impostors", {}):
             lines += _split_section(report, split)
@@ -80,6 +81,15 @@ def diversity_section(d: dict, far: str) -> list[str]:
         lines.append(f"| {split} | {v['designs']} × {v['probes']} | {_cos3(v['pixel'])} | {_cos3(v['feature'])} | "
                      f"{ids['mean']:.1f} ({ids['max']}) of {v['designs']} | {_pct(sp.get(f'dodging@{far}'))} | "
                      f"{_pct(sp.get('rank1'))} |")
+    people = {split: d[split]["across_people"] for split in SPLITS if "across_people" in d.get(split, {})}
+    if people:  # a conditional generator (cond_fc3, cond_conv): one design per wearer
+        lines += ["", "Designs for each wearer (conditional generator; latent of `for_person/0`): pixels across "
+                  "people is the mean pairwise mean |difference| of the designs made for different people (0: it "
+                  "ignores the wearer); same person again is the largest difference when one person's design is "
+                  "made twice (0: reproducible).", "",
+                  "| split | people | pixels across people | same person again |", "|---|---|---|---|"]
+        lines += [f"| {split} | {v['people']} | {_cos3(v['pixel'])} | {v['same_person_max_diff']:.1e} |"
+                  for split, v in people.items()]
     return lines + [""]
 
 

@@ -6,6 +6,12 @@ generator's designs worn in the mask region, a fresh latent per probe), control 
 `blue`, `black`, `white`, `noise` (uniform noise), and `universal`: K fixed designs, each worn by every probe,
 summarised as mean, worst and best over the K. maskgan.evaluate scores them.
 
+A conditional generator (maskgan.models.generators: cond_fc3, cond_conv) makes each wearer's own design from
+the trunk features of their unmasked photo: its `generated` row uses each probe's own features, and the
+`for_person` row (K entries `for_person/<i>`, summarised like `universal`) has each probe wear the design made
+for them from universal latent i, the same latents as the universal rows. Its universal designs are made for
+the mean train-gallery feature (generators.universal): one design for everyone, for comparison.
+
 Every design here is a mask-space panel (maskgan.physical: [N,3,h,w], h x w = physical.design_hw(image size)),
 worn through `physical.wear` exactly as the training step wears it: the warp onto the mask region, the mask's
 shading, the composite. So the PNG a user prints is the picture every row scored.
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 
 from maskgan import physical
+from maskgan.models.generators import is_conditional, universal
 from maskgan.objective import to_float_images, unwrap
 
 ROWS = ("unmasked", "original_mask", "generated", "blue", "black", "white", "noise")
@@ -32,6 +39,7 @@ UNIVERSAL = "universal"
 # blur and geometry, then the camera's blur, exposure, noise and JPEG; every range 1.5x training's, seeds from
 # the odd stream training never draws), on the held-out splits: robustness measured on transforms not trained on.
 PHYSICAL = "universal_physical"
+FOR_PERSON = "for_person"  # conditional generators: each probe wears the design made from its own features
 UNIVERSAL_K = 8  # fixed designs scored per run (no `eval` config section yet: evaluate_run's universal_k)
 
 
@@ -60,7 +68,9 @@ def worn(masked: torch.Tensor, space: physical.MaskSpace, design: torch.Tensor) 
 
 @torch.no_grad()
 def row_images(row: str, masked, unmasked, space: physical.MaskSpace, generator, latent_dim: int,
-               gen: torch.Generator):
+               gen: torch.Generator, cond: torch.Tensor | None = None):
+    """The probes as `row` covers them. `cond`: the probes' unmasked trunk features, for a conditional
+    generator's `generated` row (each probe wears a design made for it)."""
     if row == "unmasked":
         return unmasked
     if row == "original_mask":
@@ -69,7 +79,7 @@ def row_images(row: str, masked, unmasked, space: physical.MaskSpace, generator,
     h, w = physical.design_hw(masked.shape[-1])
     if row == "generated":
         z = torch.randn(n, latent_dim, generator=gen).to(masked.device)
-        d = unwrap(generator)(z)
+        d = unwrap(generator)(z) if cond is None else unwrap(generator)(z, cond)
     elif row == "noise":
         d = torch.rand(n, 3, h, w, generator=gen).to(masked.device)
     else:
@@ -94,11 +104,30 @@ def _held_out_transforms():
     return physical.design_transforms(ranges), physical.face_transforms(ranges)
 
 
+def universal_latents(latent_dim: int, k: int = UNIVERSAL_K, seed: int = 0, device="cpu") -> torch.Tensor:
+    """The K seeded latents [K, latent_dim] of the universal designs (and of the for-person rows)."""
+    return torch.randn(k, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
 @torch.no_grad()
 def universal_designs(generator, latent_dim: int, k: int = UNIVERSAL_K, seed: int = 0, device="cpu") -> torch.Tensor:
-    """K fixed designs [K,3,h,w] from seeded latents, quantised to 8 bits: exactly what a PNG of them holds."""
-    z = torch.randn(k, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    return quantise(unwrap(generator)(z))
+    """K fixed designs [K,3,h,w] from seeded latents, quantised to 8 bits: exactly what a PNG of them holds.
+    A conditional generator's are made for the mean train-gallery feature (generators.universal)."""
+    return quantise(universal(unwrap(generator), universal_latents(latent_dim, k, seed, device)))
+
+
+@torch.no_grad()
+def person_designs(generator, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """Each wearer's own design [B,3,h,w] from one latent z [1, latent_dim] and their unmasked-photo trunk
+    features cond [B,1792], quantised like the universal designs (what a PNG of each holds)."""
+    return quantise(unwrap(generator)(z.expand(cond.shape[0], -1), cond))
+
+
+def for_person_latents(generator, latent_dim: int, k: int = UNIVERSAL_K, seed: int = 0, device="cpu") -> dict:
+    """{"for_person/<i>": universal latent i [1, latent_dim]} for a conditional generator; {} otherwise."""
+    if not is_conditional(unwrap(generator)) or not k:
+        return {}
+    return {f"{FOR_PERSON}/{i}": z.unsqueeze(0) for i, z in enumerate(universal_latents(latent_dim, k, seed, device))}
 
 
 def quantise(design: torch.Tensor) -> torch.Tensor:

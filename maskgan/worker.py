@@ -21,6 +21,7 @@ from data_loader import shards, storage
 from maskgan import assembly, feed, palette
 from maskgan.config import RunConfig, from_dict
 from maskgan.evaluate import score_set
+from maskgan.models.generators import set_cond_stats
 from maskgan.objective import Models, Optimizers, Surrogate, accelerate, make_optimizers, train_step, unwrap
 
 VAL_ROWS = ("unmasked", "original_mask", "generated")
@@ -72,6 +73,8 @@ def _train(loop_config: dict) -> None:
 
     start = assembly.starting_checkpoint(cfg, run, root, log=functools.partial(_say, cfg))
     start_epoch = _load_weights(start, generator, head, cfg, say, parts.surrogates)
+    # a conditional generator sees a wearer as their features' distance from the train gallery's (docs/diversity.md)
+    set_cond_stats(generator, train_gallery.feats)
     generator = ray.train.torch.prepare_model(generator)
     s_heads = [s.recognizer.head for s in parts.surrogates]
     if cfg.objective.experiment != "exp0":  # DDP wraps only modules that train

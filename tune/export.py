@@ -132,9 +132,11 @@ def design_grid(generator, latent_dim: int, n: int, seed: int = 0, fmt: str = "P
     import torch
     from PIL import Image
 
+    from maskgan.models.generators import universal
+
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        designs = generator.eval()(torch.randn(n, latent_dim, generator=gen))
+    with torch.no_grad():  # a conditional generator's: made for the mean train-gallery face (docs/diversity.md)
+        designs = universal(generator.eval(), torch.randn(n, latent_dim, generator=gen))
     if not bool(torch.isfinite(designs).all()):
         raise ExportError(f"{where}: the generator's designs are not finite (nan/inf); refusing to write an image")
     designs = designs.clamp(0, 1)

@@ -3,6 +3,11 @@
 A design is a flat picture of the mask's front panel (maskgan.physical: the template, 2:1 width:height), not a
 full-frame image: `hw` is physical.design_hw(image size), e.g. (64, 128) for 128x128 photos. What the generator
 draws is exactly what is printed and what the warp places on each face.
+
+Conditional generators (`cond_fc3`, `cond_conv`; issue 17) also take the wearer: forward(z, cond), where cond
+is the trunk features [B,1792] of the wearer's own unmasked photo, so each person gets their own design.
+Unconditional ones keep forward(z). `is_conditional` is what the rest of the code asks; `universal` draws the
+designs a conditional generator makes for no one in particular (the train gallery's mean face, which it stores).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from maskgan.models.recognizer import FEATURE_DIM
 
 
 def cells(hw: tuple[int, int], cell_px: int) -> tuple[int, int]:
@@ -78,14 +85,83 @@ class Conv(nn.Module):
         return _smooth(torch.sigmoid(self.net(self.fc(z).view(-1, self.c0, *self.start))), self.hw)
 
 
+COND_WIDTH = 32  # the wearer's features are projected to this many inputs, concatenated with the latent
+CONDITIONAL = {"cond_fc3": "fc3", "cond_conv": "conv"}  # conditional name -> the unconditional body it wraps
+NAMES = ("fc3", "fc_deep", "conv", *CONDITIONAL)
+
+
+class Conditioned(nn.Module):
+    """A generator body fed [z, project(standardised cond)]: the latent plus the wearer, projected small.
+
+    Face features are alike (pooled non-negative activations: two people's cosine is typically far above 0.9),
+    so the wearer enters as how their features differ from the train gallery's: per feature, minus the
+    gallery's mean and over its std (`cond_mean`, `cond_std`: buffers saved with the weights, set by the worker
+    through `set_cond_stats`), then layer-normed (no affine) to unit scale like z's entries, and projected
+    (initialised N(0, 1/1792): outputs of unit scale, where PyTorch's default would start at a third of it).
+    The mean face is the zero vector: the universal designs (`universal`) are made for it.
+    """
+
+    conditional = True
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.project = nn.Linear(FEATURE_DIM, COND_WIDTH)
+        nn.init.normal_(self.project.weight, std=FEATURE_DIM ** -0.5)
+        nn.init.zeros_(self.project.bias)
+        self.body = body
+        self.hw = body.hw
+        self.register_buffer("cond_mean", torch.zeros(FEATURE_DIM))
+        self.register_buffer("cond_std", torch.ones(FEATURE_DIM))
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if cond is None:
+            raise ValueError("a conditional generator needs cond: the trunk features [B, 1792] of each wearer's "
+                             "unmasked photo (generators.universal makes designs for no one in particular)")
+        if cond.shape != (z.shape[0], FEATURE_DIM):
+            raise ValueError(f"cond: expected [{z.shape[0]}, {FEATURE_DIM}] (one feature row per latent), "
+                             f"got {list(cond.shape)}")
+        c = (cond.to(self.cond_mean.dtype) - self.cond_mean) / self.cond_std
+        c = self.project(F.layer_norm(c, (FEATURE_DIM,)))
+        return self.body(torch.cat([z, c.to(z.dtype)], 1))
+
+
+def is_conditional(generator: nn.Module) -> bool:
+    """Whether `generator` (possibly DDP-wrapped) takes the wearer's features."""
+    return getattr(getattr(generator, "module", generator), "conditional", False)
+
+
+def universal(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Designs from latents z for no one in particular: generator(z) for an unconditional generator; for a
+    conditional one, its designs for the train gallery's mean face (`cond_mean`)."""
+    g = getattr(generator, "module", generator)
+    if not is_conditional(g):
+        return generator(z)
+    return generator(z, g.cond_mean.to(z.dtype).expand(z.shape[0], -1))
+
+
+@torch.no_grad()
+def set_cond_stats(generator: nn.Module, gallery_feats: torch.Tensor) -> None:
+    """A conditional generator's feature statistics, from the TRAIN gallery's features [N,1792] (nothing of a
+    val/test identity); a no-op for an unconditional generator. One identity gives std 0: kept at 1 there."""
+    g = getattr(generator, "module", generator)
+    if not is_conditional(g):
+        return
+    feats = gallery_feats.float().to(g.cond_mean.device)
+    g.cond_mean.copy_(feats.mean(0))
+    std = feats.std(0) if feats.shape[0] > 1 else torch.ones_like(g.cond_std)
+    g.cond_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+
 def build_generator(name: str, latent_dim: int, hidden: int, hw: tuple[int, int], cell_px: int = 1) -> nn.Module:
     """The one way to build a generator: `hw` is the design's (height, width) in mask space, `cell_px` the side
     of one colour cell in design pixels."""
     hw = (int(hw[0]), int(hw[1]))
+    if name in CONDITIONAL:
+        return Conditioned(build_generator(CONDITIONAL[name], latent_dim + COND_WIDTH, hidden, hw, cell_px))
     if name == "fc3":
         return FC(latent_dim, hidden, 3, hw, cell_px)
     if name == "fc_deep":
         return FC(latent_dim, max(hidden // 2, 8), 8, hw, cell_px)  # thin and deep
     if name == "conv":
         return Conv(latent_dim, hidden, hw, cell_px)
-    raise ValueError(f"unknown generator {name!r} (allowed: fc3, fc_deep, conv)")
+    raise ValueError(f"unknown generator {name!r} (allowed: {', '.join(NAMES)})")

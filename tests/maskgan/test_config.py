@@ -12,7 +12,8 @@ def test_defaults_and_recipes_validate():
 
 @pytest.mark.parametrize("data, needle", [
     ({"model": {"generatr": "fc3"}}, "model.generatr: unknown field"),
-    ({"model": {"generator": "resnet"}}, "model.generator: 'resnet' is not allowed (allowed: fc3, fc_deep, conv)"),
+    ({"model": {"generator": "resnet"}},
+     "model.generator: 'resnet' is not allowed (allowed: fc3, fc_deep, conv, cond_fc3, cond_conv)"),
     ({"objective": {"experiment": "exp4"}}, "objective.experiment: 'exp4' is not allowed"),
     ({"train": {"epochs": "3"}}, "train.epochs: expected an integer"),
     ({"train": {"epochs": 0}}, "train.epochs: must be an integer in [1, 100000], got 0"),

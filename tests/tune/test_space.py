@@ -59,7 +59,7 @@ def test_printable_space_sweeps_tv_and_nps_weights_and_the_table_shows_the_trade
 
 def test_diversity_space_sweeps_the_mode_seeking_weight_and_the_table_shows_diversity():
     space = load_space(os.path.join(SPACES, "diversity.yaml"))
-    assert space.grid == {"objective.diversity_weight": [0.0, 0.01, 0.03, 0.1], "model.generator": ["fc3"]}
+    assert space.grid == {"objective.diversity_weight": [0.0, 0.01, 0.03, 0.1], "model.generator": ["fc3", "cond_fc3"]}
     cfg = trial_config(space, {"objective.diversity_weight": 0.03}, "/tmp/s/runs", "d_00002")
     assert cfg.objective.diversity_weight == 0.03 and cfg.objective.tv_weight == 0.3  # the demo's recipe
     row = {"trial": "d_00002", "status": "completed", "objective.diversity_weight": 0.03, "model.generator": "fc3",
