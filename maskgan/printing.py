@@ -222,7 +222,12 @@ def person_design(state: dict, checkpoint: storage.Location, photo_uri: str, k: 
         raise PrintError(f"design {k!r}: evaluation scores {count} latents per person, numbered 0..{count - 1}")
     face = person_photo(photo_uri, int(state["arch"]["size"]))
     cfg = assembly.config_of(state)
-    trunk = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url).trunk
+    # the photo is cropped as identity folders are (person_photo), so the trunk takes that data's face box
+    from data_loader import landmark_mask
+
+    crop = assembly.face_crop(cfg.data.face_crop, cfg.model.recognizer_weights,
+                              {"source": {"kind": "identities", "crop": landmark_mask.CROP}})
+    trunk = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url, crop).trunk
     generator = assembly.generator_from_checkpoint(state, checkpoint.uri).eval()
     with torch.no_grad():
         cond = trunk(to_float_images(torch.from_numpy(face.copy()).unsqueeze(0)))
