@@ -91,10 +91,11 @@ def _demo(sub) -> None:
                    help="what the recogniser's head fine-tunes on: exp0 nothing, exp1 generated-mask faces, exp2 + unmasked "
                         "faces, exp3 + original-mask faces (default: exp1)")
     d.add_argument("--generator", default="fc3", choices=GENERATORS, help="generator architecture (default: fc3)")
-    d.add_argument("--surrogates", nargs="+", default=[], metavar="SPEC",
-                   help="more white-box recognisers the generator attacks together with the demo's "
-                        "(model.recognizers: random:<seed> or weights), e.g. --surrogates random:11; each adds "
-                        "about one trunk pass and backward per step (default: none; with exp0/exp1 only)")
+    d.add_argument("--surrogates", nargs="*", default=None, metavar="SPEC",
+                   help="white-box recognisers the generator attacks together with the demo's adapted one "
+                        "(model.recognizers: random:<seed> or weights); each adds about one trunk pass and "
+                        "backward per step; exp0/exp1 only (default: random:11, an ensemble of 2; "
+                        "--surrogates with no SPEC: the adapted recogniser alone)")
 
 
 def _data_synth(data) -> None:
