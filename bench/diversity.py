@@ -2,14 +2,16 @@
 term and print, for each, the universal designs' pixel diversity and their test dodging.
 
     python -m bench.diversity [--root demo_out] [--weights 0 0.03] [--epochs 8] [--universal-k 4]
-                              [--out /tmp/diversity]
+                              [--generator fc3] [--out /tmp/diversity]
 
 --root is a `make demo` output folder (data, projector.pt, recognizer.pt); when it has no data the demo's first
 three steps make them there (40 synthetic identities, about a minute). Each weight is one run of
 `maskgan.train.fit(recipes.debug_cpu(root))` with `objective.diversity_weight` set, on a local Ray (2 CPUs unless
 RAY_ADDRESS names a cluster), then `evaluate.evaluate_run` without the defender (it does not change these
 figures). The first weight is the baseline the others are compared with: issue 17's bar is pixel diversity at
-least 3x the baseline's with test dodging at most 5 points lower. The last line is JSON for scripts.
+least 3x the baseline's with test dodging at most 5 points lower. With a conditional `--generator` (cond_fc3,
+cond_conv) each line also gives the designs' pixel distance across people (one latent, the split's first 8
+wearers) and the for_person row's test dodging. The last line is JSON for scripts.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def main(argv=None) -> dict:
                    help="epochs per run, integer in [1, 100000] (default 8, the demo's)")
     p.add_argument("--universal-k", type=ranged(int, "[2, 1000]"), default=4,
                    help="universal designs scored, integer in [2, 1000] (default 4, the demo's)")
+    p.add_argument("--generator", default="fc3", choices=("fc3", "fc_deep", "conv", "cond_fc3", "cond_conv"),
+                   help="model.generator of every run (default fc3, the recipe's; cond_*: designs per wearer)")
     p.add_argument("--out", default="/tmp/diversity", help="where the runs go (default /tmp/diversity)")
     a = p.parse_args(argv)
     from data_loader import shards, storage
@@ -52,7 +56,8 @@ def main(argv=None) -> dict:
     for weight in a.weights:
         t0 = time.time()
         cfg = base.replace(train={"storage": os.path.abspath(a.out), "name": f"div{weight:g}-{int(t0)}",
-                                  "epochs": a.epochs}, objective={"diversity_weight": weight})
+                                  "epochs": a.epochs}, objective={"diversity_weight": weight},
+                           model={"generator": a.generator})
         result = train.fit(cfg, log=lambda *_: None)
         report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=a.universal_k,
                                        defender_steps=0)
@@ -66,12 +71,17 @@ def main(argv=None) -> dict:
                "dodging_spread": div["protection_spread"][f"dodging@{far}"],
                "original_mask_dodging": orig["verification"]["dodging"][far], "seconds": round(time.time() - t0),
                "run": result.run_uri}
+        people = div.get("across_people")
+        if people is not None:  # a conditional generator: its designs for different wearers, one latent
+            row["across_people"] = people["pixel"]
+            row["for_person_dodging"] = report["rows"]["for_person"]["test"]["mean"][f"dodging@{far}"]
         rows.append(row)
         print(f"diversity_weight {weight:g}: universal designs pixel diversity {row['pixel_diversity']:.4f}, "
               f"feature {row['feature_diversity']:.4f}, {row['distinct_identities']:.1f} identities per probe; "
               f"test dodging {row['universal_dodging']:.1%} (worst {row['universal_dodging_worst']:.1%}, spread "
               f"{row['dodging_spread']:.1%}) vs original_mask {row['original_mask_dodging']:.1%} "
-              f"({row['seconds']} s)", flush=True)
+              f"({row['seconds']} s)" + (f"; across people {row['across_people']:.4f}, for_person dodging "
+                                         f"{row['for_person_dodging']:.1%}" if people is not None else ""), flush=True)
     base_row = rows[0]
     for row in rows[1:]:
         ratio = row["pixel_diversity"] / base_row["pixel_diversity"] if base_row["pixel_diversity"] else float("inf")
@@ -81,7 +91,7 @@ def main(argv=None) -> dict:
         print(f"issue 17 bar at diversity_weight {row['diversity_weight']:g} (pixel diversity >= {BAR_RATIO:g}x "
               f"weight {base_row['diversity_weight']:g}'s, test dodging <= {BAR_POINTS * 100:.0f} points lower): "
               f"{'MET' if met else 'NOT met'}: {ratio:.2f}x, dodging {-loss * 100:+.1f} points", flush=True)
-    out = {"date": datetime.date.today().isoformat(), "epochs": a.epochs, "universal_k": a.universal_k, "runs": rows}
+    out = {"date": datetime.date.today().isoformat(), "generator": a.generator, "epochs": a.epochs, "universal_k": a.universal_k, "runs": rows}
     print(json.dumps(out))
     return out
 

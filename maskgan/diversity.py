@@ -109,6 +109,18 @@ def mode_seeking(designs: torch.Tensor, z: torch.Tensor, eps: float = EPS) -> tu
     return 1 / (lz + eps), lz
 
 
+def wearer_seeking(mine: torch.Tensor, others: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 / (lc + eps), lc) for a conditional generator: mine[i] and others[i] are designs from ONE latent for two
+    different wearers; lc is their mean absolute pixel difference (averaged over the pairs). The mode-seeking
+    term pays for distance per unit of latent distance, which a conditional generator can earn from the latent
+    alone; this one pays it for differing across people. Not divided by the wearers' feature distance: trunk
+    features of different faces are nearly parallel (cosine 0.9997 with a random trunk), so that ratio would
+    be dominated by the noise of a tiny denominator."""
+    a, b = (physical.at_least_fp32(t.reshape(t.shape[0], -1)) for t in (mine, others))
+    lc = (a - b).abs().mean(1).mean()
+    return 1 / (lc + eps), lc
+
+
 def mode_seeking_loss(designs: torch.Tensor, z: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """MSGAN's generator term 1 / (lz + eps): large when different latents give the same design."""
     return mode_seeking(designs, z, eps)[0]

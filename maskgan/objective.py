@@ -10,7 +10,8 @@ the original mask's lighting, composited (with `physical.enabled`, printed and p
 transforms on the way: EOT); the frozen trunk embeds the face, and
   - the generator MAXIMISES the recogniser's cross-entropy on those faces, less tv_weight x TV and
     nps_weight x NPS of its designs (maskgan.physical: smooth, printable designs; both 0 by default),
-    less diversity_weight x MSGAN's mode-seeking term (maskgan.diversity: designs that differ; 0 by default);
+    less diversity_weight x MSGAN's mode-seeking term (maskgan.diversity: designs that differ; 0 by default),
+    and for a conditional generator also x the wearer-seeking term (one latent, two wearers: designs per person);
   - the recogniser head MINIMISES cross-entropy + lambda * L1 on the mixture the experiment names:
         exp0: nothing (frozen)       exp1: generated-mask faces
         exp2: + unmasked faces       exp3: + original-mask faces
@@ -192,7 +193,13 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     with amp(masked.device, models.autocast):
         z = torch.randn(n, models.latent_dim, device=masked.device)  # kept: the mode-seeking term needs it
         cond = batch["feats_unmasked"] if is_conditional(models.generator) else None  # each wearer's own design
-        designs = design(models.generator, n, models.latent_dim, masked.device, z, cond)
+        half = n // 2 if cond is not None and cfg.diversity_weight else 0
+        if half:  # wearer seeking: the first half's latents again, on the second half's wearers (one forward)
+            both = design(models.generator, n + half, models.latent_dim, masked.device,
+                          torch.cat([z, z[:half]]), torch.cat([cond, cond[half:2 * half]]))
+            designs, others = both[:n], both[n:]
+        else:
+            designs = design(models.generator, n, models.latent_dim, masked.device, z, cond)
         if models.eot is None:
             faces = physical.wear(masked, space, designs)
     if models.eot is not None:  # kornia's transforms in fp32, outside autocast
@@ -217,6 +224,9 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     if cfg.diversity_weight and n > 1:  # mode seeking (issue 17): pairs within the batch; one image has none
         seek, lz = diversity.mode_seeking(designs, z)
         g_loss, scalars["train/design_diversity"] = g_loss + cfg.diversity_weight * seek, lz.detach()
+        if half:  # and across people: one latent, two wearers (issue 17: designs for a person)
+            seek_c, lc = diversity.wearer_seeking(designs[:half], others)
+            g_loss, scalars["train/design_diversity_people"] = g_loss + cfg.diversity_weight * seek_c, lc.detach()
     opts.generator.zero_grad(set_to_none=True)
     g_loss.backward()
     opts.generator.step()

@@ -13,7 +13,7 @@ from PIL import Image
 
 from maskgan import feed, objective, physical
 from maskgan.config import ObjectiveConfig
-from maskgan.models.generators import build_generator, is_conditional, universal
+from maskgan.models.generators import build_generator, is_conditional, set_cond_stats, universal
 from maskgan.models.projector import Projector
 from maskgan.models.recognizer import FEATURE_DIM, build_recognizer
 
@@ -83,6 +83,32 @@ def test_the_step_feeds_a_conditional_generator_each_wearers_features():
     assert torch.equal(before["cond_mean"], after["cond_mean"])  # a constant, not trained
     with pytest.raises(KeyError, match="feats_unmasked"):  # a batch without the wearer is refused, not guessed
         objective.train_step(models, opts, {k: v for k, v in batch.items() if k != "feats_unmasked"}, gallery, cfg)
+
+
+def _people_distance_after_training(weight: float, steps: int = 6) -> tuple[float, dict]:
+    models, opts, _ = _step_setup("cond_fc3")
+    cfg = ObjectiveConfig(experiment="exp0", diversity_weight=weight)  # exp0: only the generator moves
+    projector = Projector().eval().requires_grad_(False)
+    batch = feed.step_batch(_raw(), projector, models.trunk, "exp0", "cpu", conditional=True)
+    with torch.no_grad():
+        gallery = models.trunk(torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(1)))
+    set_cond_stats(models.generator, batch["feats_unmasked"])  # as the worker does, from the wearers' features
+    torch.manual_seed(0)
+    for _ in range(steps):
+        out = objective.train_step(models, opts, batch, gallery, cfg)
+    z = torch.randn(1, LATENT, generator=torch.Generator().manual_seed(2)).expand(4, -1)
+    with torch.no_grad():
+        d = models.generator(z, batch["feats_unmasked"])  # one latent, the batch's four wearers
+    i, j = torch.triu_indices(4, 4, offset=1)
+    return float((d[i] - d[j]).abs().mean()), out
+
+
+def test_the_diversity_weight_pays_a_conditional_generator_for_differing_across_people():
+    plain, out0 = _people_distance_after_training(0.0)
+    seeking, out1 = _people_distance_after_training(0.1)
+    assert "train/design_diversity_people" not in out0 and out1["train/design_diversity_people"] > 0
+    # one latent on four wearers: the wearer-seeking term pushes their designs apart
+    assert seeking > 2 * plain and seeking > 0.02, (plain, seeking)
 
 
 def test_the_resident_row_budget_counts_a_conditional_generators_features():
