@@ -94,7 +94,7 @@ def _demo(sub) -> None:
     d.add_argument("--surrogates", nargs="*", default=None, metavar="SPEC",
                    help="white-box recognisers the generator attacks together with the demo's adapted one "
                         "(model.recognizers: random:<seed> or weights); each adds about one trunk pass and "
-                        "backward per step; exp0/exp1 only (default: random:11, an ensemble of 2; "
+                        "backward per step (default: random:11, an ensemble of 2; "
                         "--surrogates with no SPEC: the adapted recogniser alone)")
 
 

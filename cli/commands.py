@@ -10,11 +10,8 @@ from __future__ import annotations
 def demo(a) -> None:
     from maskgan import demo
 
-    surrogates = a.surrogates
-    if surrogates is None:  # the default ensemble, where the experiment allows one (exp2/exp3 do not)
-        surrogates = demo.DEMO_SURROGATES if a.experiment in ("exp0", "exp1") else ()
     demo.run(a.out, identities=a.identities, epochs=a.epochs, experiment=a.experiment, generator=a.generator,
-             surrogates=surrogates)
+             surrogates=demo.DEMO_SURROGATES if a.surrogates is None else a.surrogates)
 
 
 def data_synth(a) -> None:

@@ -66,7 +66,7 @@ class ModelConfig:
     # EXTRA white-box surrogates attacked together with recognizer_weights (issue 15): the generator's loss
     # averages over all of them, each has its own head trained as the experiment says. Specs: random:<seed>
     # (a facenet trunk initialised from the seed, its own fresh head), random, a pretrained name, a path or
-    # s3:// URI. []: the single recogniser. exp0 and exp1 only (exp2/exp3 would need every trunk's features).
+    # s3:// URI. []: the single recogniser. exp2/exp3 compute every surrogate trunk's real-photo features.
     recognizers: list[str] = field(default_factory=list)
     projector: str = ""  # projector checkpoint (local path or s3://) from `maskgan projector train`
 
@@ -213,9 +213,6 @@ def _validate(cfg: RunConfig) -> RunConfig:
     for i, spec in enumerate(cfg.model.recognizers):
         check_surrogate(f"model.recognizers[{i}]", spec, attacked, cfg.eval.held_out)
         attacked.append(same_recognizer(spec))
-    if cfg.model.recognizers and cfg.objective.experiment in ("exp2", "exp3"):
-        raise ConfigError(f"objective.experiment: {cfg.objective.experiment} trains heads on real-photo features, "
-                          "which model.recognizers does not compute for every surrogate; use exp0 or exp1")
     return cfg
 
 

@@ -30,7 +30,8 @@ def _to_device(array: np.ndarray, device) -> torch.Tensor:
     return t.to(device)
 
 
-def constants(raw: dict, projector, trunk, experiment: str, device, autocast=None, conditional: bool = False) -> dict:
+def constants(raw: dict, projector, trunk, experiment: str, device, autocast=None, conditional: bool = False,
+              surrogate_trunks: tuple = ()) -> dict:
     """A decoded numpy batch -> what the step needs of each image: masked (uint8, on the device), label, the
     mask space (physical.mask_warp of the projector's alpha: `grid` from the design template onto the mask
     region and `alpha` confined to it, both fp32), and the trunk features of the real photos that the
@@ -38,7 +39,9 @@ def constants(raw: dict, projector, trunk, experiment: str, device, autocast=Non
 
     The projector and trunk are frozen, so the mask space and the features are constants of the image: a worker whose
     rows stay resident (`ResidentShard`) computes them once per run, a streaming worker once per epoch; the
-    step itself never runs the projector or a trunk pass on real photos."""
+    step itself never runs the projector or a trunk pass on real photos. With model.recognizers surrogates
+    (`surrogate_trunks`), each one's features of the same real photos too, for its own head's exp2/exp3 terms:
+    `s_feats_unmasked` / `s_feats_masked` [B, surrogates, 1792] (rows first, so resident rows index them)."""
     masked_u8 = _to_device(raw["masked"], device)
     out = {"masked_u8": masked_u8, "label": _to_device(raw["label"].astype(np.int64), device)}
     masked = to_float_images(masked_u8)
@@ -46,9 +49,14 @@ def constants(raw: dict, projector, trunk, experiment: str, device, autocast=Non
     with torch.no_grad(), amp(device, autocast):
         alpha = projector(masked)
         if "unmasked" in terms or conditional:
-            out["feats_unmasked"] = trunk(to_float_images(_to_device(raw["unmasked"], device)))
+            unmasked = to_float_images(_to_device(raw["unmasked"], device))
+            out["feats_unmasked"] = trunk(unmasked)
+            if "unmasked" in terms and surrogate_trunks:
+                out["s_feats_unmasked"] = torch.stack([t(unmasked) for t in surrogate_trunks], 1)
         if "original_mask" in terms:
             out["feats_masked"] = trunk(masked)
+            if surrogate_trunks:
+                out["s_feats_masked"] = torch.stack([t(masked) for t in surrogate_trunks], 1)
     out["grid"], out["alpha"] = physical.mask_warp(alpha.float())
     return out
 
@@ -60,10 +68,11 @@ def step_tensors(c: dict) -> dict:
     return batch
 
 
-def step_batch(raw: dict, projector, trunk, experiment: str, device, autocast=None, conditional: bool = False) -> dict:
+def step_batch(raw: dict, projector, trunk, experiment: str, device, autocast=None, conditional: bool = False,
+               surrogate_trunks: tuple = ()) -> dict:
     """Decoded numpy batch -> the step's tensors: projector alpha, and real-photo trunk features when the
     experiment's head terms or a conditional generator need them (constants: the projector and trunk are frozen)."""
-    return step_tensors(constants(raw, projector, trunk, experiment, device, autocast, conditional))
+    return step_tensors(constants(raw, projector, trunk, experiment, device, autocast, conditional, surrogate_trunks))
 
 
 class ResidentShard:
@@ -87,10 +96,11 @@ class ResidentShard:
         self._store: dict[str, torch.Tensor] = {}
 
     @staticmethod
-    def row_bytes(size: int, experiment: str, autocast, conditional: bool = False) -> int:
+    def row_bytes(size: int, experiment: str, autocast, conditional: bool = False, surrogates: int = 0) -> int:
         eb = 4 if autocast is None else torch.finfo(autocast).bits // 8
         terms = HEAD_TERMS[experiment]
-        feats = ("unmasked" in terms or conditional) + ("original_mask" in terms)
+        real = ("unmasked" in terms) + ("original_mask" in terms)  # each trunk's real-photo features
+        feats = real + (conditional and "unmasked" not in terms) + surrogates * real
         # uint8 photo, fp32 alpha and fp32 warp grid (2 per pixel), features, label
         return size * size * 3 + size * size * 4 * 3 + feats * FEATURE_DIM * eb + 8
 
@@ -142,7 +152,7 @@ def resident_capacity(cfg: RunConfig, root: storage.Location, size: int, world_s
     total = sum(int(s["rows"]) for s in shards.set_shards(root, shards.read_manifest(root), "train"))
     rows = -(-total // world_size)
     need = rows * ResidentShard.row_bytes(size, cfg.objective.experiment, autocast,
-                                          cfg.model.generator in CONDITIONAL) / 2**30
+                                          cfg.model.generator in CONDITIONAL, len(cfg.model.recognizers)) / 2**30
     if need > budget:
         if log:
             log(f"[{cfg.train.name}] streaming every epoch: a worker's {rows} rows need {need:.2f} GiB "
@@ -162,13 +172,14 @@ def all_workers_agree(flag: bool, device) -> bool:
     return bool(t.item())
 
 
-def streamed_batches(shard, cfg: RunConfig, epoch: int, projector, trunk, device, autocast, resident, stats):
+def streamed_batches(shard, cfg: RunConfig, epoch: int, projector, trunk, device, autocast, resident, stats,
+                     surrogate_trunks: tuple = ()):
     """(step batch, seconds waited for data) from this worker's Ray Data shard; each batch's constants are kept in `resident`
     when given; rows of corrupt shards are counted in `stats` and never used."""
     for raw, waited in stream.timed_batches(shard, cfg.data.batch_size, cfg.data.shuffle_buffer,
                                             cfg.data.prefetch_batches, seed=cfg.train.seed + epoch, stats=stats):
         c = constants(raw, projector, trunk, cfg.objective.experiment, device, autocast,
-                      cfg.model.generator in CONDITIONAL)
+                      cfg.model.generator in CONDITIONAL, surrogate_trunks)
         if resident is not None:
             resident.add(c)
         yield step_tensors(c), waited

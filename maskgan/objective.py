@@ -18,8 +18,8 @@ transforms on the way: EOT); the frozen trunk embeds the face, and
 With `Models.surrogates` (config `model.recognizers`, issue 15) the generator attacks an ensemble: every
 surrogate's frozen trunk embeds the same worn faces, its own head scores them against its own gallery
 features, and the generator maximises the MEAN cross-entropy over the attacked recognisers; each surrogate's
-head takes its own step on its own loss with its own optimiser (exp0: none; exp1 only: config refuses
-exp2/exp3 with surrogates, whose real-photo features are computed for the primary trunk alone).
+head takes its own step on its own loss with its own optimiser, on the experiment's mixture in its own trunk's
+features (exp0: none; exp2/exp3: maskgan.feed computes every surrogate trunk's features of the real photos).
 
 `train_step` is pure: models, optimisers, a batch and the config in; a flat dict of floats out. No Ray, no
 rank checks. The local run, the Ray Train worker, Tune trials, the benchmark and the tests all call it.
@@ -177,7 +177,8 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
                cfg: ObjectiveConfig) -> dict[str, float]:
     """One adversarial step. batch: masked [B,3,S,S] float, grid [B,S,S,2] and alpha [B,1,S,S] (the mask space:
     physical.mask_warp of the projector's output), label [B]; for exp2/exp3 also feats_unmasked / feats_masked
-    [B,1792] (trunk features of the real photos; feats_unmasked also for a conditional generator: its cond). All are per-image constants computed outside the step
+    [B,1792] (trunk features of the real photos; feats_unmasked also for a conditional generator: its cond), and
+    with surrogates s_feats_unmasked / s_feats_masked [B,surrogates,1792] (each surrogate trunk's). All are per-image constants computed outside the step
     (maskgan.feed)."""
     masked, label = batch["masked"], batch["label"]
     space = physical.MaskSpace(batch["grid"], batch["alpha"])
@@ -250,9 +251,12 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
                                      models.autocast)
         scalars["train/head_ce"] = ce.detach()
         scalars["train/head_loss"] = head_loss.detach()
-        # Each surrogate's head on its own generated faces (config refuses exp2/exp3 with surrogates).
-        for s, f, opt in zip(models.surrogates, s_feats, opts.surrogates):
-            _head_update(s.head, opt, f.detach(), s.gallery_feats, label, cfg, models.autocast)
+        # Each surrogate's head on the same mixture, in its own trunk's features (the real photos' from feed:
+        # s_feats_unmasked / s_feats_masked [B, surrogates, 1792]).
+        real = {"unmasked": "s_feats_unmasked", "original_mask": "s_feats_masked"}
+        for i, (s, f, opt) in enumerate(zip(models.surrogates, s_feats, opts.surrogates)):
+            probe = torch.cat([f.detach() if t == "generated" else batch[real[t]][:, i].to(f.dtype) for t in terms])
+            _head_update(s.head, opt, probe, s.gallery_feats, label.repeat(len(terms)), cfg, models.autocast)
     # One transfer (one device sync) for every scalar of the step, not one per .item().
     values = torch.stack([v.to(torch.float64) for v in scalars.values()]).tolist()
     out = dict(zip(scalars, values))

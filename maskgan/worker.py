@@ -164,7 +164,8 @@ def _train_epoch(cfg: RunConfig, epoch: int, rank: int, device, parts: assembly.
         batches = resident.batches(cfg.data.batch_size, seed=(cfg.train.seed * 1000 + rank) * 100_000 + epoch)
     else:
         batches = feed.streamed_batches(shard, cfg, epoch, parts.projector, parts.recognizer.trunk, device,
-                                        models.autocast, resident if filling else None, data_stats)
+                                        models.autocast, resident if filling else None, data_stats,
+                                        tuple(s.trunk for s in models.surrogates))
     drew_resident = resident.ready
     for batch, waited in batches:
         wait += waited

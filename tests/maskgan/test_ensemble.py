@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from data_loader import storage
-from maskgan import assembly, embedders, evaluate, objective, physical, recipes, train
+from maskgan import assembly, embedders, evaluate, feed, objective, physical, recipes, train
 from maskgan.config import ConfigError, ObjectiveConfig
 from maskgan.models.generators import build_generator
+from maskgan.models.projector import Projector
 from maskgan.models.recognizer import build_recognizer, refresh_bn_stats
 
 SIZE, N, LATENT, SEEDS = 80, 6, 100, (11, 12)  # small images: facenet trunks are slow on CPU
@@ -25,7 +27,6 @@ SIZE, N, LATENT, SEEDS = 80, 6, 100, (11, 12)  # small images: facenet trunks ar
     (["random:1234"], [], "exp1", r"^model\.recognizers\[0\]: 'random:1234' is already attacked"),  # = "random"
     (["random:x"], [], "exp1", r"^model\.recognizers\[0\]: 'random:x': the seed must be an integer"),
     ([" random:3"], [], "exp1", r"^model\.recognizers\[0\]: ' random:3': expected"),
-    (["random:3"], [], "exp2", r"^objective\.experiment: exp2 trains heads on real-photo features"),
 ])
 def test_bad_surrogate_lists_are_one_line_naming_the_entry(recognizers, held_out, experiment, msg):
     cfg = recipes.debug_cpu("x").replace(model={"recognizer_weights": "random"})
@@ -110,14 +111,28 @@ def test_ensemble_training_lowers_every_attacked_recognisers_accuracy():
     assert embedders.fingerprint(held) == fingerprint
 
 
-@pytest.mark.parametrize("experiment", ["exp0", "exp1"])
+@pytest.mark.parametrize("experiment", ["exp0", "exp1", "exp2", "exp3"])
 def test_each_surrogate_head_trains_on_its_own_loss_as_the_experiment_says(experiment):
     models, opts, batch, gallery, cfg = _setup(SEEDS[:1], experiment)
     (s,) = models.surrogates
+    if experiment in ("exp2", "exp3"):  # the real photos' features, as maskgan.feed computes them
+        raw = {"label": batch["label"].numpy(), "size": np.full(N, SIZE, np.int16),
+               "masked": (batch["masked"] * 255).round().byte().permute(0, 2, 3, 1).numpy(),
+               "unmasked": (batch["masked"] * 255).round().byte().permute(0, 2, 3, 1).numpy()}
+        fed = feed.step_batch(raw, Projector().eval(), models.trunk, experiment, "cpu",
+                              surrogate_trunks=(s.trunk,))
+        with torch.no_grad():  # every surrogate's own trunk features of the real photos, rows first
+            assert torch.allclose(fed["s_feats_unmasked"][:, 0], s.trunk(fed["masked"]), atol=1e-5)
+        if experiment == "exp3":
+            assert fed["s_feats_masked"].shape == (N, 1, 1792)
+        batch = {**batch, **{k: v for k, v in fed.items() if "feats" in k}}
+        with pytest.raises(KeyError, match="s_feats_unmasked"):  # never the primary's features in their place
+            objective.train_step(models, opts, {k: v for k, v in batch.items() if k != "s_feats_unmasked"},
+                                 gallery, cfg)
     h0, t0 = copy.deepcopy(s.head.state_dict()), copy.deepcopy(s.trunk.state_dict())
     objective.train_step(models, opts, batch, gallery, cfg)
     assert (opts.surrogates[0] is None) == (experiment == "exp0")
-    assert (not torch.equal(h0["last_linear.weight"], s.head.last_linear.weight)) == (experiment == "exp1")
+    assert (not torch.equal(h0["last_linear.weight"], s.head.last_linear.weight)) == (experiment != "exp0")
     assert all(torch.equal(t0[k], v) for k, v in s.trunk.state_dict().items())  # trunks stay frozen
     assert not s.head.training and all(p.requires_grad for p in s.head.parameters())
 
@@ -212,3 +227,9 @@ def test_transfer_space_sweeps_one_surrogate_against_three_and_the_table_shows_b
         "| +40.0 pts | +5.0 pts |")
     plain = {k: v for k, v in row.items() if not k.startswith("transfer/")}  # a sweep without eval.held_out
     assert "transfer test" not in results.results_markdown([plain], space)
+
+
+def test_the_resident_row_budget_counts_every_surrogates_real_photo_features():
+    one = feed.ResidentShard.row_bytes(96, "exp3", None)
+    assert feed.ResidentShard.row_bytes(96, "exp3", None, surrogates=2) == one + 2 * 2 * 1792 * 4
+    assert feed.ResidentShard.row_bytes(96, "exp1", None, surrogates=2) == feed.ResidentShard.row_bytes(96, "exp1", None)
