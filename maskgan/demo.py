@@ -62,7 +62,7 @@ def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 
     if storage.exists(run_loc):
         storage.delete_dir(run_loc)  # the demo always starts fresh; real runs refuse to overwrite
 
-    log("maskgan demo: the whole pipeline on synthetic data, about 3 minutes on a 2-core machine "
+    log("maskgan demo: the whole pipeline on synthetic data, about 4 minutes on a 2-core machine "
         "(the wall time is printed at the end)")
     prepare(cfg, identities, images_per_identity, log=log)
     log(f"[4/5] GAN training on Ray Train ({cfg.train.num_workers} workers, {cfg.objective.experiment}, "
