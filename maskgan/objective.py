@@ -161,6 +161,7 @@ def accelerate(models: Models, device, precision: str = "auto", compile: bool = 
     compiled trunk (dynamic=False: one graph per batch shape, so the last short batch of an epoch compiles
     once more; the first steps pay the compile). Weights are shared with `models`: nothing is copied."""
     device = torch.device(device)
+
     def fast(trunk):
         if device.type == "cuda":
             trunk = trunk.to(memory_format=torch.channels_last)
@@ -178,8 +179,8 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     """One adversarial step. batch: masked [B,3,S,S] float, grid [B,S,S,2] and alpha [B,1,S,S] (the mask space:
     physical.mask_warp of the projector's output), label [B]; for exp2/exp3 also feats_unmasked / feats_masked
     [B,1792] (trunk features of the real photos; feats_unmasked also for a conditional generator: its cond), and
-    with surrogates s_feats_unmasked / s_feats_masked [B,surrogates,1792] (each surrogate trunk's). All are per-image constants computed outside the step
-    (maskgan.feed)."""
+    with surrogates s_feats_unmasked / s_feats_masked [B,surrogates,1792] (each surrogate trunk's). All are
+    per-image constants computed outside the step (maskgan.feed)."""
     masked, label = batch["masked"], batch["label"]
     space = physical.MaskSpace(batch["grid"], batch["alpha"])
     n = masked.shape[0]

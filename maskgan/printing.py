@@ -209,6 +209,7 @@ def person_design(state: dict, checkpoint: storage.Location, photo_uri: str, k: 
                   log=print) -> tuple[torch.Tensor, str]:
     """The design [3,h,w] a conditional checkpoint makes for the person in the photo from universal latent k
     (what the report's for_person/k row had each probe wear), and a line saying which."""
+    from data_loader import landmark_mask
     from maskgan import assembly, wearing
     from maskgan.models.generators import CONDITIONAL
     from maskgan.objective import to_float_images
@@ -223,8 +224,6 @@ def person_design(state: dict, checkpoint: storage.Location, photo_uri: str, k: 
     face = person_photo(photo_uri, int(state["arch"]["size"]))
     cfg = assembly.config_of(state)
     # the photo is cropped as identity folders are (person_photo), so the trunk takes that data's face box
-    from data_loader import landmark_mask
-
     crop = assembly.face_crop(cfg.data.face_crop, cfg.model.recognizer_weights,
                               {"source": {"kind": "identities", "crop": landmark_mask.CROP}})
     trunk = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url, crop).trunk
