@@ -360,8 +360,12 @@ def check_resume_arch(state: dict, cfg: RunConfig, size: int, where: str) -> Non
         diff = ", ".join(f"{k}: checkpoint {state['arch'].get(k)!r} vs config {v!r}"
                          for k, v in want.items() if state["arch"].get(k) != v)
         raise CheckpointError(f"{where}: checkpoint is from another architecture ({diff})")
-    # The surrogate heads are trained state like the primary's: another list would start them from scratch
-    # (or load one surrogate's head into another) while the generator carries on as if nothing changed.
+    check_surrogates(state, cfg, where)
+
+
+def check_surrogates(state: dict, cfg: RunConfig, where: str) -> None:
+    """The checkpoint holds heads for exactly cfg's model.recognizers. The surrogate heads are trained state like
+    the primary's: another list would start them from scratch (or load one surrogate's head into another)."""
     if surrogate_specs(state) != list(cfg.model.recognizers):
         raise CheckpointError(f"{where}: checkpoint attacked model.recognizers {surrogate_specs(state)}, "
                               f"the config lists {list(cfg.model.recognizers)}")

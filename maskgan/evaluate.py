@@ -149,9 +149,7 @@ def load_models(state: dict, ckpt_loc: storage.Location, device) -> tuple[RunCon
     parts = assembly.build(cfg, device, root)
     rec = parts.recognizer
     rec.head.load_state_dict(state["head"])
-    if assembly.surrogate_specs(state) != list(cfg.model.recognizers):
-        raise assembly.CheckpointError(f"{ckpt_loc.uri}: its config attacks model.recognizers "
-                                       f"{list(cfg.model.recognizers)}, it holds heads for {assembly.surrogate_specs(state)}")
+    assembly.check_surrogates(state, cfg, ckpt_loc.uri)
     for s, saved in zip(parts.surrogates, state.get("surrogates", [])):
         s.recognizer.head.load_state_dict(saved["head"])
     generator = assembly.generator_from_checkpoint(state, ckpt_loc.uri).to(device).eval()
