@@ -42,7 +42,7 @@ system-packages:
 	  fi; }
 
 test: venv system-packages
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
 # The README's screenshots of report.html and index.html (docs/img/): the page tests, which build a tiny run and a
 # fake sweep and open them in headless Chromium, save the top of each page there.
