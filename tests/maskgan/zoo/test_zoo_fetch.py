@@ -73,6 +73,14 @@ def test_fetch_converts_once_and_build_checks_the_record(tmp_path, monkeypatch):
         registry.build("dlib", cache_dir=str(tmp_path))
 
 
+def test_an_unreadable_cache_file_is_one_line_and_fetch_redoes_it(tmp_path):
+    (tmp_path / "dlib.pt").write_bytes(b"half a file")
+    with pytest.raises(ZooMissing, match=r"dlib.pt is unreadable \(.*\); redo it with: maskgan recognizers fetch"):
+        registry.build("dlib", cache_dir=str(tmp_path))
+    fetch.fetch(["dlib"], cache_dir=str(tmp_path), progress=lambda line: None)  # not "up to date": redone
+    assert registry.build("dlib", cache_dir=str(tmp_path)).dim == 128
+
+
 def test_zoo_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MASKGAN_ZOO_DIR", str(tmp_path))
     assert fetch.zoo_dir() == str(tmp_path)
