@@ -100,7 +100,8 @@ class _Builder:
         h, wd = self.hw[x]
         same = _attr(n, "padding") == "SAME"
         pads = _same_pads((h, wd), (kh, kw), strides) if same else [0, 0, 0, 0]
-        self.hw[n["name"]] = ((h + pads[0] + pads[2] - kh) // strides[0] + 1, (wd + pads[1] + pads[3] - kw) // strides[1] + 1)
+        self.hw[n["name"]] = ((h + pads[0] + pads[2] - kh) // strides[0] + 1,
+                              (wd + pads[1] + pads[3] - kw) // strides[1] + 1)
         inputs = [x, self.init(kname + ":oihw", w.astype(np.float32))]
         fused = _attr(n, "fused_ops", []) if n["op"].startswith("_Fused") else []
         if fused[:1] == ["BiasAdd"]:
@@ -116,7 +117,8 @@ class _Builder:
         if fused == ["Relu"]:
             return self.node("Relu", [x], out)
         if fused == ["Relu6"]:
-            return self.node("Clip", [x, self.init(out + ":lo", np.float32(0)), self.init(out + ":hi", np.float32(6))], out)
+            bounds = [self.init(out + ":lo", np.float32(0)), self.init(out + ":hi", np.float32(6))]
+            return self.node("Clip", [x, *bounds], out)
         raise ValueError(f"tfjs fused ops {fused} (node {out}) are not supported")
 
     def translate(self, n: dict) -> None:

@@ -96,7 +96,8 @@ class _Builder:
         if fused == act.RELU:
             return self.node("Relu", [pre], out)
         if fused == act.RELU6:
-            return self.node("Clip", [pre, self.init(out + ":lo", np.float32(0)), self.init(out + ":hi", np.float32(6))], out)
+            bounds = [self.init(out + ":lo", np.float32(0)), self.init(out + ":hi", np.float32(6))]
+            return self.node("Clip", [pre, *bounds], out)
         raise ValueError(f"tflite fused activation {fused} is not supported")
 
     def conv(self, op, depthwise: bool):
