@@ -172,17 +172,29 @@ def _clip_op(x, *rest):
 _OPS["Clip"] = _clip_op
 
 
+def _clip_bounds_as_attrs(node: Node, consts: dict[str, torch.Tensor]) -> Node:
+    """Clip with constant scalar bounds -> bounds as Python floats (no device read per call on a GPU)."""
+    if node.op != "Clip" or not all(i in consts and consts[i].numel() == 1 for i in node.inputs[1:] if i):
+        return node
+    names = ["min", "max"]
+    attrs = {names[k]: float(consts[i]) for k, i in enumerate(node.inputs[1:3]) if i}
+    return Node("Clip", node.inputs[:1], list(node.outputs), {**node.attrs, **attrs})
+
+
 class GraphNet(nn.Module):
     """Runs a GraphSpec in torch. Float constants are frozen Parameters (a caller may unfreeze the last layer)."""
 
     def __init__(self, spec: GraphSpec):
         super().__init__()
-        self.nodes = spec.nodes
+        self.nodes = [_clip_bounds_as_attrs(n, spec.consts) for n in spec.nodes]
         self.input, self.output = spec.input, spec.output
         self.params = nn.ParameterList()
         self._slot: dict[str, int] = {}
         self._ints: dict[str, torch.Tensor] = {}
+        used = {i for n in self.nodes for i in n.inputs}
         for name, t in spec.consts.items():
+            if name not in used:
+                continue
             if t.is_floating_point():
                 self._slot[name] = len(self.params)
                 t = t.float().clone()
