@@ -21,7 +21,7 @@ import torch
 
 from maskgan.check import photos as ph
 from maskgan.check import tryon, verdicts
-from maskgan.check.recognisers import Recogniser
+from maskgan.check.recognisers import DISTANCE, Recogniser
 
 WHITE_BOX, HELD_OUT, UNKNOWN = "white-box", "held-out", "unknown"
 FILES = "check_files"
@@ -151,18 +151,42 @@ def score_recogniser(rec: Recogniser, groups, crowd, role: str, log) -> Recognis
                             disagree, results)
 
 
+def _baseline(group: str, groups: list[str]) -> str | None:
+    """The plain-mask group a group is compared with: plain/ for wearing/, the plain try-on for a try-on."""
+    if group == "wearing" and "plain" in groups:
+        return "plain"
+    if group.startswith("try-on/") and group != f"try-on/{tryon.PLAIN}":
+        return f"try-on/{tryon.PLAIN}"
+    return None
+
+
 def summary_lines(results: list[RecogniserResult], groups: list[str]) -> list[str]:
+    """Per group: protected from how many recognisers of how many (those with a verdict), and against the plain
+    mask: its count, and for how many recognisers the group's mean score is less alike than the plain mask's."""
     judged = [r for r in results if r.verdict_by is not None]
-    if not judged:
-        return [f"no verdicts: none of the {len(results)} recognisers has a documented operating point and there "
-                f"is no crowd of {verdicts.MIN_CROWD}+ people to calibrate one (--crowd DIR)"]
-    lines = []
+    lines = [] if judged else [f"no verdicts: none of the {len(results)} recognisers has a documented operating "
+                               f"point and there is no crowd of {verdicts.MIN_CROWD}+ people to calibrate one "
+                               "(--crowd DIR); similarities and ranks only"]
+
+    def of(r, g):
+        return next(x for x in r.groups if x.group == g)
+
     for g in groups:
-        if g == "unmasked":
+        if g in ("unmasked", "plain", f"try-on/{tryon.PLAIN}"):
             continue
-        safe = sum(next(x for x in r.groups if x.group == g).verdict == "not recognised" for r in judged)
-        lines.append(f"{g}: protected from {safe} of {len(judged)} recognisers with a verdict "
-                     f"(not recognised in any photo)")
+        line = f"{g}: "
+        if judged:
+            safe = sum(of(r, g).verdict == "not recognised" for r in judged)
+            line += f"protected from {safe} of {len(judged)} recognisers (not recognised in any photo)"
+        base = _baseline(g, groups)
+        if base:
+            if judged:
+                plain = sum(of(r, base).verdict == "not recognised" for r in judged)
+                line += f"; the plain mask: {plain} of {len(judged)}"
+            lower = [r.name for r in results if verdicts.oriented(of(r, g).mean_score, r.metric == DISTANCE)
+                     < verdicts.oriented(of(r, base).mean_score, r.metric == DISTANCE)]
+            line += f"; less alike than the plain mask for {len(lower)} of {len(results)} ({', '.join(lower) or 'none'})"
+        lines.append(line.rstrip(": "))
     return lines
 
 
