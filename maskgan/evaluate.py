@@ -299,13 +299,14 @@ def after_defender(root: storage.Location, parts: assembly.Parts, cfg: RunConfig
 def score_design_file(run_uri: str, design_uri: str, log=print, splits=shards.SPLITS) -> dict:
     """{split: the full row} of the design PNG at `design_uri` (read back from disk or s3://), worn by every probe
     of every split, scored by the run's latest checkpoint. A PNG of another size is one line naming the file."""
+    loc = storage.resolve(design_uri)
+    design = design_file.read(design_uri)[0]  # the one design-file reader (print and check use it too), first
     run = storage.resolve(run_uri)
     state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg, root, models = load_models(state, ckpt_loc, device)
     models = _scorers(models)
-    loc = storage.resolve(design_uri)
-    design = design_file.read(design_uri)[0].to(device)  # the one design-file reader (print and check use it too)
+    design = design.to(device)
     h, w = design_hw(assembly.image_size(root))
     if tuple(design.shape[-2:]) != (h, w):
         raise shards.ShardError(f"{loc.uri}: design is {design.shape[-1]}x{design.shape[-2]} pixels, this run's "
