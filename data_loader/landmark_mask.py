@@ -80,9 +80,8 @@ def _models():
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(predictor_path())
 
 
-def detect(im, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
-    """PIL RGB image -> (box [l, t, r, b], landmarks [68, 2]) in its pixel coordinates, or None (no face).
-    threshold: HOG's adjust_threshold (below 0 accepts weaker detections, e.g. a face half covered by a mask)."""
+def detect(im) -> tuple[np.ndarray, np.ndarray] | None:
+    """PIL RGB image -> (box [l, t, r, b], landmarks [68, 2]) in its pixel coordinates, or None (no face)."""
     from PIL import Image
 
     import dlib
@@ -92,7 +91,7 @@ def detect(im, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
     small = im if scale == 1.0 else im.resize((round(im.width * scale), round(im.height * scale)),
                                               Image.Resampling.BILINEAR)
     arr = np.ascontiguousarray(np.asarray(small, dtype=np.uint8))
-    boxes, scores, _ = detector.run(arr, 1 if min(small.size) < UPSAMPLE_BELOW else 0, threshold)
+    boxes, scores, _ = detector.run(arr, 1 if min(small.size) < UPSAMPLE_BELOW else 0, 0.0)
     if not boxes:
         return None
     best = boxes[int(np.argmax(scores))]

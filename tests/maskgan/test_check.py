@@ -275,3 +275,35 @@ def test_a_small_crowd_refuses_calibrated_verdicts_but_shows_similarities(tmp_pa
     assert by["dlib-box"]["verdict_by"] == "documented"  # its documented rule still stands
     assert by["random:5"]["verdict_by"] is None and "the crowd has 4 people" in by["random:5"]["no_verdict"]
     assert all(p["rank"] is not None for p in by["random:5"]["groups"][0]["photos"])
+
+
+def test_a_covered_face_hog_misses_gets_the_persons_geometry_in_its_weak_box_and_is_listed(tmp_path, people):
+    from PIL import Image
+
+    from data_loader import landmark_mask
+
+    photo = astronaut()
+    box, pts = landmark_mask.detect(photo)
+    a = landmark_mask.raster(landmark_mask.polygon(pts), photo.width)[..., None]
+    masked = Image.fromarray((np.asarray(photo) * (1 - a) + np.array([38, 38, 42]) * a).astype(np.uint8))
+    assert landmark_mask.detect(masked) is None  # HOG misses the covered face at its default threshold
+    me = folder(tmp_path, people)
+    save(me / "wearing", [masked])
+    unmasked = ph.read_unmasked(str(me), log=lambda *_: None)
+    got = ph.read_covered(str(me), "wearing", ph.geometry_of(unmasked.faces), True, log=lambda *_: None)
+    (face,) = got.faces
+    assert face.how == ph.FROM_BOX and "unmasked geometry" in face.how
+    # the borrowed landmarks sit where her real ones are in that crop (within 8 % of the face's width)
+    # the borrowed landmarks sit where her real ones are in that crop (within 8 % of the face's width)
+    crop, borrowed, square = ph.covered_face((me / "wearing" / "0.png").read_bytes(), ph.geometry_of(unmasked.faces))
+    assert np.allclose(borrowed, face.landmarks, atol=1e-3)
+    truth = landmark_mask.to_crop(pts, square, ph.SIZE)
+    width = truth[:17, 0].max() - truth[:17, 0].min()
+    err = np.linalg.norm(borrowed - truth, axis=1).mean()  # per point, in crop pixels
+    assert err < 0.08 * width, err / width
+    # a planted bug: the same geometry in a box 15 % of a face lower misses by more than the bar
+    assert np.linalg.norm(borrowed + [0, 0.15 * width] - truth, axis=1).mean() > 0.08 * width
+    # and the report lists the photo as such
+    report = run(runner.Request(str(me), [recognisers.dlib_box()])).report
+    assert report.photos["wearing"][0]["how"] == ph.FROM_BOX
+    assert report.recognisers[0].groups[0].photos[0].how == ph.FROM_BOX
