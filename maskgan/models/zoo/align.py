@@ -12,6 +12,8 @@ the centre of column 10, row 20, and chip pixel (c, r) samples the photo at A @ 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -63,18 +65,79 @@ def _affine(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack([a, -b, t.real], -1), torch.stack([b, a, t.imag], -1)], 1)
 
 
-def dlib_chip_transform(landmarks68: torch.Tensor, size: int, padding: float) -> torch.Tensor:
-    """[N, 2, 3]: chip pixel -> photo pixel, as dlib.get_face_chip_details(shape68, size, padding) and
-    extract_image_chip place it. dlib fits the mean face (scaled into the padded chip) to the landmarks, keeps the
-    fit's angle and scale, and spans the chip's first to last pixel across a (size * scale - 1) wide rectangle
-    around the fitted centre, so the pixel step is (size * scale - 1) / (size - 1), not the fit's scale."""
+def _dlib_fit(landmarks68: torch.Tensor, size: int, padding: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """dlib's chip placement: (centre [N] complex, photo pixel step per chip pixel [N] complex: scale and angle).
+
+    dlib fits the mean face (scaled into the padded chip) to the landmarks, keeps the fit's angle and scale, and
+    spans the chip's first to last pixel across a (size * scale - 1) wide rectangle around the fitted centre, so
+    the pixel step is (size * scale - 1) / (size - 1), not the fit's scale."""
     idx = torch.tensor(DLIB_CHIP_POINTS)
     mean = torch.tensor([_DLIB_MEAN_X, _DLIB_MEAN_Y], dtype=torch.float64).T[idx - 17]
     chip = ((padding + mean) / (2 * padding + 1) * size).expand(landmarks68.shape[0], -1, -1)
     z, t = _similarity(chip, landmarks68.detach()[:, idx])
-    centre = z * complex(size / 2, size / 2) + t
-    step = (size * z.abs() - 1) / (size - 1) * (z / z.abs())
+    return z * complex(size / 2, size / 2) + t, (size * z.abs() - 1) / (size - 1) * (z / z.abs())
+
+
+def _chip_affine(centre: torch.Tensor, step: torch.Tensor, size: int) -> torch.Tensor:
     return _affine(step, centre - step * complex((size - 1) / 2, (size - 1) / 2))
+
+
+def dlib_chip_transform(landmarks68: torch.Tensor, size: int, padding: float) -> torch.Tensor:
+    """[N, 2, 3]: chip pixel -> photo pixel, as dlib.get_face_chip_details(shape68, size, padding) and
+    extract_image_chip place it (for faces at most about twice the chip's size: see `_dlib_pyramid_chip`)."""
+    return _chip_affine(*_dlib_fit(landmarks68, size, padding), size)
+
+
+def _pyramid_depth(step: complex, size: int) -> int:
+    """How many times dlib halves the photo before cutting a chip: until the chip's rectangle, halved once more,
+    would hold at most size x size pixels (pyramid_down<2>'s rect_down: p / 2 - (1.25, 0.75))."""
+    side, depth = abs(step) * (size - 1) + 1, 0
+    while ((side - 1) / 2 + 1) ** 2 > size * size:
+        side, depth = (side - 1) / 2 + 1, depth + 1
+    return depth
+
+
+def _lround(v: float) -> int:  # C's lround (halves away from zero), as dlib rounds its crop; Python's round is
+    return int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5))  # banker's
+
+
+def _dlib_pyramid_chip(image: torch.Tensor, centre: complex, step: complex, size: int, depth: int) -> torch.Tensor:
+    """One chip of a face over twice the chip's size, cut as dlib does it: the photo is cropped around the chip
+    (grown by 2, 6, 14... pixels and rounded as dlib rounds), halved `depth` times by its 5x5 [1 4 6 4 1]
+    pyramid filter, and the chip is sampled from the last level through the rectangle mapped down with dlib's
+    rect_down, whose (1.25, 0.75) offset the filter does not share (this reproduces dlib, offset and all)."""
+    _, h, w = image.shape
+    half = abs(step) * (size - 1) / 2
+    rot = step / abs(step)
+    corners = [centre + rot * complex(dx, dy) for dx in (-half, half) for dy in (-half, half)]
+    grow = 2.0
+    for _ in range(depth):
+        grow = grow * 2 + 2
+    left = _lround(max(min(c.real for c in corners) - grow, 0))
+    top = _lround(max(min(c.imag for c in corners) - grow, 0))
+    right = _lround(min(max(c.real for c in corners) + grow, w - 1))
+    bottom = _lround(min(max(c.imag for c in corners) + grow, h - 1))
+    level = image[:, top:bottom + 1, left:right + 1][None]
+    taps = torch.tensor([1.0, 4, 6, 4, 1], dtype=image.dtype, device=image.device)
+    kernel = (taps[:, None] * taps[None, :] / 256).expand(level.shape[1], 1, 5, 5)
+    lo, hi = centre - complex(left, top) - complex(half, half), centre - complex(left, top) + complex(half, half)
+    for _ in range(depth):
+        level = F.conv2d(level, kernel, stride=2, groups=level.shape[1])
+        lo, hi = lo / 2 - complex(1.25, 0.75), hi / 2 - complex(1.25, 0.75)
+    level_step = rot * (hi.real - lo.real) / (size - 1)
+    transform = _chip_affine(torch.tensor([(lo + hi) / 2]), torch.tensor([level_step]), size)
+    return warp(level, transform, size, dlib_edges=True)[0]
+
+
+def align_dlib_chip(images: torch.Tensor, landmarks68: torch.Tensor, size: int, padding: float) -> torch.Tensor:
+    centre, step = _dlib_fit(landmarks68, size, padding)
+    chips = warp(images, _chip_affine(centre, step, size), size, dlib_edges=True)
+    depths = [_pyramid_depth(complex(s), size) for s in step.tolist()]
+    if max(depths) == 0:
+        return chips
+    return torch.stack([chip if d == 0 else _dlib_pyramid_chip(images[i], complex(centre[i]), complex(step[i]),
+                                                               size, d)
+                        for i, (chip, d) in enumerate(zip(chips, depths))])
 
 
 def arcface_transform(landmarks68: torch.Tensor, size: int) -> torch.Tensor:
@@ -107,9 +170,9 @@ def chip_transform(landmarks68: torch.Tensor, alignment: Alignment) -> torch.Ten
     raise ValueError(f"alignment kind {alignment.kind!r}: expected one of {', '.join(KINDS)}")
 
 
-def warp(images: torch.Tensor, transform: torch.Tensor, size: int) -> torch.Tensor:
+def warp(images: torch.Tensor, transform: torch.Tensor, size: int, dlib_edges: bool = False) -> torch.Tensor:
     """Sample images [N, C, H, W] at transform [N, 2, 3] (chip pixel -> photo pixel) into [N, C, size, size];
-    bilinear, zeros outside the photo (as dlib's chips are black there)."""
+    bilinear, zeros outside the photo (dlib_edges: also within the last pixel, as dlib's chips are)."""
     n, _, h, w = images.shape
     # affine_grid works in normalised coordinates (align_corners=True: -1 and 1 are the first and last pixel
     # centres): theta = to_normalised(photo) . transform . from_normalised(chip).
@@ -119,7 +182,14 @@ def warp(images: torch.Tensor, transform: torch.Tensor, size: int) -> torch.Tens
     full = torch.cat([transform.double(), torch.tensor([[[0, 0, 1]]], dtype=torch.float64).expand(n, -1, -1)], 1)
     theta = (in_to_norm @ full @ out_from_norm).to(images.dtype).to(images.device)
     grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=True)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    chips = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    if not dlib_edges:  # as OpenCV's warpAffine with a constant border: the edge pixel fades into zeros
+        return chips
+    # dlib gives 0 wherever a bilinear neighbour is outside the photo, where grid_sample would blend the edge
+    # pixel with zeros over the last pixel: zero that band too.
+    x, y = (grid[..., 0] + 1) * (max(w - 1, 1) / 2), (grid[..., 1] + 1) * (max(h - 1, 1) / 2)
+    inside = (x >= -1e-4) & (x < w - 1 - 1e-4) & (y >= -1e-4) & (y < h - 1 - 1e-4)
+    return chips * inside[:, None].to(chips.dtype)
 
 
 def align(images: torch.Tensor, landmarks68: torch.Tensor, alignment: Alignment) -> torch.Tensor:
@@ -127,4 +197,6 @@ def align(images: torch.Tensor, landmarks68: torch.Tensor, alignment: Alignment)
     if images.ndim != 4 or landmarks68.shape != (images.shape[0], 68, 2):
         raise ValueError(f"align: images {tuple(images.shape)} and landmarks68 {tuple(landmarks68.shape)}: "
                          "expected [N, C, H, W] and [N, 68, 2]")
+    if alignment.kind == "dlib_chip":
+        return align_dlib_chip(images, landmarks68.cpu(), alignment.size, alignment.padding)
     return warp(images, chip_transform(landmarks68.cpu(), alignment), alignment.size)
