@@ -174,19 +174,21 @@ def summary_lines(results: list[RecogniserResult], groups: list[str]) -> list[st
     for g in groups:
         if g in ("unmasked", "plain", f"try-on/{tryon.PLAIN}"):
             continue
-        line = f"{g}: "
+        parts = []
         if judged:
             safe = sum(of(r, g).verdict == "not recognised" for r in judged)
-            line += f"protected from {safe} of {len(judged)} recognisers (not recognised in any photo)"
+            parts.append(f"protected from {safe} of {len(judged)} recognisers (not recognised in any photo)")
         base = _baseline(g, groups)
         if base:
             if judged:
                 plain = sum(of(r, base).verdict == "not recognised" for r in judged)
-                line += f"; the plain mask: {plain} of {len(judged)}"
+                parts.append(f"the plain mask: {plain} of {len(judged)}")
             lower = [r.name for r in results if verdicts.oriented(of(r, g).mean_score, r.metric == DISTANCE)
                      < verdicts.oriented(of(r, base).mean_score, r.metric == DISTANCE)]
-            line += f"; less alike than the plain mask for {len(lower)} of {len(results)} ({', '.join(lower) or 'none'})"
-        lines.append(line.rstrip(": "))
+            parts.append(f"less alike than the plain mask for {len(lower)} of {len(results)} "
+                         f"({', '.join(lower) or 'none'})")
+        if parts:
+            lines.append(f"{g}: " + "; ".join(parts))
     return lines
 
 

@@ -56,3 +56,27 @@ def try_on(faces: list[Face], designs: dict[str, torch.Tensor]) -> dict[str, lis
                      for i, f in enumerate(faces)]
         out[label] = worn
     return out
+
+
+def attack(faces: list[Face], model, steps: int = 40, lr: float = 0.1) -> torch.Tensor:
+    """A design [1,3,h,w] made for this person against one differentiable zoo model: Adam on the design's logits,
+    lowering the model's similarity of the worn photos to the unmasked ones, through this module's own wearing
+    path on TRAINING transforms (even seeds: never the held-out draws `try_on` scores with)."""
+    masked, space = masked_photos(faces)
+    imgs = torch.from_numpy(np.stack([f.image for f in faces])).permute(0, 3, 1, 2).float() / 255
+    pts = torch.from_numpy(np.stack([f.landmarks for f in faces]))
+    with torch.no_grad():
+        target = model.embed(imgs, pts)
+    ranges = physical.PhysicalRanges()
+    design_tf, face_tf = physical.design_transforms(ranges), physical.face_transforms(ranges)
+    logits = torch.zeros(1, 3, *physical.TEMPLATE_HW, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=lr)
+    for step in range(steps):
+        design = torch.sigmoid(logits).expand(len(faces), -1, -1, -1)
+        worn = physical.print_and_photograph(design_tf, face_tf, masked, space, design,
+                                             physical.transform_seed(step, held_out=False))
+        loss = (model.embed(worn, pts) * target).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return wearing.quantise(torch.sigmoid(logits).detach())
