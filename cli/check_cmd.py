@@ -54,7 +54,7 @@ def check(a) -> None:
         recs, missing = [recognisers.build(n) for n in a.recognizers], []
     else:
         recs, missing = recognisers.available()
-    req = runner.Request(a.folder, recs, crowd=a.crowd, out=a.out, designs=designs, source=source, missing=missing)
+    req = runner.Request(a.folder, recs, crowd=a.crowd, designs=designs, source=source, missing=missing)
     checked = runner.check(req)
     paths = runner.write(checked, a.out or a.folder)
     for line in checked.report.summary:

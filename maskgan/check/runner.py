@@ -21,7 +21,7 @@ import torch
 
 from maskgan.check import photos as ph
 from maskgan.check import tryon, verdicts
-from maskgan.check.recognisers import DISTANCE, Recogniser
+from maskgan.check.recognisers import DISTANCE, DLIB_BOX, Recogniser
 
 WHITE_BOX, HELD_OUT, UNKNOWN = "white-box", "held-out", "unknown"
 FILES = "check_files"
@@ -39,7 +39,6 @@ class Request:
     folder: str
     recognisers: list[Recogniser]
     crowd: str | None = None
-    out: str | None = None  # default: the folder
     designs: dict[str, torch.Tensor] = field(default_factory=dict)  # try-on: label -> design [1,3,h,w]
     source: DesignSource | None = None
     missing: list[str] = field(default_factory=list)  # recognisers asked for that are not there (one line each)
@@ -90,9 +89,13 @@ class CheckReport:
 
 
 def role_of(name: str, attacked: list[str] | None) -> str:
+    """white-box when the design's run attacked this recogniser (`zoo:<name>` specs name zoo models; dlib-box is
+    the same network as `zoo:dlib`), held-out otherwise, unknown without a run."""
     if attacked is None:
         return UNKNOWN
-    names = {a for spec in attacked for a in (spec, spec.split(":", 1)[-1] if not spec.startswith("random:") else spec)}
+    names = set(attacked) | {s[len("zoo:"):] for s in attacked if s.startswith("zoo:")}
+    if "dlib" in names:
+        names.add(DLIB_BOX)
     return WHITE_BOX if name in names else HELD_OUT
 
 

@@ -125,6 +125,14 @@ def test_a_design_made_against_a_recogniser_lowers_its_similarity_below_the_plai
     assert g["try-on/p"] == pytest.approx(g["try-on/plain mask"], abs=1e-6)
 
 
+def test_white_box_are_the_recognisers_the_run_attacked():
+    attacked = ["random", "zoo:dlib", "random:11", "zoo:hse"]
+    assert {n: runner.role_of(n, attacked) for n in ("dlib", "dlib-box", "hse", "expo", "random:11", "random:7")} \
+        == {"dlib": "white-box", "dlib-box": "white-box", "hse": "white-box", "expo": "held-out",
+            "random:11": "white-box", "random:7": "held-out"}
+    assert runner.role_of("hse", None) == "unknown" and runner.role_of("hse", []) == "held-out"
+
+
 def tiny_run(tmp_path, recognizers) -> str:
     from maskgan import assembly, config
     from maskgan.models.recognizer import Head
