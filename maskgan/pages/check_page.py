@@ -13,7 +13,7 @@ BAR_CSS = """
   vertical-align:middle}.bar .fill{position:absolute;left:0;top:0;bottom:0;background:#7a9cc6}
 .bar .thr{position:absolute;top:-3px;bottom:-3px;width:2px;background:#c33}
 .yes{color:#a11;font-weight:600}.no{color:#171;font-weight:600}img.face{width:96px;height:96px}
-img.chip{width:72px;height:72px}.summary li{font-size:15px}
+img.chip{width:72px;height:72px}.summary li{font-size:15px}td.src{white-space:normal;text-align:left;min-width:420px}
 """
 
 
@@ -57,7 +57,7 @@ def _group(rec: dict, group: dict, photos: list[dict], chip_dir: str) -> str:
 def _recogniser(rec: dict, photos: dict, chip_dir: str) -> str:
     ths = table(["threshold", "value", "where it comes from"],
                 [[f"<td>{esc(t['label'])}{' (verdicts)' if t['label'] == rec['verdict_by'] else ''}</td>",
-                  f"<td>{t['value']:.4f}</td>", f"<td>{esc(t['source'])}</td>"] for t in rec["thresholds"]])
+                  f"<td>{t['value']:.4f}</td>", f"<td class='src'>{esc(t['source'])}</td>"] for t in rec["thresholds"]])
     parts = [f"<h2>{esc(rec['name'])} <span class='note'>({esc(rec['role'])})</span></h2>",
              f"<p class='note'>{esc(rec['desc'])}; score: {esc(rec['metric'])} to the closest unmasked photo</p>",
              ths if rec["thresholds"] else ""]
