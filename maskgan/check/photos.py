@@ -160,7 +160,7 @@ def read_folder(folder: str, label: str, geometry: Geometry | None = None, log=p
     """Every photo of `folder` (named `label/<file>`): faces and the photos without one."""
     out = Folder([], [])
     files = photo_files(folder)
-    for i, f in enumerate(files):
+    for f in files:
         face = read_face(os.path.join(folder, f), f"{label}/{f}", geometry)
         if face is None:
             out.no_face.append(f"{label}/{f}")
