@@ -65,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     _evaluate(sub)
     _palette(_group(sub, "palette", "printable colours: the chart to print, and reading a photo of it back"))
     _print(sub)
+    _check(sub)
     return p
 
 
@@ -257,15 +258,18 @@ def _palette(pa) -> None:
 def _print(sub) -> None:
     pr = _leaf(sub, "print", "write universal design K as a PDF page at physical size (cut outline, model card "
                              "sha256) and the same design as a PNG beside it")
-    pr.add_argument("--from", "--run", dest="source", required=True,
-                    help="export URI (from `maskgan export`) or run URI (its latest good checkpoint)")
+    pr.add_argument("--from", "--run", dest="source", default=None,
+                    help="export URI (from `maskgan export`) or run URI (its latest good checkpoint); with --design")
+    pr.add_argument("--design-file", default=None, metavar="PNG",
+                    help="print this design file instead (path or s3://; transparency prints as white paper, a fully "
+                         "transparent file is refused); the page names the file's sha256")
     pr.add_argument("--for", dest="for_photo", default=None, metavar="PHOTO",
                     help="a photo of the wearer (path or s3://): print the design a conditional generator "
                          "(cond_fc3, cond_conv) makes for that person from latent --design; needs a face found "
                          "by dlib (pip install -e '.[dlib]')")
-    pr.add_argument("--design", type=int, required=True,
-                    help="which universal design, numbered from 0 like the report's universal/<i> rows (each "
-                         "scored worn by every probe); one the report does not have is refused")
+    pr.add_argument("--design", type=int, default=None,
+                    help="which universal design of --from, numbered from 0 like the report's universal/<i> rows "
+                         "(each scored worn by every probe); one the report does not have is refused")
     pr.add_argument("--width-mm", type=float, default=180.0,
                     help=f"page width in mm, in {PRINT_MM_RANGE} (default: 180, the 2:1 mask template)")
     pr.add_argument("--height-mm", type=float, default=90.0,
@@ -275,3 +279,30 @@ def _print(sub) -> None:
                     help="allow a page whose width:height differs from the design's by more than 5 %% (distorts it)")
     pr.add_argument("--out", required=True, help="PDF file to write (path or s3://); the PNG goes beside it "
                                                  "(mask.pdf -> mask.png)")
+
+
+def _check(sub) -> None:
+    c = _leaf(sub, "check", "will this mask protect me? score a wearer's own photos (and, with --try-on, a design "
+                            "worn on them before printing) with real face recognisers; writes check.json and "
+                            "check.html (docs/check.md)")
+    c.add_argument("folder", help="local folder with unmasked/ (2+ ordinary photos of the person), wearing/ (the "
+                                  "person wearing the printed mask; optional with --try-on) and optionally plain/ "
+                                  "(the person in a plain mask, the baseline)")
+    c.add_argument("--crowd", default=None, metavar="DIR",
+                   help="local folder of other people, one sub-folder of photos per person: thresholds calibrated "
+                        "at FAR 1e-2 and 1e-3 (10+ people) and the person's rank among them")
+    c.add_argument("--recognizers", nargs="+", default=None, metavar="NAME",
+                   help="recognisers to use: zoo names (dlib, hse, faceplugin, expo), dlib-box (dlib's black box, "
+                        "its documented 0.6 rule), random:<seed> or facenet weights (default: every zoo model "
+                        "whose weights are fetched, and dlib-box)")
+    c.add_argument("--try-on", action="store_true",
+                   help="also wear a design on the unmasked photos (printed and photographed under held-out "
+                        "transforms) and a plain mask for comparison; needs --run with --design, or --design-file")
+    c.add_argument("--run", "--from", dest="source", default=None,
+                   help="export or run URI: the design's source (--design N) and the recognisers it attacked "
+                        "(white-box vs held-out in the report)")
+    c.add_argument("--design", type=ranged(int, "[0, 1000]"), default=None,
+                   help="universal design N of --run, numbered as the report's universal/<N> rows")
+    c.add_argument("--design-file", default=None, metavar="PNG",
+                   help="a design PNG to try on (transparency composited onto white paper, as it prints)")
+    c.add_argument("--out", default=None, help="where check.json, check.html and check_files/ go (default: FOLDER)")

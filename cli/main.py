@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from cli import args, commands, palette_cmd, print_cmd, zoo_cmd
+from cli import args, check_cmd, commands, palette_cmd, print_cmd, zoo_cmd
 
 TABLE = {
     "demo": commands.demo,
@@ -27,6 +27,7 @@ TABLE = {
     "palette chart": palette_cmd.chart,
     "palette fit": palette_cmd.fit,
     "print": print_cmd.print_design,
+    "check": check_cmd.check,
 }
 
 

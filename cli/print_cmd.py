@@ -15,6 +15,10 @@ def print_design(a) -> None:
     ranges.check("--height-mm", a.height_mm, PRINT_MM_RANGE)
     ranges.check("--dpi", a.dpi, DPI_RANGE, integer=True)
     printing.png_beside(a.out)  # refuse a bad --out before loading anything
+    if a.design_file:
+        return _print_file(a, printing)
+    if a.source is None or a.design is None:
+        raise printing.PrintError("print needs --from URI with --design K, or --design-file PNG")
     src = sample.open_source(a.source)
     if src.card_sha256 is not None:
         sha, of = src.card_sha256, "model card"
@@ -34,3 +38,22 @@ def print_design(a) -> None:
     w, h = out["pixels"]
     print(f"wrote {out['pdf']} ({a.width_mm:g} x {a.height_mm:g} mm, {w} x {h} px at {a.dpi} dpi) and {out['png']}: "
           f"{what} of {src.checkpoint.uri}; {of} sha256 {sha}")
+
+
+def _print_file(a, printing) -> None:
+    """A design file as it is (read by the one design-file reader: transparency prints as white paper)."""
+    import hashlib
+
+    from maskgan import design_file
+
+    if a.source is not None or a.design is not None or a.for_photo:
+        raise printing.PrintError("--design-file prints that file; it does not take --from, --design or --for")
+    design, data = design_file.read(a.design_file)
+    printing.check_aspect(a.width_mm, a.height_mm, tuple(design.shape[-2:]), a.stretch)
+    sha = hashlib.sha256(data).hexdigest()
+    name = a.design_file.rsplit("/", 1)[-1]
+    out = printing.print_pdf(design, a.width_mm, a.height_mm, a.dpi, a.out, printing.png_beside(a.out), sha,
+                             "design file", note=name)
+    w, h = out["pixels"]
+    print(f"wrote {out['pdf']} ({a.width_mm:g} x {a.height_mm:g} mm, {w} x {h} px at {a.dpi} dpi) and {out['png']}: "
+          f"{a.design_file}; design file sha256 {sha}")

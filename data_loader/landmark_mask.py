@@ -175,12 +175,17 @@ def raster(poly: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
-def draw(unmasked: np.ndarray, pts: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+def draw(unmasked: np.ndarray, pts: np.ndarray, seed: int,
+         colour: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """A photo crop and its landmarks (crop pixels) -> (masked uint8 [S,S,3], alpha uint8 [S,S], fill name).
-    The fill is lit by the face beneath it (its luminance, softened), so the mask is not a flat sticker."""
+    The fill is lit by the face beneath it (its luminance, softened), so the mask is not a flat sticker.
+    colour: a plain fill of that RGB instead of the seeded colour and texture (a try-on's blank mask)."""
     size = unmasked.shape[0]
     a = raster(polygon(pts), size)
-    fill, name = texture(seed, size)
+    if colour is None:
+        fill, name = texture(seed, size)
+    else:
+        fill, name = np.broadcast_to(np.array(colour, np.float32), (size, size, 3)), f"plain {colour}"
     lum = unmasked.astype(np.float32).mean(axis=2)
     inside = a > 0.5
     ref = float(lum[inside].mean()) if inside.any() else 128.0

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, defender, diversity, embedders, palette, printability, scoring, transfer
+from maskgan import assembly, defender, design_file, diversity, embedders, palette, printability, scoring, transfer
 from maskgan.config import RunConfig
 from maskgan.feed import TrainGallery
 from maskgan.objective import to_float_images, trunk_features, unwrap
@@ -28,7 +28,7 @@ from maskgan.report import report_markdown
 from maskgan.physical import design_hw
 from maskgan.models.generators import is_conditional, universal
 from maskgan.wearing import (CONTROLS, FOR_PERSON, PHYSICAL, PROBE_COLUMNS, ROWS, UNIVERSAL, UNIVERSAL_K,
-                             design_from_png, for_person_latents, mask_space, person_designs, probe_photos, row_images,
+                             for_person_latents, mask_space, person_designs, probe_photos, row_images,
                              universal_designs, with_physical, worn, worn_physically)
 
 
@@ -299,18 +299,14 @@ def after_defender(root: storage.Location, parts: assembly.Parts, cfg: RunConfig
 def score_design_file(run_uri: str, design_uri: str, log=print, splits=shards.SPLITS) -> dict:
     """{split: the full row} of the design PNG at `design_uri` (read back from disk or s3://), worn by every probe
     of every split, scored by the run's latest checkpoint. A PNG of another size is one line naming the file."""
+    loc = storage.resolve(design_uri)
+    design = design_file.read(design_uri)[0]  # the one design-file reader (print and check use it too), first
     run = storage.resolve(run_uri)
     state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg, root, models = load_models(state, ckpt_loc, device)
     models = _scorers(models)
-    loc = storage.resolve(design_uri)
-    if not storage.exists(loc):
-        raise shards.ShardError(f"{loc.uri}: design file not found")
-    try:
-        design = design_from_png(storage.read_bytes(loc)).to(device)
-    except Exception as e:  # PIL's errors are many; the user needs one line naming the file
-        raise shards.ShardError(f"{loc.uri}: not a readable PNG ({str(e).splitlines()[0]})") from None
+    design = design.to(device)
     h, w = design_hw(assembly.image_size(root))
     if tuple(design.shape[-2:]) != (h, w):
         raise shards.ShardError(f"{loc.uri}: design is {design.shape[-1]}x{design.shape[-2]} pixels, this run's "

@@ -22,10 +22,9 @@ from __future__ import annotations
 import functools
 import io
 
-import numpy as np
 import torch
 
-from maskgan import physical
+from maskgan import design_file, physical
 from maskgan.models.generators import is_conditional, universal
 from maskgan.objective import to_float_images, unwrap
 
@@ -144,12 +143,10 @@ def design_png(design: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def design_from_png(data: bytes) -> torch.Tensor:
-    """PNG bytes -> a design [1,3,h,w] in [0,1] (the inverse of design_png)."""
-    from PIL import Image
-
-    img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return to_float_images(torch.from_numpy(img.copy()).unsqueeze(0))
+def design_from_png(data: bytes, where: str = "design") -> torch.Tensor:
+    """PNG bytes -> a design [1,3,h,w] in [0,1] (the inverse of design_png), read by the one design-file reader
+    (maskgan.design_file: transparency composited onto white paper, a blank file refused naming `where`)."""
+    return design_file.to_tensor(design_file.decode(data, where))
 
 
 def with_physical(designs: dict, split: str) -> dict:
