@@ -81,9 +81,7 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"run": cfg.to_dict(), "run_uri": run.uri},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.train.num_workers, use_gpu=bool(use_gpu),
-            resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        scaling_config=_scaling(cfg, bool(use_gpu)),
         run_config=ray.train.RunConfig(
             name=cfg.train.name, storage_path=storage_root.path, storage_filesystem=storage_root.fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
@@ -110,6 +108,19 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
     storage.write_text(run.join("config.yaml"), _yaml(cfg.to_dict()))
     ckpt = result.checkpoint
     return FitResult(run.uri, dict(result.metrics or {}), _uri_of(storage_root, ckpt.path) if ckpt else None)
+
+
+def _scaling(cfg: RunConfig, use_gpu: bool):
+    """Ray Train's ScalingConfig: a fixed worker count, or (train.min_workers) an elastic range that a restart
+    after a lost node fits to the capacity left; placement and the per-worker custom resource as configured."""
+    import ray.train
+
+    t = cfg.train
+    resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if use_gpu else {}),
+                 **({t.worker_resource: 1} if t.worker_resource else {})}
+    workers = (t.min_workers, t.num_workers) if t.min_workers else t.num_workers
+    return ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
+                                   placement_strategy=t.placement)
 
 
 def _raise_failure(run: storage.Location, e: Exception):

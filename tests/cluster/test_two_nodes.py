@@ -1,0 +1,144 @@
+"""Training across two real Ray nodes that survives losing one.
+
+Two `ray start` nodes on this machine (token auth on, each with 2 CPUs and one unit of the custom resource
+`maskgan_worker`), apart from the session's in-process Ray. `maskgan submit` sends `maskgan train` to the head, so
+the driver runs there; the config asks for one Train worker per `maskgan_worker` unit (placement STRICT_SPREAD),
+so the two workers land on different nodes. Data, recogniser, projector and checkpoints all live in the moto S3
+bucket. Mid-epoch the second node is killed (every process of it at once, as a lost machine); with
+train.min_workers = 1 Ray Train restarts from the last checkpoint with the one worker the head can hold and the
+job finishes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_nodes import BIN, new_cluster, tail
+
+from data_loader import shards, storage
+from maskgan import assembly, recipes
+
+ROOT = Path(__file__).resolve().parents[2]
+RESOURCE = "maskgan_worker"
+EPOCHS = 3
+
+
+def _upload_assets(assets: Path, bucket: str) -> None:
+    client = storage.boto3_client()
+    for path in (assets / "data").rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"data/{path.relative_to(assets / 'data').as_posix()}")
+    for name in ("projector.pt", "recognizer.pt"):
+        client.upload_file(str(assets / name), bucket, f"models/{name}")
+
+
+def _checkpoint_epochs(run: storage.Location) -> list[int]:
+    return [epoch for epoch, _ in assembly.list_checkpoints(run)] if storage.exists(run) else []
+
+
+def _wait(what: str, ready, job: subprocess.Popen, log: Path, timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while not (value := ready()):
+        if job.poll() is not None:
+            pytest.fail(f"the job ended (rc {job.returncode}) before {what}:\n{tail(log, 80)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout:.0f} s:\n{tail(log, 80)}")
+        time.sleep(0.3)
+    return value
+
+
+@pytest.fixture
+def two_nodes(s3_server, tmp_path):
+    """A head and a second node (started after moto: their processes inherit the AWS_* that point at it)."""
+    cluster = new_cluster(
+        # A lost node is declared dead after 3 missed 1-second health checks (default: 5 x 3 s).
+        RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3",
+        RAY_health_check_initial_delay_ms="1000")
+    try:
+        cluster.add_node(tmp_path / "head.log", num_cpus=2, resources={RESOURCE: 1})
+        cluster.wait_for_nodes(1)
+        cluster.add_node(tmp_path / "node2.log", num_cpus=2, resources={RESOURCE: 1})
+        cluster.wait_for_nodes(2)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_run_across_two_nodes_survives_losing_one(two_nodes, assets, bucket, tmp_path):
+    _upload_assets(assets, bucket)
+    cfg = recipes.debug_cpu(str(assets)).replace(
+        data={"uri": f"s3://{bucket}/data", "batch_size": 8},
+        model={"projector": f"s3://{bucket}/models/projector.pt",
+               "recognizer_weights": f"s3://{bucket}/models/recognizer.pt"},
+        train={"storage": f"s3://{bucket}/runs", "name": "two-nodes", "epochs": EPOCHS, "num_workers": 2,
+               "min_workers": 1, "max_failures": 1, "placement": "STRICT_SPREAD", "worker_resource": RESOURCE,
+               "cpus_per_worker": 0.5, "val_probes": 16, "num_to_keep": EPOCHS})
+    cfg_path = tmp_path / "train.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    run = storage.resolve(f"s3://{bucket}/runs/two-nodes")
+    head, second = two_nodes.alive_nodes(), two_nodes.nodes[1]
+    head_id = next(n["node_id"] for n in head if n["is_head_node"])
+
+    log = tmp_path / "submit.log"
+    with open(log, "w") as out:
+        job = subprocess.Popen(
+            [str(BIN / "maskgan"), "submit", "--address", two_nodes.address, "--working-dir", str(ROOT), "--",
+             "maskgan", "train", "--config", str(cfg_path)],
+            env=two_nodes.client_env(), stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait("checkpoint of epoch 1", lambda: _checkpoint_epochs(run) == [0], job, log)
+        workers = _wait("two live Train workers", lambda: (lambda w: w if len(w) == 2 else None)(
+            _workers(two_nodes, "ALIVE")), job, log, timeout=60)
+        before_kill = _checkpoint_epochs(run)
+        second.stop(grace_s=0)  # SIGKILL every process of the node: a machine lost, no drain
+        job.wait(timeout=300)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    output = log.read_text()
+
+    # The job's driver ran on the head; the two workers on two different nodes: one on the head, one on the node that was then lost.
+    worker_nodes = {w["node_id"] for w in workers}
+    assert len(worker_nodes) == 2 and head_id in worker_nodes, workers
+    lost = (worker_nodes - {head_id}).pop()
+    drivers = [j["driver_node_id"] for j in two_nodes.state("jobs") if "maskgan train" in j["entrypoint"]]
+    assert drivers == [head_id], drivers
+    nodes = {n["node_id"]: n["state"] for n in two_nodes.state("nodes")}
+    assert nodes[lost] == "DEAD" and nodes[head_id] == "ALIVE", nodes
+    # ... mid-epoch: epoch 1's checkpoint was committed and epoch 2's not yet when the node went.
+    assert before_kill == [0]
+
+    # The run finished on the capacity left: the job succeeded, restarting once from epoch 1's checkpoint.
+    assert job.returncode == 0, output[-6000:]
+    assert "SUCCEEDED" in output.strip().splitlines()[-1]
+    assert "resumed from the checkpoint of epoch 1" in output, output[-6000:]
+    assert f"[two-nodes] epoch {EPOCHS}/{EPOCHS}" in output
+    after = _workers(two_nodes, "ALIVE", "DEAD")
+    assert {w["node_id"] for w in after if w["state"] == "DEAD"} >= {lost}
+
+    # Every checkpoint is there and verifies (none lost, none torn); each epoch read all of the manifest's train
+    # rows from the bucket, however many workers shared it: the structure of an uninterrupted run.
+    root = storage.resolve(cfg.data.uri)
+    train_rows = sum(int(s["rows"]) for s in shards.set_shards(root, shards.read_manifest(root), "train"))
+    listed = assembly.list_checkpoints(run)
+    assert [e for e, _ in listed] == list(range(EPOCHS))
+    steps = []
+    for epoch, loc in listed:
+        state = assembly.read_checkpoint(loc)  # raises on a torn or corrupted state.pt
+        assert state["epoch"] == epoch
+        assert assembly.read_meta(loc)["metrics"]["train/rows"] == train_rows
+        steps.append(int(next(iter(state["g_opt"]["state"].values()))["step"]))
+    assert steps == sorted(set(steps)), steps  # the restart continued the optimiser, it did not start it over
+    assert not storage.exists(run.join(assembly.FAILED_FILE))
+    stored = yaml.safe_load(storage.read_text(run.join("config.yaml")))
+    assert stored["data"]["uri"].startswith("s3://") and stored["train"]["min_workers"] == 1
+
+
+def _workers(cluster, *states: str) -> list[dict]:
+    return [w for w in cluster.state("actors", "class_name=RayTrainWorker") if w["state"] in states]
+
