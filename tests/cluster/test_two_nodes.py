@@ -3,10 +3,11 @@
 Two `ray start` nodes on this machine (token auth on, each with 2 CPUs and one unit of the custom resource
 `maskgan_worker`), apart from the session's in-process Ray. `maskgan submit` sends `maskgan train` to the head, so
 the driver runs there; the config asks for one Train worker per `maskgan_worker` unit (placement STRICT_SPREAD),
-so the two workers land on different nodes. Data, recogniser, projector and checkpoints all live in the moto S3
-bucket. Mid-epoch the second node is killed (every process of it at once, as a lost machine); with
-train.min_workers = 1 Ray Train restarts from the last checkpoint with the one worker the head can hold and the
-job finishes.
+so the two workers land on different nodes. The data and the checkpoints live in the moto S3 bucket; the projector
+and recogniser files stay on this machine's disk, which both nodes share (on a real cluster they are URIs too;
+the 94 MB recogniser through the in-process S3 server would only slow the test). Mid-epoch the second node is
+killed (every process of it at once, as a lost machine); with train.min_workers = 1 Ray Train restarts from the
+last checkpoint with the one worker the head can hold, and the job finishes.
 """
 
 from __future__ import annotations
@@ -28,27 +29,25 @@ RESOURCE = "maskgan_worker"
 EPOCHS = 3
 
 
-def _upload_assets(assets: Path, bucket: str) -> None:
+def _upload_data(assets: Path, bucket: str) -> None:
     client = storage.boto3_client()
     for path in (assets / "data").rglob("*"):
         if path.is_file():
             client.upload_file(str(path), bucket, f"data/{path.relative_to(assets / 'data').as_posix()}")
-    for name in ("projector.pt", "recognizer.pt"):
-        client.upload_file(str(assets / name), bucket, f"models/{name}")
 
 
 def _checkpoint_epochs(run: storage.Location) -> list[int]:
     return [epoch for epoch, _ in assembly.list_checkpoints(run)] if storage.exists(run) else []
 
 
-def _wait(what: str, ready, job: subprocess.Popen, log: Path, timeout: float = 240):
+def _wait(what: str, ready, job: subprocess.Popen, log: Path, timeout: float = 480):
     deadline = time.monotonic() + timeout
     while not (value := ready()):
         if job.poll() is not None:
             pytest.fail(f"the job ended (rc {job.returncode}) before {what}:\n{tail(log, 80)}")
         if time.monotonic() > deadline:
             pytest.fail(f"no {what} within {timeout:.0f} s:\n{tail(log, 80)}")
-        time.sleep(0.3)
+        time.sleep(1.0)
     return value
 
 
@@ -70,20 +69,19 @@ def two_nodes(s3_server, tmp_path):
 
 
 def test_run_across_two_nodes_survives_losing_one(two_nodes, assets, bucket, tmp_path):
-    _upload_assets(assets, bucket)
+    _upload_data(assets, bucket)
     cfg = recipes.debug_cpu(str(assets)).replace(
         data={"uri": f"s3://{bucket}/data", "batch_size": 8},
-        model={"projector": f"s3://{bucket}/models/projector.pt",
-               "recognizer_weights": f"s3://{bucket}/models/recognizer.pt"},
         train={"storage": f"s3://{bucket}/runs", "name": "two-nodes", "epochs": EPOCHS, "num_workers": 2,
                "min_workers": 1, "max_failures": 1, "placement": "STRICT_SPREAD", "worker_resource": RESOURCE,
-               "cpus_per_worker": 0.5, "val_probes": 16, "num_to_keep": EPOCHS})
+               "cpus_per_worker": 0.5, "val_probes": 0, "num_to_keep": EPOCHS})
     cfg_path = tmp_path / "train.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     run = storage.resolve(f"s3://{bucket}/runs/two-nodes")
     head, second = two_nodes.alive_nodes(), two_nodes.nodes[1]
     head_id = next(n["node_id"] for n in head if n["is_head_node"])
 
+    t0 = time.monotonic()
     log = tmp_path / "submit.log"
     with open(log, "w") as out:
         job = subprocess.Popen(
@@ -96,7 +94,9 @@ def test_run_across_two_nodes_survives_losing_one(two_nodes, assets, bucket, tmp
             _workers(two_nodes, "ALIVE")), job, log, timeout=60)
         before_kill = _checkpoint_epochs(run)
         second.stop(grace_s=0)  # SIGKILL every process of the node: a machine lost, no drain
-        job.wait(timeout=300)
+        t_kill = time.monotonic()
+        job.wait(timeout=480)
+        t_end = time.monotonic()
     finally:
         if job.poll() is None:
             job.kill()
@@ -137,6 +137,8 @@ def test_run_across_two_nodes_survives_losing_one(two_nodes, assets, bucket, tmp
     assert not storage.exists(run.join(assembly.FAILED_FILE))
     stored = yaml.safe_load(storage.read_text(run.join("config.yaml")))
     assert stored["data"]["uri"].startswith("s3://") and stored["train"]["min_workers"] == 1
+    print(f"two-node run: node lost {t_kill - t0:.0f} s after submit, job done {t_end - t_kill:.0f} s later "
+          f"({t_end - t0:.0f} s in all, {EPOCHS} epochs of {train_rows} rows)")
 
 
 def _workers(cluster, *states: str) -> list[dict]:
