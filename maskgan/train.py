@@ -6,6 +6,7 @@ Only the driver builds Ray configs (ScalingConfig, RunConfig); the per-worker lo
 from __future__ import annotations
 
 import json
+import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ FAILURE_LOG = "failure.log"  # beside it: the full traceback behind the one line
 
 class RunFailedError(RuntimeError):
     """A worker's own error (a bad file, non-finite losses, too few rows), one line naming the log file."""
+
+    user_error = True
+
+
+class NodeLostError(RuntimeError):
+    """A Ray node went away with a Train worker on it and the run could not go on without it."""
 
     user_error = True
 
@@ -97,9 +104,7 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
         result = trainer.fit()
     except Exception as e:
         if "No space left on device" in _chain_text(e):
-            kept = [str(epoch + 1) for epoch, _ in assembly.list_checkpoints(run)]
-            state = f"checkpoints of epochs {', '.join(kept)} are intact" if kept else "no checkpoint was completed"
-            message = (f"{run.uri}: no space left on device while writing a checkpoint; {state} "
+            message = (f"{run.uri}: no space left on device while writing a checkpoint; {_kept(run)} "
                        f"(free space, then rerun with --resume)")
             _mark_failed(run, message, _chain_text(e))
             raise StorageFullError(message) from None
@@ -123,10 +128,21 @@ def _scaling(cfg: RunConfig, use_gpu: bool):
                                    placement_strategy=t.placement)
 
 
+def _kept(run: storage.Location) -> str:
+    kept = [str(epoch + 1) for epoch, _ in assembly.list_checkpoints(run)]
+    return f"checkpoints of epochs {', '.join(kept)} are intact" if kept else "no checkpoint was completed"
+
+
 def _raise_failure(run: storage.Location, e: Exception):
-    """Mark the run failed, put the full traceback in its log file, and raise: the worker's own user error
-    as one line naming that file (Ray Train wraps it in a WorkerGroupError of every rank's traceback), any
-    other failure as it came (a bug: its traceback is the report)."""
+    """Mark the run failed, put the full traceback in its log file, and raise: a worker lost with its node, or
+    the worker's own user error, as one line naming that file (Ray Train wraps it in a WorkerGroupError of every
+    rank's traceback), any other failure as it came (a bug: its traceback is the report)."""
+    lost = _lost_node(e)
+    if lost is not None:
+        message = (f"{run.uri}: {lost}; {_kept(run)} (rerun with --resume when the cluster holds "
+                   f"train.num_workers workers again, or set train.min_workers to go on with fewer)")
+        log_uri = _mark_failed(run, message, "".join(traceback.format_exception(e)))
+        raise NodeLostError(f"{message} (traceback: {log_uri})") from None
     worker_error = _worker_user_error(e)
     if worker_error is None:
         first = next(iter((getattr(e, "worker_failures", None) or {}).values()), e)
@@ -136,6 +152,22 @@ def _raise_failure(run: storage.Location, e: Exception):
     log_uri = _mark_failed(run, str(worker_error),
                            getattr(worker_error, "worker_traceback", None) or "".join(traceback.format_exception(e)))
     raise RunFailedError(f"{worker_error} (traceback: {log_uri})") from None
+
+
+# Ray's ActorDiedError text when the actor's node died (ray/exceptions.py builds it from the GCS's death cause).
+_NODE_DIED = re.compile(r"its node has died\. Node Id: ([0-9a-f]+)")
+_NODE_IP = re.compile(r"^\s*ip: (\S+)$", re.M)
+
+
+def _lost_node(e: BaseException) -> str | None:
+    """'Train worker R was lost with its Ray node ID (IP)' when a worker died because its node did, else None."""
+    for rank, error in sorted((getattr(e, "worker_failures", None) or {}).items()):
+        text = str(error)
+        node = _NODE_DIED.search(text)
+        if node:
+            ip = _NODE_IP.search(text)
+            return f"Train worker {rank} was lost with its Ray node {node.group(1)}" + (f" ({ip.group(1)})" if ip else "")
+    return None
 
 
 def _worker_user_error(e: BaseException) -> BaseException | None:
