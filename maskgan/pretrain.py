@@ -42,7 +42,7 @@ def _pairs(root: storage.Location, set_name: str, limit: int) -> tuple[torch.Ten
 
 
 # Below this held-out IoU the mask region the projector finds is visibly wrong, and designs are worn off the
-# mask or not at all (issue 16's bar is 0.9; at 0.02 the designs were not worn and `generated` scored exactly as
+# mask or not at all (the projector's IoU bar is 0.9; at 0.02 the designs were not worn and `generated` scored exactly as
 # `original_mask`): training says so rather than leaving it to a report that looks like no protection.
 IOU_WARN = 0.9
 

@@ -2,7 +2,7 @@
 of the generated designs, the K universal designs and every design control, against the run's palette.
 
 Measured on the designs as the generator makes them (mask-space panels, what is printed), on fixed seeds so
-two evaluations of one checkpoint agree. `noise` is the yardstick issue 14 sets targets against (TV about 1/3,
+two evaluations of one checkpoint agree. `noise` is the yardstick the printability bars are set against (TV about 1/3,
 NPS about 0.2 with the default palette); a flat control has TV 0.
 """
 

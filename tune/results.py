@@ -189,7 +189,7 @@ def _short(v) -> str:
     return "–" if v is None else str(v)
 
 
-# Protection next to printability (issue 14): the universal designs' test dodging, their TV and NPS, and the
+# Protection next to printability: the universal designs' test dodging, their TV and NPS, and the
 # noise control's TV (the yardstick; a flat design has 0). Read it across a tv_weight x nps_weight sweep.
 TRADE_OFF = ("universal/test/dodging", "universal/tv", "universal/nps", "noise/tv")
 

@@ -4,7 +4,7 @@ A design is a flat picture of the mask's front panel (maskgan.physical: the temp
 full-frame image: `hw` is physical.design_hw(image size), e.g. (64, 128) for 128x128 photos. What the generator
 draws is exactly what is printed and what the warp places on each face.
 
-Conditional generators (`cond_fc3`, `cond_conv`; issue 17) also take the wearer: forward(z, cond), where cond
+Conditional generators (`cond_fc3`, `cond_conv`) also take the wearer: forward(z, cond), where cond
 is the trunk features [B,1792] of the wearer's own unmasked photo, so each person gets their own design.
 Unconditional ones keep forward(z). `is_conditional` is what the rest of the code asks; `universal` draws the
 designs a conditional generator makes for no one in particular (the train gallery's mean face, which it stores).

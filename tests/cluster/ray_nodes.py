@@ -140,7 +140,12 @@ class RayCluster:
                               env=self.client_env(), capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
             raise RuntimeError(f"ray list {kind} failed: {proc.stderr[-2000:]}")
-        return json.loads(proc.stdout)
+        if not proc.stdout.strip():  # nothing of that kind yet
+            return []
+        try:
+            return json.loads(proc.stdout)
+        except ValueError:
+            raise RuntimeError(f"ray list {kind} printed no JSON: {proc.stdout[-2000:]}") from None
 
     def alive_nodes(self) -> list[dict]:
         return self.state("nodes", "state=ALIVE")

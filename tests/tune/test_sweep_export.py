@@ -90,7 +90,7 @@ def resumed_sweep(ray_session, make_space, tmp_path_factory):
                        for name, epoch in _checkpoints(sweep_dir / "runs" / t).items()} for t in part_way}
     interrupted = {t: c for t, c in interrupted.items() if max(e for e, _ in c.values()) < epochs - 1}
     t0 = time.time()
-    # The resume must not hang (issue 4: a killed driver's placement group kept CPUs reserved for good); a
+    # The resume must not hang (a killed driver's placement group kept CPUs reserved for good); a
     # daemon thread keeps a hang from blocking the session, and its failure says what was reserved.
     box = {}
 
@@ -309,7 +309,7 @@ time.sleep(3600)
 
 
 def test_placement_groups_a_killed_driver_left_are_freed(ray_session):
-    """Ray's own cleanup misses a placement group registered just after its job died (issue 4's hang):
+    """Ray's own cleanup misses a placement group registered just after its job died (the killed-driver hang):
     `free_leaked_placement_groups` frees it, and never touches a live job's groups."""
     from ray.core.generated import gcs_pb2
     from ray.util.placement_group import placement_group, remove_placement_group
@@ -346,4 +346,4 @@ def test_placement_groups_a_killed_driver_left_are_freed(ray_session):
     assert mine.id.hex() in left
     remove_placement_group(mine)
     # (Whether every CPU then comes back is not asserted: on this 2-core machine under three extra busy loops,
-    # 0.01 CPU was still held 60 s after the cleanup in 2 of 18 runs, cause not yet found; open on issue 4.)
+    # 0.01 CPU was still held 60 s after the cleanup in 2 of 18 runs, cause not yet found; still open.)
