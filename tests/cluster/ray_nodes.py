@@ -140,7 +140,7 @@ class RayCluster:
                               env=self.client_env(), capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
             raise RuntimeError(f"ray list {kind} failed: {proc.stderr[-2000:]}")
-        if not proc.stdout.strip():  # nothing of that kind yet
+        if not proc.stdout.strip() or proc.stdout.startswith("No resource"):  # nothing of that kind (yet)
             return []
         try:
             return json.loads(proc.stdout)
