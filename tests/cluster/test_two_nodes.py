@@ -68,6 +68,7 @@ def two_nodes(s3_server, tmp_path):
         cluster.stop()
 
 
+@pytest.mark.slow
 def test_run_across_two_nodes_survives_losing_one(two_nodes, assets, bucket, tmp_path):
     _upload_data(assets, bucket)
     cfg = recipes.debug_cpu(str(assets)).replace(
