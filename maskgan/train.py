@@ -166,7 +166,8 @@ def _lost_node(e: BaseException) -> str | None:
         node = _NODE_DIED.search(text)
         if node:
             ip = _NODE_IP.search(text)
-            return f"Train worker {rank} was lost with its Ray node {node.group(1)}" + (f" ({ip.group(1)})" if ip else "")
+            where = f" ({ip.group(1)})" if ip else ""
+            return f"Train worker {rank} was lost with its Ray node {node.group(1)}{where}"
     return None
 
 
