@@ -42,16 +42,29 @@ def torch_requirement() -> str:
     return re.search(r'TORCH="\$\{TORCH:-([^}]+)\}"', script).group(1)
 
 
+def _requirements() -> list[str]:
+    """The project's dependencies and its dlib extra: from this checkout's pyproject.toml (what a job's working_dir
+    ships), else from the installed maskgan's metadata (Python 3.10 has no tomllib)."""
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        import tomllib
+
+        project = tomllib.loads(pyproject.read_text())["project"]
+        return [*project["dependencies"], *project["optional-dependencies"]["dlib"]]
+    except (ImportError, OSError):
+        wanted = []
+        for req in importlib.metadata.requires("maskgan") or []:
+            name, _, marker = req.partition(";")
+            if not marker or 'extra == "dlib"' in marker:
+                wanted.append(name.strip())
+        return wanted
+
+
 def runtime_env() -> dict:
     """A job's runtime_env on `rayproject/ray` of the pinned version (which has Ray, nothing else): the installed
     maskgan's requirements and its dlib extra, as pip packages, torch as install.sh pins it, and facenet-pytorch as
     a module folder (pip would honour its metadata's torch<2.3; install.sh installs it with --no-deps)."""
-    wanted = []
-    for req in importlib.metadata.requires("maskgan") or []:
-        name, _, marker = req.partition(";")
-        if name.startswith(("ray[", "ray==", "torch")) or (marker and 'extra == "dlib"' not in marker):
-            continue
-        wanted.append(name.strip())
+    wanted = [r for r in _requirements() if not r.startswith(("ray[", "ray==", "torch"))]
     spec = importlib.util.find_spec("facenet_pytorch")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("cluster.image: facenet_pytorch is not installed here (make venv installs it)")
