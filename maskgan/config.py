@@ -101,6 +101,16 @@ class TrainConfig:
     name: str = "run"  # run folder under storage
     seed: int = ranged(0, "[0, 4294967295]")  # numpy and torch seeds (numpy refuses negative ones)
     max_failures: int = ranged(0, "[0, 1000]")  # worker-failure restarts (from the last checkpoint)
+    # Elastic training: 0 keeps num_workers fixed (a lost node stops the run until its capacity returns or
+    # max_failures is spent). 1..num_workers: after a failure Ray Train restarts from the last checkpoint
+    # with as many workers as the cluster then holds, at least this many (docs/scaling.md).
+    min_workers: int = ranged(0, "[0, 4096]")
+    # How Ray places the workers' bundles: PACK (few nodes), SPREAD (best effort across nodes),
+    # STRICT_SPREAD (each worker on its own node, or the run waits for nodes).
+    placement: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
+    # A custom Ray resource each worker needs one unit of ("": none). A node started with
+    # `ray start --resources='{"NAME": 1}'` then holds one worker; elastic restarts count workers by it.
+    worker_resource: str = ""
     # val probes scored each epoch (the full evaluation is `maskgan evaluate`); 0: no validation
     val_probes: int = ranged(256, "[0, 10000000]")
     num_to_keep: int = ranged(2, "[1, 100000]")  # checkpoints kept in storage
@@ -205,6 +215,13 @@ def _validate(cfg: RunConfig) -> RunConfig:
     w = cfg.model.recognizer_weights
     if not w:
         raise ConfigError(f"model.recognizer_weights: required ({', '.join(PRETRAINED)}, random, a path or s3:// URI)")
+    if cfg.train.min_workers > cfg.train.num_workers:
+        raise ConfigError(f"train.min_workers: {cfg.train.min_workers} is more than train.num_workers "
+                          f"{cfg.train.num_workers} (0 keeps the worker count fixed)")
+    resource = cfg.train.worker_resource
+    if resource and (resource != resource.strip() or resource in ("CPU", "GPU", "TPU", "memory")):
+        raise ConfigError(f"train.worker_resource: {resource!r} must be a custom resource name "
+                          "(CPU, GPU and memory are set by cpus_per_worker and use_gpu)")
     if not cfg.data.uri:
         raise ConfigError("data.uri: required (a local directory or s3://bucket/prefix of prepared shards)")
     for i, spec in enumerate(cfg.eval.held_out):

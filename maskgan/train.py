@@ -6,6 +6,7 @@ Only the driver builds Ray configs (ScalingConfig, RunConfig); the per-worker lo
 from __future__ import annotations
 
 import json
+import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ FAILURE_LOG = "failure.log"  # beside it: the full traceback behind the one line
 
 class RunFailedError(RuntimeError):
     """A worker's own error (a bad file, non-finite losses, too few rows), one line naming the log file."""
+
+    user_error = True
+
+
+class NodeLostError(RuntimeError):
+    """A Ray node went away with a Train worker on it and the run could not go on without it."""
 
     user_error = True
 
@@ -81,9 +88,7 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"run": cfg.to_dict(), "run_uri": run.uri},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.train.num_workers, use_gpu=bool(use_gpu),
-            resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        scaling_config=_scaling(cfg, bool(use_gpu)),
         run_config=ray.train.RunConfig(
             name=cfg.train.name, storage_path=storage_root.path, storage_filesystem=storage_root.fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
@@ -99,9 +104,7 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
         result = trainer.fit()
     except Exception as e:
         if "No space left on device" in _chain_text(e):
-            kept = [str(epoch + 1) for epoch, _ in assembly.list_checkpoints(run)]
-            state = f"checkpoints of epochs {', '.join(kept)} are intact" if kept else "no checkpoint was completed"
-            message = (f"{run.uri}: no space left on device while writing a checkpoint; {state} "
+            message = (f"{run.uri}: no space left on device while writing a checkpoint; {_kept(run)} "
                        f"(free space, then rerun with --resume)")
             _mark_failed(run, message, _chain_text(e))
             raise StorageFullError(message) from None
@@ -112,10 +115,34 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
     return FitResult(run.uri, dict(result.metrics or {}), _uri_of(storage_root, ckpt.path) if ckpt else None)
 
 
+def _scaling(cfg: RunConfig, use_gpu: bool):
+    """Ray Train's ScalingConfig: a fixed worker count, or (train.min_workers) an elastic range that a restart
+    after a lost node fits to the capacity left; placement and the per-worker custom resource as configured."""
+    import ray.train
+
+    t = cfg.train
+    resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if use_gpu else {}),
+                 **({t.worker_resource: 1} if t.worker_resource else {})}
+    workers = (t.min_workers, t.num_workers) if t.min_workers else t.num_workers
+    return ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
+                                   placement_strategy=t.placement)
+
+
+def _kept(run: storage.Location) -> str:
+    kept = [str(epoch + 1) for epoch, _ in assembly.list_checkpoints(run)]
+    return f"checkpoints of epochs {', '.join(kept)} are intact" if kept else "no checkpoint was completed"
+
+
 def _raise_failure(run: storage.Location, e: Exception):
-    """Mark the run failed, put the full traceback in its log file, and raise: the worker's own user error
-    as one line naming that file (Ray Train wraps it in a WorkerGroupError of every rank's traceback), any
-    other failure as it came (a bug: its traceback is the report)."""
+    """Mark the run failed, put the full traceback in its log file, and raise: a worker lost with its node, or
+    the worker's own user error, as one line naming that file (Ray Train wraps it in a WorkerGroupError of every
+    rank's traceback), any other failure as it came (a bug: its traceback is the report)."""
+    lost = _lost_node(e)
+    if lost is not None:
+        message = (f"{run.uri}: {lost}; {_kept(run)} (rerun with --resume when the cluster holds "
+                   f"train.num_workers workers again, or set train.min_workers to go on with fewer)")
+        log_uri = _mark_failed(run, message, "".join(traceback.format_exception(e)))
+        raise NodeLostError(f"{message} (traceback: {log_uri})") from None
     worker_error = _worker_user_error(e)
     if worker_error is None:
         first = next(iter((getattr(e, "worker_failures", None) or {}).values()), e)
@@ -125,6 +152,23 @@ def _raise_failure(run: storage.Location, e: Exception):
     log_uri = _mark_failed(run, str(worker_error),
                            getattr(worker_error, "worker_traceback", None) or "".join(traceback.format_exception(e)))
     raise RunFailedError(f"{worker_error} (traceback: {log_uri})") from None
+
+
+# Ray's ActorDiedError text when the actor's node died (ray/exceptions.py builds it from the GCS's death cause).
+_NODE_DIED = re.compile(r"its node has died\. Node Id: ([0-9a-f]+)")
+_NODE_IP = re.compile(r"^\s*ip: (\S+)$", re.M)
+
+
+def _lost_node(e: BaseException) -> str | None:
+    """'Train worker R was lost with its Ray node ID (IP)' when a worker died because its node did, else None."""
+    for rank, error in sorted((getattr(e, "worker_failures", None) or {}).items()):
+        text = str(error)
+        node = _NODE_DIED.search(text)
+        if node:
+            ip = _NODE_IP.search(text)
+            where = f" ({ip.group(1)})" if ip else ""
+            return f"Train worker {rank} was lost with its Ray node {node.group(1)}{where}"
+    return None
 
 
 def _worker_user_error(e: BaseException) -> BaseException | None:

@@ -100,6 +100,8 @@ def _train(loop_config: dict) -> None:
         metrics, skipped_shards = _train_epoch(cfg, epoch, rank, device, parts, models, opts, shard, resident, say,
                                                train_gallery)
         _stop_if_broken(cfg, run, root, epoch, metrics, skipped_shards)
+        # The epoch's rows over every worker: the same whatever the worker count (an elastic restart changes it)
+        metrics["train/rows"] = sum(_gather_from_workers(metrics["train/images"]))
         if rank == 0:
             metrics.update(_validate(cfg, root, parts, models, device))
         _report(cfg, run, rank, size, epoch, models, opts, metrics)

@@ -13,10 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,69 +23,10 @@ import pytest
 import requests
 import yaml
 
+from ray_nodes import BIN, clean_env, free_ports, kill_session as _kill_session, tail as _tail
+
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent  # the venv's bin: ray, maskgan (not resolved: that would leave the venv)
 RUN_NAME = "submit-e2e"
-# Variables of this process that must not leak into the head or the clients (ray_session may have set some).
-_RAY_CLIENT_VARS = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
-                    "RAY_AUTH_TOKEN_PATH")
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports on 127.0.0.1 (held open together, so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _RAY_CLIENT_VARS}
-    env.update(extra)
-    return env
-
-
-def _kill_session(leader: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM the leader, then SIGKILL whatever is left in its session (every process it started)."""
-    if leader.poll() is None:
-        leader.send_signal(signal.SIGTERM)
-        try:
-            leader.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    for pid in _session_pids(leader.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if leader.poll() is None:
-        leader.wait(timeout=10)
-
-
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # pid (comm) state ppid pgrp session ...; comm may hold spaces, so split after the last ')'.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def _tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 @dataclass

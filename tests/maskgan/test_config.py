@@ -148,3 +148,29 @@ def test_read_yaml_names_what_the_file_is(tmp_path):
     assert config.read_yaml(str(p), "search space") is None
     with pytest.raises(ConfigError, match="cannot read search space"):
         config.read_yaml(str(tmp_path / "missing.yaml"), "search space")
+
+
+@pytest.mark.parametrize("train, needle", [
+    ({"num_workers": 2, "min_workers": 3}, "train.min_workers: 3 is more than train.num_workers 2"),
+    ({"worker_resource": "CPU"}, "train.worker_resource: 'CPU' must be a custom resource name"),
+    ({"worker_resource": " gpu_node"}, "train.worker_resource: ' gpu_node' must be a custom resource name"),
+    ({"placement": "spread"}, "train.placement: 'spread' is not allowed (allowed: PACK, SPREAD, STRICT_SPREAD)"),
+])
+def test_worker_placement_fields_are_checked(train, needle):
+    with pytest.raises(ConfigError) as e:
+        config.from_dict({"data": {"uri": "d"}, "train": train})
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_scaling_config_is_fixed_or_elastic_with_the_configured_placement():
+    from maskgan.train import _scaling
+
+    cfg = config.from_dict({"data": {"uri": "d"}, "train": {"num_workers": 4, "cpus_per_worker": 2.0}})
+    fixed = _scaling(cfg, use_gpu=True)
+    assert fixed.num_workers == 4 and fixed.placement_strategy == "PACK"
+    assert fixed.resources_per_worker == {"CPU": 2.0, "GPU": 1}
+    elastic = _scaling(cfg.replace(train={"min_workers": 1, "placement": "STRICT_SPREAD",
+                                          "worker_resource": "maskgan_worker"}), use_gpu=False)
+    assert elastic.num_workers == (1, 4) and elastic.elasticity_enabled
+    assert elastic.placement_strategy == "STRICT_SPREAD"
+    assert elastic.resources_per_worker == {"CPU": 2.0, "maskgan_worker": 1}
