@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # CPU torch by default; GPU users install their CUDA torch into .venv first (see README) and keep it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test test-faults bench clean system-packages screenshots npm
+.PHONY: venv demo test test-quick test-faults bench clean system-packages screenshots npm
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ npm:
 
 test: venv system-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
+
+# The development loop: no Ray cluster, no training subprocess (tests/conftest.py marks those `slow`).
+test-quick: venv system-packages
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow"
 
 # The README's screenshots of report.html and index.html (docs/img/): the page tests, which build a tiny run and a
 # fake sweep and open them in headless Chromium, save the top of each page there.
