@@ -7,6 +7,7 @@ network like any S3), Ray is a real local cluster with 2 CPUs, the recogniser ha
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import warnings
@@ -27,7 +28,7 @@ os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # runs here need not wait
 # A test that starts a Ray cluster or a training subprocess is `slow`; `make test-quick` runs the rest
 # (`-m "not slow"`). Marked by the fixtures it uses, so a new test that takes one of them is sorted with no
 # decorator; a test that starts its own cluster or `cli train|demo|tune` process carries @pytest.mark.slow.
-SLOW_FIXTURES = {"ray_session", "ray_head", "prometheus_server", "submitted_run", "start_cli"}
+SLOW_FIXTURES = {"ray_session", "ray_head", "prometheus_server", "submitted_run"}
 
 
 def pytest_collection_modifyitems(items):
@@ -103,6 +104,25 @@ def assets(tmp_path_factory):
     pretrain.train_projector(data, str(root / "projector.pt"), epochs=10, max_images=200, log=lambda *_: None)
     pretrain.adapt_recognizer(data, str(root / "recognizer.pt"), base="random", log=lambda *_: None)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(ray_session, assets, tmp_path_factory):
+    """One small run trained once for the session (small_cfg's recipe, 2 epochs): a test that only needs some
+    trained run takes `trained_run_copy` rather than training its own. Never changed in place."""
+    from maskgan import recipes, train
+
+    runs = tmp_path_factory.mktemp("trained") / "runs"
+    return train.fit(recipes.debug_cpu(str(assets)).replace(train={"storage": str(runs), "name": "t", "epochs": 2}))
+
+
+@pytest.fixture
+def trained_run_copy(trained_run, tmp_path) -> str:
+    """This test's own copy of the shared run, where `small_cfg.replace(train={"epochs": 2})` finds it (so it may
+    be torn, evaluated or resumed; Ray Train's snapshot in it names checkpoints relative to the run folder)."""
+    dst = tmp_path / "runs" / "t"
+    shutil.copytree(trained_run.run_uri, dst)
+    return str(dst)
 
 
 @pytest.fixture

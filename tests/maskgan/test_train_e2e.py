@@ -77,9 +77,8 @@ def test_off_by_one_identity_labels_fall_to_chance(assets, tmp_path):
     assert bad <= 2 / 24  # chance is 1/24
 
 
-def test_resume_continues_at_next_epoch_with_same_weights(ray_session, small_cfg):
-    first = train.fit(small_cfg.replace(train={"epochs": 2}))
-    run = storage.resolve(first.run_uri)
+def test_resume_continues_at_next_epoch_with_same_weights(trained_run_copy, small_cfg):
+    run = storage.resolve(trained_run_copy)  # a 2-epoch run of small_cfg, trained once per session
     state_before, _ = assembly.latest_checkpoint(run)
     assert state_before["epoch"] == 1
     with pytest.raises(train.RunExistsError, match="--resume"):
