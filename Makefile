@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 IMAGE  ?= ghcr.io/EXAMPLE/maskgan:0.1.0
 VARIANT ?= gpu
 
-.PHONY: venv image demo test test-faults bench clean system-packages screenshots npm
+.PHONY: venv image demo test test-quick test-faults bench clean system-packages screenshots npm
 
 # The install steps themselves live in cluster/install.sh, which the image (Dockerfile) runs too: one list.
 $(STAMP): pyproject.toml Makefile cluster/install.sh
@@ -69,6 +69,10 @@ npm:
 
 test: venv system-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
+
+# The development loop: no Ray cluster, no training subprocess (tests/conftest.py marks those `slow`).
+test-quick: venv system-packages
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow"
 
 # The README's screenshots of report.html and index.html (docs/img/): the page tests, which build a tiny run and a
 # fake sweep and open them in headless Chromium, save the top of each page there.

@@ -7,8 +7,11 @@ network like any S3), Ray is a real local cluster with 2 CPUs, the recogniser ha
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
+import warnings
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,6 +23,18 @@ if ROOT not in sys.path:
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # runs here need not wait for a metrics export
+
+
+# A test that starts a Ray cluster or a training subprocess is `slow`; `make test-quick` runs the rest
+# (`-m "not slow"`). Marked by the fixtures it uses, so a new test that takes one of them is sorted with no
+# decorator; a test that starts its own cluster or `cli train|demo|tune` process carries @pytest.mark.slow.
+SLOW_FIXTURES = {"ray_session", "ray_head", "prometheus_server", "submitted_run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def free_port() -> int:
@@ -91,9 +106,70 @@ def assets(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def trained_run(ray_session, assets, tmp_path_factory):
+    """One small run trained once for the session (small_cfg's recipe, 2 epochs): a test that only needs some
+    trained run takes `trained_run_copy` rather than training its own. Never changed in place."""
+    from maskgan import recipes, train
+
+    runs = tmp_path_factory.mktemp("trained") / "runs"
+    return train.fit(recipes.debug_cpu(str(assets)).replace(train={"storage": str(runs), "name": "t", "epochs": 2}))
+
+
+@pytest.fixture
+def trained_run_copy(trained_run, tmp_path) -> str:
+    """This test's own copy of the shared run, where `small_cfg.replace(train={"epochs": 2})` finds it (so it may
+    be torn, evaluated or resumed; Ray Train's snapshot in it names checkpoints relative to the run folder)."""
+    dst = tmp_path / "runs" / "t"
+    shutil.copytree(trained_run.run_uri, dst)
+    return str(dst)
+
+
 @pytest.fixture
 def small_cfg(assets, tmp_path):
     """A debug_cpu config over the shared assets, writing runs to this test's tmp dir."""
     from maskgan import recipes
 
     return recipes.debug_cpu(str(assets)).replace(train={"storage": str(tmp_path / "runs"), "name": "t"})
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+# Python's default filters: these categories are hidden from a user outside __main__, every other warning is shown.
+_HIDDEN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+@pytest.fixture
+def maskgan_cli(capsys, monkeypatch):
+    """`maskgan ARGV...` run in this process through cli.main.main: (exit code, stdout, stderr) as a user sees them,
+    without a new interpreter importing torch each time. For commands that stop before any work (refusals, --help):
+    one that would start Ray fails the test, and warnings a user would see are added to stderr."""
+    import ray
+
+    from cli.main import main
+
+    def no_ray(*_, **__):
+        raise AssertionError("the command started Ray in the test process: run it with a subprocess instead")
+
+    def run(*argv, cwd=None) -> CliResult:
+        with monkeypatch.context() as m, warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("default")
+            m.setattr(ray, "init", no_ray)
+            if cwd is not None:
+                m.chdir(cwd)
+            capsys.readouterr()
+            try:
+                code = main([str(a) for a in argv])
+            except SystemExit as e:  # argparse: --help and parse errors
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            out, err = capsys.readouterr()
+        shown = [w for w in seen if not issubclass(w.category, _HIDDEN_WARNINGS)]
+        err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in shown)
+        return CliResult(code, out, err)
+
+    return run

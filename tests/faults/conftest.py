@@ -30,9 +30,8 @@ def _start_cli(*args) -> subprocess.Popen:
                             env=_env())
 
 
-def _cli_error(*args, **kw) -> str:
+def _one_error_line(r) -> str:
     """The one line a refused command prints: exit code 2, a single stderr line, no traceback. Returns it."""
-    r = _run_cli(*args, **kw)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
@@ -46,8 +45,9 @@ def run_cli():
 
 
 @pytest.fixture
-def cli_error():
-    return _cli_error
+def cli_error(maskgan_cli):
+    """Refusals run in this process (tests/conftest.py maskgan_cli): the subprocess path is run_cli's."""
+    return lambda *args, cwd=None: _one_error_line(maskgan_cli(*args, cwd=cwd))
 
 
 @pytest.fixture

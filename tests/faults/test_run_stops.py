@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 
+import pytest
 import torch
 
 from maskgan import config
@@ -53,6 +54,7 @@ def test_nonfinite_loss_stops_the_run_without_a_checkpoint(ray_session, small_cf
     assert "Traceback" in (run_dir / "failure.log").read_text()
 
 
+@pytest.mark.slow  # `cli train` starts its own local Ray
 def test_too_few_rows_read_fails_naming_the_shard(small_cfg, assets, tmp_path, run_cli):
     # The "training on nothing exits 0": the only train shard fails its checksum (same size, so only
     # reading it can tell), every row is skipped. This run also starts its own local Ray (no --address, no

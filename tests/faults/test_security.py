@@ -17,6 +17,7 @@ CANARIES = {
 }
 
 
+@pytest.mark.slow  # the whole demo, with its own Ray, in a subprocess
 def test_demo_never_writes_or_prints_credentials(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, **CANARIES, "RAY_ADDRESS": ""}

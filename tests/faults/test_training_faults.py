@@ -83,10 +83,9 @@ def test_driver_killed_then_resume(ray_session, small_cfg, tmp_path):
     assert _adam_steps(final) % 3 == 0  # whole epochs only: the killed one was redone from its checkpoint
 
 
-def test_torn_checkpoint_is_named_and_the_previous_one_used(ray_session, small_cfg, capsys):
-    cfg = small_cfg.replace(train={"epochs": 2, "name": "torn"})
-    result = train.fit(cfg)
-    run = storage.resolve(result.run_uri)
+def test_torn_checkpoint_is_named_and_the_previous_one_used(trained_run_copy, small_cfg, capsys):
+    cfg = small_cfg.replace(train={"epochs": 2})  # the shared 2-epoch run, copied to where this finds it
+    run = storage.resolve(trained_run_copy)
     (e0, loc0), (e1, loc1) = assembly.list_checkpoints(run)
     state_file = os.path.join(loc1.path, assembly.STATE_FILE)
     with open(state_file, "r+b") as f:
@@ -95,7 +94,7 @@ def test_torn_checkpoint_is_named_and_the_previous_one_used(ray_session, small_c
     state, loc = assembly.latest_checkpoint(run, log=warnings.append)
     assert (state["epoch"], loc.uri) == (e0, loc0.uri)
     assert "checksum mismatch" in warnings[0] and "state.pt" in warnings[0] and os.path.basename(loc1.path) in warnings[0]
-    report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None)
+    report = evaluate.evaluate_run(trained_run_copy, log=lambda *_: None, defender_steps=5)  # a short defender
     assert report["epoch"] == e0
     # resuming falls back to the good checkpoint and redoes the torn epoch
     resumed = train.fit(cfg.replace(train={"epochs": 3}), resume=True)

@@ -52,7 +52,7 @@ def test_report_page_shows_designs_tables_and_curves_with_nothing_from_outside_i
     from maskgan import evaluate, wearing
 
     run = tiny_run(small_cfg, tmp_path / "runs" / "t")
-    report = evaluate.evaluate_run(run.uri, log=lambda *_: None, universal_k=3)
+    report = evaluate.evaluate_run(run.uri, log=lambda *_: None, universal_k=3, defender_steps=5)  # short defender
     page = tmp_path / "runs" / "t" / "report.html"
     assert page.exists() and (page.parent / "report.md").exists()
     assert sorted(p.name for p in (page.parent / "designs").glob("epoch_*.png")) == \

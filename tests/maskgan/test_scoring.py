@@ -139,14 +139,12 @@ def test_a_design_scored_from_its_png_scores_as_the_in_memory_design(assets, tmp
 
 
 @pytest.mark.slow
-def test_evaluate_writes_the_wearers_figures_beside_todays_keys(ray_session, small_cfg):
+def test_evaluate_writes_the_wearers_figures_beside_todays_keys(trained_run_copy):
     import os
 
-    from maskgan import train
-
-    result = train.fit(small_cfg.replace(train={"epochs": 1, "val_probes": 0}))
-    rep = evaluate.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=3)
-    on_disk = json.load(open(os.path.join(result.run_uri, "report.json")))
+    # the session's trained run; a short defender (test_train_e2e keeps the real length)
+    rep = evaluate.evaluate_run(trained_run_copy, log=lambda *_: None, universal_k=3, defender_steps=5)
+    on_disk = json.load(open(os.path.join(trained_run_copy, "report.json")))
     assert {"accuracy", "chance", "gallery_size", "rows", "impostors"} <= set(on_disk)
     for split in ("train", "val", "test"):
         thr = on_disk["impostors"][split]["thresholds"]
@@ -169,7 +167,7 @@ def test_evaluate_writes_the_wearers_figures_beside_todays_keys(ray_session, sma
         assert 1 <= div["distinct_identities"]["mean"] <= div["distinct_identities"]["max"] <= 3
         assert div["protection_spread"]["dodging@1e-02"] == pytest.approx(
             uni["best"]["dodging@1e-02"] - uni["worst"]["dodging@1e-02"])
-    md = open(os.path.join(result.run_uri, "report.md")).read()
+    md = open(os.path.join(trained_run_copy, "report.md")).read()
     assert "## Diversity of the universal designs" in md and "| test | 3 × " in md
     assert "## test (the figure to quote)" in md and "| universal ×3 mean (worst..best) |" in md
     assert rep["rows"]["universal"]["test"]["designs"] == 3

@@ -4,8 +4,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -16,9 +14,6 @@ import torch
 from data_loader import shards, storage
 from maskgan import assembly, evaluate, train
 from maskgan.assembly import CheckpointError
-
-pytestmark = pytest.mark.slow
-
 
 def test_train_then_evaluate_fools_the_recogniser(ray_session, small_cfg):
     # The paper's generator and loss (per-pixel fc3, its rate, no printability terms): the laptop recipe's colour
@@ -82,9 +77,8 @@ def test_off_by_one_identity_labels_fall_to_chance(assets, tmp_path):
     assert bad <= 2 / 24  # chance is 1/24
 
 
-def test_resume_continues_at_next_epoch_with_same_weights(ray_session, small_cfg):
-    first = train.fit(small_cfg.replace(train={"epochs": 2}))
-    run = storage.resolve(first.run_uri)
+def test_resume_continues_at_next_epoch_with_same_weights(trained_run_copy, small_cfg):
+    run = storage.resolve(trained_run_copy)  # a 2-epoch run of small_cfg, trained once per session
     state_before, _ = assembly.latest_checkpoint(run)
     assert state_before["epoch"] == 1
     with pytest.raises(train.RunExistsError, match="--resume"):
@@ -108,30 +102,25 @@ def test_resume_continues_at_next_epoch_with_same_weights(ray_session, small_cfg
         train.fit(other.replace(train={"init_from": ckpt}, model={"generator": "conv"}))
 
 
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
-
-
 @pytest.mark.parametrize("content, needle", [
     ("model:\n  generator: vit\n", "model.generator: 'vit' is not allowed"),
     ("objective:\n  experiment: exp9\n", "objective.experiment: 'exp9' is not allowed"),
 ])
-def test_cli_bad_config_is_one_line(tmp_path, content, needle):
+def test_cli_bad_config_is_one_line(tmp_path, content, needle, maskgan_cli):
     p = tmp_path / "c.yaml"
     p.write_text(content)
-    r = _cli("train", "--config", str(p))
+    r = maskgan_cli("train", "--config", str(p))
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_cli_missing_data_and_bad_weights_are_one_line(tmp_path, assets):
-    r = _cli("projector", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.pt"))
+def test_cli_missing_data_and_bad_weights_are_one_line(tmp_path, assets, maskgan_cli):
+    r = maskgan_cli("projector", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.pt"))
     assert r.returncode == 2 and "nowhere: no manifest.json" in r.stderr
     (tmp_path / "w.pt").write_bytes(b"\x00garbage")
-    r = _cli("recognizer", "adapt", "--data", str(assets / "data"), "--out", str(tmp_path / "r.pt"),
+    r = maskgan_cli("recognizer", "adapt", "--data", str(assets / "data"), "--out", str(tmp_path / "r.pt"),
              "--base", str(tmp_path / "w.pt"))
     assert r.returncode == 2 and "unreadable recogniser weights file" in r.stderr and "w.pt" in r.stderr
-    r = _cli("evaluate", "--run", str(tmp_path / "norun"))
+    r = maskgan_cli("evaluate", "--run", str(tmp_path / "norun"))
     assert r.returncode == 2 and "no checkpoints" in r.stderr
 
 

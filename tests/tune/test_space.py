@@ -1,8 +1,6 @@
 """Search space files, the recogniser guard, trial concurrency and the tables: no Ray needed."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -11,11 +9,6 @@ from tune import guard, results, schedulers, sweep, trial
 from tune.space import Guard, SpaceError, load_space, param_space, parse_space, trial_config
 
 SPACES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tune", "spaces")
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ})
 
 
 def test_paper_space_is_the_papers_grid():
@@ -100,25 +93,25 @@ def test_bad_space_names_the_key(space, needle):
     assert "\n" not in str(e.value)
 
 
-def test_cli_bad_space_is_one_line(tmp_path):
+def test_cli_bad_space_is_one_line(tmp_path, maskgan_cli):
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump({"base": BASE, "grid": {"model.generator": ["fc3", "vit"]}}))
-    r = _cli("tune", "--space", str(p), "--storage", str(tmp_path / "sweeps"))
+    r = maskgan_cli("tune", "--space", str(p), "--storage", str(tmp_path / "sweeps"))
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "grid.model.generator: 'vit' is not allowed" in r.stderr
     assert not (tmp_path / "sweeps").exists()
 
 
-def test_cli_pbt_that_could_never_perturb_is_refused(make_space, tmp_path):
+def test_cli_pbt_that_could_never_perturb_is_refused(make_space, tmp_path, maskgan_cli):
     space = make_space(tmp_path / "pbt.yaml", pbt={"perturbation_interval": 3})  # ci.yaml trains 3 epochs
-    r = _cli("tune", "--space", space, "--storage", str(tmp_path / "sweeps"), "--scheduler", "pbt")
+    r = maskgan_cli("tune", "--space", space, "--storage", str(tmp_path / "sweeps"), "--scheduler", "pbt")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "pbt.perturbation_interval: 3 epochs" in r.stderr and "train.epochs is 3" in r.stderr
     assert not (tmp_path / "sweeps" / "ci" / "sweep.json").exists()
 
 
-def test_resume_without_a_sweep_says_so(ci_space, tmp_path):
-    r = _cli("tune", "--space", ci_space, "--storage", str(tmp_path / "nowhere"), "--resume")
+def test_resume_without_a_sweep_says_so(ci_space, tmp_path, maskgan_cli):
+    r = maskgan_cli("tune", "--space", ci_space, "--storage", str(tmp_path / "nowhere"), "--resume")
     assert r.returncode == 2 and "nothing to resume" in r.stderr
 
 
@@ -204,13 +197,13 @@ def test_asha_rung_records_survive_a_driver_restart(tmp_path):
     assert forgetful.on_trial_result(None, T("c"), {"epochs_done": 1, guard.METRIC: 1.0}) == "CONTINUE"
 
 
-def test_relative_paths_are_the_users_and_missing_data_is_one_line(tmp_path, monkeypatch):
+def test_relative_paths_are_the_users_and_missing_data_is_one_line(tmp_path, monkeypatch, maskgan_cli):
     monkeypatch.chdir(tmp_path)
     space = sweep.with_absolute_paths(load_space(os.path.join(SPACES, "paper.yaml")))
     # trials run in other processes and folders: the demo_out/ paths must name the user's demo_out/
     assert space.base.data.uri == str(tmp_path / "demo_out" / "data")
     assert space.base.model.projector == str(tmp_path / "demo_out" / "projector.pt")
-    r = _cli("tune", "--space", os.path.join(SPACES, "paper.yaml"), "--storage", str(tmp_path / "sweeps"))
+    r = maskgan_cli("tune", "--space", os.path.join(SPACES, "paper.yaml"), "--storage", str(tmp_path / "sweeps"))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert f"{tmp_path}/demo_out/data: no manifest.json" in r.stderr
     assert not (tmp_path / "sweeps").exists()
