@@ -135,6 +135,7 @@ class DefenderRun:
     splits: list
     steps: int
     calibration_photos: object = None  # calibration.CalibrationPhotos | None
+    calibration_features: torch.Tensor | None = None  # the frozen trunk's features of those photos
 
 
 def after_defender(run: DefenderRun, score_split, before: dict, log=print) -> dict:
@@ -154,8 +155,9 @@ def after_defender(run: DefenderRun, score_split, before: dict, log=print) -> di
         adapted = {**m, "head": head, "gallery_emb": head(run.parts.gallery_feats)}
     cal = None
     if run.calibration_photos is not None:  # the adapted head is its own recogniser: its own run-wide thresholds
-        trunk = m["trunk"]
-        cal = calibration.calibrate(run.calibration_photos, lambda x: head(trunk_features(trunk, x)), m["device"])
+        with torch.no_grad():
+            emb = head(run.calibration_features.to(m["device"])).cpu()
+        cal = calibration.from_embeddings(run.calibration_photos, emb)
     loss = loss_summary(curve, len(train_gallery.feats))
     log(f"defender: {loss['sentence']}")
     out: dict = {"steps": run.steps, "lr": cfg.eval.defender_lr, "designs": len(run.designs), "trained_on": "train",

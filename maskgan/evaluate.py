@@ -153,18 +153,17 @@ def score_design(root: storage.Location, split: str, design: torch.Tensor, seed:
                         calibrated=calibrated, **models)["rows"]["design"]
 
 
-def attacked_embed(models: dict):
-    """images -> embeddings of the recogniser `models` holds (trunk + head), as every scorer embeds probes."""
-    return lambda images: unwrap(models["head"])(trunk_features(models["trunk"], images))
-
-
 def run_calibration(root: storage.Location, models: dict) -> tuple:
-    """(the held-apart calibration photos, the attacked recogniser's run-wide thresholds), or (None, None)
-    when the data has no calibration set (scorers then fall back to per-split calibration)."""
+    """(the held-apart calibration photos, the attacked recogniser's run-wide thresholds, the frozen trunk's
+    features of those photos: another head on the same trunk, the defender's, calibrates from them), or
+    (None, None, None) when the data has no calibration set (scorers then calibrate per split)."""
     photos = calibration.load_photos(root)
     if photos is None:
-        return None, None
-    return photos, calibration.calibrate(photos, attacked_embed(models), models["device"])
+        return None, None, None
+    feats = calibration.features(photos, lambda x: trunk_features(models["trunk"], x), models["device"])
+    with torch.no_grad():
+        emb = unwrap(models["head"])(feats.to(models["device"])).cpu()
+    return photos, calibration.from_embeddings(photos, emb), feats
 
 
 def load_models(state: dict, ckpt_loc: storage.Location, device) -> tuple[RunConfig, storage.Location, dict]:
@@ -221,7 +220,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     cfg, root, models = load_models(state, ckpt_loc, device)
     parts, models = models["_parts"], _scorers(models)
     manifest = shards.read_manifest(root)
-    cal_photos, calibrated = run_calibration(root, models)
+    cal_photos, calibrated, cal_feats = run_calibration(root, models)
     if calibrated is None:
         log("warning: the data has no calibration or adapt set: thresholds are calibrated per split on the "
             "split's own unmasked photos (not held apart)")
@@ -308,13 +307,15 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
                     for s in cfg.eval.held_out]
         report["recognizers"] = transfer.matrix(root, held_out, designs, columns, cfg.eval.max_probes,
                                                 cfg.train.seed, models["projector"], device, log=log,
-                                                calibration_photos=cal_photos, distinct=unique["kept"], controls=True)
+                                                calibration_photos=cal_photos, distinct=unique["kept"], controls=True,
+                                                known={"attacked": calibrated} if calibrated else None)
         report["calibration"].update({n: c["calibration"] for n, c in report["recognizers"]["columns"].items()
                                       if n != "attacked"})
     steps = cfg.eval.defender_steps if defender_steps is None else defender_steps
     if steps and held_out and "train" in manifest["sets"]:
         report["after_defender"] = defender.after_defender(
-            defender.DefenderRun(root, parts, cfg, models, fixed[unique["kept"]], held_out, steps, cal_photos),
+            defender.DefenderRun(root, parts, cfg, models, fixed[unique["kept"]], held_out, steps, cal_photos,
+                                 cal_feats),
             lambda split, **adapted: split_report(root, split, ROWS, with_physical_controls(designs, split),
                                                   seed=cfg.train.seed, distinct=unique["kept"], **adapted),
             scored_before, log)

@@ -95,6 +95,13 @@ def headline(report: dict, split: str = "test") -> str:
     return "\n".join(lines)
 
 
+def spread(xs: list[float]) -> str:
+    """'mean ± sd' in points over the finite values ('–' when none is)."""
+    x = np.asarray(xs, np.float64)
+    x = x[np.isfinite(x)]
+    return "–" if not x.size else f"{x.mean() * 100:.1f} ± {x.std() * 100:.1f}"
+
+
 SEED_COLUMNS = (("protection", "gain", "points vs plain mask"), ("robustness", "rank1_drop", "rank-1 drop"))
 
 
@@ -122,8 +129,14 @@ def seeds_table(reports: list[dict], split: str = "test") -> str:
             cells.append(f"{t.get('verdict', '–')} ({t.get(key, float('nan')) * 100:+.1f})")
         cells.append(v.get("printability", {}).get("verdict", "–"))
         lines.append("| " + " | ".join(cells) + " |")
-    spread = lambda xs: f"{np.nanmean(xs) * 100:.1f} ± {np.nanstd(xs) * 100:.1f}"  # noqa: E731
     lines.append("| mean ± sd | " + " | ".join([f"{spread(figures['uni'])} %", f"{spread(figures['orig'])} %", "–"]
                                                 + [f"{spread(figures[k])} points" for _, k, _ in SEED_COLUMNS]
                                                 + ["–"]) + " |")
     return "\n".join(lines)
+
+
+def spread(xs: list[float]) -> str:
+    """'mean ± sd' in points over the finite values ('–' when none is)."""
+    x = np.asarray(xs, np.float64)
+    x = x[np.isfinite(x)]
+    return "–" if not x.size else f"{x.mean() * 100:.1f} ± {x.std() * 100:.1f}"

@@ -152,8 +152,8 @@ def _defender_section(report: dict) -> list[str]:
                   f"wearing the designs, {own['photos']} photos): {_pct(own['before'])} before, {_pct(own['after'])} "
                   "after.", ""]
     lines += [f"Each cell: before → after the defender adapts (dodging@{far}, rank-1, top id share), then the "
-              "paired change in dodging (after minus before, same probes, identity bootstrap); universal: the mean "
-              "over its distinct designs.", "",
+              "paired change in dodging (after minus before, same probes, identity bootstrap, points) and, after, "
+              "the row minus the best plain control; universal: the mean over its distinct designs.", "",
               "| row | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     for row, per_split in d["rows"].items():
         cells = []
@@ -165,6 +165,10 @@ def _defender_section(report: dict) -> list[str]:
             (bd, br, _), (ad, ar, at) = _row_figures(before, far), _row_figures(after, far)
             ch = after.get("paired_vs_before", {}).get(f"dodging@{far}")
             change = "" if ch is None else f"; Δ {ch['diff'] * 100:+.1f}{_ci_pts(ch['identity95'])}"
+            best = after.get("paired_vs_best_control")
+            if best and f"dodging@{far}" in best["diff"]:
+                b = best["diff"][f"dodging@{far}"]
+                change += f"; vs `{best['control']}` {b['diff'] * 100:+.1f}{_ci_pts(b['identity95'])}"
             cells.append(f"{_pct(bd)} → {_pct(ad)}, {_pct(br)} → {_pct(ar)}, {_pct(at)}{change}")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines + [""]

@@ -117,17 +117,17 @@ def transfer_line(rows: dict) -> dict:
 
 def matrix(root: storage.Location, splits, designs: dict, embedders: list[Embedder], max_probes: int, seed: int,
            projector, device, log=print, calibration_photos=None, distinct: list[int] | None = None,
-           controls: bool = False) -> dict:
+           controls: bool = False, known: dict | None = None) -> dict:
     """report["recognizers"]: per recogniser (attacked first) its role, label, its run-wide calibration (from
-    `calibration_photos`, when the data has them) and per split its rows and transfer line; `order` lists the
-    columns."""
+    `calibration_photos`, when the data has them; `known`: {name: a calibration already made}) and per split
+    its rows and transfer line; `order` lists the columns."""
     log(f"recognisers: {', '.join(e.name for e in embedders)} on the first {max_probes} probes of "
         f"{', '.join(splits)} ...")
     gallery = gallery_embeddings(root, embedders, device)
     out: dict = {"order": [e.name for e in embedders], "max_probes": max_probes, "columns": {}}
-    cal = {}
+    cal = dict(known or {})
     for e in embedders:
-        if calibration_photos is not None:
+        if calibration_photos is not None and e.name not in cal:
             cal[e.name] = calibration.calibrate(calibration_photos, lambda x, e=e: e.embed(x, x)[0], device)
         out["columns"][e.name] = {"role": e.role, "desc": e.desc, "splits": {}, "transfer": {},
                                   "calibration": cal.get(e.name)}

@@ -206,3 +206,53 @@ def test_the_defenders_steps_and_rate_are_checked_at_the_edge(field, value):
         config.from_dict({"data": {"uri": "d"}, "eval": {field: value}})
     cfg = config.from_dict({"data": {"uri": "d"}, "eval": {"defender_steps": 3, "defender_lr": 0.01}})
     assert (cfg.eval.defender_steps, cfg.eval.defender_lr) == (3, 0.01)
+
+
+def _planted_report(orig_dodging_people: int = 8) -> dict:
+    """A report.json-shaped dict from planted scores: original_mask dodges the first `orig_dodging_people` of 8
+    identities, the one universal design dodges everyone, a held-out dlib and a random trunk column."""
+    orig = _scores(np.ones(32, bool), np.where(LABELS < orig_dodging_people, 0.1, 0.9))
+    design = _scores(np.ones(32, bool), np.full(32, 0.1))
+    out = scoring.summarise_rows({"unmasked": _scores(np.ones(32, bool)), "original_mask": orig,
+                                  "black": orig, "universal/0": design}, CAL, 24, ["universal/0"], ("universal",),
+                                 controls=("black",))
+    rows = {r: {"test": s} for r, s in out["rows"].items()}
+    col = lambda role, diff: {"role": role, "desc": "planted", "splits": {}, "transfer": {"test": {  # noqa: E731
+        "dodging@1e-02": {"diff": diff, "identity95": [diff - 0.1, diff + 0.1]}}}}
+    m = {"order": ["attacked", "random:7", "dlib"], "max_probes": 32,
+         "columns": {"attacked": col("attacked", 0.0), "random:7": col("held-out", 0.4), "dlib": col("held-out", -0.02)}}
+    rep = {"illustrative_only": True, "recognizer_weights": "random", "fars": ["1e-02"], "rows": rows,
+           "recognizers": m, "universal_k": 1, "universal_seed": 0,
+           "universal_distinct": {"kept": [0], "distinct": 1, "min_distance": float("nan"), "warning": ""}}
+    rep["verdicts"] = verdicts.all_verdicts(rep, "test")
+    return rep
+
+
+def test_the_headline_keeps_the_caveat_keeps_random_trunks_apart_and_says_a_saturated_baseline():
+    from maskgan import headline
+
+    rep = _planted_report(orig_dodging_people=8)  # the plain mask already dodges 100 %
+    text = headline.headline(rep)
+    assert text.splitlines()[0].startswith("Illustrative only: the recogniser has no real pretrained weights")
+    assert "saturated baseline: original_mask's dodging@1e-02 is already 100.0%" in text
+    assert "(saturated: at 0 % or 100 % this figure cannot move)" in text
+    # the held-out mean is dlib's alone: the random trunk's +40 is listed, never averaged in
+    assert "held-out real recognisers -2.0 points (1)" in text and "random trunks (random:7)" in text
+    assert "transfer to `random:7` (held-out, test)" in text
+    assert "issue" not in text.lower()
+    # the protection verdict cannot be met: 0 points gained over a saturated plain mask
+    assert rep["verdicts"]["protection"]["verdict"] == verdicts.NOT_MET
+    assert "PROTECTION TARGET" not in text and "protection target (universal designs dodge >= 30 points" in text
+
+
+def test_seeds_table_gives_every_verdict_per_seed_and_the_spread():
+    from maskgan import headline
+
+    reps = [_planted_report(8), _planted_report(0)]
+    reps[1]["universal_seed"] = 1
+    table = headline.seeds_table(reps)
+    assert "Over 2 training seeds (test, dodging@1e-02" in table
+    lines = [ln for ln in table.splitlines() if ln.startswith("| ")]
+    assert lines[1].startswith("| 0 | 100.0% | 100.0% | 1 of 1 | not met (+0.0)")
+    assert lines[2].startswith("| 1 | 100.0% | 0.0% | 1 of 1 | met (+100.0)")
+    assert lines[-1].startswith("| mean ± sd | 100.0 ± 0.0 % | 50.0 ± 50.0 % |")
