@@ -100,6 +100,10 @@ def _demo(sub) -> None:
                         "(model.recognizers: random:<seed> or weights); each adds about one trunk pass and "
                         "backward per step (default: random:11, an ensemble of 2; "
                         "--surrogates with no SPEC: the adapted recogniser alone)")
+    d.add_argument("--seeds", type=ranged(int, "[1, 100]"), default=1,
+                   help="train N times on the same data with training seeds 0..N-1 and print one table of every "
+                        "target's verdict and figure per seed, with their mean and spread (about N x 4 minutes; "
+                        "default: 1, a single run)")
 
 
 def _data_synth(data) -> None:

@@ -174,10 +174,15 @@ SEED_RANGE = "[0, 4294967295]"
 
 @dataclass
 class EvalConfig:
-    """What `maskgan evaluate` scores besides the attacked recogniser (issue 15): the recogniser x row matrix."""
+    """What `maskgan evaluate` scores besides the attacked recogniser: the recogniser x row matrix (held-out
+    recognisers) and the adaptive defender."""
 
     held_out: list[str] = field(default_factory=list)  # recognisers the generator never saw (specs: see above)
     max_probes: int = ranged(64, "[1, 10000000]")  # probes per split scored by every held-out recogniser
+    # the adaptive defender: a copy of the attacked head fine-tunes this many Adam steps at this rate on train
+    # identities wearing the universal designs (0 steps: no defender)
+    defender_steps: int = ranged(100, "[0, 1000000]")
+    defender_lr: float = ranged(1e-4, "(0, 1]")
 
 
 @dataclass

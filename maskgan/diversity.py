@@ -1,4 +1,4 @@
-"""How much a generator's designs differ (issue 17): in pixels, in what they do to a face's embedding, in which
+"""How much a generator's designs differ: in pixels, in what they do to a face's embedding, in which
 identities they send a probe to; and the mode-seeking term that pushes them apart in training.
 
 The paper's last open point is that designs sampled from the latent space "do not vary much within a given
@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from maskgan import physical
 
 EPS = 1e-5  # MSGAN's eps: keeps 1 / lz finite for a fully collapsed generator
+# Two designs closer than this (mean |difference| per pixel, [0, 1] scale) are one design printed twice: about
+# 1 % of the range, below what a printer or camera keeps apart (8-bit rounding alone is 0.2 %).
+SAME_DESIGN = 0.01
 PROBES = 8  # probes per split for the feature and identity measures: K x PROBES extra trunk passes per split
 
 
@@ -39,6 +42,27 @@ def pixel_diversity(designs: torch.Tensor) -> float:
     flat = designs.reshape(k, -1).float()
     i, j = _pairs(k)
     return float((flat[i] - flat[j]).abs().mean())
+
+
+@torch.no_grad()
+def distinct_designs(designs: torch.Tensor, tol: float = SAME_DESIGN) -> dict:
+    """Which of K designs [K,3,h,w] are distinct: identical bytes, or a mean |difference| per pixel below
+    `tol`, make one design (the first of them is kept). {"kept": indices, "distinct": n, "of": K,
+    "min_distance": the smallest pairwise distance, "warning": a sentence when fewer than K are distinct}.
+    Every "mean over the designs" is over the kept ones: four prints of two designs are two designs."""
+    k = designs.shape[0]
+    flat = designs.reshape(k, -1).float().cpu()
+    kept: list[int] = []
+    for i in range(k):
+        if all(not torch.equal(flat[i], flat[j]) and float((flat[i] - flat[j]).abs().mean()) >= tol for j in kept):
+            kept.append(i)
+    dist = [float((flat[i] - flat[j]).abs().mean()) for i, j in zip(*_pairs(k))] if k > 1 else []
+    warning = ""
+    if len(kept) < k:
+        warning = (f"only {len(kept)} distinct of {k} universal designs (the smallest pairwise difference is "
+                   f"{min(dist):.4f} per pixel); figures over the designs count each distinct design once")
+    return {"kept": kept, "distinct": len(kept), "of": k, "min_distance": min(dist) if dist else float("nan"),
+            "tolerance": tol, "warning": warning}
 
 
 @torch.no_grad()
@@ -78,10 +102,14 @@ def distinct_identities(designs, masked, alpha, embed, wear, gallery_emb) -> dic
 
 
 def measure(designs, masked, alpha, embed, wear, gallery_emb) -> dict:
-    """The three measures from one set of embeddings (one trunk pass per probe and design), for report.json."""
+    """The three measures from one set of embeddings (one trunk pass per probe and design), for report.json,
+    with how many of the K are distinct (`distinct_designs`): a mean over pairs that mixes zeros from copies
+    with large differences reads as diverse, so the figures travel as "n distinct of K" with the smallest pair."""
+    unique = distinct_designs(designs)
     emb = worn_embeddings(designs, masked, alpha, embed, wear)
     counts = identity_counts(emb, gallery_emb)
-    return {"designs": int(designs.shape[0]), "probes": int(masked.shape[0]), "pixel": pixel_diversity(designs),
+    return {"designs": int(designs.shape[0]), "distinct": unique["distinct"], "min_distance": unique["min_distance"],
+            "warning": unique["warning"], "probes": int(masked.shape[0]), "pixel": pixel_diversity(designs),
             "feature": feature_spread(emb),
             "distinct_identities": {"mean": float(counts.float().mean()), "max": int(counts.max())}}
 

@@ -2,10 +2,11 @@
 (the rows, and what each probe wears in them: maskgan.wearing).
 
 `accuracy` (rank-1, with a probe-bootstrap `ci95`; `chance` is 1 / gallery size) is today's table; `rows`
-adds, per row and split, what `maskgan.scoring` measures: verification at FAR 1e-2 / 1e-3 (thresholds, mean
-cosine to the own gallery photo, dodging), rank-1/rank-5, hubness, Wilson and identity-bootstrap intervals,
-and the paired difference to `original_mask` on the same probes. `diversity` says, per split, how much the K
-universal designs differ (maskgan.diversity: pixels, embeddings, identities, spread of protection).
+adds, per row and split, what `maskgan.scoring` measures: verification at FAR 1e-2 / 1e-3 (thresholds fixed per
+recogniser per run on a held-apart calibration set: maskgan.calibration; mean cosine to the own gallery
+photo, dodging), rank-1/rank-5, hubness, Wilson and identity-bootstrap intervals, and the paired differences
+to `original_mask` and to the best plain control on the same probes. `diversity` says, per split, how much the
+K universal designs differ (maskgan.diversity: pixels, embeddings, identities, spread of protection).
 
 This fixes the paper's two evaluation bugs: probes are scored against every identity (not the current
 batch), and labels index the one gallery that all splits share (train/test ids cannot drift apart).
@@ -13,36 +14,38 @@ batch), and labels index the one gallery that all splits share (train/test ids c
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, defender, design_file, diversity, embedders, palette, printability, scoring, transfer
+from maskgan import (assembly, calibration, defender, design_file, diversity, embedders, palette, printability,
+                     scoring, transfer, verdicts)
 from maskgan.config import RunConfig
-from maskgan.feed import TrainGallery
 from maskgan.objective import to_float_images, trunk_features, unwrap
 from maskgan.report import report_markdown
 from maskgan.physical import design_hw
-from maskgan.models.generators import is_conditional, universal
-from maskgan.wearing import (CONTROLS, FOR_PERSON, PHYSICAL, PROBE_COLUMNS, ROWS, UNIVERSAL, UNIVERSAL_K,
-                             for_person_latents, mask_space, person_designs, probe_photos, row_images,
-                             universal_designs, with_physical, worn, worn_physically)
+from maskgan.models.generators import is_conditional
+from maskgan.wearing import (CONTROLS, FOR_PERSON, ORIGINAL_PHYSICAL, PHYSICAL, PHYSICAL_CONTROLS,
+                             PHYSICAL_SUFFIX, PROBE_COLUMNS, ROWS, UNIVERSAL, UNIVERSAL_K,
+                             design_from_png, for_person_latents, mask_space, person_designs, probe_photos, row_images,
+                             universal_designs, with_physical_controls, worn, worn_physically)
+from maskgan.wearing import designs_png  # noqa: F401  (evaluate.designs_png: export's callers)
 
 
 @torch.no_grad()
 def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_dim, gallery_emb,
                 gen: torch.Generator, device, designs: dict | None = None,
-                rng: np.random.Generator | None = None,
-                batch_index: int = 0) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
+                rng: np.random.Generator | None = None, batch_index: int = 0,
+                physical=None) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
     """Per-probe scores of each row for one decoded batch, and the impostor similarities of its unmasked photos.
 
     A row named in `designs` wears that one fixed design ([1,3,h,w] in [0,1], mask space) on every probe; a
     `PHYSICAL/<i>` row wears it through the held-out physical transforms (seeded by batch_index and i); a
     `FOR_PERSON/<i>` entry holds a latent [1, latent_dim] instead, and each probe wears the design a conditional
-    generator makes from it and the probe's own unmasked photo."""
+    generator makes from it and the probe's own unmasked photo. Every physical row of a batch (designs and
+    their paired controls, ORIGINAL_PHYSICAL included) draws from the one seed of batch_index."""
     masked, unmasked, space = probe_photos(batch, projector, device)
     label = batch["label"].astype(np.int64)
     designs = designs or {}
@@ -52,8 +55,9 @@ def score_batch(batch: dict, rows, *, trunk, head, projector, generator, latent_
     for row in rows:
         if row.startswith(FOR_PERSON + "/"):
             imgs = worn(masked, space, person_designs(generator, designs[row].to(device), cond))
-        elif row.startswith(PHYSICAL + "/"):
-            imgs = worn_physically(masked, space, designs[row].to(device), batch_index * 1000 + int(row.split("/")[1]))
+        elif row.startswith(PHYSICAL + "/") or row.endswith(PHYSICAL_SUFFIX):
+            design = None if row == ORIGINAL_PHYSICAL else designs[row].to(device)
+            imgs = worn_physically(masked, space, design, batch_index, physical)
         elif row in designs:
             imgs = worn(masked, space, designs[row].to(device))
         else:
@@ -93,18 +97,21 @@ def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> list
 
 
 def split_report(root: storage.Location, split: str, rows, designs: dict | None = None, seed: int = 0,
-                 **models) -> dict:
+                 calibrated: dict | None = None, distinct: list[int] | None = None, **models) -> dict:
     """One split, scored on `rows` (which must include unmasked and original_mask) and on fixed `designs`.
 
-    Verification thresholds are calibrated per split on impostor pairs of UNMASKED photos only: each unmasked
-    probe photo of this split against the gallery photos (unmasked) of every other identity. The masked,
-    generated or design-wearing probes never enter the calibration, so an attack cannot move its own bar.
-    Designs named 'universal/<i>' are also aggregated into a `universal` row (mean, worst, best over them)."""
+    Verification thresholds: `calibrated`, this recogniser's run-wide thresholds from the held-apart
+    calibration set (maskgan.calibration). Without one (data with no calibration or adapt set) they fall back
+    to this split's impostor pairs of UNMASKED photos (marked held_apart: false). Design-wearing probes never
+    enter a calibration, so an attack cannot move its own bar. Designs named 'universal/<i>' are aggregated
+    into a `universal` row (mean, worst, best over the `distinct` ones: every design when None)."""
     designs = designs or {}
     names = list(rows) + list(designs)
     scored, impostor = score_probes(root, split, names, seed=seed, designs=designs, **models)
-    out = scoring.summarise_rows(scored, impostor, int(models["gallery_emb"].shape[0]), list(designs),
-                                 (UNIVERSAL, PHYSICAL, FOR_PERSON), seed=seed)
+    kept = {g: distinct for g in (UNIVERSAL, PHYSICAL)} if distinct is not None else None
+    out = scoring.summarise_rows(scored, scoring.calibrated(impostor) if calibrated is None else calibrated,
+                                 int(models["gallery_emb"].shape[0]), list(designs),
+                                 (UNIVERSAL, PHYSICAL, FOR_PERSON), seed=seed, distinct=kept, controls=tuple(CONTROLS))
     return {**out, "scored": scored}
 
 
@@ -135,11 +142,28 @@ def across_people(root: storage.Location, split: str, z: torch.Tensor, probes: i
             "same_person_max_diff": float((designs - again).abs().max())}
 
 
-def score_design(root: storage.Location, split: str, design: torch.Tensor, seed: int = 0, **models) -> dict:
-    """The full row (verification, hubness, intervals, paired vs original_mask) of ONE given design worn by
-    every probe of `split`, e.g. a PNG read back from disk through design_from_png."""
-    return split_report(root, split, ("unmasked", "original_mask"), {"design": design}, seed=seed,
-                        **models)["rows"]["design"]
+def score_design(root: storage.Location, split: str, design: torch.Tensor, seed: int = 0,
+                 calibrated: dict | None = None, **models) -> dict:
+    """The full row (verification, hubness, intervals, paired vs original_mask and the best plain control) of
+    ONE given design worn by every probe of `split`, e.g. a PNG read back from disk through design_from_png, at
+    the run's thresholds (`calibrated`, else calibrated here as evaluation calibrates them)."""
+    if calibrated is None:
+        calibrated = run_calibration(root, models)[1]
+    return split_report(root, split, ("unmasked", "original_mask", *CONTROLS), {"design": design}, seed=seed,
+                        calibrated=calibrated, **models)["rows"]["design"]
+
+
+def run_calibration(root: storage.Location, models: dict) -> tuple:
+    """(the held-apart calibration photos, the attacked recogniser's run-wide thresholds, the frozen trunk's
+    features of those photos: another head on the same trunk, the defender's, calibrates from them), or
+    (None, None, None) when the data has no calibration set (scorers then calibrate per split)."""
+    photos = calibration.load_photos(root)
+    if photos is None:
+        return None, None, None
+    feats = calibration.features(photos, lambda x: trunk_features(models["trunk"], x), models["device"])
+    with torch.no_grad():
+        emb = unwrap(models["head"])(feats.to(models["device"])).cpu()
+    return photos, calibration.from_embeddings(photos, emb), feats
 
 
 def load_models(state: dict, ckpt_loc: storage.Location, device) -> tuple[RunConfig, storage.Location, dict]:
@@ -156,7 +180,8 @@ def load_models(state: dict, ckpt_loc: storage.Location, device) -> tuple[RunCon
     with torch.no_grad():
         gallery_emb = rec.head(parts.gallery_feats)
     models = dict(trunk=rec.trunk, head=rec.head, projector=parts.projector, generator=generator,
-                  latent_dim=state["arch"]["latent_dim"], gallery_emb=gallery_emb, device=device)
+                  latent_dim=state["arch"]["latent_dim"], gallery_emb=gallery_emb, device=device,
+                  physical=cfg.physical)
     return cfg, root, {**models, "_parts": parts}
 
 
@@ -165,7 +190,7 @@ def _scorers(models: dict) -> dict:
 
 
 def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int = UNIVERSAL_K,
-                 defender_steps: int = defender.STEPS) -> dict:
+                 defender_steps: int | None = None) -> dict:
     """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png, report.html."""
     run = storage.resolve(run_uri)
     state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
@@ -186,49 +211,60 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
 
 
 def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, splits=shards.SPLITS,
-                        universal_k: int = UNIVERSAL_K, defender_steps: int = defender.STEPS,
+                        universal_k: int = UNIVERSAL_K, defender_steps: int | None = None,
                         cache_dir: str | None = None) -> dict:
     """The report of exactly this checkpoint (nothing written; `_designs_png` holds designs.png's bytes).
     With cfg.eval.held_out, `recognizers` holds the recogniser x row matrix of the held-out splits (dlib's
-    descriptors cached under `cache_dir`, else a temporary folder)."""
+    descriptors cached under `cache_dir`, else a temporary folder). `defender_steps` None: cfg.eval's."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg, root, models = load_models(state, ckpt_loc, device)
     parts, models = models["_parts"], _scorers(models)
     manifest = shards.read_manifest(root)
-
+    cal_photos, calibrated, cal_feats = run_calibration(root, models)
+    if calibrated is None:
+        log("warning: the data has no calibration or adapt set: thresholds are calibrated per split on the "
+            "split's own unmasked photos (not held apart)")
     fixed = universal_designs(models["generator"], models["latent_dim"], universal_k, seed=cfg.train.seed,
                               device=device)
+    unique = diversity.distinct_designs(fixed) if universal_k else {"kept": [], "distinct": 0, "warning": ""}
+    if unique["warning"]:
+        log(f"warning: {unique['warning']}")
     designs = {f"{UNIVERSAL}/{i}": d.unsqueeze(0) for i, d in enumerate(fixed)}
     # conditional generators: every probe of every split (val/test identities never trained on included) also
     # wears its own design, from the universal rows' latents (the universal rows: the mean train-gallery face)
     person = for_person_latents(models["generator"], models["latent_dim"], universal_k, cfg.train.seed, device)
     accuracy: dict = {r: {"ci95": {}} for r in ROWS}
-    rows: dict = {r: {} for r in (*ROWS, UNIVERSAL, PHYSICAL, *([FOR_PERSON] if person else []))}
+    rows: dict = {r: {} for r in (*ROWS, UNIVERSAL, PHYSICAL, *PHYSICAL_CONTROLS, *([FOR_PERSON] if person else []))}
     impostors: dict = {}
-    spread: dict = {}  # per split: how the K universal designs differ (issue 17)
+    spread: dict = {}  # per split: how the K universal designs differ
     # A split with no probes (a small identity tree's stable-hash split can leave one empty) has nothing to
     # score: it is left out and said so, rather than reported as NaN rows or failing where a batch is expected.
     present = [s for s in splits if s in manifest["sets"] and manifest["sets"][s]["rows"]]
     for split in sorted(set(splits) & set(manifest["sets"]) - set(present)):
         log(f"{split}: no probes in the data; not scored")
+    scored_before = {}
     for split in present:
         log(f"evaluating {split} probes ({manifest['sets'][split]['rows']}) x {len(ROWS)} rows "
-            f"+ {universal_k} universal designs ...")
-        result = split_report(root, split, ROWS, {**with_physical(designs, split), **person}, seed=cfg.train.seed,
-                              **models)
+            f"+ {universal_k} universal designs ({unique['distinct']} distinct) ...")
+        result = split_report(root, split, ROWS, {**with_physical_controls(designs, split), **person},
+                              seed=cfg.train.seed, calibrated=calibrated, distinct=unique["kept"], **models)
+        scored_before[split] = result
         for row in ROWS:
             correct = result["scored"][row].correct
             accuracy[row][split] = float(correct.mean()) if correct.size else float("nan")
             accuracy[row]["ci95"][split] = bootstrap_ci(correct)
         for row, summary in result["rows"].items():
-            rows[row][split] = summary
+            rows.setdefault(row, {})[split] = summary
         impostors[split] = result["impostors"]
         if universal_k:
-            spread[split] = {**split_diversity(root, split, fixed, **models),
-                             "protection_spread": diversity.protection_spread(rows[UNIVERSAL][split]["per_design"])}
+            spread[split] = {**split_diversity(root, split, fixed, **models), "protection_spread":
+                             diversity.protection_spread([rows[UNIVERSAL][split]["per_design"][i]
+                                                          for i in unique["kept"]])}
             if person:
                 spread[split]["across_people"] = across_people(root, split, person[f"{FOR_PERSON}/0"], **models)
+    rows = {r: v for r, v in rows.items() if v}
     n = int(models["gallery_emb"].shape[0])
+    thr = (calibrated or next(iter(impostors.values()), {"thresholds": {}}))["thresholds"]
     report = {
         "recognizer_weights": cfg.model.recognizer_weights,
         "recognizer": parts.recognizer.desc,
@@ -247,15 +283,18 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
         "accuracy": accuracy,
         "rows": rows,
         "impostors": impostors,
+        # thresholds fixed per recogniser per run (maskgan.calibration), with their pair counts
+        "calibration": {"attacked": calibrated or {"held_apart": False, "source": "per-split unmasked probes"}},
         "diversity": spread,
-        "fars": [scoring.far_key(f) for f in scoring.FARS],
+        "fars": list(thr),
         "hub_share": scoring.HUB_SHARE,
         "universal_k": universal_k,
+        "universal_distinct": {k: unique[k] for k in ("kept", "distinct", "min_distance", "warning") if k in unique},
         "universal_seed": cfg.train.seed,  # universal_designs(generator, latent_dim, k, seed) rebuilds them exactly
     }
     report["printability"] = printability.report(
-        printability.design_rows(models["generator"], models["latent_dim"], fixed, CONTROLS, seed=cfg.train.seed),
-        palette.load(cfg.objective.palette))
+        printability.design_rows(models["generator"], models["latent_dim"], fixed[unique["kept"]], CONTROLS,
+                                 seed=cfg.train.seed), palette.load(cfg.objective.palette))
     held_out = [s for s in present if s != "train"]
     if cfg.eval.held_out and held_out:
         columns = [embedders.attacked(models["trunk"], models["head"], f"{cfg.model.recognizer_weights} trunk + the "
@@ -267,33 +306,22 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
                                         assembly.face_crop(cfg.data.face_crop, s, manifest, root.uri))
                     for s in cfg.eval.held_out]
         report["recognizers"] = transfer.matrix(root, held_out, designs, columns, cfg.eval.max_probes,
-                                                cfg.train.seed, models["projector"], device, log=log)
-    if defender_steps and held_out and "train" in manifest["sets"]:
-        report["after_defender"] = after_defender(root, parts, cfg, models, fixed, held_out, designs,
-                                                  defender_steps, log)
+                                                cfg.train.seed, models["projector"], device, log=log,
+                                                calibration_photos=cal_photos, distinct=unique["kept"], controls=True,
+                                                known={"attacked": calibrated} if calibrated else None)
+        report["calibration"].update({n: c["calibration"] for n, c in report["recognizers"]["columns"].items()
+                                      if n != "attacked"})
+    steps = cfg.eval.defender_steps if defender_steps is None else defender_steps
+    if steps and held_out and "train" in manifest["sets"]:
+        report["after_defender"] = defender.after_defender(
+            defender.DefenderRun(root, parts, cfg, models, fixed[unique["kept"]], held_out, steps, cal_photos,
+                                 cal_feats),
+            lambda split, **adapted: split_report(root, split, ROWS, with_physical_controls(designs, split),
+                                                  seed=cfg.train.seed, distinct=unique["kept"], **adapted),
+            scored_before, log)
+    report["verdicts"] = verdicts.all_verdicts(report, "test" if "test" in present else (present or ["-"])[-1])
     report["_designs_png"] = designs_png(root, models, seed=cfg.train.seed)
     return report
-
-
-def after_defender(root: storage.Location, parts: assembly.Parts, cfg: RunConfig, models: dict,
-                   fixed: torch.Tensor, splits, designs: dict, steps: int, log=print) -> dict:
-    """Every row of `splits` again, scored by a head that fine-tuned on train identities wearing `fixed`."""
-    log(f"defender: a fresh head fine-tunes {steps} steps on train identities wearing the {len(fixed)} "
-        f"universal designs ...")
-    train_gallery = TrainGallery.of(root, parts.gallery_feats)
-    feats, labels = defender.design_features(root, fixed, trunk=models["trunk"], projector=models["projector"],
-                                             device=models["device"])
-    head = defender.adapt_head(models["head"], models["generator"], feats, labels, train_gallery, cfg.objective,
-                               steps=steps, seed=cfg.train.seed, log=log)
-    with torch.no_grad():
-        adapted = {**models, "head": head, "gallery_emb": head(parts.gallery_feats)}
-    out: dict = {"steps": steps, "designs": len(fixed), "trained_on": "train", "rows": {}, "impostors": {}}
-    for split in splits:
-        result = split_report(root, split, ROWS, with_physical(designs, split), seed=cfg.train.seed, **adapted)
-        for row, summary in result["rows"].items():
-            out["rows"].setdefault(row, {})[split] = summary
-        out["impostors"][split] = result["impostors"]
-    return out
 
 
 def score_design_file(run_uri: str, design_uri: str, log=print, splits=shards.SPLITS) -> dict:
@@ -312,32 +340,6 @@ def score_design_file(run_uri: str, design_uri: str, log=print, splits=shards.SP
         raise shards.ShardError(f"{loc.uri}: design is {design.shape[-1]}x{design.shape[-2]} pixels, this run's "
                                 f"mask-space designs are {w}x{h}")
     manifest = shards.read_manifest(root)
-    return {split: score_design(root, split, design, seed=cfg.train.seed, **models)
+    calibrated = run_calibration(root, models)[1]
+    return {split: score_design(root, split, design, seed=cfg.train.seed, calibrated=calibrated, **models)
             for split in splits if split in manifest["sets"]}
-
-
-@torch.no_grad()
-def designs_png(root: storage.Location, models: dict, n: int = 8, seed: int = 0) -> bytes:
-    """A grid: original masked faces (top) above the same faces wearing generated designs (bottom)."""
-    from PIL import Image
-
-    sets = shards.read_manifest(root)["sets"]
-    set_name = next(s for s in ("test", "val", "train") if s in sets and sets[s]["rows"])  # the first with probes
-    batch = next(shards.iter_set(root, set_name, columns=["label", "size", "masked", "unmasked"]))
-    batch = {k: v[:n] for k, v in batch.items()}
-    device = models["device"]
-    masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(masked.shape[0], models["latent_dim"], generator=gen).to(device)
-    g = unwrap(models["generator"])
-    if is_conditional(g) and "trunk" in models:  # each face wears the design made for it, from its own photo
-        d = g(z, trunk_features(models["trunk"], to_float_images(torch.from_numpy(batch["unmasked"])).to(device)))
-    else:  # without a trunk (export's copy), a conditional generator's universal designs
-        d = universal(g, z)
-    faces = worn(masked, mask_space(models["projector"], masked), d)
-    top = torch.cat(list(masked), 2)
-    bottom = torch.cat(list(faces), 2)
-    grid = (torch.cat([top, bottom], 1).clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()
-    buf = io.BytesIO()
-    Image.fromarray(grid).save(buf, format="PNG")
-    return buf.getvalue()

@@ -26,6 +26,9 @@ HUB_SHARE = 0.30
 # At most this many impostor gallery photos per probe (seeded choice): all of them for small galleries, and a
 # bounded memory for large ones (1 000 probes x 256 = 256 000 pairs still resolve a FAR of 1e-3).
 IMPOSTORS_PER_PROBE = 256
+# A FAR is reported only from at least this many / FAR impostor pairs: 10 pairs above its threshold, so the
+# threshold is not the 2nd-highest of a handful of correlated pairs.
+MIN_PAIRS_PER_FAR = 10
 N_BOOT = 1000
 Z95 = 1.959963984540054
 
@@ -241,32 +244,98 @@ def _mean(v: np.ndarray) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
-def summarise_rows(scored: dict[str, ProbeScores], impostor: np.ndarray, gallery_size: int, designs=(),
-                   groups=(), seed: int = 0) -> dict:
-    """One split of one recogniser: thresholds from its UNMASKED impostor pairs, every row summarised with its
-    paired difference to `original_mask`, and the designs named `<group>/<i>` aggregated into a `<group>` row
-    (mean, worst, best over them; paired difference of their mean). maskgan.evaluate and maskgan.transfer both
-    score through it, so the attacked and held-out columns of the matrix are one ruler."""
-    thr = thresholds(impostor)
+def calibrated(impostor: np.ndarray, fars=FARS, source: str = "per-split unmasked probes",
+               held_apart: bool = False) -> dict:
+    """Thresholds from impostor pairs, one per FAR the pairs can support: a FAR needs at least
+    MIN_PAIRS_PER_FAR / FAR pairs (10 pairs above the threshold); a level with fewer is dropped, with a note,
+    rather than set by the 2nd-highest of a handful of pairs."""
+    n = int(impostor.size)
+    thr, dropped = {}, {}
+    for f in fars:
+        need = int(np.ceil(MIN_PAIRS_PER_FAR / f))
+        if n >= need:
+            thr[far_key(f)] = far_threshold(impostor, f)
+        else:
+            dropped[far_key(f)] = f"dropped: {n} impostor pairs, FAR {far_key(f)} needs at least {need}"
+    return {"source": source, "held_apart": held_apart, "pairs": n, "thresholds": thr, "dropped": dropped}
+
+
+def _best_control(values: dict, controls, key: str | None) -> str | None:
+    """The control that protects most at `key` (highest mean dodging): the bar a design must clear."""
+    present = [c for c in controls if c in values]
+    if not present or key is None:
+        return None
+    return max(present, key=lambda c: np.nan_to_num(np.nanmean(values[c][key]), nan=-1.0))
+
+
+def _baselines(name: str, values: dict, controls, physical_suffix: str, key: str | None) -> dict:
+    """{what: row} a row is compared with on the same probes: the plain mask and the best plain control, taken
+    among the transformed rows for a row under physical transforms (the transform alone is not protection)."""
+    physical = name.endswith(physical_suffix) or "_physical/" in name
+    if physical and "original_mask" + physical_suffix in values:
+        return {"original_mask": "original_mask" + physical_suffix,
+                "best_control": _best_control(values, [c + physical_suffix for c in controls], key)}
+    return {"original_mask": "original_mask", "best_control": _best_control(values, controls, key)}
+
+
+def summarise_rows(scored: dict[str, ProbeScores], calibration, gallery_size: int, designs=(),
+                   groups=(), seed: int = 0, distinct: dict | None = None, controls=(),
+                   physical_suffix: str = "_physical") -> dict:
+    """One split of one recogniser: every row summarised at the recogniser's thresholds (`calibration`: the
+    dict `calibrated` returns, fixed per recogniser per run; an impostor array: thresholds at every FAR from
+    it, those with fewer than MIN_PAIRS_PER_FAR / FAR pairs listed as `rough`), with its
+    paired differences to `original_mask` and to the best of `controls` (rows under physical transforms: to
+    their transformed twins), and the designs named `<group>/<i>` aggregated into a `<group>` row (mean,
+    worst, best over the DISTINCT ones: `distinct[group]` lists the kept indices). maskgan.evaluate and
+    maskgan.transfer both score through it, so the attacked and held-out columns of the matrix are one ruler."""
+    if isinstance(calibration, np.ndarray):  # a caller's own impostor pairs: every FAR, the thin ones flagged
+        n = int(calibration.size)
+        calibration = {"source": "per-split unmasked probes", "held_apart": False, "pairs": n,
+                       "thresholds": thresholds(calibration), "dropped": {},
+                       "rough": [far_key(f) for f in FARS if n < MIN_PAIRS_PER_FAR / f]}
+    thr = calibration["thresholds"]
+    key = f"dodging@{next(iter(thr))}" if thr else None
     label = scored["original_mask"].label
-    base = per_probe_values(scored["original_mask"], thr)
-    out = {"impostors": {"pairs": int(impostor.size), "thresholds": thr}, "rows": {}}
-    values = {}
+    values = {name: per_probe_values(scored[name], thr) for name in scored}
+    out = {"impostors": calibration, "rows": {}, "_values": values, "_label": label}
     for name in scored:
         summary = summarise(scored[name], thr, gallery_size, seed=seed)
-        values[name] = per_probe_values(scored[name], thr)
-        if name != "original_mask":
-            summary["paired_vs_original_mask"] = paired(values[name], base, label, seed=seed)
+        _add_paired(summary, name, values, label, controls, physical_suffix, key, seed)
         out["rows"][name] = summary
     for group in groups:
         members = [n for n in designs if n.startswith(group + "/")]
         if not members:
             continue
-        summaries = [out["rows"].pop(n) for n in members]
-        per_design = [flat(s) for s in summaries]
-        mean_values = {k: np.mean([values[n][k] for n in members], 0) for k in base}
-        out["rows"][group] = {"designs": len(members), **over_designs(per_design), "per_design": per_design,
-                              "hub_sentences": [s["hubness"]["sentence"] for s in summaries
-                                                if s["hubness"]["hub_dominated"]],
-                              "paired_vs_original_mask": paired(mean_values, base, label, seed=seed)}
+        kept = set((distinct or {}).get(group, range(len(members))))
+        use = [n for n in members if int(n.split("/")[1]) in kept]
+        summaries = {n: out["rows"].pop(n) for n in members}
+        per_design = [flat(summaries[n]) for n in members]
+        values[group] = {k: np.mean([values[n][k] for n in use], 0) for k in values["original_mask"]}
+        row = {"designs": len(members), "distinct": len(use), **over_designs([flat(summaries[n]) for n in use]),
+               "per_design": per_design, "hub_sentences": [summaries[n]["hubness"]["sentence"] for n in use
+                                                           if summaries[n]["hubness"]["hub_dominated"]],
+               "worst_top_share_wilson95": _worst_share_interval([summaries[n] for n in use])}
+        _add_paired(row, group + "/", values, label, controls, physical_suffix, key, seed, own=group)
+        out["rows"][group] = row
     return out
+
+
+def _add_paired(summary: dict, name: str, values: dict, label, controls, suffix: str, key, seed: int,
+                own: str | None = None) -> None:
+    base = _baselines(name, values, controls, suffix, key)
+    me = values[own or name]
+    if (own or name) != "original_mask":
+        summary["paired_vs_original_mask"] = paired(me, values["original_mask"], label, seed=seed)
+    if base["original_mask"] != "original_mask" and (own or name) != base["original_mask"]:
+        summary["paired_vs_physical_control"] = {"control": base["original_mask"],
+                                                 "diff": paired(me, values[base["original_mask"]], label, seed=seed)}
+    best = base["best_control"]
+    if best is not None and best != (own or name) and (own or name) not in controls:
+        summary["paired_vs_best_control"] = {"control": best, "diff": paired(me, values[best], label, seed=seed)}
+
+
+def _worst_share_interval(summaries: list[dict]) -> list[float]:
+    """Wilson 95 % of the largest top-identity share among the designs (its count out of the probes)."""
+    worst = max(summaries, key=lambda s: s["hubness"].get("top_share", -1.0))
+    h = worst["hubness"]
+    return wilson(round(h.get("top_share", 0.0) * h["probes"]), h["probes"]) if h["probes"] else [float("nan")] * 2

@@ -1,14 +1,17 @@
-"""Do the designs transfer? The recogniser x row matrix (issue 15): the same probes, wearing the same universal
-designs, scored by the recogniser the generator attacked and by held-out ones it never saw (maskgan.embedders).
+"""Do the designs transfer? The recogniser x row matrix: the same probes, wearing the same universal designs and
+the plain controls, scored by the recogniser the generator attacked and by held-out ones it never saw
+(maskgan.embedders).
 
 Each recogniser is its own deployed system: it embeds the probes and the gallery (unmasked gallery photos, each
-its own twin) itself, and its verification thresholds are calibrated on ITS impostor pairs of unmasked photos.
+its own twin) itself, and its verification thresholds are fixed for the run on ITS impostor pairs of the
+held-apart calibration photos (maskgan.calibration; per split on its unmasked probes when the data has none).
 Every number comes from the functions maskgan.evaluate uses (scoring.summarise_rows), so the attacked column here
 is evaluate's ruler on the first `max_probes` probes.
 
 The transfer line of a recogniser: universal dodging minus original_mask dodging on the same probes, with its
-identity-bootstrap interval. Positive: the designs make this recogniser reject its own people more often than the
-plain mask does; around 0: they do not transfer.
+identity-bootstrap interval, and the same minus the best plain control's. Positive: the designs make this
+recogniser reject its own people more often than the plain mask (or a plain panel) does; around 0: they do not
+transfer.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import numpy as np
 import torch
 
 from data_loader import shards, storage
-from maskgan import scoring
+from maskgan import calibration, scoring
 from maskgan.embedders import Embedder
 from maskgan.objective import to_float_images
-from maskgan.wearing import PROBE_COLUMNS, UNIVERSAL, probe_photos, worn
+from maskgan.wearing import CONTROLS, PROBE_COLUMNS, UNIVERSAL, probe_photos, worn
 
-ROWS = ("unmasked", "original_mask")  # the controls every column needs: calibration and the paired baseline
+ROWS = ("unmasked", "original_mask")  # the rows every column needs: calibration fallback and the paired baseline
 
 
 @torch.no_grad()
@@ -44,11 +47,16 @@ def gallery_embeddings(root: storage.Location, embedders: list[Embedder], device
 
 @torch.no_grad()
 def score_recognizers(root: storage.Location, split: str, designs: dict, embedders: list[Embedder],
-                      max_probes: int, seed: int, projector, device, gallery: dict | None = None) -> dict:
+                      max_probes: int, seed: int, projector, device, gallery: dict | None = None,
+                      calibrated: dict | None = None, distinct: list[int] | None = None,
+                      controls: bool = False) -> dict:
     """{recogniser name: {impostors, rows, found}} for the first `max_probes` probes of `split`, on the rows
-    unmasked, original_mask and each fixed design of `designs` ({'universal/<i>': [1,3,h,w]}, worn in mask
-    space); the universal designs aggregated into a `universal` row as evaluate.split_report does."""
+    unmasked, original_mask, the plain controls and each fixed design of `designs` ({'universal/<i>':
+    [1,3,h,w]}, worn in mask space); the `distinct` universal designs aggregated into a `universal` row as
+    evaluate.split_report does. `calibrated`: {name: that recogniser's run-wide thresholds}; `controls`: score
+    the plain controls too (each delta is then also taken against the best of them)."""
     gallery = gallery if gallery is not None else gallery_embeddings(root, embedders, device)
+    designs = {**(_control_designs(designs) if controls else {}), **designs}
     names = list(ROWS) + list(designs)
     parts = {e.name: {r: [] for r in names} for e in embedders}
     impostors = {e.name: [] for e in embedders}
@@ -72,8 +80,12 @@ def score_recognizers(root: storage.Location, split: str, designs: dict, embedde
     for e in embedders:
         scored = {r: scoring.ProbeScores.concat(v) for r, v in parts[e.name].items()}
         imp = np.concatenate(impostors[e.name]) if impostors[e.name] else np.zeros(0, np.float32)
-        result = scoring.summarise_rows(scored, imp, int(gallery[e.name][0].shape[0]), list(designs), (UNIVERSAL,),
-                                        seed=seed)
+        cal = (calibrated or {}).get(e.name)
+        result = scoring.summarise_rows(scored, imp if cal is None else cal, int(gallery[e.name][0].shape[0]),
+                                        list(designs), (UNIVERSAL,), seed=seed,
+                                        distinct=None if distinct is None else {UNIVERSAL: distinct},
+                                        controls=tuple(CONTROLS))
+        result = {k: v for k, v in result.items() if not k.startswith("_")}
         if e.reports_found:
             probes = np.concatenate(found[e.name]) if found[e.name] else np.zeros(0, bool)
             result["found"] = {"probes": float(probes.mean()) if probes.size else float("nan"),
@@ -82,24 +94,46 @@ def score_recognizers(root: storage.Location, split: str, designs: dict, embedde
     return out
 
 
+def _control_designs(designs: dict) -> dict:
+    """The plain controls as flat panels shaped like the designs ({} when there is no design to copy)."""
+    some = next(iter(designs.values()), None)
+    if some is None:
+        return {}
+    return {c: torch.tensor(rgb, device=some.device).view(1, 3, 1, 1).expand_as(some).clone()
+            for c, rgb in CONTROLS.items()}
+
+
 def transfer_line(rows: dict) -> dict:
-    """{dodging@<far>: {diff, identity95}}: universal minus original_mask dodging on the same probes."""
-    uni = rows.get(UNIVERSAL, {}).get("paired_vs_original_mask", {})
-    return {k: v for k, v in uni.items() if k.startswith("dodging@")}
+    """{dodging@<far>: {diff, identity95}}: universal minus original_mask dodging on the same probes; and under
+    `vs_best_control`, universal minus the best plain control (`control` names it)."""
+    uni = rows.get(UNIVERSAL, {})
+    out = {k: v for k, v in uni.get("paired_vs_original_mask", {}).items() if k.startswith("dodging@")}
+    best = uni.get("paired_vs_best_control")
+    if best:
+        out["vs_best_control"] = {"control": best["control"],
+                                  **{k: v for k, v in best["diff"].items() if k.startswith("dodging@")}}
+    return out
 
 
 def matrix(root: storage.Location, splits, designs: dict, embedders: list[Embedder], max_probes: int, seed: int,
-           projector, device, log=print) -> dict:
-    """report["recognizers"]: per recogniser (attacked first) its role, label, and per split its rows and
-    transfer line; `order` lists the columns."""
+           projector, device, log=print, calibration_photos=None, distinct: list[int] | None = None,
+           controls: bool = False, known: dict | None = None) -> dict:
+    """report["recognizers"]: per recogniser (attacked first) its role, label, its run-wide calibration (from
+    `calibration_photos`, when the data has them; `known`: {name: a calibration already made}) and per split
+    its rows and transfer line; `order` lists the columns."""
     log(f"recognisers: {', '.join(e.name for e in embedders)} on the first {max_probes} probes of "
         f"{', '.join(splits)} ...")
     gallery = gallery_embeddings(root, embedders, device)
     out: dict = {"order": [e.name for e in embedders], "max_probes": max_probes, "columns": {}}
+    cal = dict(known or {})
     for e in embedders:
-        out["columns"][e.name] = {"role": e.role, "desc": e.desc, "splits": {}, "transfer": {}}
+        if calibration_photos is not None and e.name not in cal:
+            cal[e.name] = calibration.calibrate(calibration_photos, lambda x, e=e: e.embed(x, x)[0], device)
+        out["columns"][e.name] = {"role": e.role, "desc": e.desc, "splits": {}, "transfer": {},
+                                  "calibration": cal.get(e.name)}
     for split in splits:
-        scored = score_recognizers(root, split, designs, embedders, max_probes, seed, projector, device, gallery)
+        scored = score_recognizers(root, split, designs, embedders, max_probes, seed, projector, device, gallery,
+                                   cal or None, distinct, controls)
         for name, result in scored.items():
             col = out["columns"][name]
             col["splits"][split] = result

@@ -24,9 +24,10 @@ import io
 
 import torch
 
+from data_loader import shards, storage
 from maskgan import design_file, physical
 from maskgan.models.generators import is_conditional, universal
-from maskgan.objective import to_float_images, unwrap
+from maskgan.objective import to_float_images, trunk_features, unwrap
 
 ROWS = ("unmasked", "original_mask", "generated", "blue", "black", "white", "noise")
 
@@ -35,9 +36,16 @@ ROWS = ("unmasked", "original_mask", "generated", "blue", "black", "white", "noi
 CONTROLS = {"blue": (120 / 255, 172 / 255, 214 / 255), "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
 UNIVERSAL = "universal"
 # The universal designs again under HELD-OUT physical transforms (maskgan.physical: the print's colour, noise,
-# blur and geometry, then the camera's blur, exposure, noise and JPEG; every range 1.5x training's, seeds from
-# the odd stream training never draws), on the held-out splits: robustness measured on transforms not trained on.
+# blur and geometry, then the camera's blur, exposure, noise and JPEG; every range 1.5x the run's `physical`
+# config, seeds from the odd stream training never draws), on the held-out splits: robustness measured on
+# transforms not trained on.
 PHYSICAL = "universal_physical"
+# The paired physical controls: the plain mask and every plain control, printed (controls) and photographed
+# under the SAME held-out draws as the designs (one seed per batch for every physical row), so a delta taken
+# within the transformed rows is the design's, not the camera's: blur, noise and JPEG alone lower rank-1.
+PHYSICAL_SUFFIX = "_physical"
+ORIGINAL_PHYSICAL = "original_mask" + PHYSICAL_SUFFIX
+PHYSICAL_CONTROLS = (ORIGINAL_PHYSICAL, *(c + PHYSICAL_SUFFIX for c in CONTROLS))
 FOR_PERSON = "for_person"  # conditional generators: each probe wears the design made from its own features
 UNIVERSAL_K = 8  # fixed designs scored per run (no `eval` config section yet: evaluate_run's universal_k)
 
@@ -86,21 +94,26 @@ def row_images(row: str, masked, unmasked, space: physical.MaskSpace, generator,
     return worn(masked, space, d)
 
 
-def worn_physically(masked: torch.Tensor, space: physical.MaskSpace, design: torch.Tensor,
-                    index: int) -> torch.Tensor:
+def worn_physically(masked: torch.Tensor, space: physical.MaskSpace, design: torch.Tensor | None,
+                    index: int, ranges: physical.PhysicalRanges | None = None) -> torch.Tensor:
     """One fixed design [1,3,h,w] printed and photographed under held-out transforms: each probe gets its own
-    draw (the print's, then the camera's), from seed physical.transform_seed(index, held_out=True)."""
-    design_tf, face_tf = _held_out_transforms()
+    draw (the print's, then the camera's), from seed physical.transform_seed(index, held_out=True). `design`
+    None: the photo as it is (the plain mask), photographed with the same camera draws. `ranges`: the run's
+    `physical` config, widened by physical.held_out (default: the default ranges)."""
+    design_tf, face_tf = _held_out_transforms(tuple(sorted(vars(ranges or physical.PhysicalRanges()).items())))
+    seed = physical.transform_seed(index, held_out=True)
+    if design is None:
+        return face_tf(masked, seed)
     return physical.print_and_photograph(design_tf, face_tf, masked, space,
-                                         design.expand(masked.shape[0], -1, -1, -1).contiguous(),
-                                         physical.transform_seed(index, held_out=True))
+                                         design.expand(masked.shape[0], -1, -1, -1).contiguous(), seed)
 
 
-@functools.lru_cache(maxsize=1)
-def _held_out_transforms():
-    """The held-out pipelines, built once per process (their draws come from each call's seed, not from state)."""
-    ranges = physical.held_out(physical.PhysicalRanges())
-    return physical.design_transforms(ranges), physical.face_transforms(ranges)
+@functools.lru_cache(maxsize=4)
+def _held_out_transforms(ranges: tuple):
+    """The held-out pipelines of one set of ranges (as sorted (field, value) pairs), built once per process
+    (their draws come from each call's seed, not from state)."""
+    held = physical.held_out(physical.PhysicalRanges(**dict(ranges)))
+    return physical.design_transforms(held), physical.face_transforms(held)
 
 
 def universal_latents(latent_dim: int, k: int = UNIVERSAL_K, seed: int = 0, device="cpu") -> torch.Tensor:
@@ -157,8 +170,47 @@ def with_physical(designs: dict, split: str) -> dict:
                           if n.startswith(UNIVERSAL + "/")}}
 
 
+def with_physical_controls(designs: dict, split: str) -> dict:
+    """with_physical, plus the paired physical controls wherever physical rows are scored: ORIGINAL_PHYSICAL
+    (None: the photo itself, photographed) and each plain control's flat panel, printed and photographed."""
+    out = with_physical(designs, split)
+    some = next((d for n, d in out.items() if n.startswith(PHYSICAL + "/")), None)
+    if some is None:
+        return out
+    controls = {c + PHYSICAL_SUFFIX: torch.tensor(rgb, device=some.device).view(1, 3, 1, 1).expand_as(some).clone()
+                for c, rgb in CONTROLS.items()}
+    return {**out, ORIGINAL_PHYSICAL: None, **controls}
+
+
 def universal_pngs(generator, latent_dim: int, k: int = UNIVERSAL_K, seed: int = 0) -> dict[str, bytes]:
     """designs/universal_<i>.png of the K universal designs, seeded as evaluation seeds them: the files
     `export` and `sample` write, byte for byte what evaluation scored."""
     return {f"designs/{UNIVERSAL}_{i}.png": design_png(d)
             for i, d in enumerate(universal_designs(generator, latent_dim, k, seed=seed))}
+
+
+@torch.no_grad()
+def designs_png(root: storage.Location, models: dict, n: int = 8, seed: int = 0) -> bytes:
+    """A grid: original masked faces (top) above the same faces wearing generated designs (bottom)."""
+    from PIL import Image  # PIL's import is paid only where a picture is drawn
+
+    sets = shards.read_manifest(root)["sets"]
+    set_name = next(s for s in ("test", "val", "train") if s in sets and sets[s]["rows"])  # the first with probes
+    batch = next(shards.iter_set(root, set_name, columns=["label", "size", "masked", "unmasked"]))
+    batch = {k: v[:n] for k, v in batch.items()}
+    device = models["device"]
+    masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(masked.shape[0], models["latent_dim"], generator=gen).to(device)
+    g = unwrap(models["generator"])
+    if is_conditional(g) and "trunk" in models:  # each face wears the design made for it, from its own photo
+        d = g(z, trunk_features(models["trunk"], to_float_images(torch.from_numpy(batch["unmasked"])).to(device)))
+    else:  # without a trunk (export's copy), a conditional generator's universal designs
+        d = universal(g, z)
+    faces = worn(masked, mask_space(models["projector"], masked), d)
+    top = torch.cat(list(masked), 2)
+    bottom = torch.cat(list(faces), 2)
+    grid = (torch.cat([top, bottom], 1).clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    return buf.getvalue()

@@ -93,14 +93,16 @@ def bucket(s3_server, request):
 def assets(tmp_path_factory):
     """Tiny synthetic dataset + trained projector + adapted recogniser, shared by the whole session.
 
-    24 identities (chance 4 %), 4 probe photos each; the same recipe as the demo, smaller.
+    24 identities (chance 4 %), 4 probe photos each; the same recipe as the demo, smaller. 30 adapt identities
+    (150 unmasked photos): the held-apart calibration set then holds 10 875 impostor pairs, enough for FAR 1e-3
+    (maskgan.calibration needs 10 / FAR).
     """
     from data_loader import synth
     from maskgan import pretrain
 
     root = tmp_path_factory.mktemp("assets")
     data = str(root / "data")
-    synth.generate(data, identities=24, images_per_identity=4, adapt_per_identity=4, seed=0)
+    synth.generate(data, identities=24, images_per_identity=4, adapt_per_identity=4, adapt_identities=30, seed=0)
     pretrain.train_projector(data, str(root / "projector.pt"), epochs=10, max_images=200, log=lambda *_: None)
     pretrain.adapt_recognizer(data, str(root / "recognizer.pt"), base="random", log=lambda *_: None)
     return root

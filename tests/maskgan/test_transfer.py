@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from data_loader import storage
-from maskgan import assembly, embedders, evaluate, preflight, recipes, report, scoring, transfer, wearing
+from maskgan import assembly, embedders, evaluate, headline, preflight, recipes, report, scoring, transfer, wearing
 from maskgan.config import ConfigError
 
 PROBES = 12
@@ -93,8 +93,8 @@ def test_evaluate_checkpoint_adds_the_matrix_and_leaves_the_held_out_trunk_alone
     assert not any(p.requires_grad for p in held.modules[0].parameters())
     rep["fars"] = [scoring.far_key(f) for f in scoring.FARS]
     assert "## Recognisers (first 8 probes per split)" in report.report_markdown(rep)
-    assert "transfer to `random:7` (held-out, test)" in report.headline(rep)
-    assert "transfer to `attacked`" not in report.headline(rep)
+    assert "transfer to `random:7` (held-out, test)" in headline.headline(rep)
+    assert "transfer to `attacked`" not in headline.headline(rep)
 
 
 def test_a_missing_dlib_extra_or_a_bad_spec_is_one_line_before_ray_starts(built, monkeypatch, tmp_path):
