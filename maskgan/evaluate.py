@@ -29,7 +29,7 @@ from maskgan.physical import design_hw
 from maskgan.models.generators import is_conditional
 from maskgan.wearing import (CONTROLS, FOR_PERSON, ORIGINAL_PHYSICAL, PHYSICAL, PHYSICAL_CONTROLS,
                              PHYSICAL_SUFFIX, PROBE_COLUMNS, ROWS, UNIVERSAL, UNIVERSAL_K,
-                             design_from_png, for_person_latents, mask_space, person_designs, probe_photos, row_images,
+                             for_person_latents, mask_space, person_designs, probe_photos, row_images,
                              universal_designs, with_physical_controls, worn, worn_physically)
 from maskgan.wearing import designs_png  # noqa: F401  (evaluate.designs_png: export's callers)
 
