@@ -178,6 +178,10 @@ def _evaluate(sub) -> None:
     e.add_argument("--design", default=None,
                    help="score exactly this design PNG (e.g. an export's designs/universal_0.png) on every split "
                         "instead of the full report")
+    e.add_argument("--recognizers", default="",
+                   help="comma-separated real pretrained recognisers to score as held-out columns too, without "
+                        "retraining: dlib, hse, faceplugin, expo (each the torch port, zoo:<name>; fetched first "
+                        "with `maskgan recognizers fetch`); a recogniser the run attacked is refused")
 
 
 def _tune(sub) -> None:

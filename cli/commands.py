@@ -73,7 +73,13 @@ def evaluate(a) -> None:
     if a.design:
         print(report.design_lines(a.design, evaluate.score_design_file(a.run, a.design)))
         return
-    print(evaluate.report_markdown(evaluate.evaluate_run(a.run)))
+    print(evaluate.report_markdown(evaluate.evaluate_run(a.run, recognizers=zoo_flag(a.recognizers))))
+
+
+def zoo_flag(text: str) -> list[str]:
+    from maskgan.zoo_embedders import specs_from_flag
+
+    return specs_from_flag(text, "--recognizers")
 
 
 def tune(a) -> None:

@@ -165,12 +165,14 @@ def _scorers(models: dict) -> dict:
 
 
 def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int = UNIVERSAL_K,
-                 defender_steps: int = defender.STEPS) -> dict:
-    """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png, report.html."""
+                 defender_steps: int = defender.STEPS, recognizers=()) -> dict:
+    """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png, report.html.
+    `recognizers`: more held-out specs (zoo:<name>) scored beside the config's eval.held_out, no retraining."""
     run = storage.resolve(run_uri)
     state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
     report = evaluate_checkpoint(state, ckpt_loc, log=log, splits=splits, universal_k=universal_k,
-                                 defender_steps=defender_steps, cache_dir=run.join("dlib_cache").uri)
+                                 defender_steps=defender_steps, cache_dir=run.join("dlib_cache").uri,
+                                 recognizers=recognizers)
     failed = assembly.run_failure(run)
     if failed:  # scored for diagnosis, but never presented as a finished run
         report["run_failed"] = failed.get("reason", "?")
@@ -187,7 +189,7 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
 
 def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, splits=shards.SPLITS,
                         universal_k: int = UNIVERSAL_K, defender_steps: int = defender.STEPS,
-                        cache_dir: str | None = None) -> dict:
+                        cache_dir: str | None = None, recognizers=()) -> dict:
     """The report of exactly this checkpoint (nothing written; `_designs_png` holds designs.png's bytes).
     With cfg.eval.held_out, `recognizers` holds the recogniser x row matrix of the held-out splits (dlib's
     descriptors cached under `cache_dir`, else a temporary folder)."""
@@ -195,6 +197,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     cfg, root, models = load_models(state, ckpt_loc, device)
     parts, models = models["_parts"], _scorers(models)
     manifest = shards.read_manifest(root)
+    cfg = with_held_out(cfg, recognizers)
 
     fixed = universal_designs(models["generator"], models["latent_dim"], universal_k, seed=cfg.train.seed,
                               device=device)
@@ -264,7 +267,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
                                        "head the generator attacked with the others", name=s.spec)
                     for s in parts.surrogates]
         columns += [embedders.from_spec(s, device, cfg.data.endpoint_url, cache_dir,
-                                        assembly.face_crop(cfg.data.face_crop, s, manifest, root.uri))
+                                        assembly.face_crop(cfg.data.face_crop, s, manifest, root.uri), root)
                     for s in cfg.eval.held_out]
         report["recognizers"] = transfer.matrix(root, held_out, designs, columns, cfg.eval.max_probes,
                                                 cfg.train.seed, models["projector"], device, log=log)
@@ -273,6 +276,13 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
                                                   defender_steps, log)
     report["_designs_png"] = designs_png(root, models, seed=cfg.train.seed)
     return report
+
+
+def with_held_out(cfg: RunConfig, recognizers) -> RunConfig:
+    """cfg with `recognizers` (evaluate --recognizers) added to eval.held_out, validated like the config's own
+    (one that the run attacked is refused in one line)."""
+    extra = [s for s in recognizers if s not in cfg.eval.held_out]
+    return cfg.replace(eval={"held_out": [*cfg.eval.held_out, *extra]}) if extra else cfg
 
 
 def after_defender(root: storage.Location, parts: assembly.Parts, cfg: RunConfig, models: dict,

@@ -21,6 +21,7 @@ from maskgan import scoring
 from maskgan.embedders import Embedder
 from maskgan.objective import to_float_images
 from maskgan.wearing import PROBE_COLUMNS, UNIVERSAL, probe_photos, worn
+from maskgan.zoo_surrogate import landmarks_column
 
 ROWS = ("unmasked", "original_mask")  # the controls every column needs: calibration and the paired baseline
 
@@ -30,11 +31,12 @@ def gallery_embeddings(root: storage.Location, embedders: list[Embedder], device
     """{name: (emb [G,D] in label order, found [G])} of the gallery's unmasked photos, each its own twin."""
     parts: dict = {e.name: ([], []) for e in embedders}
     labels = []
-    for batch in shards.iter_set(root, "gallery", columns=["label", "size", "unmasked"]):
+    for batch in shards.iter_set(root, "gallery", columns=["label", "size", "unmasked", *_landmarks(embedders)]):
         photos = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
         labels.append(batch["label"])
+        marks = landmarks_column(batch, len(photos)) if _landmarks(embedders) else None
         for e in embedders:
-            emb, found = e.embed(photos, photos)
+            emb, found = e.embed(photos, photos, marks)
             parts[e.name][0].append(emb.float().cpu())
             parts[e.name][1].append(np.asarray(found, bool))
     order = np.argsort(np.concatenate(labels))
@@ -54,15 +56,16 @@ def score_recognizers(root: storage.Location, split: str, designs: dict, embedde
     impostors = {e.name: [] for e in embedders}
     found = {e.name: [] for e in embedders}
     rngs = {e.name: np.random.default_rng(seed) for e in embedders}
-    for batch in shards.iter_first(root, split, max_probes, PROBE_COLUMNS):
+    for batch in shards.iter_first(root, split, max_probes, PROBE_COLUMNS + _landmarks(embedders)):
         masked, unmasked, space = probe_photos(batch, projector, device)
         label = batch["label"].astype(np.int64)
+        marks = landmarks_column(batch, len(label)) if _landmarks(embedders) else None
         for row in names:
             imgs = {"unmasked": unmasked, "original_mask": masked}.get(row)
             if imgs is None:
                 imgs = worn(masked, space, designs[row].to(device))
             for e in embedders:
-                emb, f = e.embed(imgs, unmasked)
+                emb, f = e.embed(imgs, unmasked, marks)
                 sims = (emb.float().cpu() @ gallery[e.name][0].T).numpy()
                 parts[e.name][row].append(scoring.probe_scores(sims, label))
                 if row == "unmasked":
@@ -82,6 +85,11 @@ def score_recognizers(root: storage.Location, split: str, designs: dict, embedde
     return out
 
 
+def _landmarks(embedders: list[Embedder]) -> list[str]:
+    """["landmarks"] when a column aligns from the data's landmarks (a zoo model), else []."""
+    return ["landmarks"] if any(e.wants_landmarks for e in embedders) else []
+
+
 def transfer_line(rows: dict) -> dict:
     """{dodging@<far>: {diff, identity95}}: universal minus original_mask dodging on the same probes."""
     uni = rows.get(UNIVERSAL, {}).get("paired_vs_original_mask", {})
@@ -98,6 +106,8 @@ def matrix(root: storage.Location, splits, designs: dict, embedders: list[Embedd
     out: dict = {"order": [e.name for e in embedders], "max_probes": max_probes, "columns": {}}
     for e in embedders:
         out["columns"][e.name] = {"role": e.role, "desc": e.desc, "splits": {}, "transfer": {}}
+        if e.provenance is not None:  # a real recogniser: where its weights came from, under which terms
+            out["columns"][e.name]["provenance"] = e.provenance
     for split in splits:
         scored = score_recognizers(root, split, designs, embedders, max_probes, seed, projector, device, gallery)
         for name, result in scored.items():
