@@ -1,5 +1,6 @@
-"""Recognisers as the report sees them: one interface, `embed(faces, twins, landmarks) -> (emb, found)`, for the
-recogniser the generator attacked and for the held-out ones it never saw (maskgan.transfer scores them).
+"""Recognisers as the report sees them: one interface, `embed(faces, twins) -> (emb, found)`, for the recogniser
+the generator attacked and for the held-out ones it never saw (maskgan.transfer scores them); an embedder that
+`wants_landmarks` (a zoo model) is called as `embed(faces, twins, landmarks)`.
 
 faces, twins: float [N,3,S,S] in [0,1]; twins[i] is the unmasked photo faces[i] was made from (pixel-aligned);
 landmarks: float [N,68,2] pixels of each twin (NaN where the data does not know them), or None.
@@ -52,7 +53,7 @@ def attacked(trunk, head, desc: str = "", name: str = "attacked") -> Embedder:
         return zoo_attacked(trunk, head, desc, name)
 
     @torch.no_grad()
-    def embed(faces, twins, landmarks=None):
+    def embed(faces, twins):
         return unwrap(head)(trunk_features(trunk, faces)).float(), _all_found(len(faces))
 
     return Embedder(name, ATTACKED, embed, (trunk, unwrap(head)), desc=desc or "the head the generator attacked")
@@ -87,7 +88,7 @@ def facenet(trunk, head, name: str, desc: str) -> Embedder:
         m.requires_grad_(False).eval()
 
     @torch.no_grad()
-    def embed(faces, twins, landmarks=None):
+    def embed(faces, twins):
         return head(trunk_features(trunk, faces)).float(), _all_found(len(faces))
 
     return Embedder(name, HELD_OUT, embed, (trunk, head), desc=desc)
@@ -101,7 +102,7 @@ def random_trunk(seed: int, device) -> Embedder:
     trunk = trunk.to(device)
 
     @torch.no_grad()
-    def embed(faces, twins, landmarks=None):
+    def embed(faces, twins):
         return F.normalize(trunk_features(trunk, faces).float(), dim=1), _all_found(len(faces))
 
     return Embedder(f"{RANDOM_TRUNK}{seed}", HELD_OUT, embed, (trunk,),
@@ -120,7 +121,7 @@ def dlib(cache_dir: str | None = None) -> Embedder:
 
     rec = dlib_recognizer.load(cache_dir or tempfile.mkdtemp(prefix="maskgan-dlib-"))
 
-    def embed(faces, twins, landmarks=None):  # dlib finds its own landmarks on the twin
+    def embed(faces, twins):
         desc, found = rec.describe(_u8(faces), _u8(twins))
         return torch.from_numpy(desc), found
 

@@ -36,7 +36,7 @@ def gallery_embeddings(root: storage.Location, embedders: list[Embedder], device
         labels.append(batch["label"])
         marks = landmarks_column(batch, len(photos)) if _landmarks(embedders) else None
         for e in embedders:
-            emb, found = e.embed(photos, photos, marks)
+            emb, found = e.embed(photos, photos, marks) if e.wants_landmarks else e.embed(photos, photos)
             parts[e.name][0].append(emb.float().cpu())
             parts[e.name][1].append(np.asarray(found, bool))
     order = np.argsort(np.concatenate(labels))
@@ -65,7 +65,7 @@ def score_recognizers(root: storage.Location, split: str, designs: dict, embedde
             if imgs is None:
                 imgs = worn(masked, space, designs[row].to(device))
             for e in embedders:
-                emb, f = e.embed(imgs, unmasked, marks)
+                emb, f = e.embed(imgs, unmasked, marks) if e.wants_landmarks else e.embed(imgs, unmasked)
                 sims = (emb.float().cpu() @ gallery[e.name][0].T).numpy()
                 parts[e.name][row].append(scoring.probe_scores(sims, label))
                 if row == "unmasked":
