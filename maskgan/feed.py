@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from data_loader import shards, storage, stream
 from maskgan import physical
-from maskgan.config import RunConfig
+from maskgan.config import RunConfig, zoo_name
 from maskgan.models.generators import CONDITIONAL
 from maskgan.models.recognizer import FEATURE_DIM
 from maskgan.objective import HEAD_TERMS, amp, features, to_float_images
@@ -107,14 +107,14 @@ class ResidentShard:
         self._store: dict[str, torch.Tensor] = {}
 
     @staticmethod
-    def row_bytes(size: int, experiment: str, autocast, conditional: bool = False, surrogates: int = 0) -> int:
+    def row_bytes(size: int, experiment: str, autocast, conditional: bool = False, surrogates: int = 0,
+                  landmarks: bool = False) -> int:
         eb = 4 if autocast is None else torch.finfo(autocast).bits // 8
         terms = HEAD_TERMS[experiment]
         real = ("unmasked" in terms) + ("original_mask" in terms)  # each trunk's real-photo features
         feats = real + (conditional and "unmasked" not in terms) + surrogates * real
-        # uint8 photo, fp32 alpha and fp32 warp grid (2 per pixel), features, label, landmarks (zoo surrogates;
-        # counted for every surrogate run: an upper bound)
-        return size * size * 3 + size * size * 4 * 3 + feats * FEATURE_DIM * eb + 8 + (surrogates > 0) * 68 * 2 * 4
+        # uint8 photo, fp32 alpha and fp32 warp grid (2 per pixel), features, label, fp32 landmarks (zoo surrogates)
+        return size * size * 3 + size * size * 4 * 3 + feats * FEATURE_DIM * eb + 8 + landmarks * 68 * 2 * 4
 
     def add(self, c: dict) -> None:
         """Keep one batch of `constants`' output (preallocated once: no concatenation peak)."""
@@ -164,7 +164,8 @@ def resident_capacity(cfg: RunConfig, root: storage.Location, size: int, world_s
     total = sum(int(s["rows"]) for s in shards.set_shards(root, shards.read_manifest(root), "train"))
     rows = -(-total // world_size)
     need = rows * ResidentShard.row_bytes(size, cfg.objective.experiment, autocast,
-                                          cfg.model.generator in CONDITIONAL, len(cfg.model.recognizers)) / 2**30
+                                          cfg.model.generator in CONDITIONAL, len(cfg.model.recognizers),
+                                          any(zoo_name(s) for s in cfg.model.recognizers)) / 2**30
     if need > budget:
         if log:
             log(f"[{cfg.train.name}] streaming every epoch: a worker's {rows} rows need {need:.2f} GiB "
