@@ -126,12 +126,12 @@ def _dlib_pyramid_chip(image: torch.Tensor, centre: complex, step: complex, size
         lo, hi = lo / 2 - complex(1.25, 0.75), hi / 2 - complex(1.25, 0.75)
     level_step = rot * (hi.real - lo.real) / (size - 1)
     transform = _chip_affine(torch.tensor([(lo + hi) / 2]), torch.tensor([level_step]), size)
-    return warp(level, transform, size)[0]
+    return warp(level, transform, size, dlib_edges=True)[0]
 
 
 def align_dlib_chip(images: torch.Tensor, landmarks68: torch.Tensor, size: int, padding: float) -> torch.Tensor:
     centre, step = _dlib_fit(landmarks68, size, padding)
-    chips = warp(images, _chip_affine(centre, step, size), size)
+    chips = warp(images, _chip_affine(centre, step, size), size, dlib_edges=True)
     depths = [_pyramid_depth(complex(s), size) for s in step.tolist()]
     if max(depths) == 0:
         return chips
@@ -170,9 +170,9 @@ def chip_transform(landmarks68: torch.Tensor, alignment: Alignment) -> torch.Ten
     raise ValueError(f"alignment kind {alignment.kind!r}: expected one of {', '.join(KINDS)}")
 
 
-def warp(images: torch.Tensor, transform: torch.Tensor, size: int) -> torch.Tensor:
+def warp(images: torch.Tensor, transform: torch.Tensor, size: int, dlib_edges: bool = False) -> torch.Tensor:
     """Sample images [N, C, H, W] at transform [N, 2, 3] (chip pixel -> photo pixel) into [N, C, size, size];
-    bilinear, zeros outside the photo (as dlib's chips are black there)."""
+    bilinear, zeros outside the photo (dlib_edges: also within the last pixel, as dlib's chips are)."""
     n, _, h, w = images.shape
     # affine_grid works in normalised coordinates (align_corners=True: -1 and 1 are the first and last pixel
     # centres): theta = to_normalised(photo) . transform . from_normalised(chip).
@@ -182,7 +182,14 @@ def warp(images: torch.Tensor, transform: torch.Tensor, size: int) -> torch.Tens
     full = torch.cat([transform.double(), torch.tensor([[[0, 0, 1]]], dtype=torch.float64).expand(n, -1, -1)], 1)
     theta = (in_to_norm @ full @ out_from_norm).to(images.dtype).to(images.device)
     grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=True)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    chips = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    if not dlib_edges:  # as OpenCV's warpAffine with a constant border: the edge pixel fades into zeros
+        return chips
+    # dlib gives 0 wherever a bilinear neighbour is outside the photo, where grid_sample would blend the edge
+    # pixel with zeros over the last pixel: zero that band too.
+    x, y = (grid[..., 0] + 1) * (max(w - 1, 1) / 2), (grid[..., 1] + 1) * (max(h - 1, 1) / 2)
+    inside = (x >= -1e-4) & (x < w - 1 - 1e-4) & (y >= -1e-4) & (y < h - 1 - 1e-4)
+    return chips * inside[:, None].to(chips.dtype)
 
 
 def align(images: torch.Tensor, landmarks68: torch.Tensor, alignment: Alignment) -> torch.Tensor:

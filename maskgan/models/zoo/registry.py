@@ -24,7 +24,17 @@ def _build_dlib(state: dict) -> ZooModel:
     return dlib_resnet.from_state(state)
 
 
-BUILDERS: dict[str, Builder] = {"dlib": _build_dlib}
+def _build_port(name: str) -> Builder:
+    def build_port(state: dict) -> ZooModel:
+        import importlib
+
+        return importlib.import_module(f"maskgan.models.zoo.{name}").from_state(state)
+
+    return build_port
+
+
+BUILDERS: dict[str, Builder] = {"dlib": _build_dlib,
+                                **{name: _build_port(name) for name in ("faceplugin", "expo", "hse")}}
 
 
 def fetch_hint(name: str, cache_dir: str | None) -> str:
@@ -42,7 +52,11 @@ def build(name: str, cache_dir: str | None = None, device: str | torch.device = 
     if not os.path.isfile(path):
         raise ZooMissing(f"zoo model {name!r}: {path} not found; fetch and convert it with: "
                          f"{fetch_hint(name, cache_dir)}")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file: say how to redo it rather than show a pickle traceback
+        raise ZooMissing(f"zoo model {name!r}: {path} is unreadable ({type(e).__name__}); redo it with: "
+                         f"{fetch_hint(name, cache_dir)} --force") from None
     if saved.get("format") != fetch.FORMAT or saved.get("source") != fetch.source_record(name):
         raise ZooMissing(f"zoo model {name!r}: {path} was converted from another source or converter; redo it "
                          f"with: {fetch_hint(name, cache_dir)}")
