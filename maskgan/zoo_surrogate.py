@@ -62,10 +62,11 @@ class ZooTrunk(nn.Module):
 
     needs_landmarks = True  # objective.features passes each photo's landmarks
 
-    def __init__(self, model: ZooModel, last: nn.Module):
+    def __init__(self, model: ZooModel, last: nn.Module | None, front=None):
         super().__init__()
         self.model = model.requires_grad_(False).eval()
         self._last = [last]  # a list: the layer is the model's own submodule, not registered twice
+        self._front = front  # a converted graph's: aligned -> the last layer's input (its nodes before it)
         self.fallback: torch.Tensor | None = None  # [68, 2]: where a row's landmarks are unknown (set_fallback)
         self.in_shape: tuple = ()  # the last layer's input shape per photo (set by split)
 
@@ -89,6 +90,8 @@ class ZooTrunk(nn.Module):
         return self.features(self.aligned(images, landmarks68))
 
     def features(self, aligned: torch.Tensor) -> torch.Tensor:
+        if self._front is not None:
+            return self._front(aligned).flatten(1)
         seen: list[torch.Tensor] = []
 
         def stop(_module, args):
@@ -106,7 +109,8 @@ class ZooTrunk(nn.Module):
 
 
 class ZooHead(nn.Module):
-    """A trainable copy of the model's last layer: features [N, F] -> L2-normalised embedding."""
+    """A trainable copy of the model's last layer: features [N, F] -> L2-normalised embedding. (A converted
+    graph's last layer keeps its frozen ONNX statistics: it has no BatchNorm of its own to switch.)"""
 
     def __init__(self, last: nn.Module, in_shape: tuple):
         super().__init__()
@@ -119,17 +123,23 @@ class ZooHead(nn.Module):
 
 def split(model: ZooModel) -> tuple[ZooTrunk, ZooHead]:
     """(frozen trunk, trainable head) of a zoo model, checked to give the model's own embedding."""
-    last = last_layer(model)
-    trunk = ZooTrunk(model, last)
     probe = torch.rand(2, 3, model.alignment.size, model.alignment.size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        seen: list = []
-        hook = last.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1:]))
-        try:
-            want = model(probe)
-        finally:
-            hook.remove()
-        trunk.in_shape = tuple(seen[0])
+        if _is_graph(model):
+            front, last = _graph_split(model)
+            trunk = ZooTrunk(model, None, front)
+            want, feats = model(probe), front(probe)
+            trunk.in_shape = tuple(feats.shape[1:])
+        else:
+            last = last_layer(model)
+            trunk = ZooTrunk(model, last)
+            seen: list = []
+            hook = last.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1:]))
+            try:
+                want = model(probe)
+            finally:
+                hook.remove()
+            trunk.in_shape = tuple(seen[0])
         head = ZooHead(last, trunk.in_shape).eval()
         got = head(trunk.features(probe))
     err = float((got - want.float()).abs().max()) if got.shape == want.shape else float("inf")
@@ -137,6 +147,39 @@ def split(model: ZooModel) -> tuple[ZooTrunk, ZooHead]:
         raise ZooSplitError(f"zoo:{model.name}: its last layer ({type(last).__name__}) is not the whole head "
                             f"(trunk + head differ from the model by {err:.2g}); name it as `last_layer`")
     return trunk, head
+
+
+def _is_graph(model) -> bool:
+    """A converted graph (maskgan.models.zoo.graph_model): its layers are nodes, not submodules."""
+    return hasattr(model, "network_input") and hasattr(getattr(model, "net", None), "nodes")
+
+
+LAYER_OPS = ("Gemm", "Conv", "MatMul")  # a graph's last layer: its last node of these, and every node after it
+
+
+def _graph_split(model) -> tuple:
+    """(front: aligned -> the last layer's input, tail: a trainable graph from there to the output) of a
+    converted graph. The tail's constants are copies: the model's own never change."""
+    from maskgan.models.zoo.onnx_graph import GraphNet, GraphSpec
+
+    net = model.net
+    k = max((i for i, n in enumerate(net.nodes) if n.op in LAYER_OPS), default=None)
+    if k is None:
+        raise ZooSplitError(f"zoo:{model.name}: its graph has no {'/'.join(LAYER_OPS)} node to fine-tune")
+    tail, feat = net.nodes[k:], net.nodes[k].inputs[0]
+    made = {feat} | {o for n in tail for o in n.outputs}
+    consts = {i: net.const(i).detach().clone() for n in tail for i in n.inputs if i and i not in made}
+    spec = GraphSpec(nodes=list(tail), consts=consts, input=feat, output=net.output)
+    front_net = copy.copy(net)  # shares the model's parameters; runs its nodes up to the last layer only
+    front_net.nodes, front_net.output = net.nodes[:k], feat
+
+    def front(aligned):
+        return front_net(model.network_input(aligned))
+
+    last = GraphNet(spec)
+    for p in last.parameters():
+        p.requires_grad_(True)
+    return front, last
 
 
 def fill_unknown(landmarks68: torch.Tensor, fallback: torch.Tensor | None, name: str) -> torch.Tensor:
