@@ -96,8 +96,9 @@ def _demo(sub) -> None:
     d.add_argument("--generator", default="fc3", choices=GENERATORS, help="generator architecture (default: fc3)")
     d.add_argument("--surrogates", nargs="*", default=None, metavar="SPEC",
                    help="white-box recognisers the generator attacks together with the demo's adapted one "
-                        "(model.recognizers: random:<seed> or weights); each adds about one trunk pass and "
-                        "backward per step (default: random:11, an ensemble of 2; "
+                        "(model.recognizers: zoo:<name>, random:<seed> or weights); each adds about one trunk "
+                        "pass and backward per step (default: zoo:faceplugin zoo:expo, the real MobileFaceNets, "
+                        "where `maskgan recognizers fetch` converted them, else random:11; "
                         "--surrogates with no SPEC: the adapted recogniser alone)")
 
 

@@ -11,7 +11,7 @@ def demo(a) -> None:
     from maskgan import demo
 
     demo.run(a.out, identities=a.identities, epochs=a.epochs, experiment=a.experiment, generator=a.generator,
-             surrogates=demo.DEMO_SURROGATES if a.surrogates is None else a.surrogates)
+             surrogates=a.surrogates)
 
 
 def data_synth(a) -> None:

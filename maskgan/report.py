@@ -135,9 +135,17 @@ def recognizers_section(m: dict, fars: list[str]) -> list[str]:
         col = m["columns"][n]
         lines.append(f"- `{n}` ({col['role']}): {col['desc']}" + "".join(
             f"; {split}: face found on {_pct(col['splits'][split]['found']['probes'])} of the twins"
-            for split in splits if "found" in col["splits"][split]))
+            for split in splits if "found" in col["splits"][split]) + provenance_text(col.get("provenance")))
     lines += ["", *transfer_lines(m, far), *role_lines(m, far, splits), ""]
     return lines
+
+
+def provenance_text(prov: dict | None) -> str:
+    """A real recogniser's provenance, for its column's line ('' for the others)."""
+    if not prov:
+        return ""
+    return (f"; weights: {prov['package']}, `{prov['file']}` (sha256 {prov['sha256'][:12]}…, {prov['licence']}; "
+            f"{prov['family']}; trained on {prov['training_data']})")
 
 
 def role_means(m: dict, split: str, far: str) -> dict:
