@@ -267,3 +267,40 @@ def test_a_held_out_zoo_model_is_frozen_unchanged_and_scores_rows_without_landma
         held.embed(faces, faces, lm)  # no data root given: no fallback to stand in for the unknown row
     assert not any(p.requires_grad for m in held.modules for p in m.parameters())
     assert embedders.fingerprint(held) == before
+
+
+def test_evaluate_scores_zoo_models_named_on_the_command_line_as_held_out_columns(assets, monkeypatch):
+    from maskgan import evaluate, report, scoring
+
+    cfg = recipes.debug_cpu(str(assets)).replace(eval={"held_out": ["random:7"], "max_probes": 8})
+    parts = assembly.build(cfg, "cpu")
+    gen = assembly.generator_from_arch(assembly.arch(cfg, 128)).eval()
+    state = {"arch": assembly.arch(cfg, 128), "epoch": 0, "config": cfg.to_dict(), "generator": gen.state_dict(),
+             "head": parts.recognizer.head.state_dict()}
+    made = []
+    real = embedders.from_spec
+    monkeypatch.setattr(embedders, "from_spec", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    flag = zoo_embedders.specs_from_flag("hse,faceplugin", "--recognizers")
+    rep = evaluate.evaluate_checkpoint(state, storage.resolve(str(cfg.data.uri)), log=lambda *_: None,
+                                       splits=("test",), universal_k=1, defender_steps=0, recognizers=flag)
+    m = rep["recognizers"]
+    assert m["order"] == ["attacked", "random:7", "zoo:hse", "zoo:faceplugin"]
+    for name in ("zoo:hse", "zoo:faceplugin"):
+        col = m["columns"][name]
+        assert col["role"] == "held-out" and col["provenance"]["package"] == f"stand-in {name[4:]}"
+        assert col["splits"]["test"]["found"]["probes"] == 1.0  # synthetic data records every photo's landmarks
+        assert col["splits"]["test"]["rows"]["original_mask"]["probes"] == 8
+    zoo_cols = [e for e in made if e.name.startswith("zoo:")]
+    assert [embedders.fingerprint(e) for e in zoo_cols] == \
+        [embedders.fingerprint(embedders.from_spec(e.name, "cpu")) for e in zoo_cols]  # never trained
+    rep["fars"] = [scoring.far_key(f) for f in scoring.FARS]
+    md = report.report_markdown(rep)
+    assert "| test: zoo:hse (held-out) | test: zoo:faceplugin (held-out) |" in md
+    assert "weights: stand-in hse, `none` (sha256 000000000000…, test; StandInNet; trained on none" in md
+    # a recogniser the run attacked cannot be held out: one line naming the field
+    attacked = state | {"config": cfg.replace(model={"recognizers": ["zoo:hse"]}).to_dict(),
+                        "surrogates": [{"spec": "zoo:hse", "head": assembly.load_recognizer("zoo:hse", "cpu")
+                                        .head.state_dict(), "h_opt": {}}]}
+    with pytest.raises(ConfigError, match=r"^model\.recognizers\[0\]: 'zoo:hse' is also in eval\.held_out"):
+        evaluate.evaluate_checkpoint(attacked, storage.resolve(str(cfg.data.uri)), log=lambda *_: None,
+                                     splits=("test",), universal_k=1, defender_steps=0, recognizers=flag)
