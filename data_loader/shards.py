@@ -42,8 +42,14 @@ SCHEMA = pa.schema(
         ("unmasked", pa.binary()),  # uint8 size*size*3
         ("masked", pa.binary()),  # uint8 size*size*3; empty in the gallery
         ("alpha", pa.binary()),  # uint8 size*size, 255 = mask; empty in the gallery
+        # float32 [68, 2] (x, y) pixels of dlib's iBUG 68-point layout in the unmasked photo (the masked photo is
+        # pixel-aligned with it, so the same points serve both); empty bytes when unknown. Shards written before
+        # this column existed read as "unknown" (with_landmarks adds it empty).
+        ("landmarks", pa.binary()),
     ]
 )
+LANDMARKS_SHAPE = (68, 2)
+_LANDMARK_BYTES = 68 * 2 * 4
 
 
 class ShardError(RuntimeError):
@@ -110,9 +116,13 @@ def shard_ok(root: Location, shard: dict) -> bool:
 
 
 def image_row(*, label: int, identity: str, split: str, variant: str, unmasked: np.ndarray,
-              masked: np.ndarray | None = None, alpha: np.ndarray | None = None) -> dict:
+              masked: np.ndarray | None = None, alpha: np.ndarray | None = None,
+              landmarks: np.ndarray | None = None) -> dict:
     s = unmasked.shape[0]
     assert unmasked.shape == (s, s, 3) and unmasked.dtype == np.uint8
+    if landmarks is not None:
+        landmarks = np.asarray(landmarks, dtype=np.float32)
+        assert landmarks.shape == LANDMARKS_SHAPE and np.isfinite(landmarks).all(), landmarks.shape
     return {
         "label": int(label),
         "identity": identity,
@@ -122,7 +132,37 @@ def image_row(*, label: int, identity: str, split: str, variant: str, unmasked: 
         "unmasked": unmasked.tobytes(),
         "masked": b"" if masked is None else masked.astype(np.uint8).tobytes(),
         "alpha": b"" if alpha is None else alpha.astype(np.uint8).tobytes(),
+        "landmarks": b"" if landmarks is None else landmarks.astype("<f4").tobytes(),
     }
+
+
+def landmarks_of(row: dict) -> np.ndarray | None:
+    """A row's 68 landmarks, float32 [68, 2] (x, y) pixels of its unmasked photo, or None when unknown.
+
+    Takes a raw row (`landmarks` as bytes, as pyarrow's to_pylist gives; absent or empty: unknown) or a row of
+    a decoded batch (`landmarks` [68, 2], NaN when unknown)."""
+    value = row.get("landmarks")
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.dtype != object and value.dtype.kind == "f":
+        pts = value.astype(np.float32)
+    else:
+        raw = bytes(value)
+        if not raw:
+            return None
+        if len(raw) != _LANDMARK_BYTES:
+            raise ShardError(f"landmarks: expected {_LANDMARK_BYTES} bytes (float32 [68, 2]) or none, got {len(raw)}")
+        pts = np.frombuffer(raw, dtype="<f4").reshape(LANDMARKS_SHAPE).astype(np.float32)
+    if pts.shape != LANDMARKS_SHAPE:
+        raise ShardError(f"landmarks: expected shape {LANDMARKS_SHAPE}, got {pts.shape}")
+    return None if np.isnan(pts).any() else pts
+
+
+def with_landmarks(table: pa.Table) -> pa.Table:
+    """The table with a `landmarks` column: shards written before the column existed get it empty (unknown)."""
+    if "landmarks" in table.column_names:
+        return table
+    return table.append_column(SCHEMA.field("landmarks"), pa.array([b""] * table.num_rows, pa.binary()))
 
 
 def write_manifest(root: Location, manifest: dict) -> None:
@@ -199,7 +239,7 @@ def read_table(root: Location, shard: dict, verify: bool = True) -> pa.Table:
     data = storage.read_bytes(loc)
     if verify and hashlib.sha256(data).hexdigest() != shard["sha256"]:
         raise ShardError(f"{loc.uri}: checksum mismatch (file is corrupt or was changed after prepare)")
-    return pq.read_table(io.BytesIO(data))
+    return with_landmarks(pq.read_table(io.BytesIO(data)))
 
 
 def iter_set(root: Location, set_name: str, columns: Iterable[str] | None = None) -> Iterator[dict]:
@@ -235,7 +275,8 @@ def load_set(root: Location, set_name: str) -> dict:
 
 
 def decode(batch: dict) -> dict:
-    """Raw-bytes columns -> uint8 arrays: unmasked/masked [B,S,S,3], alpha [B,S,S]; other columns as arrays.
+    """Raw-bytes columns -> uint8 arrays: unmasked/masked [B,S,S,3], alpha [B,S,S]; landmarks float32
+    [B,68,2] (NaN rows where unknown; the key is absent when no row knows them); other columns as arrays.
 
     Takes lists or numpy object arrays (Ray Data batches), so the same function serves every reader.
     """
@@ -249,6 +290,11 @@ def decode(batch: dict) -> dict:
             s = int(sizes[0])
             shape = (s, s, 3) if key != "alpha" else (s, s)
             out[key] = np.stack([np.frombuffer(b, dtype=np.uint8).reshape(shape) for b in items])
+        elif key == "landmarks":
+            pts = [landmarks_of({"landmarks": b}) for b in value]
+            if any(p is not None for p in pts):
+                unknown = np.full(LANDMARKS_SHAPE, np.nan, np.float32)
+                out[key] = np.stack([unknown if p is None else p for p in pts])
         else:
             out[key] = np.asarray(value)
     return out

@@ -13,7 +13,9 @@ from typing import Iterator
 
 from data_loader import shards, storage
 
-TRAIN_COLUMNS = ["label", "size", "masked", "unmasked", "alpha"]
+# landmarks: where a real recogniser's alignment reads the face (empty where unknown, and in shards older than
+# the column: shards.with_landmarks)
+TRAIN_COLUMNS = ["label", "size", "masked", "unmasked", "alpha", "landmarks"]
 # Ray Data's default target block is 128 MiB: a prepared shard (1024 rows of 128² is 112 MiB) would reach a
 # worker as one block. Small blocks keep each worker's own memory at a few blocks + shuffle buffer + prefetched
 # batches, whatever the shard and dataset sizes.
@@ -60,7 +62,9 @@ class _VerifiedRows:
         path, data = files.column("path")[0].as_py(), files.column("bytes")[0].as_py()
         sha, rows = self.expected.get(path, (None, 0))
         if hashlib.sha256(data).hexdigest() == sha:
-            table = pq.read_table(io.BytesIO(data), columns=TRAIN_COLUMNS)
+            parquet = pq.ParquetFile(io.BytesIO(data))
+            present = [c for c in TRAIN_COLUMNS if c in parquet.schema_arrow.names]
+            table = shards.with_landmarks(parquet.read(columns=present)).select(TRAIN_COLUMNS)
             table = table.append_column("skipped", pa.array([0] * table.num_rows, pa.int32()))
             return table.append_column("skipped_shard", pa.array([""] * table.num_rows, pa.string()))
         print(f"warning: {path}: checksum mismatch (corrupt shard); its {rows} rows are skipped", flush=True)

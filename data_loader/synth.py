@@ -199,24 +199,29 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
         p = identity_params(rng)
         for set_name, n in [("gallery", 1), (split, images_per_identity)]:
             for _ in range(n):
-                un, ma, al = render(p, rng, size)
+                pose: dict = {}
+                un, ma, al = render(p, rng, size, pose=pose)
+                pts = landmarks68(p, pose, size)  # the exact points drawn: alignment needs no detector
                 if set_name == "gallery":
-                    row = shards.image_row(label=label, identity=ident, split=split, variant="gallery", unmasked=un)
+                    row = shards.image_row(label=label, identity=ident, split=split, variant="gallery", unmasked=un,
+                                           landmarks=pts)
                 else:
                     row = shards.image_row(label=label, identity=ident, split=split, variant="synthetic",
-                                           unmasked=un, masked=ma, alpha=al)
+                                           unmasked=un, masked=ma, alpha=al, landmarks=pts)
                 writers[set_name].add(**row)
                 counts[set_name] += 1
         progress.update(label + 1)
     for label in range(adapt_identities):  # the adapt pool: after the gallery's, so those faces stay as they were
         ident, p = f"{ADAPT_PREFIX}{label:06d}", identity_params(rng)
-        un = render(p, rng, size)[0]
+        pose = {}
+        un = render(p, rng, size, pose=pose)[0]
         writers["adapt"].add(**shards.image_row(label=label, identity=ident, split="adapt", variant="gallery",
-                                                unmasked=un))
+                                                unmasked=un, landmarks=landmarks68(p, pose, size)))
         for _ in range(adapt_per_identity):
-            un, ma, al = render(p, rng, size, varied_mask=True)
+            un, ma, al = render(p, rng, size, varied_mask=True, pose=pose)
             writers["adapt"].add(**shards.image_row(label=label, identity=ident, split="adapt", variant="synthetic",
-                                                    unmasked=un, masked=ma, alpha=al))
+                                                    unmasked=un, masked=ma, alpha=al,
+                                                    landmarks=landmarks68(p, pose, size)))
         counts["adapt"] += 1 + adapt_per_identity
     sets = {}
     for name, w in writers.items():

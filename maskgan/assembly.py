@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from data_loader import face_box, shards, storage
-from maskgan.config import PRETRAINED, RANDOM_TRUNK, RunConfig, from_dict
+from maskgan import zoo_surrogate
+from maskgan.config import PRETRAINED, RANDOM_TRUNK, RunConfig, from_dict, zoo_name
 from maskgan.models import weights
 from maskgan.models.generators import build_generator
 from maskgan.physical import design_hw
@@ -46,6 +47,8 @@ def load_recognizer(spec: str, device, endpoint: str | None = None, crop: tuple 
     """Trunk + head from weights (`random`, a pretrained name, a path or s3:// URI) or, for a
     model.recognizers surrogate, `random:<seed>`: the trunk embedders.random_trunk builds, with its own head.
     `crop`: the face box its trunk crops every input to (`face_crop`; None: the whole photo)."""
+    if zoo_name(spec) is not None:  # a real pretrained recogniser: its network frozen, its last layer the head
+        return Recognizer(*zoo_surrogate.build(spec, device))
     if spec.startswith(RANDOM_TRUNK):
         state, desc = None, {"weights": spec, "pretrained": False}
         seed = int(spec[len(RANDOM_TRUNK):])
@@ -151,8 +154,13 @@ def build(cfg: RunConfig, device, root: storage.Location | None = None) -> Parts
 def gallery(root: storage.Location, trunk: Trunk, device) -> tuple[torch.Tensor, np.ndarray]:
     """Trunk features of the gallery (one unmasked photo per identity, all splits), in label order."""
     feats, labels = [], []
+    # a zoo trunk aligns from landmarks (where a photo has none: the gallery's median, set here)
+    marks = zoo_surrogate.gallery_landmarks(root, trunk)
     for batch in shards.iter_set(root, "gallery", columns=["label", "size", "unmasked"]):
-        feats.append(trunk_features(trunk, to_float_images(torch.from_numpy(batch["unmasked"])).to(device)))
+        images = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
+        start = sum(len(x) for x in labels)
+        lm = None if marks is None else torch.from_numpy(marks[start:start + len(images)]).to(device)
+        feats.append(trunk_features(trunk, images, landmarks=lm))
         labels.append(batch["label"])
     labels_arr = np.concatenate(labels)
     order = np.argsort(labels_arr)

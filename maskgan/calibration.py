@@ -26,6 +26,7 @@ import torch
 from data_loader import shards, storage
 from maskgan import scoring
 from maskgan.objective import to_float_images
+from maskgan.zoo_surrogate import landmarks_column
 
 SETS = ("calibration", "adapt")  # where held-apart calibration photos come from, first found wins
 MAX_PHOTOS = 2000  # 2 million pairs at most: enough for FAR 1e-5, bounded memory
@@ -40,6 +41,7 @@ class CalibrationPhotos:
     set_name: str
     images: np.ndarray  # uint8 [N, S, S, 3], unmasked photos
     identity: np.ndarray  # [N] identity strings
+    landmarks: np.ndarray | None = None  # float32 [N, 68, 2] pixels (NaN: unknown), for recognisers that align
 
     @property
     def identities(self) -> int:
@@ -64,16 +66,17 @@ def load_photos(root: storage.Location, manifest: dict | None = None,
     name = next((s for s in SETS if s in manifest["sets"] and manifest["sets"][s]["rows"]), None)
     if name is None:
         return None
-    images, ident = [], []
-    for batch in shards.iter_set(root, name, columns=["identity", "size", "unmasked"]):
+    images, ident, marks = [], [], []
+    for batch in shards.iter_set(root, name, columns=["identity", "size", "unmasked", "landmarks"]):
         images.append(batch["unmasked"])
         ident.append(np.asarray(batch["identity"]))
+        marks.append(landmarks_column(batch, len(batch["unmasked"])))
     images_a, ident_a = np.concatenate(images)[:max_photos], np.concatenate(ident)[:max_photos]
     overlap = sorted(set(ident_a.tolist()) & scored_identities(root, manifest))
     if overlap:
         raise CalibrationError(f"{root.uri}: the '{name}' set holds {len(overlap)} scored identities (e.g. "
                                f"{overlap[0]}); thresholds must be calibrated on people no split scores")
-    return CalibrationPhotos(name, images_a, ident_a)
+    return CalibrationPhotos(name, images_a, ident_a, np.concatenate(marks)[:max_photos])
 
 
 def impostor_pairs(emb: np.ndarray, identity: np.ndarray) -> np.ndarray:
@@ -85,12 +88,18 @@ def impostor_pairs(emb: np.ndarray, identity: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def features(photos: CalibrationPhotos, fn, device, batch: int = 32) -> torch.Tensor:
+def features(photos: CalibrationPhotos, fn, device, batch: int = 32, with_landmarks: bool = False) -> torch.Tensor:
     """fn(images [B,3,S,S] in [0,1]) over the calibration photos, concatenated on the CPU: a recogniser's
-    embeddings, or a frozen trunk's features that several heads then share."""
+    embeddings, or a frozen trunk's features that several heads then share. with_landmarks: fn(images,
+    landmarks [B,68,2]) for a recogniser that aligns each photo from its landmarks (a zoo model)."""
     out = []
     for i in range(0, len(photos.images), batch):
-        out.append(fn(to_float_images(torch.from_numpy(photos.images[i:i + batch])).to(device)).float().cpu())
+        images = to_float_images(torch.from_numpy(photos.images[i:i + batch])).to(device)
+        if with_landmarks:
+            marks = photos.landmarks[i:i + batch] if photos.landmarks is not None else None
+            out.append(fn(images, marks).float().cpu())
+        else:
+            out.append(fn(images).float().cpu())
     return torch.cat(out)
 
 
@@ -103,6 +112,6 @@ def from_embeddings(photos: CalibrationPhotos, emb: torch.Tensor, fars=scoring.F
     return {**out, "photos": int(len(photos.images)), "identities": photos.identities}
 
 
-def calibrate(photos: CalibrationPhotos, embed, device, fars=scoring.FARS) -> dict:
-    """from_embeddings of `embed(images)`: a recogniser's run-wide thresholds."""
-    return from_embeddings(photos, features(photos, embed, device), fars)
+def calibrate(photos: CalibrationPhotos, embed, device, fars=scoring.FARS, with_landmarks: bool = False) -> dict:
+    """from_embeddings of `embed(images)` (or `embed(images, landmarks)`): a recogniser's run-wide thresholds."""
+    return from_embeddings(photos, features(photos, embed, device, with_landmarks=with_landmarks), fars)

@@ -66,7 +66,10 @@ class ModelConfig:
     # EXTRA white-box surrogates attacked together with recognizer_weights (issue 15): the generator's loss
     # averages over all of them, each has its own head trained as the experiment says. Specs: random:<seed>
     # (a facenet trunk initialised from the seed, its own fresh head), random, a pretrained name, a path or
-    # s3:// URI. []: the single recogniser. exp2/exp3 compute every surrogate trunk's real-photo features.
+    # s3:// URI, or zoo:<name> (a real pretrained recogniser of maskgan.models.zoo: dlib, hse, faceplugin, expo;
+    # its ported network frozen, its LAST layer fine-tuned as the experiment says; each photo aligned from its
+    # row's landmarks by the model's differentiable warp). []: the single recogniser. exp2/exp3 compute every
+    # surrogate trunk's real-photo features.
     recognizers: list[str] = field(default_factory=list)
     projector: str = ""  # projector checkpoint (local path or s3://) from `maskgan projector train`
 
@@ -166,9 +169,12 @@ class PhysicalConfig:
     jpeg_drop: float = ranged(45.0, "[0, 94]")  # face JPEG-like degradation, quality U(95 - d, 95)
 
 
-# eval.held_out entries: `random:<seed>` (a randomly initialised facenet trunk), `dlib`, or recogniser weights
-# (`random`, a pretrained name, a path or s3:// URI), loaded as the attacked recogniser's are (maskgan.embedders).
+# eval.held_out entries: `random:<seed>` (a randomly initialised facenet trunk), `dlib` (dlib's own runtime, a black
+# box), `zoo:<name>` (a real pretrained recogniser ported to torch, maskgan.models.zoo: frozen, aligned from the
+# row's landmarks), or recogniser weights (`random`, a pretrained name, a path or s3:// URI), loaded as the
+# attacked recogniser's are (maskgan.embedders).
 RANDOM_TRUNK = "random:"
+ZOO = "zoo:"
 SEED_RANGE = "[0, 4294967295]"
 
 
@@ -243,6 +249,17 @@ def same_recognizer(spec: str) -> str:
     return f"{RANDOM_TRUNK}1234" if spec == "random" else spec
 
 
+def same_network(spec: str) -> str:
+    """One name per network: dlib's black box and its torch port `zoo:dlib` are the same weights (attacking one
+    and holding out the other would report transfer that is not transfer)."""
+    return f"{ZOO}dlib" if spec == "dlib" else same_recognizer(spec)
+
+
+def zoo_name(spec: str) -> str | None:
+    """The zoo model a `zoo:<name>` spec names, or None for any other spec."""
+    return spec[len(ZOO):] if spec.startswith(ZOO) else None
+
+
 def check_surrogate(path: str, spec: str, attacked: list, held_out) -> None:
     """One model.recognizers spec: held-out syntax, but differentiable (no dlib), attacked once, and never
     also held out (a held-out recogniser that was attacked would report transfer that is not transfer)."""
@@ -251,17 +268,25 @@ def check_surrogate(path: str, spec: str, attacked: list, held_out) -> None:
     check_held_out(path, spec)
     if same_recognizer(spec) in attacked:
         raise ConfigError(f"{path}: {spec!r} is already attacked (model.recognizer_weights or listed twice)")
-    if same_recognizer(spec) in {same_recognizer(h) for h in held_out}:
-        raise ConfigError(f"{path}: {spec!r} is also in eval.held_out; a recogniser is attacked or held out, not both")
+    if same_network(spec) in {same_network(h) for h in held_out}:
+        also = next(h for h in held_out if same_network(h) == same_network(spec))
+        raise ConfigError(f"{path}: {spec!r} is also in eval.held_out{'' if also == spec else f' (as {also!r})'}; "
+                          f"a recogniser is attacked or held out, not both")
 
 
 def check_held_out(path: str, spec: str, before=()) -> None:
     """One held-out recogniser spec is well formed (whether its weights load is preflight's question)."""
     if not spec or spec != spec.strip():
-        raise ConfigError(f"{path}: {spec!r}: expected random:<seed>, dlib, random, "
+        raise ConfigError(f"{path}: {spec!r}: expected random:<seed>, dlib, zoo:<name>, random, "
                           f"{', '.join(PRETRAINED)}, a path or s3:// URI")
     if spec in before:
         raise ConfigError(f"{path}: {spec!r} is listed twice")
+    name = zoo_name(spec)
+    from maskgan.models.zoo import ZOO_NAMES  # here: the schema module stays light (the zoo package imports torch)
+
+    if name is not None and name not in ZOO_NAMES:
+        raise ConfigError(f"{path}: {spec!r}: unknown zoo recogniser {name!r} (known: "
+                          f"{', '.join(ZOO + n for n in ZOO_NAMES)})")
     if spec.startswith(RANDOM_TRUNK):
         seed = spec[len(RANDOM_TRUNK):]
         if not seed.isdigit() or int(seed) > 4294967295:
@@ -292,7 +317,7 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
         return os.path.abspath(value)
 
     def specs(values):
-        return [s if s == "dlib" or s.startswith(RANDOM_TRUNK) else fix(s) for s in values]
+        return [s if s == "dlib" or s.startswith((RANDOM_TRUNK, ZOO)) else fix(s) for s in values]
 
     return cfg.replace(data={"uri": fix(cfg.data.uri)}, train={"storage": fix(cfg.train.storage)},
                        eval={"held_out": specs(cfg.eval.held_out)},

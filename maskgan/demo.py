@@ -14,24 +14,46 @@ from maskgan import evaluate, pretrain, recipes, train
 from maskgan.headline import headline, seeds_table
 
 DEMO_UNIVERSAL_K = 4  # universal designs scored (evaluation's default is 8): keeps the demo near 5 minutes
-# Recognisers the generator never saw, scored next to the attacked one: a differently seeded random
-# facenet trunk, and dlib's pretrained ResNet when its extra is installed (`make demo` installs it).
-DEMO_HELD_OUT = ("random:7", "dlib")
-# The demo's generator attacks an ensemble of 2: the adapted recogniser and a differently seeded
-# random trunk with its own head (about 40 s more than one recogniser on 2 cores).
-DEMO_SURROGATES = ("random:11",)
+# Real pretrained recognisers (maskgan.models.zoo, converted at install time by `maskgan recognizers fetch`): the
+# generator attacks the two MobileFaceNets white-box (each its own fine-tuned last layer) together with the
+# adapted stand-in, and is judged on two of other families it never saw: dlib's ResNet (the torch port, and
+# dlib's own runtime beside it as a cross-check) and HSE's MobileNet.
+DEMO_SURROGATES = ("zoo:faceplugin", "zoo:expo")
+DEMO_HELD_OUT = ("zoo:dlib", "zoo:hse", "dlib")
+# Where the zoo's converted weights are missing, the demo still runs on today's stand-ins, and says so.
+STAND_IN_SURROGATES = ("random:11",)
+STAND_IN_HELD_OUT = ("random:7",)
+
+
+def _available(specs, log) -> list[str]:
+    """The specs whose recogniser can be built here; each missing one named in one line."""
+    from maskgan.models import dlib_recognizer
+    from maskgan.models.zoo import ZooMissing, registry
+
+    out = []
+    for spec in specs:
+        try:
+            if spec == "dlib":
+                dlib_recognizer.load()
+            else:
+                registry.build(spec.split(":", 1)[1])
+        except (dlib_recognizer.DlibMissing, ZooMissing) as e:
+            log(f"note: the demo scores no {spec} column ({e})")
+            continue
+        out.append(spec)
+    return out
 
 
 def held_out(log=print) -> list[str]:
-    """DEMO_HELD_OUT, less dlib where its extra is missing (said in one line: the demo still runs)."""
-    from maskgan.models import dlib_recognizer
+    """DEMO_HELD_OUT, less what cannot be built here (said in one line each: the demo still runs)."""
+    found = _available(DEMO_HELD_OUT, log)
+    return found if any(s.startswith("zoo:") for s in found) else [*STAND_IN_HELD_OUT, *found]
 
-    try:
-        dlib_recognizer.load()
-    except dlib_recognizer.DlibMissing as e:
-        log(f"note: the demo scores no dlib column ({e})")
-        return [s for s in DEMO_HELD_OUT if s != "dlib"]
-    return list(DEMO_HELD_OUT)
+
+def surrogates_here(log=print) -> list[str]:
+    """DEMO_SURROGATES where their weights are converted, else the random stand-in."""
+    found = _available(DEMO_SURROGATES, log)
+    return found or list(STAND_IN_SURROGATES)
 
 
 def prepare(cfg, identities: int = 40, images_per_identity: int = 4, log=print) -> None:
@@ -50,12 +72,14 @@ def prepare(cfg, identities: int = 40, images_per_identity: int = 4, log=print) 
 
 def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 4, epochs: int = 8,
         experiment: str = "exp1", generator: str = "fc3", universal_k: int = DEMO_UNIVERSAL_K,
-        surrogates: list[str] | tuple = DEMO_SURROGATES, seeds: int = 1, log=print) -> dict:
+        surrogates: list[str] | tuple | None = None, seeds: int = 1, log=print) -> dict:
     """The demo: one run (training seed 0), or `seeds` runs on the same data (training seeds 0..seeds-1) and
-    one table of their verdicts; returns the (last) report."""
+    one table of their verdicts; returns the (last) report. `surrogates`: None for the demo's own choice
+    (the real recognisers where fetched, else the stand-in)."""
     t0 = time.time()
     os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # a laptop demo has no Prometheus to wait for
     out = os.path.abspath(out)
+    surrogates = surrogates_here(log) if surrogates is None else surrogates
     cfg = recipes.debug_cpu(out).replace(train={"epochs": epochs},
                                         objective={"experiment": experiment},
                                         model={"generator": generator, "recognizers": list(surrogates)},

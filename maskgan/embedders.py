@@ -1,9 +1,12 @@
 """Recognisers as the report sees them: one interface, `embed(faces, twins) -> (emb, found)`, for the recogniser
-the generator attacked and for the held-out ones it never saw (issue 15; maskgan.transfer scores them).
+the generator attacked and for the held-out ones it never saw (maskgan.transfer scores them); an embedder that
+`wants_landmarks` (a zoo model) is called as `embed(faces, twins, landmarks)`.
 
-faces, twins: float [N,3,S,S] in [0,1]; twins[i] is the unmasked photo faces[i] was made from (pixel-aligned).
+faces, twins: float [N,3,S,S] in [0,1]; twins[i] is the unmasked photo faces[i] was made from (pixel-aligned);
+landmarks: float [N,68,2] pixels of each twin (NaN where the data does not know them), or None.
 emb: float [N,D], L2-normalised; found: bool [N], False where the recogniser scored a photo on a guess (dlib's
-fallback crop where it found no face on the twin); facenet-style recognisers see the whole crop: all True.
+fallback crop where it found no face on the twin; a zoo model's fallback landmarks where the row has none);
+facenet-style recognisers see the whole crop: all True.
 
 Held-out recognisers are built here, in eval mode with every parameter frozen, and only ever run under
 no_grad: nothing trains them (tests check their weights' sha256 before and after an evaluation).
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maskgan.config import RANDOM_TRUNK
+from maskgan.config import RANDOM_TRUNK, zoo_name
 from maskgan.objective import trunk_features, unwrap
 
 ATTACKED, HELD_OUT = "attacked", "held-out"
@@ -34,6 +37,8 @@ class Embedder:
     modules: tuple = ()  # the torch modules behind it (for the "never touched" check); dlib has none
     reports_found: bool = False  # whether `found` can be False (the report counts those photos)
     desc: str = ""  # what the column is, for the report's labels
+    provenance: dict | None = None  # a zoo model's ZooModel.provenance (package, file, sha256, licence, ...)
+    wants_landmarks: bool = False  # aligns from each twin's landmarks (the data's `landmarks` column)
 
 
 def _all_found(n: int) -> np.ndarray:
@@ -44,11 +49,37 @@ def attacked(trunk, head, desc: str = "", name: str = "attacked") -> Embedder:
     """A recogniser the generator attacked: trunk + fine-tuned head, as maskgan.evaluate scores it. `name`:
     "attacked" for model.recognizer_weights, the spec for each model.recognizers surrogate."""
 
+    if getattr(trunk, "needs_landmarks", False):  # a zoo surrogate: aligned from each twin's landmarks
+        return zoo_attacked(trunk, head, desc, name)
+
     @torch.no_grad()
     def embed(faces, twins):
         return unwrap(head)(trunk_features(trunk, faces)).float(), _all_found(len(faces))
 
     return Embedder(name, ATTACKED, embed, (trunk, unwrap(head)), desc=desc or "the head the generator attacked")
+
+
+def zoo_attacked(trunk, head, desc: str, name: str) -> Embedder:
+    """A zoo surrogate the generator attacked: its frozen network up to the last layer + the fine-tuned copy of
+    that layer, each photo aligned from its twin's landmarks (rows without: the gallery's median, not found)."""
+
+    @torch.no_grad()
+    def embed(faces, twins, landmarks=None):
+        lm = _landmarks(landmarks, len(faces), faces.device)
+        return unwrap(head)(trunk_features(trunk, faces, landmarks=lm)).float(), _known(lm)
+
+    return Embedder(name, ATTACKED, embed, (trunk, unwrap(head)), reports_found=True, desc=desc,
+                    provenance=getattr(trunk, "provenance", None), wants_landmarks=True)
+
+
+def _landmarks(landmarks, n: int, device) -> torch.Tensor:
+    if landmarks is None:
+        return torch.full((n, 68, 2), float("nan"), device=device)
+    return torch.as_tensor(landmarks, dtype=torch.float32).to(device)
+
+
+def _known(landmarks: torch.Tensor) -> np.ndarray:
+    return ~torch.isnan(landmarks).flatten(1).any(1).cpu().numpy()
 
 
 def facenet(trunk, head, name: str, desc: str) -> Embedder:
@@ -99,12 +130,16 @@ def dlib(cache_dir: str | None = None) -> Embedder:
 
 
 def from_spec(spec: str, device, endpoint: str | None = None, cache_dir: str | None = None,
-              crop: tuple | None = None) -> Embedder:
+              crop: tuple | None = None, root=None) -> Embedder:
     """The held-out recogniser an eval.held_out entry names (its syntax is checked in maskgan.config); `crop`:
     the face box a facenet recogniser with weights crops to (assembly.face_crop; random trunks see the whole
-    photo, dlib aligns on its own)."""
+    photo, dlib aligns on its own); `root`: the data, whose gallery landmarks a zoo model falls back on."""
     if spec == "dlib":
         return dlib(cache_dir)
+    if zoo_name(spec) is not None:
+        from maskgan import zoo_embedders
+
+        return zoo_embedders.held_out(spec, device, root)
     if spec.startswith(RANDOM_TRUNK):
         return random_trunk(int(spec[len(RANDOM_TRUNK):]), device)
     from maskgan import assembly  # here: assembly builds the run's models, this module only wraps them

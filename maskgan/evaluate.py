@@ -190,12 +190,14 @@ def _scorers(models: dict) -> dict:
 
 
 def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int = UNIVERSAL_K,
-                 defender_steps: int | None = None) -> dict:
-    """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png, report.html."""
+                 defender_steps: int | None = None, recognizers=()) -> dict:
+    """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png, report.html.
+    `recognizers`: more held-out specs (zoo:<name>) scored beside the config's eval.held_out, no retraining."""
     run = storage.resolve(run_uri)
     state, ckpt_loc = assembly.latest_checkpoint(run, log=log)
     report = evaluate_checkpoint(state, ckpt_loc, log=log, splits=splits, universal_k=universal_k,
-                                 defender_steps=defender_steps, cache_dir=run.join("dlib_cache").uri)
+                                 defender_steps=defender_steps, cache_dir=run.join("dlib_cache").uri,
+                                 recognizers=recognizers)
     failed = assembly.run_failure(run)
     if failed:  # scored for diagnosis, but never presented as a finished run
         report["run_failed"] = failed.get("reason", "?")
@@ -212,7 +214,7 @@ def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int
 
 def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, splits=shards.SPLITS,
                         universal_k: int = UNIVERSAL_K, defender_steps: int | None = None,
-                        cache_dir: str | None = None) -> dict:
+                        cache_dir: str | None = None, recognizers=()) -> dict:
     """The report of exactly this checkpoint (nothing written; `_designs_png` holds designs.png's bytes).
     With cfg.eval.held_out, `recognizers` holds the recogniser x row matrix of the held-out splits (dlib's
     descriptors cached under `cache_dir`, else a temporary folder). `defender_steps` None: cfg.eval's."""
@@ -220,6 +222,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     cfg, root, models = load_models(state, ckpt_loc, device)
     parts, models = models["_parts"], _scorers(models)
     manifest = shards.read_manifest(root)
+    cfg = with_held_out(cfg, recognizers)
     cal_photos, calibrated, cal_feats = run_calibration(root, models)
     if calibrated is None:
         log("warning: the data has no calibration or adapt set: thresholds are calibrated per split on the "
@@ -303,7 +306,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
                                        "head the generator attacked with the others", name=s.spec)
                     for s in parts.surrogates]
         columns += [embedders.from_spec(s, device, cfg.data.endpoint_url, cache_dir,
-                                        assembly.face_crop(cfg.data.face_crop, s, manifest, root.uri))
+                                        assembly.face_crop(cfg.data.face_crop, s, manifest, root.uri), root)
                     for s in cfg.eval.held_out]
         report["recognizers"] = transfer.matrix(root, held_out, designs, columns, cfg.eval.max_probes,
                                                 cfg.train.seed, models["projector"], device, log=log,
@@ -322,6 +325,13 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     report["verdicts"] = verdicts.all_verdicts(report, "test" if "test" in present else (present or ["-"])[-1])
     report["_designs_png"] = designs_png(root, models, seed=cfg.train.seed)
     return report
+
+
+def with_held_out(cfg: RunConfig, recognizers) -> RunConfig:
+    """cfg with `recognizers` (evaluate --recognizers) added to eval.held_out, validated like the config's own
+    (one that the run attacked is refused in one line)."""
+    extra = [s for s in recognizers if s not in cfg.eval.held_out]
+    return cfg.replace(eval={"held_out": [*cfg.eval.held_out, *extra]}) if extra else cfg
 
 
 def score_design_file(run_uri: str, design_uri: str, log=print, splits=shards.SPLITS) -> dict:

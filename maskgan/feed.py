@@ -12,13 +12,15 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from data_loader import shards, storage, stream
 from maskgan import physical
-from maskgan.config import RunConfig
+from maskgan.config import RunConfig, zoo_name
 from maskgan.models.generators import CONDITIONAL
 from maskgan.models.recognizer import FEATURE_DIM
-from maskgan.objective import HEAD_TERMS, amp, to_float_images
+from maskgan.objective import HEAD_TERMS, amp, features, to_float_images
+from maskgan.zoo_surrogate import landmarks_column
 
 
 def _to_device(array: np.ndarray, device) -> torch.Tensor:
@@ -41,22 +43,31 @@ def constants(raw: dict, projector, trunk, experiment: str, device, autocast=Non
     rows stay resident (`ResidentShard`) computes them once per run, a streaming worker once per epoch; the
     step itself never runs the projector or a trunk pass on real photos. With model.recognizers surrogates
     (`surrogate_trunks`), each one's features of the same real photos too, for its own head's exp2/exp3 terms:
-    `s_feats_unmasked` / `s_feats_masked` [B, surrogates, 1792] (rows first, so resident rows index them)."""
+    `s_feats_unmasked` / `s_feats_masked` [B, surrogates, widest] (rows first, so resident rows index them), and
+    for zoo surrogates each row's `landmarks` [B, 68, 2] (NaN: unknown), which their trunks align from."""
     masked_u8 = _to_device(raw["masked"], device)
     out = {"masked_u8": masked_u8, "label": _to_device(raw["label"].astype(np.int64), device)}
+    if any(getattr(t, "needs_landmarks", False) for t in surrogate_trunks):  # zoo surrogates align from them
+        out["landmarks"] = _to_device(landmarks_column(raw, len(raw["label"])), device)
     masked = to_float_images(masked_u8)
     terms = HEAD_TERMS[experiment]
+
+    def each_surrogate(photos):  # [B, surrogates, widest]: trunks of different widths, zero-padded
+        f = [features(t, photos, out.get("landmarks")) for t in surrogate_trunks]
+        width = max(x.shape[1] for x in f)
+        return torch.stack([F.pad(x, (0, width - x.shape[1])) for x in f], 1)
+
     with torch.no_grad(), amp(device, autocast):
         alpha = projector(masked)
         if "unmasked" in terms or conditional:
             unmasked = to_float_images(_to_device(raw["unmasked"], device))
             out["feats_unmasked"] = trunk(unmasked)
             if "unmasked" in terms and surrogate_trunks:
-                out["s_feats_unmasked"] = torch.stack([t(unmasked) for t in surrogate_trunks], 1)
+                out["s_feats_unmasked"] = each_surrogate(unmasked)
         if "original_mask" in terms:
             out["feats_masked"] = trunk(masked)
             if surrogate_trunks:
-                out["s_feats_masked"] = torch.stack([t(masked) for t in surrogate_trunks], 1)
+                out["s_feats_masked"] = each_surrogate(masked)
     out["grid"], out["alpha"] = physical.mask_warp(alpha.float())
     return out
 
@@ -96,13 +107,14 @@ class ResidentShard:
         self._store: dict[str, torch.Tensor] = {}
 
     @staticmethod
-    def row_bytes(size: int, experiment: str, autocast, conditional: bool = False, surrogates: int = 0) -> int:
+    def row_bytes(size: int, experiment: str, autocast, conditional: bool = False, surrogates: int = 0,
+                  landmarks: bool = False) -> int:
         eb = 4 if autocast is None else torch.finfo(autocast).bits // 8
         terms = HEAD_TERMS[experiment]
         real = ("unmasked" in terms) + ("original_mask" in terms)  # each trunk's real-photo features
         feats = real + (conditional and "unmasked" not in terms) + surrogates * real
-        # uint8 photo, fp32 alpha and fp32 warp grid (2 per pixel), features, label
-        return size * size * 3 + size * size * 4 * 3 + feats * FEATURE_DIM * eb + 8
+        # uint8 photo, fp32 alpha and fp32 warp grid (2 per pixel), features, label, fp32 landmarks (zoo surrogates)
+        return size * size * 3 + size * size * 4 * 3 + feats * FEATURE_DIM * eb + 8 + landmarks * 68 * 2 * 4
 
     def add(self, c: dict) -> None:
         """Keep one batch of `constants`' output (preallocated once: no concatenation peak)."""
@@ -152,7 +164,8 @@ def resident_capacity(cfg: RunConfig, root: storage.Location, size: int, world_s
     total = sum(int(s["rows"]) for s in shards.set_shards(root, shards.read_manifest(root), "train"))
     rows = -(-total // world_size)
     need = rows * ResidentShard.row_bytes(size, cfg.objective.experiment, autocast,
-                                          cfg.model.generator in CONDITIONAL, len(cfg.model.recognizers)) / 2**30
+                                          cfg.model.generator in CONDITIONAL, len(cfg.model.recognizers),
+                                          any(zoo_name(s) for s in cfg.model.recognizers)) / 2**30
     if need > budget:
         if log:
             log(f"[{cfg.train.name}] streaming every epoch: a worker's {rows} rows need {need:.2f} GiB "

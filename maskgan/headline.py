@@ -13,15 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from maskgan import verdicts
-from maskgan.report import ROLE, _ci, _pct, diversity_line, is_random_trunk, real_role_lines, transfer_lines
+from maskgan.report import ROLE, illustrative_line, _ci, _pct, diversity_line, is_random_trunk, real_role_lines, transfer_lines
 
 
 def caveat(report: dict) -> list[str]:
     """The lines report.md opens with, shortened: what these numbers can and cannot say."""
     out = []
     if report.get("illustrative_only"):
-        out.append(f"Illustrative only: the recogniser has no real pretrained weights ({report['recognizer_weights']});"
-                   " these numbers say nothing about real face recognition.")
+        out.append(illustrative_line(report))
     if report.get("self_match"):
         out.append("Self-match data: each probe is its gallery photo with a mask drawn on; compare rows with each "
                    "other, not with a deployment.")
@@ -133,10 +132,3 @@ def seeds_table(reports: list[dict], split: str = "test") -> str:
                                                 + [f"{spread(figures[k])} points" for _, k, _ in SEED_COLUMNS]
                                                 + ["–"]) + " |")
     return "\n".join(lines)
-
-
-def spread(xs: list[float]) -> str:
-    """'mean ± sd' in points over the finite values ('–' when none is)."""
-    x = np.asarray(xs, np.float64)
-    x = x[np.isfinite(x)]
-    return "–" if not x.size else f"{x.mean() * 100:.1f} ± {x.std() * 100:.1f}"

@@ -179,8 +179,9 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     """One adversarial step. batch: masked [B,3,S,S] float, grid [B,S,S,2] and alpha [B,1,S,S] (the mask space:
     physical.mask_warp of the projector's output), label [B]; for exp2/exp3 also feats_unmasked / feats_masked
     [B,1792] (trunk features of the real photos; feats_unmasked also for a conditional generator: its cond), and
-    with surrogates s_feats_unmasked / s_feats_masked [B,surrogates,1792] (each surrogate trunk's). All are
-    per-image constants computed outside the step (maskgan.feed)."""
+    with surrogates s_feats_unmasked / s_feats_masked [B,surrogates,widest] (each surrogate trunk's, zero-padded),
+    and with zoo surrogates `landmarks` [B,68,2] (each photo's, NaN where unknown: maskgan.zoo_surrogate). All
+    are per-image constants computed outside the step (maskgan.feed)."""
     masked, label = batch["masked"], batch["label"]
     space = physical.MaskSpace(batch["grid"], batch["alpha"])
     n = masked.shape[0]
@@ -211,7 +212,7 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
         gen_logits = logits(head, feats, gallery_feats, cfg.cosine_scale)
         gen_ce = F.cross_entropy(gen_logits, label)
         # Each surrogate embeds the same worn faces with its own trunk and head, against its own gallery.
-        s_feats = [s.trunk(faces) for s in models.surrogates]
+        s_feats = [features(s.trunk, faces, batch.get("landmarks")) for s in models.surrogates]
         s_logits = [logits(unwrap(s.head), f, s.gallery_feats, cfg.cosine_scale)
                     for s, f in zip(models.surrogates, s_feats)]
         s_ce = [F.cross_entropy(lg, label) for lg in s_logits]
@@ -253,10 +254,11 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
         scalars["train/head_ce"] = ce.detach()
         scalars["train/head_loss"] = head_loss.detach()
         # Each surrogate's head on the same mixture, in its own trunk's features (the real photos' from feed:
-        # s_feats_unmasked / s_feats_masked [B, surrogates, 1792]).
+        # s_feats_unmasked / s_feats_masked [B, surrogates, widest], each zero-padded to the widest trunk's).
         real = {"unmasked": "s_feats_unmasked", "original_mask": "s_feats_masked"}
         for i, (s, f, opt) in enumerate(zip(models.surrogates, s_feats, opts.surrogates)):
-            probe = torch.cat([f.detach() if t == "generated" else batch[real[t]][:, i].to(f.dtype) for t in terms])
+            probe = torch.cat([f.detach() if t == "generated" else batch[real[t]][:, i, :f.shape[1]].to(f.dtype)
+                               for t in terms])
             _head_update(s.head, opt, probe, s.gallery_feats, label.repeat(len(terms)), cfg, models.autocast)
     # One transfer (one device sync) for every scalar of the step, not one per .item().
     values = torch.stack([v.to(torch.float64) for v in scalars.values()]).tolist()
@@ -285,7 +287,20 @@ def _head_update(head: nn.Module, opt: torch.optim.Optimizer, probe: torch.Tenso
 # ---- identification (evaluation uses the same embedding as training) -------------------------------------
 
 
+def features(trunk: nn.Module, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+    """A trunk's features of photos: a zoo trunk (maskgan.zoo_surrogate) aligns each photo from its landmarks
+    [N,68,2] (the batch's `landmarks`, NaN where unknown); a facenet trunk sees the photo as it is."""
+    if not getattr(trunk, "needs_landmarks", False):
+        return trunk(images)
+    if landmarks is None:
+        landmarks = torch.full((images.shape[0], 68, 2), float("nan"), device=images.device)
+    return trunk(images, landmarks)
+
+
 @torch.no_grad()
-def trunk_features(trunk: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """float [N,3,S,S] in [0,1] -> [N,1792], in batches."""
-    return torch.cat([trunk(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+def trunk_features(trunk: nn.Module, images: torch.Tensor, batch_size: int = 64,
+                   landmarks: torch.Tensor | None = None) -> torch.Tensor:
+    """float [N,3,S,S] in [0,1] -> [N,1792] (a zoo trunk's: [N,F], aligned from `landmarks`), in batches."""
+    return torch.cat([features(trunk, images[i:i + batch_size],
+                               None if landmarks is None else landmarks[i:i + batch_size])
+                      for i in range(0, images.shape[0], batch_size)])

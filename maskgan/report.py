@@ -14,12 +14,24 @@ from maskgan.report_matrix import (HONEST, is_random_trunk, real_role_lines, rec
 from maskgan.textfmt import ROLE, SPLITS, _ci, _ci_pts, _cos, _cos3, _pct, _row_figures  # noqa: F401
 
 
+def illustrative_line(report: dict) -> str:
+    """What is still not real in this report: the faces always (synthetic data), and the primary recogniser when it
+    has no pretrained weights; the real recognisers it was scored by are named, so a reader knows which columns
+    are real models."""
+    cols = (report.get("recognizers") or {}).get("columns", {})
+    real = [n for n in cols if n.startswith("zoo:") or n == "dlib"]
+    line = (f"Illustrative only: the faces are synthetic, and the recogniser the generator adapted "
+            f"({report['recognizer_weights']}) has no real pretrained weights")
+    if real:
+        return line + f"; {', '.join(real)} are real pretrained recognisers, on synthetic faces."
+    return line + "; these numbers say nothing about real face recognition."
+
+
 def report_markdown(report: dict) -> str:
     # epochs count from 1 wherever users read them (evaluate, sample, export); report.json keeps the 0-based index
     lines = [f"# maskgan report: {report['experiment']} / {report['generator']} (epoch {report['epoch'] + 1})", ""]
     if report["illustrative_only"]:
-        lines += ["**Illustrative only:** the recogniser has no real pretrained weights "
-                  f"({report['recognizer_weights']}); these numbers say nothing about real face recognition.", ""]
+        lines += [f"**{illustrative_line(report)}**", ""]
     if report.get("run_failed"):
         lines += [f"**This run failed** ({report['run_failed']}): the figures are of its last good checkpoint, "
                   "not of a finished run.", ""]

@@ -8,9 +8,10 @@ from maskgan import verdicts
 from maskgan.textfmt import SPLITS, _ci, _pct, _row_figures
 
 
-HONEST = ("Faces are synthetic (data_loader.synth); `random:<seed>` columns are randomly initialised facenet trunks, "
-          "not face recognisers; dlib is a real pretrained recogniser, but on synthetic faces only its rankings and "
-          "calibrated thresholds mean anything. Read transfer between these columns, not as real-world protection.")
+HONEST = ("Illustrative: the faces are synthetic (data_loader.synth), so no figure here is a measurement on real people. "
+          "`zoo:<name>` and `dlib` columns are real pretrained recognisers (their weights' provenance is listed "
+          "below); `random:<seed>` columns are randomly initialised facenet trunks, not face recognisers. Read "
+          "transfer between these columns, not as real-world protection.")
 
 
 def recognizers_section(m: dict, fars: list[str]) -> list[str]:
@@ -42,9 +43,17 @@ def recognizers_section(m: dict, fars: list[str]) -> list[str]:
         pairs = f"; thresholds from {cal['pairs']} calibration pairs" if cal else ""
         lines.append(f"- `{n}` ({col['role']}): {col['desc']}{pairs}" + "".join(
             f"; {split}: face found on {_pct(col['splits'][split]['found']['probes'])} of the twins"
-            for split in splits if "found" in col["splits"][split]))
+            for split in splits if "found" in col["splits"][split]) + provenance_text(col.get("provenance")))
     lines += ["", *transfer_lines(m, far), *real_role_lines(m, far, splits), ""]
     return lines
+
+
+def provenance_text(prov: dict | None) -> str:
+    """A real recogniser's provenance, for its column's line ('' for the others)."""
+    if not prov:
+        return ""
+    return (f"; weights: {prov['package']}, `{prov['file']}` (sha256 {prov['sha256'][:12]}…, {prov['licence']}; "
+            f"{prov['family']}; trained on {prov['training_data']})")
 
 
 def is_random_trunk(name: str) -> bool:

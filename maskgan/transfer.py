@@ -24,6 +24,7 @@ from maskgan import calibration, scoring
 from maskgan.embedders import Embedder
 from maskgan.objective import to_float_images
 from maskgan.wearing import CONTROLS, PROBE_COLUMNS, UNIVERSAL, probe_photos, worn
+from maskgan.zoo_surrogate import landmarks_column
 
 ROWS = ("unmasked", "original_mask")  # the rows every column needs: calibration fallback and the paired baseline
 
@@ -33,11 +34,12 @@ def gallery_embeddings(root: storage.Location, embedders: list[Embedder], device
     """{name: (emb [G,D] in label order, found [G])} of the gallery's unmasked photos, each its own twin."""
     parts: dict = {e.name: ([], []) for e in embedders}
     labels = []
-    for batch in shards.iter_set(root, "gallery", columns=["label", "size", "unmasked"]):
+    for batch in shards.iter_set(root, "gallery", columns=["label", "size", "unmasked", *_landmarks(embedders)]):
         photos = to_float_images(torch.from_numpy(batch["unmasked"])).to(device)
         labels.append(batch["label"])
+        marks = landmarks_column(batch, len(photos)) if _landmarks(embedders) else None
         for e in embedders:
-            emb, found = e.embed(photos, photos)
+            emb, found = e.embed(photos, photos, marks) if e.wants_landmarks else e.embed(photos, photos)
             parts[e.name][0].append(emb.float().cpu())
             parts[e.name][1].append(np.asarray(found, bool))
     order = np.argsort(np.concatenate(labels))
@@ -62,15 +64,16 @@ def score_recognizers(root: storage.Location, split: str, designs: dict, embedde
     impostors = {e.name: [] for e in embedders}
     found = {e.name: [] for e in embedders}
     rngs = {e.name: np.random.default_rng(seed) for e in embedders}
-    for batch in shards.iter_first(root, split, max_probes, PROBE_COLUMNS):
+    for batch in shards.iter_first(root, split, max_probes, PROBE_COLUMNS + _landmarks(embedders)):
         masked, unmasked, space = probe_photos(batch, projector, device)
         label = batch["label"].astype(np.int64)
+        marks = landmarks_column(batch, len(label)) if _landmarks(embedders) else None
         for row in names:
             imgs = {"unmasked": unmasked, "original_mask": masked}.get(row)
             if imgs is None:
                 imgs = worn(masked, space, designs[row].to(device))
             for e in embedders:
-                emb, f = e.embed(imgs, unmasked)
+                emb, f = e.embed(imgs, unmasked, marks) if e.wants_landmarks else e.embed(imgs, unmasked)
                 sims = (emb.float().cpu() @ gallery[e.name][0].T).numpy()
                 parts[e.name][row].append(scoring.probe_scores(sims, label))
                 if row == "unmasked":
@@ -103,6 +106,18 @@ def _control_designs(designs: dict) -> dict:
             for c, rgb in CONTROLS.items()}
 
 
+def _calibration_embed(e: Embedder):
+    """e's embeddings of unmasked calibration photos (each its own twin; a zoo model also gets the landmarks)."""
+    if e.wants_landmarks:
+        return lambda x, marks: e.embed(x, x, marks)[0]
+    return lambda x: e.embed(x, x)[0]
+
+
+def _landmarks(embedders: list[Embedder]) -> list[str]:
+    """["landmarks"] when a column aligns from the data's landmarks (a zoo model), else []."""
+    return ["landmarks"] if any(e.wants_landmarks for e in embedders) else []
+
+
 def transfer_line(rows: dict) -> dict:
     """{dodging@<far>: {diff, identity95}}: universal minus original_mask dodging on the same probes; and under
     `vs_best_control`, universal minus the best plain control (`control` names it)."""
@@ -128,9 +143,12 @@ def matrix(root: storage.Location, splits, designs: dict, embedders: list[Embedd
     cal = dict(known or {})
     for e in embedders:
         if calibration_photos is not None and e.name not in cal:
-            cal[e.name] = calibration.calibrate(calibration_photos, lambda x, e=e: e.embed(x, x)[0], device)
+            cal[e.name] = calibration.calibrate(calibration_photos, _calibration_embed(e), device,
+                                                with_landmarks=e.wants_landmarks)
         out["columns"][e.name] = {"role": e.role, "desc": e.desc, "splits": {}, "transfer": {},
                                   "calibration": cal.get(e.name)}
+        if e.provenance is not None:  # a real recogniser: where its weights came from, under which terms
+            out["columns"][e.name]["provenance"] = e.provenance
     for split in splits:
         scored = score_recognizers(root, split, designs, embedders, max_probes, seed, projector, device, gallery,
                                    cal or None, distinct, controls)

@@ -20,7 +20,7 @@ import torch
 from data_loader import shards, storage
 from maskgan import assembly, printing, wearing
 from maskgan.objective import to_float_images
-from maskgan.pages import plots
+from maskgan.pages import plots, recognizer_table
 from maskgan.pages.html import cell, esc, interval, number, page, pct, slider, table
 from maskgan.provenance import code_version
 
@@ -54,6 +54,7 @@ def write_report_page(run: storage.Location, report: dict, log=print) -> storage
     body.append(_printed(run, designs))
     body.append(_epochs(run, checkpoints, report, log))
     body.append(_tables(report))
+    body.append(recognizer_table.section(report))
     body.append(_curves(run, checkpoints))
     body.append(_config(run, cfg, checkpoints, report))
     loc = run.join(PAGE)

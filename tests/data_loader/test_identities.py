@@ -111,6 +111,7 @@ def test_identity_tree_prepares_with_exact_counts_and_listed_skips(prepared):
             continue
         p = shards.load_set(root, split)
         assert p["masked"].shape[1:] == (SIZE, SIZE, 3) and set(p["variant"]) == {identities.VARIANT}
+        assert p["landmarks"].shape == (len(p["label"]), 68, 2) and not np.isnan(p["landmarks"]).any()
         for ident, label, un, ma, al in zip(p["identity"], p["label"], p["unmasked"], p["masked"], p["alpha"]):
             assert label == label_of[ident] and shards.split_of(ident) == split
             assert not np.array_equal(un, photo_of[ident])  # another photo than the gallery's
@@ -141,6 +142,9 @@ def test_drawn_alpha_covers_the_lower_face_of_the_real_photo(prepared):
     rows = [i for i, ident in enumerate(p["identity"]) if ident == "astronaut"]
     (row,) = [i for i in rows if np.abs(p["unmasked"][i].astype(int) - want).mean() < 1]  # the dark photo
     al = p["alpha"][row].astype(float) / 255
+    # the shard records the landmarks the mask was drawn from, in crop pixels
+    recorded = shards.landmarks_of({k: v[row] for k, v in p.items()})
+    assert np.abs(recorded - landmark_mask.to_crop(pts, square, SIZE)).max() < 0.01
     xy = np.rint(landmark_mask.to_crop(pts, square, SIZE)).astype(int)
     at = [al[y, x] for x, y in xy]
     assert min(at[i] for i in [8, 30, 33, *range(48, 68)]) > 0.9  # chin, nose tip, mouth

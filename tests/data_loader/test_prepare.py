@@ -66,6 +66,7 @@ def test_prepare_from_bucket_counts_lists_bad_files_and_labels(bucket_data):
     for split in shards.SPLITS:
         probes = shards.load_set(root, split)
         assert probes["masked"].shape[1:] == (SIZE, SIZE, 3) and probes["alpha"].shape[1:] == (SIZE, SIZE)
+        assert "landmarks" not in probes  # FFHQ + MaskedFace-Net records none: unknown, not made up
         for ident, label, row_split, a in zip(probes["identity"], probes["label"], probes["split"], probes["alpha"]):
             assert label == label_of[ident] and row_split == split == shards.split_of(ident)
             truth = ex.alpha[ident]

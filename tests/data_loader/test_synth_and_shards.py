@@ -1,7 +1,11 @@
+import io
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from data_loader import shards, storage, synth
+from data_loader import landmark_mask, shards, storage, synth
 
 
 def test_synthetic_dataset_layout(tmp_path):
@@ -59,3 +63,45 @@ def test_synth_on_s3(bucket):
     root = storage.resolve(f"s3://{bucket}/synth")
     assert shards.read_manifest(root)["identities"] == 4
     assert shards.load_set(root, "gallery")["unmasked"].shape == (4, 128, 128, 3)
+
+
+def test_synthetic_rows_carry_the_landmarks_of_the_face_drawn(tmp_path):
+    synth.generate(str(tmp_path / "d"), identities=6, images_per_identity=2, adapt_per_identity=1, seed=2, size=96,
+                   log=None)
+    root = storage.resolve(str(tmp_path / "d"))
+    for set_name in ("gallery", "train", "adapt"):
+        for batch in shards.iter_set(root, set_name, columns=["label", "landmarks"]):
+            assert batch["landmarks"].shape == (len(batch["label"]), 68, 2) and batch["landmarks"].dtype == np.float32
+            assert not np.isnan(batch["landmarks"]).any()
+    train = shards.load_set(root, "train")
+    for i in range(len(train["label"])):
+        pts = shards.landmarks_of({k: v[i] for k, v in train.items()})
+        assert pts.shape == (68, 2) and (pts > 0).all() and (pts < 96).all()
+        # a mask fitted to the recorded points covers what the renderer's true alpha covers
+        drawn = landmark_mask.raster(landmark_mask.polygon(pts.astype(np.float64)), 96) > 0.5
+        truth = train["alpha"][i] > 127
+        assert (drawn & truth).sum() / (drawn | truth).sum() > 0.7
+    raw = shards.read_table(root, shards.set_shards(root, shards.read_manifest(root), "gallery")[0]).to_pylist()[0]
+    assert np.array_equal(shards.landmarks_of(raw), shards.load_set(root, "gallery")["landmarks"][0])
+
+
+def test_shards_without_landmarks_still_read(tmp_path):
+    """A shard written before the landmarks column existed reads as 'landmarks unknown'."""
+    root = storage.resolve(str(tmp_path / "old"))
+    row = shards.image_row(label=0, identity="a", split="train", variant="gallery",
+                           unmasked=np.zeros((32, 32, 3), np.uint8))
+    del row["landmarks"]
+    old_schema = pa.schema([f for f in shards.SCHEMA if f.name != "landmarks"])
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([row], schema=old_schema), buf)
+    storage.write_bytes(root.join("gallery/part-00000.parquet"), buf.getvalue())
+    import hashlib
+    shard = {"path": "gallery/part-00000.parquet", "rows": 1, "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+             "bytes": len(buf.getvalue())}
+    shards.write_manifest(root, {"size": 32, "sets": {"gallery": {"rows": 1, "shards": [shard]}}})
+    batch = shards.load_set(root, "gallery")
+    assert "landmarks" not in batch and shards.landmarks_of({k: v[0] for k, v in batch.items()}) is None
+    assert list(next(shards.iter_set(root, "gallery", columns=["landmarks"]))) == []  # no row knows them
+    assert shards.landmarks_of(shards.read_table(root, shard).to_pylist()[0]) is None
+    with pytest.raises(shards.ShardError, match=r"landmarks: expected 544 bytes"):
+        shards.landmarks_of({"landmarks": b"\0" * 10})

@@ -233,7 +233,8 @@ def test_the_headline_keeps_the_caveat_keeps_random_trunks_apart_and_says_a_satu
 
     rep = _planted_report(orig_dodging_people=8)  # the plain mask already dodges 100 %
     text = headline.headline(rep)
-    assert text.splitlines()[0].startswith("Illustrative only: the recogniser has no real pretrained weights")
+    first = text.splitlines()[0]
+    assert first.startswith("Illustrative only: the faces are synthetic") and "no real pretrained weights" in first
     assert "saturated baseline: original_mask's dodging@1e-02 is already 100.0%" in text
     assert "(saturated: at 0 % or 100 % this figure cannot move)" in text
     # the held-out mean is dlib's alone: the random trunk's +40 is listed, never averaged in
