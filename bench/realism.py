@@ -23,20 +23,6 @@ from bench.dlib import cpu_name
 from cli.args import ranged
 
 
-def recognisers(wanted: list[str] | None) -> tuple[dict, dict]:
-    """({name: embed}, {name: why it is missing}) for the wanted names (None: every one that loads)."""
-    from maskgan import realism
-    from maskgan.models.zoo import ZOO_NAMES, ZooMissing
-
-    found, missing = {}, {}
-    for name in wanted or ["dlib-bin", *ZOO_NAMES]:
-        try:
-            found[name] = realism.dlib_embedder() if name == "dlib-bin" else realism.zoo_embedder(name)
-        except (ImportError, ZooMissing, RuntimeError) as e:
-            missing[name] = str(e).splitlines()[0]
-    return found, missing
-
-
 def _row(f) -> str:
     return (f"| {f.recogniser} | {f.identities} | {f.probes} | {f.genuine.mean:.3f} [{f.genuine.p5:.3f}, "
             f"{f.genuine.p95:.3f}] | {f.impostor.mean:.3f} [{f.impostor.p5:.3f}, {f.impostor.p95:.3f}] | "
@@ -70,7 +56,7 @@ def main(argv=None) -> dict:
         p.error(f"--identities: each must be in [2, 100000], got {a.identities!r}")
     from maskgan import realism
 
-    found, missing = recognisers(a.recognisers.split(",") if a.recognisers else None)
+    found, missing = realism.available_embedders(a.recognisers.split(",") if a.recognisers else None)
     for name, why in missing.items():
         print(f"{name}: not measured ({why})")
     if not found:

@@ -12,6 +12,7 @@ photo), never a detector's guess.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -215,8 +216,6 @@ def dlib_embedder() -> Embed:
     from maskgan.models import dlib_recognizer
 
     folder = dlib_recognizer.model_dir()
-    import os
-
     net = dlib.face_recognition_model_v1(os.path.join(folder, dlib_recognizer.RESNET_FILE))
 
     def embed(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -250,3 +249,17 @@ def zoo_embedder(name: str, batch: int = 64) -> Embed:
         return np.concatenate(out).astype(np.float32)
 
     return embed
+
+
+def available_embedders(wanted: list[str] | None = None) -> tuple[dict[str, Embed], dict[str, str]]:
+    """({name: embed}, {name: why it is missing, one line}) for the wanted names: `dlib-bin` (dlib's own
+    runtime) and zoo names (None: every one that loads here)."""
+    from maskgan.models.zoo import ZOO_NAMES, ZooMissing
+
+    found, missing = {}, {}
+    for name in wanted or ["dlib-bin", *ZOO_NAMES]:
+        try:
+            found[name] = dlib_embedder() if name == "dlib-bin" else zoo_embedder(name)
+        except (ImportError, ZooMissing, RuntimeError) as e:
+            missing[name] = str(e).splitlines()[0]
+    return found, missing

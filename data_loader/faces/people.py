@@ -146,14 +146,16 @@ def _muted(colours: np.ndarray) -> np.ndarray:
 
 
 def shot(rng: np.random.Generator) -> Shot:
-    """How the next photo is taken: pose up to +-25 degrees of yaw and +-12 of roll, light from the front half."""
+    """How the next photo is taken: pose up to +-20 degrees of yaw and +-10 of roll, light from the front half.
+    (+-25 / +-12 and a darker ambient cost dlib 3-7 points of unmasked verification on 40 people, with no change
+    to what the mask does.)"""
     u = rng.uniform
-    light = np.array([u(-0.8, 0.8), u(-0.7, 0.3), u(0.5, 1.0)])
+    light = np.array([u(-0.8, 0.8), u(-0.7, 0.3), u(0.8, 1.6)])
     return Shot(
-        yaw=np.deg2rad(u(-25, 25)), roll=np.deg2rad(u(-12, 12)), scale=u(0.95, 1.15), dx=u(-0.06, 0.06),
+        yaw=np.deg2rad(u(-20, 20)), roll=np.deg2rad(u(-10, 10)), scale=u(0.95, 1.15), dx=u(-0.06, 0.06),
         dy=u(-0.05, 0.05), light=light / np.linalg.norm(light),
         light_rgb=np.clip(np.array([1.0, 1.0, 1.0]) + rng.normal(0, 0.06, 3), 0.8, 1.2).astype(np.float32),
-        ambient=u(0.45, 0.7), smile=u(-0.01, 0.035), mouth_open=max(0.0, u(-0.02, 0.03)), squint=u(0.7, 1.1),
+        ambient=u(0.5, 0.75), smile=u(-0.01, 0.035), mouth_open=max(0.0, u(-0.02, 0.03)), squint=u(0.7, 1.1),
         brow_raise=u(-0.012, 0.02), gaze=rng.normal(0, 0.08, 2), background=_muted(rng.uniform(30, 230, (2, 3))),
         background_angle=u(0, 2 * np.pi), shirt=rng.uniform(20, 230, 3), noise=u(1.5, 5),
     )
