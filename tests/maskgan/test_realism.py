@@ -53,6 +53,15 @@ def test_threshold_is_calibrated_on_unmasked_impostors():
     assert f.tar[1e-2] == 1.0 and f.masked_genuine.mean < f.genuine.mean and f.dodging > 0.5
 
 
+def test_describe_names_every_recogniser_in_one_line():
+    people = _people(10, 1)
+    g = np.eye(10, dtype=np.float32)
+    masked = g[[0, 1, 2, 3, 4, 5, 6, 7, 9, 8]]  # the mask makes two people look like each other
+    line = realism.describe([realism.score(n, people, g, g, masked) for n in ("a", "b")])
+    assert "\n" not in line and "a rank-1 100% (masked 80%)" in line and "; b rank-1" in line
+    assert "plain-mask dodging 20%" in line
+
+
 def test_first_keeps_the_first_people_and_their_probes():
     people = _people(10, 3).first(4)
     assert len(people.gallery) == 4 and list(people.probe_labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
