@@ -19,9 +19,9 @@ HAIR = np.array([[20, 16, 14], [55, 36, 24], [90, 60, 34], [130, 90, 50], [190, 
 IRIS = np.array([[60, 40, 20], [40, 90, 150], [60, 120, 60], [110, 80, 50], [25, 20, 18], [90, 110, 120]],
                 dtype=np.float32)
 HAIR_STYLES = ("short", "long", "bob", "bald", "fringe", "parted", "curly")
-# Every identity range below is widened by this factor around its middle: on dlib's recogniser, 1.5 took the
-# impostor similarity from 0.909 to 0.901 and dodging by the plain mask from 0.97 to 0.80 (40 people; 2.0 gained
-# little more and starts to draw implausible faces).
+# Every identity range below is widened by this factor around its middle: in exploratory runs on 40 people, 1.5
+# lowered dlib's impostor similarity and the plain mask's dodging; 2.0 gained little more and drew implausible
+# faces. `python -m bench.realism` measures the result.
 SPREAD = 1.5
 TEXTURE_GRID = 12  # the per-person skin/hair texture fields: a 12 x 12 grid of random values, bilinearly sampled
 
@@ -147,8 +147,8 @@ def _muted(colours: np.ndarray) -> np.ndarray:
 
 def shot(rng: np.random.Generator) -> Shot:
     """How the next photo is taken: pose up to +-20 degrees of yaw and +-10 of roll, light from the front half.
-    (+-25 / +-12 and a darker ambient cost dlib 3-7 points of unmasked verification on 40 people, with no change
-    to what the mask does.)"""
+    (Wider pose and darker light cost unmasked verification in exploratory runs and changed nothing the mask
+    does.)"""
     u = rng.uniform
     light = np.array([u(-0.8, 0.8), u(-0.7, 0.3), u(0.8, 1.6)])
     return Shot(
