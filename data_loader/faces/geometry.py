@@ -57,7 +57,7 @@ def eye_curves(p: Person, s: Shot, side: int, x: np.ndarray) -> tuple[np.ndarray
     r = np.clip(1 - a ** 2, 0, 1)
     line = p.eye_y - p.eye_tilt * a * p.eye_w
     h = p.eye_h * s.squint
-    peak = 1 + 0.25 * a  # the upper lid's highest point sits a little towards the outer corner... softened
+    peak = 1 + 0.25 * a  # the upper lid is highest a little towards the outer corner
     return a, line - h * r ** 0.6 * np.clip(peak, 0.7, 1.2), line + h * p.lower_lid * r ** 0.9
 
 

@@ -122,7 +122,8 @@ def person(rng: np.random.Generator) -> Person:
     return Person(
         face_w=face_w, forehead=u(0.40, 0.62), jaw_w=face_w * u(0.62, 0.92), jaw_y=u(0.22, 0.36),
         chin=u(0.56, 0.72), chin_pow=u(1.5, 3.5),
-        skin=_pick(rng, SKIN, 12), blush=max(0.0, u(0, 0.5)), skin_texture=rng.uniform(-1, 1, (TEXTURE_GRID, TEXTURE_GRID)),
+        skin=_pick(rng, SKIN, 12), blush=max(0.0, u(0, 0.5)),
+        skin_texture=rng.uniform(-1, 1, (TEXTURE_GRID, TEXTURE_GRID)),
         moles=rng.uniform([-0.4, -0.35], [0.4, 0.5], (rng.integers(0, 5), 2)),
         eye_y=eye_y, eye_dx=u(0.15, 0.22), eye_w=eye_w, eye_h=eye_w * u(0.32, 0.55), eye_tilt=u(-0.18, 0.22),
         lower_lid=u(0.45, 0.8), iris=_pick(rng, IRIS, 15), iris_r=u(0.36, 0.5), lid_crease=u(0.6, 1.4),
@@ -136,7 +137,8 @@ def person(rng: np.random.Generator) -> Person:
         hair_len=u(0.4, 1.0), hair_texture=rng.uniform(0, 2 * np.pi, (TEXTURE_GRID, TEXTURE_GRID)),
         part=u(-0.8, 0.8), beard=rng.uniform(0.3, 1) if rng.uniform() < 0.3 else 0.0,
         glasses=int(rng.choice(3, p=[0.7, 0.15, 0.15])), glasses_rgb=_pick(rng, HAIR[[0, 1, 6]], 20),
-        relief=rng.normal(0, 1, (TEXTURE_GRID, TEXTURE_GRID)), age=rng.uniform(0, 1) ** 1.5, lashes=u(0.6, 2.0), lipstick=rng.uniform(0, 1) if rng.uniform() < 0.3 else 0.0,
+        relief=rng.normal(0, 1, (TEXTURE_GRID, TEXTURE_GRID)), age=rng.uniform(0, 1) ** 1.5, lashes=u(0.6, 2.0),
+        lipstick=rng.uniform(0, 1) if rng.uniform() < 0.3 else 0.0,
     )
 
 
