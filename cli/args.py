@@ -88,8 +88,8 @@ def _ray_address(p: argparse.ArgumentParser) -> None:
 def _demo(sub) -> None:
     d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 4 minutes)")
     d.add_argument("--out", default="demo_out", help="folder for data, weights and runs (default: demo_out)")
-    d.add_argument("--identities", type=ranged(int, "[2, 1000000]"), default=40,
-                   help="synthetic identities (default: 40)")
+    d.add_argument("--identities", type=ranged(int, "[2, 1000000]"), default=80,
+                   help="synthetic identities, a fifth of them in the test split (default: 80, 16 test identities)")
     d.add_argument("--epochs", type=ranged(int, "[1, 100000]"), default=8, help="GAN epochs (default: 8)")
     d.add_argument("--experiment", default="exp1", choices=EXPERIMENTS,
                    help="what the recogniser's head fine-tunes on: exp0 nothing, exp1 generated-mask faces, exp2 + unmasked "

@@ -8,8 +8,8 @@ photo (unmasked, masked, generated, controls: they are pixel-aligned) and for ev
   - identity folders (data_loader.identities): exact. Each photo was cropped around its detected face box by the
     rule the manifest records (source.crop: side = enlarge x box side, centre shift_up box sides above the box's),
     so in the crop the detection box sits at the same place for every photo;
-  - synthetic faces: nominal. The box of a face of average shape (the renderer's face width and height ranges),
-    drawn like the identity tree's sidecar boxes; photos jitter it by up to 7 % of the side;
+  - synthetic faces: nominal. The box of a face of average shape (the people's face width and chin ranges),
+    drawn like the identity tree's sidecar boxes; photos move it with their pose and camera distance;
   - FFHQ (+ MaskedFace-Net): approximate. From FFHQ's alignment rule (the crop is centred 0.1 eye-to-mouth
     below the eyes' midpoint, with side 3.6 x eye-to-mouth for a frontal face), taking a dlib-style box from
     the brows (0.35 eye-to-mouth above the eyes) to the chin (0.6 below the mouth).
@@ -18,10 +18,10 @@ Data with another source kind has no recorded box (None).
 
 from __future__ import annotations
 
-# The synthetic renderer's face: x in [-face_w, face_w], chin at y = face_h ([-1, 1] image coordinates) with
-# face_w ~ U(0.46, 0.64), face_h ~ U(0.62, 0.80); the sidecar box is as wide as the jaw and ends 0.1 box
-# sides above the chin. At the means (0.55, 0.71), in fractions of the image:
-SYNTHETIC = (0.225, 0.25, 0.775, 0.80)
+# The synthetic people (data_loader.faces): cheekbone half-width face_w, chin at y = chin (face units), seen at
+# camera scale s ([-1, 1] image coordinates), with means face_w 0.48, chin 0.64, s 1.05; the sidecar box is as
+# wide as the face and ends 0.1 box sides above the chin. At the means, in fractions of the image:
+SYNTHETIC = (0.248, 0.282, 0.752, 0.786)
 # FFHQ: eye-to-mouth = side / 3.6 = 0.278; eyes at 0.5 - 0.1 x 0.278, mouth 0.278 below them (fractions).
 _E2M = 1 / 3.6
 _EYE_Y = 0.5 - 0.1 * _E2M

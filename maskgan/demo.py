@@ -56,11 +56,17 @@ def surrogates_here(log=print) -> list[str]:
     return found or list(STAND_IN_SURROGATES)
 
 
-def prepare(cfg, identities: int = 40, images_per_identity: int = 4, log=print) -> None:
+# The demo's people: 80 identities give 16 test identities (a fifth), 2 photos each keep the probe count (and so
+# the demo's time) where 40 x 4 had it; the adapt pool stays at 40 people.
+DEMO_IDENTITIES, DEMO_PHOTOS, DEMO_ADAPT_IDENTITIES = 80, 2, 40
+
+
+def prepare(cfg, identities: int = DEMO_IDENTITIES, images_per_identity: int = DEMO_PHOTOS, log=print) -> None:
     """Steps 1-3 of the demo, into the places `cfg` names: synthetic faces, the projector, the recogniser
     (bench/diversity.py reuses them)."""
     log(f"[1/5] synthetic faces: {identities} identities x {images_per_identity} photos -> {cfg.data.uri}")
-    synth.generate(cfg.data.uri, identities, images_per_identity, adapt_per_identity=4, seed=cfg.train.seed, log=log)
+    synth.generate(cfg.data.uri, identities, images_per_identity, adapt_per_identity=4, seed=cfg.train.seed, log=log,
+                   adapt_identities=min(identities, DEMO_ADAPT_IDENTITIES))
     log(f"[2/5] projector -> {cfg.model.projector}")
     pretrain.train_projector(cfg.data.uri, cfg.model.projector, epochs=cfg.projector.epochs,
                              batch_size=cfg.projector.batch_size, lr=cfg.projector.lr,
@@ -70,7 +76,8 @@ def prepare(cfg, identities: int = 40, images_per_identity: int = 4, log=print) 
     pretrain.adapt_recognizer(cfg.data.uri, cfg.model.recognizer_weights, base="random", log=log)
 
 
-def run(out: str = "demo_out", identities: int = 40, images_per_identity: int = 4, epochs: int = 8,
+def run(out: str = "demo_out", identities: int = DEMO_IDENTITIES, images_per_identity: int = DEMO_PHOTOS,
+        epochs: int = 8,
         experiment: str = "exp1", generator: str = "fc3", universal_k: int = DEMO_UNIVERSAL_K,
         surrogates: list[str] | tuple | None = None, seeds: int = 1, log=print) -> dict:
     """The demo: one run (training seed 0), or `seeds` runs on the same data (training seeds 0..seeds-1) and

@@ -1,0 +1,93 @@
+"""Realism of the synthetic people: how real recognisers tell them apart, unmasked and with the plain mask on,
+beside the same recognisers on the real photos that ship in installed packages.
+
+    python -m bench.realism [--identities 200,1000] [--probes 1] [--recognisers dlib-bin,dlib,...] [--size 128]
+
+Draws max(--identities) people (data_loader.faces, as `maskgan data synth` does), a gallery photo and --probes
+probe photos each (every probe also wearing the plain surgical mask), embeds each photo once per recogniser
+aligned from its exact landmarks, and scores the first N people for each N in --identities (maskgan.realism).
+Recognisers: `dlib-bin` (dlib's own runtime, if installed) and every zoo model whose converted weights are in
+the cache (`maskgan recognizers fetch`); those missing are listed with the reason. Prints the drawing speed
+(photos/s, one process), then one table row per recogniser and gallery size; the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import time
+
+from bench.dlib import cpu_name
+from cli.args import ranged
+
+
+def _row(f) -> str:
+    return (f"| {f.recogniser} | {f.identities} | {f.probes} | {f.genuine.mean:.3f} [{f.genuine.p5:.3f}, "
+            f"{f.genuine.p95:.3f}] | {f.impostor.mean:.3f} [{f.impostor.p5:.3f}, {f.impostor.p95:.3f}] | "
+            f"{f.rank1:.1%} | {f.tar[1e-2]:.1%} | {f.tar[1e-3]:.1%} | {f.masked_genuine.mean:.3f} | "
+            f"{f.masked_rank1:.1%} | {f.masked_tar[1e-2]:.1%} | {f.dodging:.1%} |")
+
+
+HEADER = ("| recogniser | people | probes | genuine mean [p5, p95] | impostor mean [p5, p95] | rank-1 | TAR @ FAR 1e-2 "
+          "| TAR @ FAR 1e-3 | masked genuine mean | masked rank-1 | masked TAR @ FAR 1e-2 | dodging @ FAR 1e-2 |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m bench.realism")
+    p.add_argument("--identities", default="200,1000",
+                   help="gallery sizes to score, comma-separated integers in [2, 100000] (default 200,1000)")
+    p.add_argument("--probes", type=ranged(int, "[1, 100]"), default=1,
+                   help="probe photos per person, integer in [1, 100] (default 1)")
+    p.add_argument("--size", type=ranged(int, "[64, 1024]"), default=128,
+                   help="photo side in pixels, integer in [64, 1024] (default 128, the demo's)")
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0, help="people's seed (default 0)")
+    p.add_argument("--recognisers", default=None,
+                   help="comma-separated: dlib-bin and/or zoo names (default: every one that loads)")
+    p.add_argument("--no-real", action="store_true", help="skip the real packaged photos")
+    a = p.parse_args(argv)
+    try:
+        sizes = sorted({int(x) for x in a.identities.split(",")})
+    except ValueError:
+        p.error(f"--identities: expected comma-separated integers, got {a.identities!r}")
+    if not sizes or min(sizes) < 2 or max(sizes) > 100000:
+        p.error(f"--identities: each must be in [2, 100000], got {a.identities!r}")
+    from maskgan import realism
+
+    found, missing = realism.available_embedders(a.recognisers.split(",") if a.recognisers else None)
+    for name, why in missing.items():
+        print(f"{name}: not measured ({why})")
+    if not found:
+        p.error("no recogniser loads: install dlib (pip install -e '.[dlib]') or run `maskgan recognizers fetch`")
+    t0 = time.perf_counter()
+    people = realism.synthetic_people(max(sizes), a.probes, a.size, a.seed)
+    photos = len(people.gallery) + len(people.probe_labels)
+    speed = photos / (time.perf_counter() - t0)
+    print(f"drew {photos} photos of {max(sizes)} people at {a.size} px: {speed:.1f} photos/s (one process)")
+    real, what = (None, "") if a.no_real else realism.real_people()
+    print(HEADER)
+    results, real_rows = [], []
+    for name, embed in found.items():
+        t = time.perf_counter()
+        for f in realism.measure(name, embed, people, tuple(sizes)):
+            results.append(f)
+            print(_row(f), flush=True)
+        if real is not None:
+            r = realism.measure(name, embed, real, (len(real.gallery),))[0]
+            real_rows.append(r)
+            print(f"| {name} real | {r.identities} | {r.probes} | {r.genuine.mean:.3f} | {r.impostor.mean:.3f} | "
+                  f"| | | {r.masked_genuine.mean:.3f} | | | |", flush=True)
+        print(f"({name}: {time.perf_counter() - t:.0f} s)", flush=True)
+    if real is not None:
+        print(f"real: {what}")
+    out = {"bench": "realism", "date": datetime.date.today().isoformat(), "cpu": cpu_name(),
+           "photos_per_s": round(speed, 2), "synthetic": [dataclasses.asdict(f) for f in results],
+           "real": [dataclasses.asdict(f) for f in real_rows], "missing": missing}
+    print(json.dumps(out, default=str))
+    return out
+
+
+if __name__ == "__main__":
+    main()

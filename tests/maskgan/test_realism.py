@@ -1,0 +1,75 @@
+"""Realism figures (maskgan.realism): planted cases whose answers are known, and real recognisers on a few
+synthetic people."""
+
+import numpy as np
+import pytest
+
+from maskgan import realism
+
+
+def _people(n: int, probes: int) -> realism.People:
+    z = np.zeros((n, 4, 4, 3), np.uint8)
+    labels = np.repeat(np.arange(n), probes)
+    lm = np.zeros((len(labels), 68, 2), np.float32)
+    return realism.People(z, lm[:n], labels, z[labels], z[labels], lm)
+
+
+def test_perfect_recogniser_scores_perfectly_and_a_mask_that_swaps_identities_dodges_all():
+    n = 50
+    people = _people(n, 2)
+    gallery = np.eye(n, dtype=np.float32)
+    probes = gallery[people.probe_labels]
+    swapped = gallery[(people.probe_labels + 1) % n]
+    f = realism.score("planted", people, gallery, probes, swapped)
+    assert f.rank1 == 1.0 and f.tar == {1e-2: 1.0, 1e-3: 1.0} and f.genuine.mean == 1.0 and f.impostor.mean == 0.0
+    assert f.masked_rank1 == 0.0 and f.dodging == 1.0 and f.identities == n and f.probes == 2 * n
+
+
+def test_a_wrong_probe_costs_exactly_its_share():
+    n = 40
+    people = _people(n, 1)
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(n, 64)).astype(np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    probes = gallery.copy()
+    probes[3] = gallery[7]  # probe 3 looks exactly like person 7
+    f = realism.score("planted", people, gallery, probes, probes)
+    assert f.rank1 == pytest.approx(39 / 40) and f.masked_rank1 == pytest.approx(39 / 40)
+    # its genuine similarity is a random pair's, below the impostor threshold: it fails verification too
+    assert f.tar[1e-2] == pytest.approx(39 / 40)
+
+
+def test_threshold_is_calibrated_on_unmasked_impostors():
+    """A mask that lowers every genuine similarity below the best impostor pair's fails them all."""
+    n = 30
+    people = _people(n, 1)
+    rng = np.random.default_rng(1)
+    gallery = rng.normal(size=(n, 16)).astype(np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    noise = rng.normal(size=gallery.shape).astype(np.float32)
+    masked = gallery + 3 * noise
+    masked /= np.linalg.norm(masked, axis=1, keepdims=True)
+    f = realism.score("planted", people, gallery, gallery, masked)
+    assert f.tar[1e-2] == 1.0 and f.masked_genuine.mean < f.genuine.mean and f.dodging > 0.5
+
+
+def test_describe_names_every_recogniser_in_one_line():
+    people = _people(10, 1)
+    g = np.eye(10, dtype=np.float32)
+    masked = g[[0, 1, 2, 3, 4, 5, 6, 7, 9, 8]]  # the mask makes two people look like each other
+    line = realism.describe([realism.score(n, people, g, g, masked) for n in ("a", "b")])
+    assert "\n" not in line and "a rank-1 100% (masked 80%)" in line and "; b rank-1" in line
+    assert "plain-mask dodging 20%" in line
+
+
+def test_first_keeps_the_first_people_and_their_probes():
+    people = _people(10, 3).first(4)
+    assert len(people.gallery) == 4 and list(people.probe_labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_dlib_tells_a_few_synthetic_people_apart():
+    pytest.importorskip("dlib")
+    people = realism.synthetic_people(12, 1, 128, seed=0)
+    (f,) = realism.measure("dlib-bin", realism.dlib_embedder(), people, (12,))
+    assert f.rank1 >= 0.9 and f.genuine.mean > f.impostor.mean + 0.04
+    assert f.masked_genuine.mean < f.genuine.mean  # the mask costs similarity
