@@ -63,7 +63,7 @@ class ModelConfig:
     # bilinearly (smooth blocks a printer reproduces). 1: every pixel its own output (the paper's)
     cell_px: int = ranged(1, "[1, 64]")
     recognizer_weights: str = "random"  # vggface2 | casia-webface | random | path | s3:// URI
-    # EXTRA white-box surrogates attacked together with recognizer_weights (issue 15): the generator's loss
+    # EXTRA white-box surrogates attacked together with recognizer_weights: the generator's loss
     # averages over all of them, each has its own head trained as the experiment says. Specs: random:<seed>
     # (a facenet trunk initialised from the seed, its own fresh head), random, a pretrained name, a path or
     # s3:// URI, or zoo:<name> (a real pretrained recogniser of maskgan.models.zoo: dlib, hse, faceplugin, expo;
@@ -83,13 +83,13 @@ class ObjectiveConfig:
     g_lr: float = ranged(1e-2, "(0, 10]")
     head_lr: float = ranged(1e-4, "(0, 10]")  # recogniser head Adam learning rate
     cosine_scale: float = ranged(16.0, "(0, 1000]")  # logit = scale * cos(probe embedding, gallery embedding)
-    # Printability terms added to the generator's loss (issue 14; 0 turns a term off, the paper has neither):
+    # Printability terms added to the generator's loss (0 turns a term off, the paper has neither):
     # tv_weight x the design's total variation (mean |neighbour difference|, [0, 1] scale: noise ~0.33) and
     # nps_weight x its non-printability (mean RGB distance to the nearest colour of `palette`).
     tv_weight: float = ranged(0.0, "[0, 1000]")
     nps_weight: float = ranged(0.0, "[0, 1000]")
     # diversity_weight x MSGAN's mode-seeking term 1 / (lz + 1e-5), lz = image distance per unit of latent
-    # distance between paired designs of a batch (issue 17, maskgan.diversity); 0 keeps the paper's objective.
+    # distance between paired designs of a batch (maskgan.diversity); 0 keeps the paper's objective.
     diversity_weight: float = ranged(0.0, "[0, 100]")
     palette: str = ""  # palette file from `maskgan palette fit` (local or s3://); "": the uncalibrated default
 

