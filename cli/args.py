@@ -86,7 +86,7 @@ def _ray_address(p: argparse.ArgumentParser) -> None:
 
 
 def _demo(sub) -> None:
-    d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 4 minutes)")
+    d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 5 minutes)")
     d.add_argument("--out", default="demo_out", help="folder for data, weights and runs (default: demo_out)")
     d.add_argument("--identities", type=ranged(int, "[2, 1000000]"), default=80,
                    help="synthetic identities, a fifth of them in the test split (default: 80, 16 test identities)")

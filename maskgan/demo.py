@@ -91,7 +91,7 @@ def run(out: str = "demo_out", identities: int = DEMO_IDENTITIES, images_per_ide
                                         objective={"experiment": experiment},
                                         model={"generator": generator, "recognizers": list(surrogates)},
                                         eval={"held_out": held_out(log), "max_probes": 32})
-    log("maskgan demo: the whole pipeline on synthetic data, about 4 minutes on a 2-core machine "
+    log("maskgan demo: the whole pipeline on synthetic data, about 5 minutes on a 2-core machine "
         + (f"per seed, {seeds} training seeds " if seeds > 1 else "") + "(the wall time is printed at the end)")
     prepare(cfg, identities, images_per_identity, log=log)
     reports = []
