@@ -33,9 +33,9 @@ def _best(fn, rounds: int) -> tuple[float, float]:
     return best
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m bench.zoo")
-    p.add_argument("--batch", type=ranged(int, "[1, 1024]"), default=32, help="chips per batch, integer in "
+def timing_args(p: argparse.ArgumentParser, what: str) -> None:
+    """The flags every zoo timing shares (bench.zoo and bench.zoo_ports)."""
+    p.add_argument("--batch", type=ranged(int, "[1, 1024]"), default=32, help=f"{what} per batch, integer in "
                    "[1, 1024] (default 32)")
     p.add_argument("--rounds", type=ranged(int, "[1, 100]"), default=3, help="timed rounds, the best is kept, "
                    "integer in [1, 100] (default 3)")
@@ -43,6 +43,11 @@ def main(argv=None) -> dict:
                    "[1, 256] (default 1)")
     p.add_argument("--dir", default=None, help="zoo cache folder (default: $MASKGAN_ZOO_DIR or "
                    "~/.cache/maskgan/zoo)")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m bench.zoo")
+    timing_args(p, "chips")
     a = p.parse_args(argv)
     import dlib
     import torch

@@ -15,7 +15,7 @@ import json
 import os
 
 from bench.dlib import cpu_name
-from bench.zoo import _best
+from bench.zoo import _best, timing_args
 from cli.args import ranged
 
 PORTS = ("faceplugin", "expo", "hse")
@@ -48,14 +48,7 @@ def measure(name: str, batch: int, rounds: int, cache_dir: str | None) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m bench.zoo_ports")
     p.add_argument("--models", nargs="+", choices=PORTS, default=list(PORTS), help="ports to time (default: all)")
-    p.add_argument("--batch", type=ranged(int, "[1, 1024]"), default=32, help="faces per batch, integer in "
-                   "[1, 1024] (default 32)")
-    p.add_argument("--rounds", type=ranged(int, "[1, 100]"), default=3, help="timed rounds, the best is kept, "
-                   "integer in [1, 100] (default 3)")
-    p.add_argument("--threads", type=ranged(int, "[1, 256]"), default=1, help="torch threads, integer in "
-                   "[1, 256] (default 1)")
-    p.add_argument("--dir", default=None, help="zoo cache folder (default: $MASKGAN_ZOO_DIR or "
-                   "~/.cache/maskgan/zoo)")
+    timing_args(p, "faces")
     a = p.parse_args(argv)
     import torch
 
