@@ -16,7 +16,6 @@ import os
 
 from bench.dlib import cpu_name
 from bench.zoo import _best, timing_args
-from cli.args import ranged
 
 PORTS = ("faceplugin", "expo", "hse")
 
