@@ -257,7 +257,14 @@ def calibrated(impostor: np.ndarray, fars=FARS, source: str = "per-split unmaske
             thr[far_key(f)] = far_threshold(impostor, f)
         else:
             dropped[far_key(f)] = f"dropped: {n} impostor pairs, FAR {far_key(f)} needs at least {need}"
-    return {"source": source, "held_apart": held_apart, "pairs": n, "thresholds": thr, "dropped": dropped}
+    rough = []
+    if not thr and n:  # no level supportable: keep the coarsest as a rough one, said so, rather than no verification
+        coarsest = far_key(max(fars))
+        thr[coarsest] = far_threshold(impostor, max(fars))
+        dropped.pop(coarsest)
+        rough.append(coarsest)
+    return {"source": source, "held_apart": held_apart, "pairs": n, "thresholds": thr, "dropped": dropped,
+            "rough": rough}
 
 
 def _best_control(values: dict, controls, key: str | None) -> str | None:

@@ -98,6 +98,10 @@ def test_a_far_level_with_fewer_than_10_over_far_pairs_is_dropped_with_a_note():
     assert "10000" in cal["dropped"]["1e-03"]
     enough = scoring.calibrated(np.random.default_rng(0).normal(size=10_000))
     assert set(enough["thresholds"]) == {"1e-02", "1e-03"} and not enough["dropped"]
+    # no supportable level at all: the coarsest is kept and called rough, so a small data set still has a report
+    few = scoring.calibrated(np.random.default_rng(0).normal(size=300))
+    assert set(few["thresholds"]) == {"1e-02"} and few["rough"] == ["1e-02"] and "1e-03" in few["dropped"]
+    assert "read it as rough" in report.calibration_line({**few, "identities": 5})
     line = report.calibration_line({**cal, "identities": 40})
     assert "5000 impostor pairs" in line and "held apart" in line and "FAR 1e-03 dropped" in line
     # every row is then scored at the supported level only
