@@ -73,12 +73,16 @@ def zoo(monkeypatch):
 
 
 def landmarks(n=N):
-    """A face's 68 points as the synthetic data draws them (eyes at y 32, mouth 55, chin 66 in an 80 px photo),
-    the same for every photo."""
-    from data_loader import synth
+    """A face's 68 points as the synthetic data draws them (a frontal, centred shot of one person in an 80 px
+    photo), the same for every photo."""
+    import dataclasses
 
-    p = synth.identity_params(np.random.default_rng(0))
-    pts = synth.landmarks68(p, {"scale": 1.0, "dx": 0.0, "dy": 0.0}, SIZE)
+    from data_loader import faces
+
+    rng = np.random.default_rng(0)
+    p = faces.person(rng)
+    shot = dataclasses.replace(faces.people.shot(rng), yaw=0.0, roll=0.0, scale=1.0, dx=0.0, dy=0.0)
+    pts = faces.geometry.landmarks68(p, shot, SIZE)
     return torch.from_numpy(pts.astype(np.float32)).expand(n, 68, 2).contiguous()
 
 
