@@ -19,7 +19,7 @@ def test_train_then_evaluate_fools_the_recogniser(ray_session, small_cfg):
     # The paper's generator and loss (per-pixel fc3, its rate, no printability terms): the laptop recipe's colour
     # cells and TV/NPS trade most of the white-box fooling for printable designs (measured in docs/printing.md);
     # this test is about the method itself.
-    cfg = small_cfg.replace(train={"epochs": 8, "val_probes": 0}, model={"cell_px": 1},
+    cfg = small_cfg.replace(train={"epochs": 14, "val_probes": 0}, model={"cell_px": 1},
                             objective={"tv_weight": 0.0, "nps_weight": 0.0, "g_lr": 0.01})
     result = train.fit(cfg)
     report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None)
