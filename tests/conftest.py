@@ -103,7 +103,7 @@ def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("assets")
     data = str(root / "data")
     synth.generate(data, identities=24, images_per_identity=4, adapt_per_identity=4, adapt_identities=30, seed=0)
-    pretrain.train_projector(data, str(root / "projector.pt"), epochs=10, max_images=200, log=lambda *_: None)
+    pretrain.train_projector(data, str(root / "projector.pt"), epochs=20, max_images=200, log=lambda *_: None)
     pretrain.adapt_recognizer(data, str(root / "recognizer.pt"), base="random", log=lambda *_: None)
     return root
 
