@@ -6,8 +6,8 @@ term and print, for each, the universal designs' pixel diversity and their test 
 
 --root is a `make demo` output folder (data, projector.pt, recognizer.pt); when it has no data the demo's first
 three steps make them there (40 synthetic identities, about a minute). Each weight is one run of
-`maskgan.train.fit(recipes.debug_cpu(root))` with `objective.diversity_weight` set, on a local Ray (2 CPUs unless
-RAY_ADDRESS names a cluster), then `evaluate.evaluate_run` without the defender (it does not change these
+`maskgan.training.train.fit(recipes.debug_cpu(root))` with `objective.diversity_weight` set, on a local Ray (2 CPUs unless
+RAY_ADDRESS names a cluster), then `runner.evaluate_run` without the defender (it does not change these
 figures). The first weight is the baseline the others are compared with: the diversity bar is pixel diversity at
 least 3x the baseline's with test dodging at most 5 points lower. With a conditional `--generator` (cond_fc3,
 cond_conv) each line also gives the designs' pixel distance across people (one latent, the split's first 8
@@ -44,7 +44,10 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     from data_loader import shards, storage
     from data_loader.ray_session import ensure_ray
-    from maskgan import demo, evaluate, recipes, train
+    from maskgan import demo
+    from maskgan.config import recipes
+    from maskgan.reporting import runner
+    from maskgan.training import train
 
     os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # no Prometheus to wait for
     root = os.path.abspath(a.root)
@@ -59,7 +62,7 @@ def main(argv=None) -> dict:
                                   "epochs": a.epochs}, objective={"diversity_weight": weight},
                            model={"generator": a.generator})
         result = train.fit(cfg, log=lambda *_: None)
-        report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=a.universal_k,
+        report = runner.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=a.universal_k,
                                        defender_steps=0)
         far = report["fars"][0]
         uni, orig, div = (report["rows"]["universal"]["test"], report["rows"]["original_mask"]["test"],

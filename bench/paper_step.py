@@ -1,6 +1,6 @@
 """The paper-structured step: the baseline that bench/step.py measures ours against. It lives only here.
 
-The objective is ours (maskgan.objective): the design worn in the mask region (the warp from the projector's
+The objective is ours (maskgan.training.objective): the design worn in the mask region (the warp from the projector's
 alpha), cosine logits against the gallery, the generator ascending the cross-entropy, the head descending
 cross-entropy + lambda * L1 on the experiment's mixture. What differs is the structure, as the paper's code
 ran it:
@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskgan.config import ObjectiveConfig
-from maskgan import physical
+from maskgan.design import physical
+from maskgan.models.ops import l1, logits
 from maskgan.models.recognizer import Head, Trunk
-from maskgan.objective import HEAD_TERMS, l1, logits, make_optimizers
+from maskgan.training.objective import HEAD_TERMS, make_optimizers
 
 PAPER_BATCH = 16
 

@@ -3,8 +3,8 @@
     python -m bench.pipeline [--data URI] [--device cuda|cpu] [--batch N] [--epochs E] [--rows R]
                              [--resident-gib auto|0|X] [--experiment exp1]
 
-The end-to-end figure is the product itself: `maskgan.train.fit` with one worker (shards -> Ray Data stream ->
-Ray Train worker -> per-image constants -> maskgan.objective.train_step), each epoch's `train/images_per_s`
+The end-to-end figure is the product itself: `maskgan.training.train.fit` with one worker (shards -> Ray Data stream ->
+Ray Train worker -> per-image constants -> maskgan.training.objective.train_step), each epoch's `train/images_per_s`
 read back from the run's checkpoints. The in-memory figure is the same step, same batch size, same
 precision/compile settings, same CPU threads, looping over one batch already on the device, in this process
 after the run: the ceiling the pipeline is measured against.
@@ -32,9 +32,12 @@ import torch
 from bench.step import Meter, device_name, sync
 from data_loader import shards, storage, synth
 from data_loader.ray_session import ensure_ray
-from maskgan import assembly, config, feed, objective, recipes, train
+from maskgan import config
+from maskgan.config import recipes
 from maskgan.models import weights
 from maskgan.models.projector import Projector
+from maskgan.run import build, checkpoints
+from maskgan.training import feed, objective, train
 
 
 def synthetic_shards(uri: str, rows: int, size: int, identities: int = 64, shard_size: int = 1024,
@@ -74,17 +77,17 @@ def run_config(args, data_uri: str, projector_uri: str, runs_uri: str) -> config
 
 def epoch_metrics(run_uri: str) -> list[dict]:
     run = storage.resolve(run_uri)
-    return [assembly.read_meta(loc)["metrics"] for _, loc in assembly.list_checkpoints(run)]
+    return [checkpoints.read_meta(loc)["metrics"] for _, loc in checkpoints.list_checkpoints(run)]
 
 
 def in_memory(cfg: config.RunConfig, device: torch.device, steps: int, warmup: int) -> dict:
     """The worker's step on one device-resident batch of the same data: the pipeline's ceiling."""
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))  # what the worker gave torch
     torch.manual_seed(0)
-    root = assembly.data_root(cfg)
-    parts = assembly.build(cfg, device, root)
+    root = build.data_root(cfg)
+    parts = build.build(cfg, device, root)
     rec, projector, gallery_feats = parts.recognizer, parts.projector, parts.gallery_feats
-    generator = assembly.generator_from_arch(assembly.arch(cfg, assembly.image_size(root))).to(device)
+    generator = checkpoints.generator_from_arch(checkpoints.arch(cfg, build.image_size(root))).to(device)
     models = objective.accelerate(objective.Models(generator, rec.trunk, rec.head, cfg.model.latent_dim), device,
                                   cfg.train.precision, cfg.train.compile)
     opts = objective.make_optimizers(generator, rec.head, cfg.objective)

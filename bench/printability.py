@@ -5,8 +5,8 @@ evaluate each, printing the universal designs' TV, NPS and test dodging next to 
                                  [--eot] [--out /tmp/printability]
 
 --root is a `make demo` output folder (its data, projector and recogniser are reused). Each point is one run of
-`maskgan.train.fit(recipes.debug_cpu(root))` with those weights under --out, on a local Ray (2 CPUs unless
-RAY_ADDRESS names a cluster), then `evaluate.evaluate_run`. The figures in docs/printing.md come from
+`maskgan.training.train.fit(recipes.debug_cpu(root))` with those weights under --out, on a local Ray (2 CPUs unless
+RAY_ADDRESS names a cluster), then `runner.evaluate_run`. The figures in docs/printing.md come from
 `python -m bench.printability --points 0.3:0.5 3:5` on a 2-core CPU machine. Each line also gives the robustness
 robustness figure: rank-1 of the universal designs printed and photographed under HELD-OUT transforms, against
 original_mask's (the bar: >= 20 points lower). The last line is JSON for scripts.
@@ -57,7 +57,9 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="/tmp/printability", help="where the runs go (default /tmp/printability)")
     a = p.parse_args(argv)
     from data_loader.ray_session import ensure_ray
-    from maskgan import evaluate, recipes, train
+    from maskgan.config import recipes
+    from maskgan.reporting import runner
+    from maskgan.training import train
 
     ensure_ray(None, print)
     root = os.path.abspath(a.root)
@@ -70,7 +72,7 @@ def main(argv=None) -> dict:
             objective={"tv_weight": tv_w, "nps_weight": nps_w, "g_lr": a.g_lr or base.objective.g_lr},
             model={"cell_px": a.cell_px or base.model.cell_px}, physical={"enabled": a.eot})
         result = train.fit(cfg, log=lambda *_: None)
-        report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=a.universal_k)
+        report = runner.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=a.universal_k)
         far = report["fars"][0]
         uni, orig = report["rows"]["universal"]["test"], report["rows"]["original_mask"]["test"]
         pr = report["printability"]["rows"]

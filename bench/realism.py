@@ -5,7 +5,7 @@ beside the same recognisers on the real photos that ship in installed packages.
 
 Draws max(--identities) people (data_loader.faces, as `maskgan data synth` does), a gallery photo and --probes
 probe photos each (every probe also wearing the plain surgical mask), embeds each photo once per recogniser
-aligned from its exact landmarks, and scores the first N people for each N in --identities (maskgan.realism).
+aligned from its exact landmarks, and scores the first N people for each N in --identities (maskgan.evaluation.realism).
 Recognisers: `dlib-bin` (dlib's own runtime, if installed) and every zoo model whose converted weights are in
 the cache (`maskgan recognizers fetch`); those missing are listed with the reason. Prints the drawing speed
 (photos/s, one process), then one table row per recogniser and gallery size; the last line is JSON.
@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
         p.error(f"--identities: expected comma-separated integers, got {a.identities!r}")
     if not sizes or min(sizes) < 2 or max(sizes) > 100000:
         p.error(f"--identities: each must be in [2, 100000], got {a.identities!r}")
-    from maskgan import realism
+    from maskgan.evaluation import realism
 
     found, missing = realism.available_embedders(a.recognisers.split(",") if a.recognisers else None)
     for name, why in missing.items():

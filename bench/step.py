@@ -2,9 +2,9 @@
 
     python -m bench.step [--device cuda|cpu] [--batch N] [--steps K] [--experiment exp3] [--compile]
 
-Ours is maskgan.objective.train_step, the one step the trainer runs, fed from memory with its per-image
+Ours is maskgan.training.objective.train_step, the one step the trainer runs, fed from memory with its per-image
 constants precomputed (the mask space from the projector's alpha, the real photos' trunk features), set up by
-maskgan.objective.accelerate exactly as the Ray Train worker sets it up (bf16 autocast on CUDA unless
+maskgan.training.objective.accelerate exactly as the Ray Train worker sets it up (bf16 autocast on CUDA unless
 --precision says otherwise). The baseline is bench/paper_step.py at batch 16 in fp32. Both use the same
 seeded random recogniser, projector and generator (speed does not depend on the weights), random images and
 a gallery of --identities identities. After warm-up steps (which pay any compile), timed steps of the two
@@ -25,11 +25,12 @@ import torch
 
 from bench.paper_step import PAPER_BATCH, paper_models, paper_step
 from maskgan.config import ObjectiveConfig
+from maskgan.design.physical import design_hw, mask_warp
 from maskgan.models.generators import build_generator, is_conditional
-from maskgan.physical import design_hw, mask_warp
+from maskgan.models.ops import trunk_features
 from maskgan.models.projector import Projector
 from maskgan.models.recognizer import build_recognizer
-from maskgan.objective import HEAD_TERMS, Models, accelerate, amp, make_optimizers, train_step, trunk_features
+from maskgan.training.objective import HEAD_TERMS, Models, accelerate, amp, make_optimizers, train_step
 
 
 def device_name(device: torch.device) -> str:
@@ -95,7 +96,7 @@ def build(args, device: torch.device):
 
 
 def ours(args, device, trunk, head, projector, gallery_feats, g, cfg: ObjectiveConfig):
-    """(step function, its batch, its description) of maskgan.objective.train_step, fed from memory."""
+    """(step function, its batch, its description) of maskgan.training.objective.train_step, fed from memory."""
     generator = build_generator(args.generator, 100, 32, design_hw(args.size)).to(device)
     models = accelerate(Models(generator, trunk, head, 100), device, args.precision, args.compile)
     opts = make_optimizers(generator, head, cfg)

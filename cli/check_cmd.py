@@ -24,21 +24,21 @@ def _design(a) -> tuple[dict, object]:
         raise CheckUsage("--design/--design-file are tried on with --try-on; add it (or drop them)")
     attacked, src = None, None
     if a.source is not None:
-        from maskgan import assembly
+        from maskgan.run import checkpoints
         from tune import sample
 
         src = sample.open_source(a.source)
-        cfg = assembly.config_of(src.state)
+        cfg = checkpoints.config_of(src.state)
         attacked = [cfg.model.recognizer_weights, *cfg.model.recognizers]
     if a.design_file:
-        from maskgan import design_file
+        from maskgan.design import design_file
 
         design, data = design_file.read(a.design_file)
         label = a.design_file.rsplit("/", 1)[-1]
         return {label: design}, DesignSource(label, f"{a.design_file} (sha256 {hashlib.sha256(data).hexdigest()})",
                                              attacked)
     if a.design is not None:
-        from maskgan import printing
+        from maskgan.reporting import printing
 
         design, which = printing.universal_design(src.state, src.checkpoint, a.design)
         label = f"universal design {a.design}"

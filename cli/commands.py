@@ -49,35 +49,37 @@ def data_prepare(a) -> None:
 
 
 def projector_train(a) -> None:
-    from maskgan import pretrain
+    from maskgan.training import pretrain
 
     pretrain.train_projector(a.data, a.out, epochs=a.epochs, max_images=a.max_images, arch=a.arch)
 
 
 def recognizer_adapt(a) -> None:
-    from maskgan import pretrain
+    from maskgan.training import pretrain
 
     pretrain.adapt_recognizer(a.data, a.out, base=a.base, steps=a.steps)
 
 
 def train(a) -> None:
-    from maskgan import config, train
+    from maskgan import config
+    from maskgan.training import train
 
     result = train.fit(config.load(a.config), resume=a.resume, address=a.address)
     print(f"run: {result.run_uri}\ncheckpoint: {result.checkpoint_uri}")
 
 
 def evaluate(a) -> None:
-    from maskgan import evaluate, report
+    from maskgan.evaluation import evaluate
+    from maskgan.reporting import report, runner
 
     if a.design:
         print(report.design_lines(a.design, evaluate.score_design_file(a.run, a.design)))
         return
-    print(evaluate.report_markdown(evaluate.evaluate_run(a.run, recognizers=zoo_flag(a.recognizers))))
+    print(evaluate.report_markdown(runner.evaluate_run(a.run, recognizers=zoo_flag(a.recognizers))))
 
 
 def zoo_flag(text: str) -> list[str]:
-    from maskgan.zoo_embedders import specs_from_flag
+    from maskgan.evaluation.embedders import specs_from_flag
 
     return specs_from_flag(text, "--recognizers")
 

@@ -6,7 +6,7 @@ from cli.args import COLOURS_RANGE
 
 
 def chart(a) -> None:
-    from maskgan import palette
+    from maskgan.design import palette
 
     pal = palette.load(a.palette)
     palette.chart_pdf(pal, a.out)
@@ -17,7 +17,7 @@ def chart(a) -> None:
 
 def fit(a) -> None:
     from data_loader import ranges
-    from maskgan import palette
+    from maskgan.design import palette
 
     ranges.check("--colours", a.colours, COLOURS_RANGE, integer=True)
     pal = palette.fit_scan(a.scan, a.colours)

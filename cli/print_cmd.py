@@ -8,25 +8,26 @@ from cli.args import DPI_RANGE, PRINT_MM_RANGE
 
 def print_design(a) -> None:
     from data_loader import ranges
-    from maskgan import printing
+    from maskgan.design import page
+    from maskgan.reporting import printing
     from tune import sample
 
     ranges.check("--width-mm", a.width_mm, PRINT_MM_RANGE)
     ranges.check("--height-mm", a.height_mm, PRINT_MM_RANGE)
     ranges.check("--dpi", a.dpi, DPI_RANGE, integer=True)
-    printing.png_beside(a.out)  # refuse a bad --out before loading anything
+    page.png_beside(a.out)  # refuse a bad --out before loading anything
     if a.design_file:
         return _print_file(a, printing)
     if a.source is None or a.design is None:
-        raise printing.PrintError("print needs --from URI with --design K, or --design-file PNG")
+        raise page.PrintError("print needs --from URI with --design K, or --design-file PNG")
     src = sample.open_source(a.source)
     if src.card_sha256 is not None:
         sha, of = src.card_sha256, "model card"
     else:  # a run that was never exported: name the checkpoint's weights instead, and say so on the page
-        from maskgan import assembly
+        from maskgan.run import checkpoints
 
         # meta.json's sha256 of state.pt, which read_checkpoint just verified against the bytes it loaded
-        sha, of = assembly.read_meta(src.checkpoint)["sha256"], "checkpoint state.pt (no export)"
+        sha, of = checkpoints.read_meta(src.checkpoint)["sha256"], "checkpoint state.pt (no export)"
     if a.for_photo:
         out = printing.print_for_person(src.state, src.checkpoint, a.for_photo, a.design, a.width_mm, a.height_mm,
                                         a.dpi, a.out, sha, of, stretch=a.stretch)
@@ -44,15 +45,15 @@ def _print_file(a, printing) -> None:
     """A design file as it is (read by the one design-file reader: transparency prints as white paper)."""
     import hashlib
 
-    from maskgan import design_file
+    from maskgan.design import design_file, page
 
     if a.source is not None or a.design is not None or a.for_photo:
-        raise printing.PrintError("--design-file prints that file; it does not take --from, --design or --for")
+        raise page.PrintError("--design-file prints that file; it does not take --from, --design or --for")
     design, data = design_file.read(a.design_file)
-    printing.check_aspect(a.width_mm, a.height_mm, tuple(design.shape[-2:]), a.stretch)
+    page.check_aspect(a.width_mm, a.height_mm, tuple(design.shape[-2:]), a.stretch)
     sha = hashlib.sha256(data).hexdigest()
     name = a.design_file.rsplit("/", 1)[-1]
-    out = printing.print_pdf(design, a.width_mm, a.height_mm, a.dpi, a.out, printing.png_beside(a.out), sha,
+    out = page.print_pdf(design, a.width_mm, a.height_mm, a.dpi, a.out, page.png_beside(a.out), sha,
                              "design file", note=name)
     w, h = out["pixels"]
     print(f"wrote {out['pdf']} ({a.width_mm:g} x {a.height_mm:g} mm, {w} x {h} px at {a.dpi} dpi) and {out['png']}: "

@@ -1,7 +1,7 @@
 """Where the face is in a prepared photo: the box a face detector would draw, as fractions of the image.
 
 facenet's pretrained weights were trained on tight face crops (MTCNN boxes plus a small margin, 160 x 160);
-prepared photos are whole-head crops. `data.face_crop` (maskgan.assembly) crops a recogniser's input to this box
+prepared photos are whole-head crops. `data.face_crop` (maskgan.run.checkpoints) crops a recogniser's input to this box
 so pretrained weights see what they were trained on. Every prepared photo of one dataset is cropped by the same
 rule around its face, so the box is a property of the data (of its manifest), the same for every version of a
 photo (unmasked, masked, generated, controls: they are pixel-aligned) and for every photo:

@@ -33,6 +33,7 @@ import numpy as np
 from data_loader import landmark_mask, ranges, shards, storage
 from data_loader.prepare import (MIN_SIDE, WORK, BadImage, PrepareError, decoding, open_rgb, publish, resumed,
                                  run_stage, spec_hash)
+from data_loader.ray_session import ensure_ray
 from data_loader.sources import LINK_REFUSED, MAX_IGNORED_LISTED
 
 PHOTO = re.compile(r"\.(jpe?g|png)$", re.IGNORECASE)
@@ -251,8 +252,6 @@ def run(identities: str, out: str, *, size: int = 128, shard_size: int = 1024, m
         max_photos_per_identity: int = 100000, min_photos_per_identity: int = 2, endpoint: str | None = None,
         log=print, address: str | None = None) -> dict:
     """Prepare shards from identity folders; returns the manifest (also written to out/manifest.json)."""
-    from data_loader.ray_session import ensure_ray
-
     ranges.check("--size", size, f"[{MIN_SIDE}, 1024]", integer=True)
     ranges.check("--shard-size", shard_size, "[1, 1000000]", integer=True)
     ranges.check("--max-bad-fraction", max_bad_fraction, "[0, 1]")

@@ -82,9 +82,8 @@ def _models():
 
 def detect(im) -> tuple[np.ndarray, np.ndarray] | None:
     """PIL RGB image -> (box [l, t, r, b], landmarks [68, 2]) in its pixel coordinates, or None (no face)."""
-    from PIL import Image
-
     import dlib
+    from PIL import Image
 
     detector, predictor = _models()
     scale = min(1.0, DETECT_MAX_SIDE / max(im.size))

@@ -10,8 +10,12 @@ import os
 import time
 
 from data_loader import storage, synth
-from maskgan import evaluate, pretrain, recipes, train
-from maskgan.headline import headline, seeds_table
+from maskgan.config import recipes
+from maskgan.models import dlib_recognizer
+from maskgan.models.zoo import ZooMissing, registry
+from maskgan.reporting import runner
+from maskgan.reporting.headline import headline, seeds_table
+from maskgan.training import pretrain, train
 
 DEMO_UNIVERSAL_K = 4  # universal designs scored (evaluation's default is 8): keeps the demo near 5 minutes
 # Real pretrained recognisers (maskgan.models.zoo, converted at install time by `maskgan recognizers fetch`): the
@@ -27,8 +31,6 @@ STAND_IN_HELD_OUT = ("random:7",)
 
 def _available(specs, log) -> list[str]:
     """The specs whose recogniser can be built here; each missing one named in one line."""
-    from maskgan.models import dlib_recognizer
-    from maskgan.models.zoo import ZooMissing, registry
 
     out = []
     for spec in specs:
@@ -116,7 +118,7 @@ def _train_and_evaluate(cfg, universal_k: int, log=print) -> dict:
         + (f", attacking {len(cfg.model.recognizers) + 1} recognisers together" if cfg.model.recognizers else "") + ")")
     result = train.fit(cfg, log=log)
     log(f"[5/5] evaluation of {result.run_uri}")
-    report = evaluate.evaluate_run(result.run_uri, log=log, universal_k=universal_k)
+    report = runner.evaluate_run(result.run_uri, log=log, universal_k=universal_k)
     log("")
     log(open(os.path.join(result.run_uri, "report.md")).read())
     log(headline(report, "test"))

@@ -95,10 +95,10 @@ def assets(tmp_path_factory):
 
     24 identities (chance 4 %), 4 probe photos each; the same recipe as the demo, smaller. 30 adapt identities
     (150 unmasked photos): the held-apart calibration set then holds 10 875 impostor pairs, enough for FAR 1e-3
-    (maskgan.calibration needs 10 / FAR).
+    (maskgan.evaluation.calibration needs 10 / FAR).
     """
     from data_loader import synth
-    from maskgan import pretrain
+    from maskgan.training import pretrain
 
     root = tmp_path_factory.mktemp("assets")
     data = str(root / "data")
@@ -112,7 +112,8 @@ def assets(tmp_path_factory):
 def trained_run(ray_session, assets, tmp_path_factory):
     """One small run trained once for the session (small_cfg's recipe, 2 epochs): a test that only needs some
     trained run takes `trained_run_copy` rather than training its own. Never changed in place."""
-    from maskgan import recipes, train
+    from maskgan.config import recipes
+    from maskgan.training import train
 
     runs = tmp_path_factory.mktemp("trained") / "runs"
     return train.fit(recipes.debug_cpu(str(assets)).replace(train={"storage": str(runs), "name": "t", "epochs": 2}))
@@ -130,7 +131,7 @@ def trained_run_copy(trained_run, tmp_path) -> str:
 @pytest.fixture
 def small_cfg(assets, tmp_path):
     """A debug_cpu config over the shared assets, writing runs to this test's tmp dir."""
-    from maskgan import recipes
+    from maskgan.config import recipes
 
     return recipes.debug_cpu(str(assets)).replace(train={"storage": str(tmp_path / "runs"), "name": "t"})
 

@@ -25,8 +25,14 @@ import math
 from dataclasses import dataclass, field
 
 from data_loader import shards, storage
-from maskgan.finite import nonfinite_metric, nonfinite_tensor, strict_json
-from maskgan.provenance import code_version
+from maskgan.design import wearing
+from maskgan.evaluation import evaluate
+from maskgan.models.generators import universal
+from maskgan.models.weights import WeightsError
+from maskgan.run import checkpoints
+from maskgan.run.build import data_root, load_projector
+from maskgan.run.finite import nonfinite_metric, nonfinite_tensor, strict_json
+from maskgan.run.provenance import code_version
 from tune.export_folder import (CARD, FORMAT, META, STATE, SUMS, ExportError, read_card, read_sums, same_bytes,
                                 sha256, sums_text, verify_objects)
 from tune.guard import guard_ok
@@ -51,19 +57,17 @@ class Choice:
 
 def find_runs(loc: storage.Location) -> list[storage.Location]:
     """A train run (has checkpoints) is itself; a sweep is every run under its runs/ folder."""
-    from maskgan import assembly
-
     if not storage.exists(loc):
         raise ExportError(f"{loc.uri}: not found")
-    if assembly.list_checkpoints(loc):
-        failed = assembly.run_failure(loc)
+    if checkpoints.list_checkpoints(loc):
+        failed = checkpoints.run_failure(loc)
         if failed:  # its last checkpoints may be fine, but the run did not finish: nothing may treat it as done
             raise ExportError(f"{loc.uri}: the run failed ({failed.get('reason', '?')}); a failed run is never "
                               "exported (fix the cause and rerun it with --resume)")
         return [loc]
     runs = loc.join("runs")
     found = [runs.join(n) for n in storage.list_dir(runs) if not n.startswith(".")] if storage.is_dir(runs) else []
-    found = [r for r in found if assembly.list_checkpoints(r) and not assembly.run_failure(r)]
+    found = [r for r in found if checkpoints.list_checkpoints(r) and not checkpoints.run_failure(r)]
     if not found:
         raise ExportError(f"{loc.uri}: neither a train run (no checkpoint_* folders) nor a sweep with finished "
                           "epochs (no runs/*/checkpoint_*)")
@@ -74,15 +78,13 @@ def best_checkpoint(run_uri: str, metric: str = "acc/val/generated", log=print) 
     """The verified checkpoint with the lowest `metric` in its meta.json, over a run or a sweep. In a sweep,
     checkpoints whose recogniser failed the trial's guard (guard.json: val accuracy of a guarded row below its
     floor) are not eligible. Ties go to the higher unmasked accuracy, then the later epoch."""
-    from maskgan import assembly
-
     loc = storage.resolve(run_uri)
     candidates, seen, excluded, diverged, available = [], 0, 0, 0, set()
     for run in find_runs(loc):
         guard_loc = run.join("guard.json")
         floors = json.loads(storage.read_text(guard_loc))["floors"] if storage.exists(guard_loc) else None
-        for epoch, ckpt in assembly.list_checkpoints(run):
-            metrics = assembly.read_meta(ckpt).get("metrics", {})
+        for epoch, ckpt in checkpoints.list_checkpoints(run):
+            metrics = checkpoints.read_meta(ckpt).get("metrics", {})
             available.update(k for k, v in metrics.items() if isinstance(v, (int, float)))
             value = metrics.get(metric)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -109,8 +111,8 @@ def best_checkpoint(run_uri: str, metric: str = "acc/val/generated", log=print) 
                           f"(checkpoint metrics: {', '.join(sorted(available)) or 'none'})")
     for _, run, ckpt, epoch, metrics, value in sorted(candidates, key=lambda c: c[0]):
         try:
-            state = assembly.read_checkpoint(ckpt)
-        except assembly.CheckpointError as e:
+            state = checkpoints.read_checkpoint(ckpt)
+        except checkpoints.CheckpointError as e:
             log(f"warning: skipping {e}")
             continue
         bad = nonfinite_tensor(state)
@@ -131,8 +133,6 @@ def design_grid(generator, latent_dim: int, n: int, seed: int = 0, fmt: str = "P
     import numpy as np
     import torch
     from PIL import Image
-
-    from maskgan.models.generators import universal
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # a conditional generator's: made for the mean train-gallery face (docs/diversity.md)
@@ -159,13 +159,11 @@ def _faces_png(cfg, generator, latent_dim: int, log) -> bytes | None:
     cannot be reached from here."""
     import torch
 
-    from maskgan import assembly, evaluate
-    from maskgan.models.weights import WeightsError
 
     try:
-        projector = assembly.load_projector(cfg.model.projector, torch.device("cpu"), cfg.data.endpoint_url)
+        projector = load_projector(cfg.model.projector, torch.device("cpu"), cfg.data.endpoint_url)
         models = {"projector": projector, "latent_dim": latent_dim, "generator": generator, "device": torch.device("cpu")}
-        return evaluate.designs_png(assembly.data_root(cfg), models, seed=cfg.train.seed)
+        return wearing.designs_png(data_root(cfg), models, seed=cfg.train.seed)
     except (storage.StorageError, shards.ShardError, WeightsError) as e:
         log(f"warning: no designs.png (faces wearing the designs): {e}")
         return None
@@ -181,8 +179,6 @@ def _file_sha256(uri: str, endpoint) -> str | None:
 def _report_of(choice: Choice, log) -> dict | None:
     """The run's report.json when it is about the chosen checkpoint, else a fresh evaluation of that one; None
     (with a warning) when that checkpoint cannot be evaluated from here (its data or weights out of reach)."""
-    from maskgan import evaluate
-    from maskgan.models.weights import WeightsError
 
     rep_loc = choice.run.join("report.json")
     if storage.exists(rep_loc):
@@ -201,14 +197,13 @@ def _report_of(choice: Choice, log) -> dict | None:
 
 def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dict]:
     """(files except the card and SHA256SUMS, the card without its `files` entry)."""
-    from maskgan import assembly, wearing
 
     state = choice.state
-    cfg = assembly.config_of(state)
-    generator = assembly.generator_from_checkpoint(state, choice.checkpoint.uri)
+    cfg = checkpoints.config_of(state)
+    generator = checkpoints.generator_from_checkpoint(state, choice.checkpoint.uri)
     latent = state["arch"]["latent_dim"]
-    files = {STATE: storage.read_bytes(choice.checkpoint.join(assembly.STATE_FILE)),
-             META: storage.read_bytes(choice.checkpoint.join(assembly.META_FILE))}
+    files = {STATE: storage.read_bytes(choice.checkpoint.join(checkpoints.STATE_FILE)),
+             META: storage.read_bytes(choice.checkpoint.join(checkpoints.META_FILE))}
     faces = _faces_png(cfg, generator, latent, log)
     if faces is not None:
         files["designs.png"] = faces
@@ -221,7 +216,7 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
         report_sha = sha256(raw)
     k = (report or {}).get("universal_k", wearing.UNIVERSAL_K)  # seeded as evaluation seeds them
     files.update(wearing.universal_pngs(generator, latent, k, (report or {}).get("universal_seed", cfg.train.seed)))
-    manifest_loc = assembly.data_root(cfg).join(shards.MANIFEST)
+    manifest_loc = data_root(cfg).join(shards.MANIFEST)
     manifest_sha = sha256(storage.read_bytes(manifest_loc)) if storage.exists(manifest_loc) else None
     weights = cfg.model.recognizer_weights
     card = {

@@ -8,6 +8,8 @@ import json
 
 from data_loader import storage
 from maskgan.config import RunConfig
+from maskgan.evaluation.validation import score_set
+from maskgan.run import build
 from tune.space import GUARD_ROWS, Guard
 
 METRIC = "objective"  # what the schedulers rank (mode min)
@@ -37,13 +39,11 @@ def accuracy_before_training(cfg: RunConfig, rows=GUARD_ROWS) -> dict:
     seed) the worker scores each epoch, so the guard compares like with like."""
     import torch
 
-    from maskgan import assembly
-    from maskgan.evaluate import score_set
 
     torch.set_num_threads(1)
     device = torch.device("cpu")
-    root = assembly.data_root(cfg)
-    parts = assembly.build(cfg, device, root)
+    root = build.data_root(cfg)
+    parts = build.build(cfg, device, root)
     rec = parts.recognizer
     with torch.no_grad():
         gallery_emb = rec.head(parts.gallery_feats)

@@ -1,18 +1,18 @@
 """A sweep's index.html, written beside results.md: the trials table (sortable by any column), each trial's best
 design thumbnail and a link to its report.html, and the trials' training curves overlaid (matplotlib PNGs).
 
-Built from the same pieces as a run's report.html (maskgan.pages): static files, relative links into the sweep's
+Built from the same pieces as a run's report.html (maskgan.reporting.pages): static files, relative links into the sweep's
 own `runs/` folder, images next to the page; works from a local folder or an S3 prefix, no network at view time.
 """
 
 from __future__ import annotations
 
 from data_loader import storage
-from maskgan import assembly
-from maskgan.pages import plots
-from maskgan.pages.html import cell, esc, interval, number, page, pct, table
-from maskgan.pages.run_page import PAGE as RUN_PAGE
-from maskgan.pages.run_page import metric_series
+from maskgan.reporting.pages import plots
+from maskgan.reporting.pages.html import cell, esc, interval, number, page, pct, table
+from maskgan.reporting.pages.run_page import PAGE as RUN_PAGE
+from maskgan.reporting.pages.run_page import metric_series
+from maskgan.run import checkpoints
 from tune.results import _axis_columns  # the same columns as results.md
 from tune.space import Space
 
@@ -60,7 +60,7 @@ def write_index_page(loc: storage.Location, rows: list[dict], space: Space, runs
         cells.append(cell(number(row.get("diversity")), row.get("diversity")))  # universal designs' pixels, val
         body_rows.append(cells)
         if storage.exists(run):
-            series[tid] = metric_series(assembly.list_checkpoints(run))
+            series[tid] = metric_series(checkpoints.list_checkpoints(run))
     curves = []
     for i, (metric, title) in enumerate(OVERLAID):
         per_trial = {tid: s[metric] for tid, s in series.items() if metric in s}

@@ -9,9 +9,11 @@ import json
 import math
 
 from data_loader import storage
-from maskgan import assembly, evaluate, wearing
-from maskgan.report import role_means
 from maskgan import config as mconfig
+from maskgan.design import wearing
+from maskgan.reporting import runner
+from maskgan.reporting.report_matrix import role_means
+from maskgan.run import checkpoints
 from tune.guard import METRIC, TIME_ATTR
 from tune.space import Space
 from tune.trial import LINEAGE
@@ -31,22 +33,22 @@ PAPER_TABLE5 = {"training accuracy": ("6.2%", "15%", "23.8%", "0.6%"),
 def _evaluate(run_uri: str) -> dict | None:
     """The run's report for its latest checkpoint; reused when report.json is already about that checkpoint."""
     run = storage.resolve(run_uri)
-    if not storage.exists(run) or not assembly.list_checkpoints(run):
+    if not storage.exists(run) or not checkpoints.list_checkpoints(run):
         return None
-    _, latest = assembly.latest_checkpoint(run, log=lambda *_: None)
+    _, latest = checkpoints.latest_checkpoint(run, log=lambda *_: None)
     rep_loc = run.join("report.json")
     if storage.exists(rep_loc):
         report = json.loads(storage.read_text(rep_loc))
         if report.get("checkpoint") == latest.uri:
             return report
-    return evaluate.evaluate_run(run_uri, log=lambda *_: None)
+    return runner.evaluate_run(run_uri, log=lambda *_: None)
 
 
 def _trained_config(run: storage.Location) -> dict:
     """{"section.field": value} of the config in the run's newest good checkpoint ({} when it has none)."""
     try:
-        state, _ = assembly.latest_checkpoint(run, log=lambda *_: None)
-    except (assembly.CheckpointError, storage.StorageError):
+        state, _ = checkpoints.latest_checkpoint(run, log=lambda *_: None)
+    except (checkpoints.CheckpointError, storage.StorageError):
         return {}
     return {f"{section}.{k}": v for section, values in state["config"].items() if isinstance(values, dict)
             for k, v in values.items()}
@@ -98,7 +100,7 @@ def collect(grid, space: Space, runs: storage.Location, log=print) -> list[dict]
                 row[f"{r}/{split}/ci95"] = acc.get("ci95", {}).get(split)
         for r, figure in _dodging(report or {}, "test").items():
             row[f"{r}/test/dodging"] = figure
-        # how much the universal designs differ in pixels, on val (the selection set; maskgan.diversity)
+        # how much the universal designs differ in pixels, on val (the selection set; maskgan.design.diversity)
         row["diversity"] = (report or {}).get("diversity", {}).get("val", {}).get("pixel")
         for r, p in (report or {}).get("printability", {}).get("rows", {}).items():
             row[f"{r}/tv"], row[f"{r}/nps"] = p["tv"], p["nps"]
@@ -120,7 +122,7 @@ def _dodging(report: dict, split: str) -> dict:
 
 
 def _transfer(report: dict, split: str) -> dict:
-    """{transfer/<role>/<split>: mean transfer line of that role's recognisers} (maskgan.report.role_means):
+    """{transfer/<role>/<split>: mean transfer line of that role's recognisers} (maskgan.reporting.report.role_means):
     with eval.held_out, whether designs trained against these surrogates move the held-out recognisers too."""
     m, far = report.get("recognizers"), (report.get("fars") or [None])[0]
     if not m or far is None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from data_loader import storage
-from maskgan.finite import nonfinite_metric, nonfinite_tensor
+from data_loader import ranges, storage
+from maskgan.design import wearing
+from maskgan.run import checkpoints
+from maskgan.run.finite import nonfinite_metric, nonfinite_tensor
 from tune.export import design_grid
 from tune.export_folder import CARD, STATE, SUMS, ExportError, sha256, verify_export
 
@@ -25,20 +27,18 @@ class Source:
 
 def open_source(source: str, log=print) -> Source:
     """The one reader of `--from`: an export folder (verified against SHA256SUMS first) or a run URI."""
-    from maskgan import assembly
-
     loc = storage.resolve(source)
     if storage.exists(loc.join(CARD)) or storage.exists(loc.join(SUMS)) or storage.exists(loc.join(STATE)):
         verify_export(source)  # SHA256SUMS covers model_card.json: its bytes below are the verified ones
         ckpt = loc.join("checkpoint")
-        src = Source(assembly.read_checkpoint(ckpt), ckpt, sha256(storage.read_bytes(loc.join(CARD))))
-    elif storage.exists(loc) and assembly.list_checkpoints(loc):
-        state, ckpt = assembly.latest_checkpoint(loc, log=log)
+        src = Source(checkpoints.read_checkpoint(ckpt), ckpt, sha256(storage.read_bytes(loc.join(CARD))))
+    elif storage.exists(loc) and checkpoints.list_checkpoints(loc):
+        state, ckpt = checkpoints.latest_checkpoint(loc, log=log)
         src = Source(state, ckpt, None)
     else:
         raise ExportError(f"{loc.uri}: neither an export (no {CARD}) nor a run with checkpoints")
     # A diverged checkpoint is refused by every reader of --from (sample, print): its designs are not designs.
-    bad = nonfinite_metric(assembly.read_meta(src.checkpoint).get("metrics", {})) or nonfinite_tensor(src.state)
+    bad = nonfinite_metric(checkpoints.read_meta(src.checkpoint).get("metrics", {})) or nonfinite_tensor(src.state)
     if bad:
         raise ExportError(f"{src.checkpoint.uri}: refused: {bad} (the run diverged; use an earlier checkpoint)")
     return src
@@ -57,14 +57,12 @@ def sample(source: str, n: int = 16, out: str = "designs.png", seed: int = 0, lo
     """Write a grid of n new designs from an export (verified first) or a run's latest checkpoint; the image
     format follows `out`'s extension (png, jpg/jpeg, webp). A checkpoint with non-finite metrics or weights is
     refused, and so are designs that are non-finite or all black."""
-    from data_loader import ranges
-    from maskgan import assembly, wearing
 
     ranges.check("--n", n, "[1, 1024]", integer=True)  # the CLI flag's range
     fmt = image_format(out)  # before anything is read: a wrong name fails at once
     src = open_source(source, log=log)  # verified, and refused when the run diverged
     state, ckpt = src.state, src.checkpoint
-    generator = assembly.generator_from_checkpoint(state, ckpt.uri)
+    generator = checkpoints.generator_from_checkpoint(state, ckpt.uri)
     image = design_grid(generator, state["arch"]["latent_dim"], n, seed=seed, fmt=fmt, where=ckpt.uri)
     storage.write_bytes(storage.resolve(out), image)
     log(f"wrote {n} designs ({state['arch']['generator']}, epoch {state['epoch'] + 1}) from {ckpt.uri} to {out}")
@@ -73,7 +71,7 @@ def sample(source: str, n: int = 16, out: str = "designs.png", seed: int = 0, lo
     rep_loc = loc.join("report.json")
     report = json.loads(storage.read_bytes(rep_loc)) if storage.exists(rep_loc) else {}
     k = report.get("universal_k", wearing.UNIVERSAL_K)
-    universal_seed = report.get("universal_seed", assembly.config_of(state).train.seed)
+    universal_seed = report.get("universal_seed", checkpoints.config_of(state).train.seed)
     folder = out.rsplit("/", 1)[0] if "/" in out else "."
     for name, data in wearing.universal_pngs(generator, state["arch"]["latent_dim"], k, universal_seed).items():
         storage.write_bytes(storage.resolve(f"{folder}/{name}"), data)

@@ -1,4 +1,4 @@
-"""Ray Tune sweeps over `maskgan.train`: one trial = one `train.fit` run (the same TorchTrainer as `maskgan train`).
+"""Ray Tune sweeps over `maskgan.training.train`: one trial = one `train.fit` run (the same TorchTrainer as `maskgan train`).
 
 A search space file (tune/spaces/*.yaml) is a base RunConfig plus axes keyed by dotted config fields:
 
@@ -37,9 +37,11 @@ import json
 
 from cluster.ray_workarounds import free_leaked_placement_groups
 from data_loader import ranges, storage
+from data_loader.ray_session import ensure_ray
 from maskgan import config as mconfig
 from maskgan.config import RunConfig
-from maskgan.provenance import code_version
+from maskgan.run import preflight as run_preflight
+from maskgan.run.provenance import code_version
 from tune import index_page, results, schedulers
 from tune.guard import METRIC
 from tune.space import Space, SweepError, load_space, param_space, parse_space
@@ -56,8 +58,6 @@ def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, s
     results.csv/.md and paper_table.md. `address`: the Ray to join (else RAY_ADDRESS, else a local one)."""
     import ray
     from ray import tune
-
-    from data_loader.ray_session import ensure_ray
 
     space = with_absolute_paths(load_space(space_path))
     ranges.check("--num-samples", num_samples, "[1, 100000]", integer=True)  # the CLI flag's range
@@ -134,6 +134,4 @@ def with_absolute_paths(space: Space) -> Space:
 def preflight(base: RunConfig) -> None:
     """The base's data and weights are there, readable and safe: one line now instead of every trial failing
     the same way later (the train driver's preflight, without a run folder)."""
-    from maskgan import preflight as run_preflight
-
     run_preflight.inputs(base)

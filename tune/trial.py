@@ -11,6 +11,8 @@ import json
 from data_loader import storage
 from maskgan import config as mconfig
 from maskgan.config import RunConfig
+from maskgan.run import checkpoints
+from maskgan.training import train
 from tune.guard import cached_baseline, guard_floors, guarded
 from tune.space import parse_space, trial_config
 
@@ -109,16 +111,14 @@ def _adopt(cfg: RunConfig, run: storage.Location, start: dict, guard: dict, log)
     import os
     import tempfile
 
-    from maskgan import assembly
-
     lineage_loc = run.join(LINEAGE)
     lineage = json.loads(storage.read_text(lineage_loc)) if storage.exists(lineage_loc) else []
     if lineage and lineage[-1]["from"] == start["checkpoint"]:
         return cfg.replace(train={"init_from": lineage[-1]["copy"]})
     src = storage.resolve(start["checkpoint"], cfg.data.endpoint_url)
     try:
-        files = assembly.checkpoint_files(src)  # verified (checksum) before this trial's own run is given up
-    except (assembly.CheckpointError, storage.StorageError, OSError, ValueError, KeyError) as e:
+        files = checkpoints.checkpoint_files(src)  # verified (checksum) before this trial's own run is given up
+    except (checkpoints.CheckpointError, storage.StorageError, OSError, ValueError, KeyError) as e:
         # e.g. the donor's run already dropped that checkpoint (train.num_to_keep): explore without exploit
         log(f"warning: cannot clone {src.uri} ({str(e).splitlines()[0][:200]}); continuing this trial's own run "
             "with the new config")
@@ -129,7 +129,7 @@ def _adopt(cfg: RunConfig, run: storage.Location, start: dict, guard: dict, log)
         for name, data in files.items():
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(data)
-        assembly.upload_checkpoint(tmp, dest, log=log)  # meta.json last: a torn copy is never taken as complete
+        checkpoints.upload_checkpoint(tmp, dest, log=log)  # meta.json last: a torn copy is never taken as complete
     storage.write_text(run.join("guard.json"), json.dumps(guard, indent=1))
     lineage.append({"from": start["checkpoint"], "from_run": start["run"], "epoch": start["epoch"],
                     "copy": dest.uri, "config": cfg.to_dict()["objective"]})
@@ -148,7 +148,6 @@ def trial(config: dict, sweep: dict) -> None:
     import ray.tune
     from ray.util.queue import Queue
 
-    from maskgan import assembly, train
 
     space = parse_space(sweep["space"], "sweep.json")
     trial_id = ray.tune.get_context().get_trial_id()
@@ -168,10 +167,10 @@ def trial(config: dict, sweep: dict) -> None:
     start = _tune_start()
     if start is not None and start["run"] != run.uri:
         cfg = _adopt(cfg, run, start, guard, log)
-    done = assembly.list_checkpoints(run) if storage.exists(run) else []
+    done = checkpoints.list_checkpoints(run) if storage.exists(run) else []
     if done and done[-1][0] >= cfg.train.epochs - 1:
         # Finished before the sweep driver went away: report its last epoch again instead of training more.
-        meta = json.loads(storage.read_text(done[-1][1].join(assembly.META_FILE)))
+        meta = json.loads(storage.read_text(done[-1][1].join(checkpoints.META_FILE)))
         log(f"already finished ({done[-1][1].uri}); not rerun")
         _report_to_tune({**meta["metrics"], **guarded(meta["metrics"], floors)}, done[-1][1].uri, run.uri)
         return
@@ -188,7 +187,5 @@ def trial(config: dict, sweep: dict) -> None:
 
 
 def _fit(cfg_dict: dict, resume: bool, callback, trial_id: str) -> None:
-    from maskgan import train
-
     train.fit(mconfig.from_dict(cfg_dict), resume=resume, callbacks=[callback],
               log=lambda m: print(f"[{trial_id}] {m}", flush=True))

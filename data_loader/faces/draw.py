@@ -15,7 +15,7 @@ from data_loader.faces import geometry as geo
 from data_loader.faces.people import TEXTURE_GRID, Person, Shot
 
 # Probe masks are one surgical blue (the projector learns the region from it: a palette of shades cost ~0.1 of
-# its held-out IoU); the `blue` control in maskgan.evaluate is a different blue, so it is not the masks' own colour.
+# its held-out IoU); the `blue` control in maskgan.evaluation.evaluate is a different blue, so it is not the masks' own colour.
 RELIEF = 0.01  # face units of height per unit of the relief field
 MASK_RGB = np.array([140, 190, 225], dtype=np.float32)
 

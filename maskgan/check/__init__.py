@@ -5,5 +5,5 @@ face box with the person's unmasked geometry), `recognisers` (every recogniser c
 embeddings, the aligned chip it saw, its documented operating point if it has one), `verdicts` (pure: scores,
 crowd-calibrated thresholds, ranks, verdicts), `tryon` (a design worn on the person's unmasked photos, printed
 and photographed under held-out transforms), `runner` (all of it -> a CheckReport, written whole or not at
-all). The page is maskgan.pages.check_page; the command is cli/check_cmd.py. What a verdict means: docs/check.md.
+all). The page is maskgan.reporting.pages.check_page; the command is cli/check_cmd.py. What a verdict means: docs/check.md.
 """

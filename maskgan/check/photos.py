@@ -24,6 +24,7 @@ import numpy as np
 
 from data_loader import identities, landmark_mask
 from data_loader.prepare import BadImage, decoding, open_rgb
+from maskgan.models import dlib_recognizer
 
 SIZE = 256  # the full-head crop every photo is scored at (the face box spans about half of it)
 MMOD_FILE = "mmod_human_face_detector.dat"
@@ -76,8 +77,6 @@ def _sidecar(path: str) -> dict | None:
 @functools.lru_cache(maxsize=1)
 def _mmod():
     import dlib
-
-    from maskgan.models import dlib_recognizer
 
     return dlib.cnn_face_detection_model_v1(os.path.join(dlib_recognizer.model_dir(), MMOD_FILE))
 

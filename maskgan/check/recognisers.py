@@ -7,7 +7,7 @@ saw, how its scores compare, and its documented operating point where it has one
 - `dlib-box`: dlib's face-recognition ResNet as a black box (maskgan.models.dlib_recognizer's files), aligned
   from the 68 landmarks check found; L2 distance of its raw descriptors with dlib's documented rule: the same
   person below 0.6 (dlib's face_recognition example; 99.38 % on LFW);
-- `random:<seed>` or a facenet weights file (maskgan.embedders): recognisers a run may have attacked, each seeing
+- `random:<seed>` or a facenet weights file (maskgan.evaluation.embedders): recognisers a run may have attacked, each seeing
   the whole crop; cosine similarity; no documented operating point.
 """
 
@@ -20,6 +20,10 @@ import numpy as np
 import torch
 
 from maskgan.check.photos import CheckInputError
+from maskgan.evaluation import embedders
+from maskgan.models import dlib_recognizer
+from maskgan.models.zoo import ZOO_NAMES, ZooMissing, registry
+from maskgan.models.zoo import align  # the module: tests stand a box warp in for align.align
 
 DLIB_BOX = "dlib-box"
 DLIB_RULE = (0.6, "dlib's documented rule: the same person below L2 distance 0.6 (dlib face_recognition "
@@ -64,8 +68,6 @@ def _batched(fn, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 def zoo(model) -> Recogniser:
     """A ZooModel (maskgan.models.zoo) as a check recogniser."""
-    from maskgan.models.zoo.align import align
-
     @torch.no_grad()
     def embed(images, landmarks):
         return _batched(lambda i, p: model.embed(_float(i), torch.from_numpy(np.asarray(p, np.float32)))
@@ -73,7 +75,7 @@ def zoo(model) -> Recogniser:
 
     @torch.no_grad()
     def chips(images, landmarks):
-        return _u8(align(_float(images), torch.from_numpy(np.asarray(landmarks, np.float32)), model.alignment))
+        return _u8(align.align(_float(images), torch.from_numpy(np.asarray(landmarks, np.float32)), model.alignment))
 
     op = getattr(model, "operating_point", None)
     prov = getattr(model, "provenance", None)
@@ -87,8 +89,6 @@ def dlib_box() -> Recogniser:
     import os
 
     import dlib
-
-    from maskgan.models import dlib_recognizer
 
     resnet = dlib.face_recognition_model_v1(os.path.join(dlib_recognizer.model_dir(), dlib_recognizer.RESNET_FILE))
 
@@ -110,10 +110,8 @@ def dlib_box() -> Recogniser:
 
 
 def from_embedder(spec: str) -> Recogniser:
-    """A `random:<seed>` trunk or facenet weights (maskgan.embedders), seeing the whole crop at 128 px."""
+    """A `random:<seed>` trunk or facenet weights (maskgan.evaluation.embedders), seeing the whole crop at 128 px."""
     import torch.nn.functional as F
-
-    from maskgan import embedders
 
     emb = embedders.from_spec(spec, "cpu")
 
@@ -130,8 +128,6 @@ def from_embedder(spec: str) -> Recogniser:
 
 
 def zoo_names() -> tuple[str, ...]:
-    from maskgan.models.zoo import ZOO_NAMES
-
     return ZOO_NAMES
 
 
@@ -140,8 +136,6 @@ def build(name: str) -> Recogniser:
     if name == DLIB_BOX:
         return dlib_box()
     if name in zoo_names():
-        from maskgan.models.zoo import registry
-
         return zoo(registry.build(name))
     if name.startswith("random:") or name.endswith((".pt", ".pth")):
         return from_embedder(name)
@@ -152,8 +146,6 @@ def build(name: str) -> Recogniser:
 def available(log=print) -> tuple[list[Recogniser], list[str]]:
     """Every zoo model whose weights are fetched, and dlib-box when dlib is installed; (them, one line per one
     that is not there)."""
-    from maskgan.models.zoo import ZooMissing
-
     out, missing = [], []
     for name in (*zoo_names(), DLIB_BOX):
         try:

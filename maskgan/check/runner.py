@@ -22,6 +22,7 @@ import torch
 from maskgan.check import photos as ph
 from maskgan.check import tryon, verdicts
 from maskgan.check.recognisers import DISTANCE, DLIB_BOX, Recogniser
+from maskgan.reporting.pages import check_page
 
 WHITE_BOX, HELD_OUT, UNKNOWN = "white-box", "held-out", "unknown"
 FILES = "check_files"
@@ -260,8 +261,6 @@ def _images(checked: Checked, tmp: str) -> None:
 
 def write(checked: Checked, out: str) -> tuple[str, str]:
     """check.json, check.html and check_files/ into `out`, moved in only once all of them are made."""
-    from maskgan.pages import check_page
-
     os.makedirs(out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".check-", dir=out)
     try:

@@ -4,7 +4,7 @@ printed mask.
 Per unmasked photo: a plain light mask is drawn from its 68 landmarks (data_loader.landmark_mask.draw, the
 surgical outline identity data gets, lit by the face beneath it): that gives the mask region (its exact alpha)
 and the mask's shading. The design is then worn exactly as evaluation's held-out physical row wears a universal
-design (maskgan.wearing.worn_physically: warped onto the region, shaded, printed and photographed under the
+design (maskgan.design.wearing.worn_physically: warped onto the region, shaded, printed and photographed under the
 held-out transforms, seeds training never draws). A plain mask (the evaluation's blue control, one flat colour)
 is worn the same way with the same draws, so the two differ only by the design. Landmarks are the unmasked
 photo's own, so every recogniser aligns the try-on exactly as it aligned the photo.
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from data_loader import landmark_mask
-from maskgan import physical, wearing
 from maskgan.check.photos import TRY_ON, Face
+from maskgan.design import physical, wearing
 
 MASK_BASE = (205, 205, 205)  # the drawn mask's colour: only its shading and region are used
 PLAIN = "plain mask"

@@ -1,6 +1,6 @@
 """Generator registry: a latent vector -> one RGB mask design in [0, 1], in mask space (height x width).
 
-A design is a flat picture of the mask's front panel (maskgan.physical: the template, 2:1 width:height), not a
+A design is a flat picture of the mask's front panel (maskgan.design.physical: the template, 2:1 width:height), not a
 full-frame image: `hw` is physical.design_hw(image size), e.g. (64, 128) for 128x128 photos. What the generator
 draws is exactly what is printed and what the warp places on each face.
 

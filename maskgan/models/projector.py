@@ -1,4 +1,4 @@
-"""Projector: a masked photo -> the transparency (alpha) of its facemask, so a design can be worn there (maskgan.physical
+"""Projector: a masked photo -> the transparency (alpha) of its facemask, so a design can be worn there (maskgan.design.physical
 warps it onto the region the alpha marks).
 
 Two architectures, both five 3x3 convolutions with ReLUs and a sigmoid:

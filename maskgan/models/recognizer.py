@@ -66,7 +66,7 @@ def crop_to_face(x: torch.Tensor, face_box: tuple[float, float, float, float]) -
 class Trunk(nn.Module):
     """Everything before last_linear: image -> 1792-d features. Frozen, always in eval mode.
 
-    `face_box` (data.face_crop, set by maskgan.assembly): when set, every input is first cropped to that face box
+    `face_box` (data.face_crop, set by maskgan.run.checkpoints): when set, every input is first cropped to that face box
     (fractions of the image) and resized to 160 x 160 (`crop_to_face`), so every caller (gallery, per-image
     constants, the step, evaluation) sees the same crop; None: the whole photo, as prepared."""
 
@@ -128,7 +128,7 @@ RANDOM_SEED = 1234  # "random" weights are the same in every process: workers mu
 
 def build_recognizer(state_dict: dict | None, seed: int = RANDOM_SEED) -> tuple[Trunk, Head]:
     """Trunk and head from a facenet state dict (None: random initialisation from `seed`; another seed gives the
-    held-out random trunks of maskgan.embedders)."""
+    held-out random trunks of maskgan.evaluation.embedders)."""
     cls = _inception_resnet_v1()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

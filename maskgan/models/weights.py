@@ -1,5 +1,5 @@
 """Weight and checkpoint loading: `load_torch` is the one torch.load of the project (the checkpoint reader
-in maskgan.assembly goes through it too), always with weights_only=True.
+in maskgan.run.checkpoints goes through it too), always with weights_only=True.
 
 Sources for the recogniser: `vggface2` / `casia-webface` (facenet-pytorch's release files, downloaded once
 into the torch cache; needs internet), `random` (seeded initialisation; numbers are illustrative only),
@@ -16,6 +16,7 @@ import torch
 
 from data_loader import storage
 from maskgan.config import PRETRAINED
+from maskgan.models.recognizer import _inception_resnet_v1
 
 
 class WeightsError(RuntimeError):
@@ -82,8 +83,6 @@ def recognizer_state(spec: str, endpoint: str | None = None) -> tuple[dict | Non
     if spec == "random":
         return None, {"weights": "random", "pretrained": False}
     if spec in PRETRAINED:
-        from maskgan.models.recognizer import _inception_resnet_v1
-
         _inception_resnet_v1()  # registers facenet_pytorch without its torchvision-needing __init__
         from facenet_pytorch.models.utils.download import download_url_to_file
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-
-from ray_nodes import BIN, clean_env, free_ports, kill_session as _kill_session, tail as _tail
+from ray_nodes import BIN, clean_env, free_ports
+from ray_nodes import kill_session as _kill_session
+from ray_nodes import tail as _tail
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_NAME = "submit-e2e"
@@ -173,7 +174,7 @@ def submitted_run(ray_head, prometheus_server, assets, tmp_path_factory) -> Subm
 
     Two epochs, not one: a gauge reaches Prometheus only if the worker that set it lives on for an export interval,
     and the first epoch's values are exported while the second runs."""
-    from maskgan import recipes
+    from maskgan.config import recipes
 
     tmp = tmp_path_factory.mktemp("submit")
     cfg = recipes.debug_cpu(str(assets)).replace(

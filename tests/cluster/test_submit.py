@@ -59,7 +59,7 @@ def test_shipped_working_dir_leaves_out_venv_git_and_outputs(submitted_run, ray_
 def test_plain_ray_job_submit_runs_maskgan_train(ray_head, assets, tmp_path):
     # The README's command, from the repo root: `ray job submit --working-dir . -- maskgan train --config ...`,
     # with the token (and token mode) from the environment.
-    from maskgan import recipes
+    from maskgan.config import recipes
 
     cfg = recipes.debug_cpu(str(assets)).replace(
         data={"batch_size": 8},

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from ray_nodes import BIN, new_cluster, tail
 
 from data_loader import shards, storage
-from maskgan import assembly, recipes
+from maskgan.config import recipes
+from maskgan.run import checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 RESOURCE = "maskgan_worker"
@@ -37,7 +37,7 @@ def _upload_data(assets: Path, bucket: str) -> None:
 
 
 def _checkpoint_epochs(run: storage.Location) -> list[int]:
-    return [epoch for epoch, _ in assembly.list_checkpoints(run)] if storage.exists(run) else []
+    return [epoch for epoch, _ in checkpoints.list_checkpoints(run)] if storage.exists(run) else []
 
 
 def _wait(what: str, ready, job: subprocess.Popen, log: Path, timeout: float = 480, poll_s: float = 1.0):
@@ -126,18 +126,18 @@ def test_run_across_two_nodes_survives_losing_one(two_nodes, assets, bucket, tmp
     # rows from the bucket, however many workers shared it: the structure of an uninterrupted run.
     root = storage.resolve(cfg.data.uri)
     train_rows = sum(int(s["rows"]) for s in shards.set_shards(root, shards.read_manifest(root), "train"))
-    listed = assembly.list_checkpoints(run)
+    listed = checkpoints.list_checkpoints(run)
     assert [e for e, _ in listed] == list(range(EPOCHS))
     steps, keys = [], []
     for epoch, loc in listed:
-        state = assembly.read_checkpoint(loc)  # raises on a torn or corrupted state.pt
-        metrics = assembly.read_meta(loc)["metrics"]
+        state = checkpoints.read_checkpoint(loc)  # raises on a torn or corrupted state.pt
+        metrics = checkpoints.read_meta(loc)["metrics"]
         assert state["epoch"] == epoch and metrics["train/rows"] == train_rows
         steps.append(int(next(iter(state["g_opt"]["state"].values()))["step"]))
         keys.append(sorted(metrics))
     assert steps == sorted(set(steps)), steps  # the restart continued the optimiser, it did not start it over
     assert all(k == keys[0] for k in keys), keys  # the redone epoch reports what the others do
-    assert not storage.exists(run.join(assembly.FAILED_FILE))
+    assert not storage.exists(run.join(checkpoints.FAILED_FILE))
     stored = yaml.safe_load(storage.read_text(run.join("config.yaml")))
     assert stored["data"]["uri"].startswith("s3://") and stored["train"]["min_workers"] == 1
     print(f"two-node run: node lost {t_kill - t0:.0f} s after submit, in epoch {len(before_kill) + 1}; job done "

@@ -221,7 +221,10 @@ def test_without_dlib_prepare_says_what_to_install_in_one_line(tmp_path, monkeyp
 def test_train_and_evaluate_run_end_to_end_on_identity_data(prepared, tmp_path):
     """The path a user with LFW takes after prepare: projector, `maskgan train`, `maskgan evaluate`, all on the
     prepared identity folders in the bucket (a random trunk: there is no adapt pool in identity data)."""
-    from maskgan import evaluate, preflight, pretrain, recipes, train
+    from maskgan.config import recipes
+    from maskgan.reporting import runner
+    from maskgan.run import preflight
+    from maskgan.training import pretrain, train
 
     _, m, _ = prepared
     data, projector = f"s3://{BUCKET}/prepared", f"s3://{BUCKET}/projector.pt"
@@ -238,7 +241,7 @@ def test_train_and_evaluate_run_end_to_end_on_identity_data(prepared, tmp_path):
     with pytest.raises(shards.ShardError, match=r"images are 64 px; the facenet recogniser needs at least 75"):
         preflight.inputs(cfg.replace(data={"uri": str(small)}))
     result = train.fit(cfg)
-    report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None)
+    report = runner.evaluate_run(result.run_uri, log=lambda *_: None)
     assert report["self_match"] is False and report["gallery_size"] == m["identities"]
     scored = [s for s in shards.SPLITS if m["sets"][s]["rows"]]
     for row in ("unmasked", "original_mask", "generated"):

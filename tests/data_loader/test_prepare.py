@@ -77,7 +77,9 @@ def test_prepare_from_bucket_counts_lists_bad_files_and_labels(bucket_data):
 
 @pytest.mark.slow
 def test_training_runs_from_the_bucket(bucket_data, s3_server, tmp_path):
-    from maskgan import assembly, config, pretrain, train
+    from maskgan import config
+    from maskgan.run import checkpoints
+    from maskgan.training import pretrain, train
 
     data = f"s3://{BUCKET}/prepared"
     pretrain.train_projector(data, f"s3://{BUCKET}/projector.pt", epochs=2, max_images=64, log=lambda *_: None)
@@ -89,7 +91,7 @@ def test_training_runs_from_the_bucket(bucket_data, s3_server, tmp_path):
     })
     result = train.fit(cfg, log=lambda *_: None)
     assert result.checkpoint_uri and result.checkpoint_uri.startswith(f"s3://{BUCKET}/runs/from-bucket/")
-    assert [epoch for epoch, _ in assembly.list_checkpoints(storage.resolve(result.run_uri))] == [0]
+    assert [epoch for epoch, _ in checkpoints.list_checkpoints(storage.resolve(result.run_uri))] == [0]
     assert result.metrics["epoch"] == 0 and result.metrics["train/images"] > 0
     assert result.metrics["train/data_wait_s"] >= 0
 

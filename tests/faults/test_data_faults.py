@@ -4,7 +4,7 @@ than train.min_rows_fraction allows fails the run: tests/faults/test_run_stops.p
 import json
 
 from data_loader import synth
-from maskgan import train
+from maskgan.training import train
 
 
 def test_corrupt_shard_rows_are_skipped_and_counted(ray_session, small_cfg, tmp_path):

@@ -35,7 +35,7 @@ def test_training_flags(cli_error, tmp_path, args, needle):
 
 def test_library_callers_get_the_same_checks(tmp_path):
     from data_loader import ranges, synth
-    from maskgan import pretrain
+    from maskgan.training import pretrain
 
     with pytest.raises(ranges.RangeError, match=r"^--epochs: must be an integer in \[1, 100000\], got -1$"):
         pretrain.train_projector(str(tmp_path), str(tmp_path / "p.pt"), epochs=-1)

@@ -4,7 +4,7 @@ Before: `objective.g_lr: .inf` trained to `gen_ce nan` with 0 % val accuracy; `e
 (0 % generated looks like perfect protection) and wrote bare `NaN` into the model card; `sample` wrote an
 all-black PNG with exit 0, and `--out x.jpg` got PNG bytes.
 
-The damaged checkpoints are real ones (assembly.save_checkpoint) with NaN written into their state afterwards,
+The damaged checkpoints are real ones (checkpoints.save_checkpoint) with NaN written into their state afterwards,
 as a diverged optimiser leaves them: no training needed.
 """
 
@@ -15,8 +15,9 @@ import json
 import pytest
 import torch
 
-from maskgan import assembly, recipes
+from maskgan.config import recipes
 from maskgan.models.recognizer import Head
+from maskgan.run import checkpoints
 
 GOOD = {"acc/val/generated": 0.40, "acc/val/unmasked": 0.80, "train/gen_ce": 2.3}
 DIVERGED = {"acc/val/generated": 0.0, "acc/val/unmasked": 0.0, "train/gen_ce": float("nan")}
@@ -26,14 +27,14 @@ def _checkpoint(run, epoch: int, metrics: dict, damage=None):
     """A checkpoint folder `run/checkpoint_{epoch:06d}` as training writes it; `damage(state)` edits its state
     afterwards (meta.json's checksum is recomputed, as an honest but diverged run would have written it)."""
     cfg = recipes.debug_cpu(str(run.parent))
-    a = assembly.arch(cfg, 32)
+    a = checkpoints.arch(cfg, 32)
     torch.manual_seed(epoch)
-    gen = assembly.generator_from_arch(a)
+    gen = checkpoints.generator_from_arch(a)
     head = Head(torch.nn.Linear(1792, 512, bias=False), torch.nn.BatchNorm1d(512))
     g_opt = torch.optim.Adam(gen.parameters(), lr=1e-3)
     folder = run / f"checkpoint_{epoch:06d}"
     folder.mkdir(parents=True)
-    assembly.save_checkpoint(str(folder), cfg=cfg, size=32, epoch=epoch, generator=gen, head=head, g_opt=g_opt,
+    checkpoints.save_checkpoint(str(folder), cfg=cfg, size=32, epoch=epoch, generator=gen, head=head, g_opt=g_opt,
                              h_opt=None, metrics=metrics)
     if damage is not None:
         state = torch.load(folder / "state.pt", weights_only=True)
@@ -144,7 +145,7 @@ def test_sample_refuses_an_unknown_extension_before_reading_anything(cli_error, 
 
 def test_evaluate_counts_epochs_from_one_like_sample(tmp_path):
     """Before: the checkpoint saved after the first epoch was "epoch 0" in `evaluate` and "epoch 1" in `sample`."""
-    from maskgan import report
+    from maskgan.reporting import report
 
     md = report.report_markdown({"experiment": "exp1", "generator": "fc3", "epoch": 0, "illustrative_only": False,
                                  "gallery_size": 4, "chance": 0.25, "accuracy": {}})

@@ -68,7 +68,7 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
 
     import torch
 
-    from maskgan import assembly
+    from maskgan.run import checkpoints
 
     marker = "/tmp/maskgan-ckpt-pwned"
     if os.path.exists(marker):
@@ -76,11 +76,11 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     ckpt = tmp_path / "checkpoint_evil"
     ckpt.mkdir()
     buf = io.BytesIO()
-    torch.save({"format": assembly.CKPT_FORMAT, "generator": _Payload()}, buf, pickle_module=pickle)
+    torch.save({"format": checkpoints.CKPT_FORMAT, "generator": _Payload()}, buf, pickle_module=pickle)
     (ckpt / "state.pt").write_bytes(buf.getvalue())
     (ckpt / "meta.json").write_text(json.dumps({"epoch": 0, "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}))
-    with pytest.raises(assembly.CheckpointError, match="state.pt: refused"):
-        assembly.read_checkpoint(storage.resolve(str(ckpt)))
+    with pytest.raises(checkpoints.CheckpointError, match="state.pt: refused"):
+        checkpoints.read_checkpoint(storage.resolve(str(ckpt)))
     assert not os.path.exists(marker)
 
 

@@ -14,7 +14,8 @@ from urllib.parse import urlparse
 import pytest
 
 from data_loader import storage
-from maskgan import assembly, train
+from maskgan.run import checkpoints
+from maskgan.training import train
 
 OUTAGE_S = 20
 
@@ -108,9 +109,9 @@ def test_checkpoint_upload_survives_an_object_store_outage(ray_session, small_cf
     assert time.time() - started > OUTAGE_S  # the run really waited the outage out
     assert result.metrics["epoch"] == 1
     run = storage.resolve(f"s3://{bucket}/runs/outage", flaky_s3.url)
-    epochs = [e for e, _ in assembly.list_checkpoints(run)]
+    epochs = [e for e, _ in checkpoints.list_checkpoints(run)]
     assert epochs == [0, 1]
-    for _, loc in assembly.list_checkpoints(run):
-        assembly.read_checkpoint(loc)  # complete and verified, none half-written
-    latest, _ = assembly.latest_checkpoint(run)
+    for _, loc in checkpoints.list_checkpoints(run):
+        checkpoints.read_checkpoint(loc)  # complete and verified, none half-written
+    latest, _ = checkpoints.latest_checkpoint(run)
     assert latest["epoch"] == 1

@@ -10,7 +10,10 @@ import time
 import pytest
 
 from data_loader import storage
-from maskgan import assembly, config, evaluate, train
+from maskgan import config
+from maskgan.reporting import runner
+from maskgan.run import checkpoints
+from maskgan.training import train
 
 
 def _adam_steps(state) -> int:
@@ -20,7 +23,7 @@ def _adam_steps(state) -> int:
 def _wait_for_epoch(run_dir: str, epoch: int, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if os.path.isdir(run_dir) and any(e >= epoch for e, _ in assembly.list_checkpoints(storage.resolve(run_dir))):
+        if os.path.isdir(run_dir) and any(e >= epoch for e, _ in checkpoints.list_checkpoints(storage.resolve(run_dir))):
             return
         time.sleep(0.3)
     raise TimeoutError(f"no checkpoint of epoch {epoch} in {run_dir}")
@@ -48,7 +51,7 @@ def test_worker_killed_mid_epoch_run_restarts_from_checkpoint(ray_session, small
     assert killed, "the worker was never killed"
     assert result.metrics["epoch"] == 3
     run = storage.resolve(run_dir)
-    final, _ = assembly.latest_checkpoint(run)
+    final, _ = checkpoints.latest_checkpoint(run)
     assert final["epoch"] == 3
     # The restart reloaded the last checkpoint: the optimiser made exactly 4 epochs of steps, no more (a
     # half epoch kept) and no fewer (an epoch lost); the killed epoch was redone once.
@@ -72,13 +75,13 @@ def test_driver_killed_then_resume(ray_session, small_cfg, tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    before = [e for e, _ in assembly.list_checkpoints(storage.resolve(run_dir))]
+    before = [e for e, _ in checkpoints.list_checkpoints(storage.resolve(run_dir))]
     assert before and max(before) < 2
     r = subprocess.run([sys.executable, "-m", "cli", "train", "--config", str(path), "--resume"], env=env,
                        capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming" in r.stdout + r.stderr
-    final, _ = assembly.latest_checkpoint(storage.resolve(run_dir))
+    final, _ = checkpoints.latest_checkpoint(storage.resolve(run_dir))
     assert final["epoch"] == 2
     assert _adam_steps(final) % 3 == 0  # whole epochs only: the killed one was redone from its checkpoint
 
@@ -86,19 +89,19 @@ def test_driver_killed_then_resume(ray_session, small_cfg, tmp_path):
 def test_torn_checkpoint_is_named_and_the_previous_one_used(trained_run_copy, small_cfg, capsys):
     cfg = small_cfg.replace(train={"epochs": 2})  # the shared 2-epoch run, copied to where this finds it
     run = storage.resolve(trained_run_copy)
-    (e0, loc0), (e1, loc1) = assembly.list_checkpoints(run)
-    state_file = os.path.join(loc1.path, assembly.STATE_FILE)
+    (e0, loc0), (e1, loc1) = checkpoints.list_checkpoints(run)
+    state_file = os.path.join(loc1.path, checkpoints.STATE_FILE)
     with open(state_file, "r+b") as f:
         f.truncate(os.path.getsize(state_file) // 2)
     warnings = []
-    state, loc = assembly.latest_checkpoint(run, log=warnings.append)
+    state, loc = checkpoints.latest_checkpoint(run, log=warnings.append)
     assert (state["epoch"], loc.uri) == (e0, loc0.uri)
     assert "checksum mismatch" in warnings[0] and "state.pt" in warnings[0] and os.path.basename(loc1.path) in warnings[0]
-    report = evaluate.evaluate_run(trained_run_copy, log=lambda *_: None, defender_steps=5)  # a short defender
+    report = runner.evaluate_run(trained_run_copy, log=lambda *_: None, defender_steps=5)  # a short defender
     assert report["epoch"] == e0
     # resuming falls back to the good checkpoint and redoes the torn epoch
     resumed = train.fit(cfg.replace(train={"epochs": 3}), resume=True)
-    final, _ = assembly.latest_checkpoint(run)
+    final, _ = checkpoints.latest_checkpoint(run)
     assert resumed.metrics["epoch"] == 2 and final["epoch"] == 2
     assert _adam_steps(final) == 3 * _adam_steps(state)
 
@@ -125,7 +128,7 @@ def test_disk_full_gives_a_clear_error_and_keeps_earlier_checkpoints(ray_session
         train.fit(cfg)
     msg = str(e.value)
     assert "no space left" in msg.lower() and str(tiny_disk) in msg and "\n" not in msg
-    checkpoints = assembly.list_checkpoints(storage.resolve(str(tiny_disk / "full")))
-    assert checkpoints, "the first checkpoint should have fitted"
-    for _, loc in checkpoints:
-        assembly.read_checkpoint(loc)  # every listed checkpoint still verifies
+    saved = checkpoints.list_checkpoints(storage.resolve(str(tiny_disk / "full")))
+    assert saved, "the first checkpoint should have fitted"
+    for _, loc in saved:
+        checkpoints.read_checkpoint(loc)  # every listed checkpoint still verifies

@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from check_photos import StandIn, astronaut, crowd, grace_hopper, png_bytes, save, variants
+
 from cli.main import main
 from maskgan.check import photos as ph
 from maskgan.check import recognisers, runner, tryon
@@ -108,7 +108,7 @@ def test_a_design_made_against_a_recogniser_lowers_its_similarity_below_the_plai
     code = main(["check", str(me), "--try-on", "--design-file", str(path), "--recognizers", "random:5",
                  "--out", str(tmp_path / "cli")])  # the CLI path reads the file and writes the page
     assert code == 0
-    from maskgan import design_file
+    from maskgan.design import design_file
 
     read, _ = design_file.read(str(path))
     source = runner.DesignSource("design.png", str(path), attacked=["stand-in"])
@@ -134,16 +134,17 @@ def test_white_box_are_the_recognisers_the_run_attacked():
 
 
 def tiny_run(tmp_path, recognizers) -> str:
-    from maskgan import assembly, config
+    from maskgan import config
     from maskgan.models.recognizer import Head
+    from maskgan.run import checkpoints
 
     cfg = config.from_dict({"data": {"uri": str(tmp_path / "no-data")}, "model": {"recognizers": recognizers},
                             "train": {"seed": 7, "storage": str(tmp_path), "name": "run"}})
     ckpt = tmp_path / "run" / "checkpoint_000000"
     ckpt.mkdir(parents=True)
-    gen = assembly.generator_from_arch(assembly.arch(cfg, 64))
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 64))
     head = Head(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
-    assembly.save_checkpoint(str(ckpt), cfg=cfg, size=64, epoch=0, generator=gen, head=head,
+    checkpoints.save_checkpoint(str(ckpt), cfg=cfg, size=64, epoch=0, generator=gen, head=head,
                              g_opt=torch.optim.Adam(gen.parameters()), h_opt=None,
                              metrics={"acc/val/generated": 0.1}, surrogates=[(s, head, None) for s in recognizers])
     return str(tmp_path / "run")
@@ -166,7 +167,7 @@ def test_a_runs_design_says_which_recognisers_were_attacked(tmp_path, people, ca
 
 @pytest.fixture(scope="module")
 def chromium():
-    from maskgan.pages import browser
+    from maskgan.reporting.pages import browser
 
     if browser.find_chromium() is None:
         if os.environ.get("CI") == "true":
@@ -177,7 +178,7 @@ def chromium():
 
 
 def test_check_html_shows_every_image_and_loads_nothing_from_outside_its_folder(tmp_path, people, recs, chromium):
-    from maskgan.pages import browser
+    from maskgan.reporting.pages import browser
 
     me = folder(tmp_path, people, wearing="grace")
     design = tmp_path / "d.png"

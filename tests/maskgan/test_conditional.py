@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from maskgan import feed, objective, physical
 from maskgan.config import ObjectiveConfig
+from maskgan.design import physical
 from maskgan.models.generators import build_generator, is_conditional, set_cond_stats, universal
 from maskgan.models.projector import Projector
 from maskgan.models.recognizer import FEATURE_DIM, build_recognizer
+from maskgan.training import feed, objective
 
 LATENT = 100
 
@@ -122,32 +123,35 @@ def test_the_resident_row_budget_counts_a_conditional_generators_features():
 
 
 def _cond_checkpoint(cfg, tmp_path, size=128, stats=None):
-    from maskgan import assembly
     from maskgan.models.generators import set_cond_stats
-    from maskgan.objective import make_optimizers
+    from maskgan.run import build, checkpoints
+    from maskgan.training.objective import make_optimizers
 
     torch.manual_seed(0)
-    gen = assembly.generator_from_arch(assembly.arch(cfg, size))
-    head = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu").head
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, size))
+    head = build.load_recognizer(cfg.model.recognizer_weights, "cpu").head
     if stats is None and cfg.model.recognizer_weights != "random":  # as the worker sets them
-        stats = feed.TrainGallery.of(assembly.data_root(cfg), assembly.build(cfg, "cpu").gallery_feats).feats
+        stats = build.TrainGallery.of(build.data_root(cfg), build.build(cfg, "cpu").gallery_feats).feats
     if stats is not None:
         set_cond_stats(gen, stats)
     opts = make_optimizers(gen, head, cfg.objective)
     ckpt = tmp_path / "runs" / "r" / "checkpoint_000000"
     ckpt.mkdir(parents=True)
-    assembly.save_checkpoint(str(ckpt), cfg=cfg, size=size, epoch=0, generator=gen, head=head, g_opt=opts.generator,
+    checkpoints.save_checkpoint(str(ckpt), cfg=cfg, size=size, epoch=0, generator=gen, head=head, g_opt=opts.generator,
                              h_opt=opts.head, metrics={"acc/val/generated": 0.5, "acc/val/unmasked": 0.9})
     return tmp_path / "runs" / "r"
 
 
 def test_evaluation_scores_each_probe_wearing_its_own_design_on_identities_never_trained_on(assets, tmp_path):
-    from maskgan import assembly, evaluate, recipes, report
+    from maskgan.config import recipes
+    from maskgan.evaluation import evaluate
+    from maskgan.reporting import report
+    from maskgan.run import checkpoints
 
     cfg = recipes.debug_cpu(str(assets)).replace(model={"generator": "cond_fc3"},
                                                  train={"storage": str(tmp_path / "runs"), "name": "r"})
     run = _cond_checkpoint(cfg, tmp_path)
-    state, loc = assembly.latest_checkpoint(storage_resolve(run), log=lambda *_: None)
+    state, loc = checkpoints.latest_checkpoint(storage_resolve(run), log=lambda *_: None)
     assert state["generator"]["cond_mean"].abs().sum() > 0  # the train gallery's mean face is stored
     rep = evaluate.evaluate_checkpoint(state, loc, log=lambda *_: None, universal_k=2, defender_steps=0)
     person = rep["rows"]["for_person"]
@@ -211,10 +215,11 @@ def test_print_for_prints_the_design_made_for_the_person_in_the_photo(tmp_path, 
     """With a face found (dlib's detection planted: no real face photo ships with the tests), the page holds
     exactly the design the generator makes from that crop's trunk features and latent 1."""
     from data_loader import landmark_mask
-    from maskgan import assembly, wearing
-    from maskgan.objective import to_float_images
+    from maskgan.design import wearing
+    from maskgan.models.ops import to_float_images
+    from maskgan.run import build, checkpoints
 
-    trunk = assembly.load_recognizer("random", "cpu").trunk
+    trunk = build.load_recognizer("random", "cpu").trunk
     with torch.no_grad():  # the "gallery" statistics: a random trunk's features of a few noise photos
         run = _tiny_run(tmp_path, "cond_fc3", stats=trunk(torch.rand(8, 3, 128, 128)))
     ann = np.zeros((300, 300, 3), np.uint8)
@@ -233,17 +238,17 @@ def test_print_for_prints_the_design_made_for_the_person_in_the_photo(tmp_path, 
                                "--out", tmp_path / f"{who}.pdf"], capsys)
         assert code == 0 and f"the design for {photo} from latent 1" in out, (out, err)
         printed[who] = np.asarray(Image.open(tmp_path / f"{who}.png"))
-    state, loc = assembly.latest_checkpoint(storage_resolve(run), log=lambda *_: None)
+    state, loc = checkpoints.latest_checkpoint(storage_resolve(run), log=lambda *_: None)
     from data_loader import identities
 
     face = identities.face_crop(photos["ann"].read_bytes(), None, 128)[0]
-    gen = assembly.generator_from_checkpoint(state, loc.uri).eval()
+    gen = checkpoints.generator_from_checkpoint(state, loc.uri).eval()
     with torch.no_grad():
         z = wearing.universal_latents(LATENT, wearing.UNIVERSAL_K, 7)[1:2]
         want = wearing.person_designs(gen, z, trunk(to_float_images(torch.from_numpy(face.copy()).unsqueeze(0))))[0]
-    from maskgan import printing
+    from maskgan.design import page
 
-    expect = printing.upscale(printing.to_uint8_image(want), *printed["ann"].shape[1::-1])
+    expect = page.upscale(page.to_uint8_image(want), *printed["ann"].shape[1::-1])
     assert np.array_equal(printed["ann"], expect)
     apart = np.abs(printed["ann"].astype(int) - printed["bob"].astype(int)).mean()
     assert apart > 0.5  # another person's design differs (measured: 0.94 of 255 levels, untrained generator)
@@ -253,14 +258,16 @@ def test_print_for_prints_the_design_made_for_the_person_in_the_photo(tmp_path, 
 def test_a_conditional_run_trains_through_the_worker_and_reports_designs_per_person(ray_session, small_cfg):
     """The worker path end to end: feature statistics set from the train gallery, the wearer's features fed
     (streamed, then resident), the per-epoch val scoring, then the report's for_person rows."""
-    from maskgan import assembly, evaluate, train
     from data_loader import storage
+    from maskgan.reporting import runner
+    from maskgan.run import checkpoints
+    from maskgan.training import train
 
     cfg = small_cfg.replace(model={"generator": "cond_fc3"}, train={"epochs": 2, "val_probes": 16})
     result = train.fit(cfg)
-    state, _ = assembly.latest_checkpoint(storage.resolve(result.run_uri), log=lambda *_: None)
+    state, _ = checkpoints.latest_checkpoint(storage.resolve(result.run_uri), log=lambda *_: None)
     assert not torch.equal(state["generator"]["cond_std"], torch.ones(FEATURE_DIM))  # set by the worker
-    rep = evaluate.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=2, defender_steps=0)
+    rep = runner.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=2, defender_steps=0)
     assert rep["generator"] == "cond_fc3" and {"train", "val", "test"} <= set(rep["rows"]["for_person"])
     people = rep["diversity"]["test"]["across_people"]
     assert people["pixel"] > 1e-3 and people["same_person_max_diff"] == 0

@@ -1,7 +1,7 @@
 import pytest
 
-from maskgan import config, recipes
-from maskgan.config import ConfigError
+from maskgan import config
+from maskgan.config import ConfigError, recipes
 
 
 def test_defaults_and_recipes_validate():
@@ -163,7 +163,7 @@ def test_worker_placement_fields_are_checked(train, needle):
 
 
 def test_scaling_config_is_fixed_or_elastic_with_the_configured_placement():
-    from maskgan.train import _scaling
+    from maskgan.training.train import _scaling
 
     cfg = config.from_dict({"data": {"uri": "d"}, "train": {"num_workers": 4, "cpus_per_worker": 2.0}})
     fixed = _scaling(cfg, use_gpu=True)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from maskgan import design_file, wearing
+from maskgan.design import design_file, wearing
 
 
 def png(array: np.ndarray, mode: str | None = None, **info) -> bytes:

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from maskgan import diversity, evaluate, physical, report, wearing
+from maskgan.design import diversity, physical, wearing
+from maskgan.evaluation import evaluate
+from maskgan.reporting import report
 
 H, W, LATENT = 4, 8, 3 * 4 * 8  # a non-square design: the measures must not assume [S, S]
 
@@ -109,14 +111,15 @@ def test_protection_spread_is_max_minus_min_over_designs():
 
 def test_evaluation_measures_the_universal_designs_diversity_and_report_md_shows_it(assets):
     from data_loader import storage
-    from maskgan import assembly, recipes
+    from maskgan.config import recipes
+    from maskgan.run import build, checkpoints
 
     cfg = recipes.debug_cpu(str(assets))
-    parts = assembly.build(cfg, "cpu")
+    parts = build.build(cfg, "cpu")
     with torch.no_grad():
         gallery_emb = parts.recognizer.head(parts.gallery_feats)
     torch.manual_seed(0)
-    gen = assembly.generator_from_arch(assembly.arch(cfg, 128)).eval()
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128)).eval()
     models = dict(trunk=parts.recognizer.trunk, head=parts.recognizer.head, projector=parts.projector, generator=gen,
                   latent_dim=cfg.model.latent_dim, gallery_emb=gallery_emb, device="cpu")
     root = storage.resolve(cfg.data.uri)

@@ -8,14 +8,13 @@ detected and the fallback path, and every other path (cache, Ray tasks) must rep
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import sys
 
 import numpy as np
 import pytest
-
-import dataclasses
 
 from data_loader import faces as people
 from maskgan.models import dlib_recognizer as dr

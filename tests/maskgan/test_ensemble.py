@@ -11,11 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from data_loader import storage
-from maskgan import assembly, embedders, evaluate, feed, objective, physical, recipes, train
-from maskgan.config import ConfigError, ObjectiveConfig
+from maskgan.config import ConfigError, ObjectiveConfig, recipes
+from maskgan.design import physical
+from maskgan.evaluation import embedders, evaluate
+from maskgan.models import ops
 from maskgan.models.generators import build_generator
 from maskgan.models.projector import Projector
 from maskgan.models.recognizer import build_recognizer, refresh_bn_stats
+from maskgan.run import build, checkpoints
+from maskgan.training import feed, objective, train
 
 SIZE, N, LATENT, SEEDS = 80, 6, 100, (11, 12)  # small images: facenet trunks are slow on CPU
 
@@ -74,7 +78,7 @@ def _scores(models, batch, recognisers, k=8):
     space = physical.MaskSpace(batch["grid"], batch["alpha"])
     out = []
     for trunk, head, gallery in recognisers:
-        lg = torch.cat([objective.logits(head, trunk(physical.wear(batch["masked"], space, d.expand(N, -1, -1, -1))),
+        lg = torch.cat([ops.logits(head, trunk(physical.wear(batch["masked"], space, d.expand(N, -1, -1, -1))),
                                          gallery, 16.0) for d in designs])
         label = batch["label"].repeat(k)
         out.append((F.cross_entropy(lg, label).item(), (lg.argmax(1) == label).float().mean().item()))
@@ -115,7 +119,7 @@ def test_ensemble_training_lowers_every_attacked_recognisers_accuracy():
 def test_each_surrogate_head_trains_on_its_own_loss_as_the_experiment_says(experiment):
     models, opts, batch, gallery, cfg = _setup(SEEDS[:1], experiment)
     (s,) = models.surrogates
-    if experiment in ("exp2", "exp3"):  # the real photos' features, as maskgan.feed computes them
+    if experiment in ("exp2", "exp3"):  # the real photos' features, as maskgan.training.feed computes them
         raw = {"label": batch["label"].numpy(), "size": np.full(N, SIZE, np.int16),
                "masked": (batch["masked"] * 255).round().byte().permute(0, 2, 3, 1).numpy(),
                "unmasked": (batch["masked"] * 255).round().byte().permute(0, 2, 3, 1).numpy()}
@@ -139,9 +143,9 @@ def test_each_surrogate_head_trains_on_its_own_loss_as_the_experiment_says(exper
 
 def test_checkpoint_keeps_the_surrogate_heads_and_refuses_another_list(small_cfg, tmp_path):
     cfg = small_cfg.replace(model={"recognizers": ["random:11"]})
-    gen = assembly.generator_from_arch(assembly.arch(cfg, 128))
-    rec = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu")
-    sur = assembly.load_recognizer("random:11", "cpu")
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128))
+    rec = build.load_recognizer(cfg.model.recognizer_weights, "cpu")
+    sur = build.load_recognizer("random:11", "cpu")
     assert sur.desc == {"weights": "random:11", "pretrained": False}
     with torch.no_grad():
         sur.head.last_linear.weight.mul_(2)  # a trained head: not what a fresh random:11 would be
@@ -149,23 +153,23 @@ def test_checkpoint_keeps_the_surrogate_heads_and_refuses_another_list(small_cfg
     run = storage.resolve(str(tmp_path / "runs" / "t"))
     folder = tmp_path / "runs" / "t" / "checkpoint_000000"
     folder.mkdir(parents=True)
-    assembly.save_checkpoint(str(folder), cfg=cfg, size=128, epoch=0, generator=gen, head=rec.head,
+    checkpoints.save_checkpoint(str(folder), cfg=cfg, size=128, epoch=0, generator=gen, head=rec.head,
                              g_opt=opts.generator, h_opt=opts.head, metrics={},
                              surrogates=[("random:11", sur.head, opts.surrogates[0])])
     data = storage.resolve(cfg.data.uri)
-    start = assembly.starting_checkpoint(cfg, run, data)
+    start = checkpoints.starting_checkpoint(cfg, run, data)
     (saved,) = start.state["surrogates"]
     assert saved["spec"] == "random:11" and torch.equal(saved["head"]["last_linear.weight"], sur.head.last_linear.weight)
     assert saved["h_opt"]["param_groups"]  # exp1: its own optimiser's state
     for other in ([], ["random:12"], ["random:11", "random:12"]):
-        with pytest.raises(assembly.CheckpointError, match=r"checkpoint attacked model\.recognizers \['random:11'\], "
+        with pytest.raises(checkpoints.CheckpointError, match=r"checkpoint attacked model\.recognizers \['random:11'\], "
                                                            "the config lists") as e:
-            assembly.starting_checkpoint(small_cfg.replace(model={"recognizers": other}), run, data)
+            checkpoints.starting_checkpoint(small_cfg.replace(model={"recognizers": other}), run, data)
         assert "\n" not in str(e.value)
     # a checkpoint from before surrogates (no key) is a single-recogniser run's, as before
     old = {k: v for k, v in start.state.items() if k != "surrogates"}
-    assert assembly.surrogate_specs(old) == []
-    assembly.check_resume_arch(old, small_cfg, 128, "old")
+    assert checkpoints.surrogate_specs(old) == []
+    checkpoints.check_resume_arch(old, small_cfg, 128, "old")
 
 
 @pytest.mark.slow
@@ -177,14 +181,14 @@ def test_an_ensemble_run_trains_resumes_and_reports_every_surrogate_as_attacked(
                             train={"epochs": 1, "val_probes": 0})
     first = train.fit(cfg)
     run = storage.resolve(first.run_uri)
-    state, _ = assembly.latest_checkpoint(run)
-    fresh = assembly.load_recognizer("random:11", "cpu").head.state_dict()
+    state, _ = checkpoints.latest_checkpoint(run)
+    fresh = build.load_recognizer("random:11", "cpu").head.state_dict()
     (saved,) = state["surrogates"]
     assert not torch.equal(saved["head"]["last_linear.weight"], fresh["last_linear.weight"])  # it trained
     assert "train/gen_acc_mean" in first.metrics
     resumed = train.fit(cfg.replace(train={"epochs": 2}), resume=True)
     assert resumed.metrics["epoch"] == 1
-    state2, loc = assembly.latest_checkpoint(run)
+    state2, loc = checkpoints.latest_checkpoint(run)
     step = lambda s: int(next(iter(s["surrogates"][0]["h_opt"]["state"].values()))["step"])  # noqa: E731
     assert step(state2) == 2 * step(state)  # its Adam state carried over
     made = []
@@ -202,7 +206,7 @@ def test_an_ensemble_run_trains_resumes_and_reports_every_surrogate_as_attacked(
 def test_transfer_space_sweeps_one_surrogate_against_three_and_the_table_shows_both_roles():
     import os
 
-    from maskgan import report
+    from maskgan.reporting import report, report_matrix
     from tune import results
     from tune.space import load_space, trial_config
 
@@ -215,7 +219,7 @@ def test_transfer_space_sweeps_one_surrogate_against_three_and_the_table_shows_b
     m = {"order": ["attacked", "random:11", "random:7", "dlib"],
          "columns": {"attacked": col("attacked", 0.5), "random:11": col("attacked", 0.3),
                      "random:7": col("held-out", 0.1), "dlib": col("held-out", 0.0)}}
-    assert report.role_means(m, "test", "1e-02") == pytest.approx({"attacked": 0.4, "held-out": 0.05})
+    assert report_matrix.role_means(m, "test", "1e-02") == pytest.approx({"attacked": 0.4, "held-out": 0.05})
     assert report.role_lines(m, "1e-02", ("test",)) == [
         "mean transfer (test, dodging@1e-02 minus original_mask): attacked +40.0 points (2 recognisers), "
         "held-out +5.0 points (2)"]

@@ -10,7 +10,9 @@ import torch
 
 from cli.main import main as cli_main
 from data_loader import shards, storage, synth
-from maskgan import evaluate, feed, scoring, wearing
+from maskgan.design import wearing
+from maskgan.evaluation import evaluate, scoring
+from maskgan.run import build
 
 
 def _identities(root, set_name):
@@ -64,7 +66,7 @@ def test_the_training_gallery_holds_exactly_the_train_identities(tmp_path):
     synth.generate(str(tmp_path / "d"), identities=10, images_per_identity=1, adapt_per_identity=0, size=32)
     root = storage.resolve(str(tmp_path / "d"))
     feats = torch.arange(10, dtype=torch.float32).view(10, 1).repeat(1, 3)  # row i is "identity i"
-    tg = feed.TrainGallery.of(root, feats)
+    tg = build.TrainGallery.of(root, feats)
     train_labels = [i for i in range(10) if synth.synth_split(i) == "train"]
     assert tg.labels.tolist() == train_labels and tg.feats[:, 0].tolist() == train_labels
     probe_labels = torch.tensor(train_labels[::-1])
@@ -75,7 +77,7 @@ def test_the_training_gallery_holds_exactly_the_train_identities(tmp_path):
 
 def test_the_defender_learns_to_see_through_a_design_on_identities_it_never_trained_on():
     from maskgan.config import ObjectiveConfig
-    from maskgan.defender import adapt_head
+    from maskgan.evaluation.defender import adapt_head
     from maskgan.models.recognizer import build_recognizer
 
     torch.manual_seed(0)
@@ -86,7 +88,7 @@ def test_the_defender_learns_to_see_through_a_design_on_identities_it_never_trai
     labels = torch.arange(n_ids).repeat_interleave(4)
     wearing = gallery[labels] + 0.3 * torch.randn(len(labels), dim) + design
     splits = np.array(["train"] * 10 + ["test"] * 6)
-    tg = feed.TrainGallery(gallery, splits)
+    tg = build.TrainGallery(gallery, splits)
     held_out = labels >= 10
 
     def rank1(h):
@@ -105,17 +107,18 @@ def test_the_defender_learns_to_see_through_a_design_on_identities_it_never_trai
 
 def _saved_run(assets, tmp_path):
     """A run folder holding one checkpoint (an untrained generator), written without Ray."""
-    from maskgan import assembly, recipes
-    from maskgan.objective import make_optimizers
+    from maskgan.config import recipes
+    from maskgan.run import build, checkpoints
+    from maskgan.training.objective import make_optimizers
 
     cfg = recipes.debug_cpu(str(assets)).replace(train={"storage": str(tmp_path / "runs"), "name": "r"})
     torch.manual_seed(0)
-    gen = assembly.generator_from_arch(assembly.arch(cfg, 128))
-    head = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu").head
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128))
+    head = build.load_recognizer(cfg.model.recognizer_weights, "cpu").head
     opts = make_optimizers(gen, head, cfg.objective)
     ckpt = tmp_path / "runs" / "r" / "checkpoint_000000"
     ckpt.mkdir(parents=True)
-    assembly.save_checkpoint(str(ckpt), cfg=cfg, size=128, epoch=0, generator=gen, head=head, g_opt=opts.generator,
+    checkpoints.save_checkpoint(str(ckpt), cfg=cfg, size=128, epoch=0, generator=gen, head=head, g_opt=opts.generator,
                              h_opt=opts.head, metrics={"acc/val/generated": 0.5, "acc/val/unmasked": 0.9})
     return tmp_path / "runs" / "r"
 

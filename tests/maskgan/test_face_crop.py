@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from data_loader import face_box, landmark_mask
-from maskgan import assembly
 from maskgan.models.recognizer import FACE_SIDE, build_recognizer, crop_box
+from maskgan.run import build
 
 IDENTITIES = {"source": {"kind": "identities", "crop": landmark_mask.CROP}}
 
@@ -25,15 +25,15 @@ def test_the_identity_rule_puts_the_detection_box_where_the_manifest_says(box):
 
 def test_face_crop_modes_choose_the_crop_the_weights_were_trained_on():
     box = face_box.of_manifest(IDENTITIES)[0]
-    assert assembly.face_crop("auto", "vggface2", IDENTITIES) == box  # pretrained: face crops
-    assert assembly.face_crop("auto", "casia-webface", IDENTITIES) == box
-    assert assembly.face_crop("auto", "random", IDENTITIES) is None  # random / adapted weights: whole photos
-    assert assembly.face_crop("auto", "/tmp/recognizer.pt", IDENTITIES) is None
-    assert assembly.face_crop("full", "vggface2", IDENTITIES) is None
-    assert assembly.face_crop("face", "random", {"source": {"kind": "synthetic"}}) == face_box.SYNTHETIC
-    assert assembly.face_crop("auto", "vggface2", {"source": {"kind": "bench"}}) is None  # no box: whole photo
-    with pytest.raises(assembly.FaceCropError, match=r"^data.face_crop face: the data at s3://b/d records no face box"):
-        assembly.face_crop("face", "vggface2", {"source": {"kind": "bench"}}, "s3://b/d")
+    assert build.face_crop("auto", "vggface2", IDENTITIES) == box  # pretrained: face crops
+    assert build.face_crop("auto", "casia-webface", IDENTITIES) == box
+    assert build.face_crop("auto", "random", IDENTITIES) is None  # random / adapted weights: whole photos
+    assert build.face_crop("auto", "/tmp/recognizer.pt", IDENTITIES) is None
+    assert build.face_crop("full", "vggface2", IDENTITIES) is None
+    assert build.face_crop("face", "random", {"source": {"kind": "synthetic"}}) == face_box.SYNTHETIC
+    assert build.face_crop("auto", "vggface2", {"source": {"kind": "bench"}}) is None  # no box: whole photo
+    with pytest.raises(build.FaceCropError, match=r"^data.face_crop face: the data at s3://b/d records no face box"):
+        build.face_crop("face", "vggface2", {"source": {"kind": "bench"}}, "s3://b/d")
 
 
 def test_a_cropping_trunk_sees_the_face_box_only_and_passes_gradients_through_it():

@@ -1,6 +1,6 @@
 """The headline quotes real pretrained recognisers first, held-out before attacked, and never a random trunk."""
 
-from maskgan.headline import real_recognisers
+from maskgan.reporting.headline import real_recognisers
 
 
 def _row(rank1, cos):

@@ -6,12 +6,13 @@ import pickle
 import pytest
 import torch
 
-from maskgan import objective, physical
 from maskgan.config import ObjectiveConfig
+from maskgan.design import physical
 from maskgan.models import weights
 from maskgan.models.generators import build_generator
 from maskgan.models.projector import Projector
 from maskgan.models.recognizer import build_recognizer
+from maskgan.training import objective
 
 
 @pytest.mark.parametrize("name", ["fc3", "fc_deep", "conv"])
@@ -33,8 +34,8 @@ def test_projector_has_the_papers_layers():
 
 
 def test_projector_arch_is_chosen_for_the_data_and_kept_by_its_checkpoint(tmp_path):
-    from maskgan import assembly
     from maskgan.models.projector import arch_for
+    from maskgan.run import build
 
     assert arch_for({"source": {"kind": "identities"}}) == "dilated" and arch_for({"source": {}}) == "paper"
     assert arch_for({"source": {"kind": "identities"}}, "paper") == "paper"
@@ -45,13 +46,13 @@ def test_projector_arch_is_chosen_for_the_data_and_kept_by_its_checkpoint(tmp_pa
     assert dilated(torch.rand(2, 3, 40, 40)).shape == (2, 1, 40, 40)
     x = torch.rand(1, 3, 40, 40)
     weights.save_torch({"state_dict": dilated.state_dict(), "meta": {"arch": "dilated"}}, str(tmp_path / "d.pt"))
-    loaded = assembly.load_projector(str(tmp_path / "d.pt"), "cpu")
+    loaded = build.load_projector(str(tmp_path / "d.pt"), "cpu")
     assert loaded.arch == "dilated" and torch.allclose(loaded(x), dilated.eval()(x))
     weights.save_torch({"state_dict": Projector().state_dict()}, str(tmp_path / "old.pt"))  # before arch was kept
-    assert assembly.load_projector(str(tmp_path / "old.pt"), "cpu").arch == "paper"
+    assert build.load_projector(str(tmp_path / "old.pt"), "cpu").arch == "paper"
     weights.save_torch({"state_dict": Projector().state_dict(), "meta": {"arch": "dilated"}}, str(tmp_path / "x.pt"))
     with pytest.raises(weights.WeightsError, match="x.pt does not fit the projector"):
-        assembly.load_projector(str(tmp_path / "x.pt"), "cpu")
+        build.load_projector(str(tmp_path / "x.pt"), "cpu")
 
 
 def test_random_recogniser_is_reproducible_and_trunk_frozen():
@@ -141,7 +142,7 @@ def test_code_in_a_weights_file_is_refused_and_never_runs(tmp_path):
 
 def _design_scores(weights: dict, steps: int = 12) -> tuple[float, float]:
     """(TV, NPS) of the generator's designs after `steps` exp0 steps with these objective weights."""
-    from maskgan import palette, physical
+    from maskgan.design import palette, physical
 
     torch.manual_seed(0)
     models, opts, _ = _models("exp0")
@@ -167,7 +168,7 @@ def test_tv_and_nps_weights_make_the_generator_smoother_and_more_printable():
 
 
 def test_printability_report_measures_each_design_row():
-    from maskgan import palette, printability
+    from maskgan.design import palette, printability
 
     gen = build_generator("fc3", 100, 32, (16, 32))
     universal = torch.full((3, 3, 16, 32), 0.5)
@@ -187,7 +188,7 @@ def test_printability_report_measures_each_design_row():
 
 
 def test_printability_verdict_refuses_noise_like_designs_and_passes_smooth_ones():
-    from maskgan import report
+    from maskgan.reporting import report
 
     noise = {"tv": 0.333, "tv_max": 0.335, "nps": 0.201, "nps_max": 0.203}
     p = {"palette": "default (uncalibrated)", "calibrated": False,
@@ -203,8 +204,8 @@ def test_printability_verdict_refuses_noise_like_designs_and_passes_smooth_ones(
 
 
 def test_eot_prints_and_photographs_the_generated_faces_inside_the_step():
-    from maskgan import physical
     from maskgan.config import PhysicalConfig
+    from maskgan.design import physical
 
     def one_step(eot):
         torch.manual_seed(0)
@@ -228,10 +229,10 @@ def test_eot_prints_and_photographs_the_generated_faces_inside_the_step():
 
 
 def test_a_full_frame_checkpoint_from_before_mask_space_is_refused_in_one_line():
-    from maskgan import assembly
+    from maskgan.run import checkpoints
 
-    with pytest.raises(assembly.CheckpointError) as e:
-        assembly.generator_from_arch({"generator": "fc3", "latent_dim": 100, "hidden": 32, "size": 128}, "old/ckpt")
+    with pytest.raises(checkpoints.CheckpointError) as e:
+        checkpoints.generator_from_arch({"generator": "fc3", "latent_dim": 100, "hidden": 32, "size": 128}, "old/ckpt")
     assert "old/ckpt" in str(e.value) and "mask" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -249,8 +250,8 @@ def test_cells_make_smooth_blocks_and_cell_px_1_is_per_pixel(name):
 
 
 def test_a_conv_grid_that_does_not_fit_is_refused_on_the_driver(small_cfg):
-    from maskgan import preflight
     from maskgan.config import ConfigError
+    from maskgan.run import preflight
 
     with pytest.raises(ConfigError, match="model.generator 'conv'.*cell_px 16"):
         preflight.inputs(small_cfg.replace(model={"generator": "conv", "cell_px": 16}))

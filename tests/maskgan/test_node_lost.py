@@ -8,7 +8,8 @@ import json
 import pytest
 
 from data_loader import storage
-from maskgan import assembly, train
+from maskgan.run import checkpoints
+from maskgan.training import train
 
 NODE = "4fa7b582c6704e2a83233af36231ebf249dc84db3e15cda72ff6773b"
 
@@ -37,7 +38,7 @@ def test_lost_node_is_one_line_naming_it_and_the_intact_checkpoints(tmp_path):
     for epoch in (0, 1):  # two committed checkpoints, as list_checkpoints sees them
         folder = tmp_path / "run" / f"checkpoint_{epoch:06d}"
         folder.mkdir(parents=True)
-        (folder / assembly.META_FILE).write_text(json.dumps({"epoch": epoch}))
+        (folder / checkpoints.META_FILE).write_text(json.dumps({"epoch": epoch}))
     error = _WorkerGroupError({0: RuntimeError("collective aborted"), 1: _node_death()})
     with pytest.raises(train.NodeLostError) as e:
         train._raise_failure(run, error)
@@ -47,7 +48,7 @@ def test_lost_node_is_one_line_naming_it_and_the_intact_checkpoints(tmp_path):
     assert "checkpoints of epochs 1, 2 are intact" in line and "--resume" in line and "train.min_workers" in line
     assert line.endswith(f"(traceback: {run.join(train.FAILURE_LOG).uri})")
     assert "health check failed" in (tmp_path / "run" / train.FAILURE_LOG).read_text()
-    assert json.loads((tmp_path / "run" / assembly.FAILED_FILE).read_text())["reason"] in line
+    assert json.loads((tmp_path / "run" / checkpoints.FAILED_FILE).read_text())["reason"] in line
 
 
 def test_a_worker_error_that_is_not_a_lost_node_is_not_called_one():

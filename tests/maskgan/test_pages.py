@@ -5,10 +5,11 @@ JavaScript on. Skipped when chromium is absent, except in CI (CI=true), where th
 from __future__ import annotations
 
 import os
+
 import pytest
 import torch
 
-from maskgan.pages import browser, screenshot
+from maskgan.reporting.pages import browser, screenshot
 
 SHOTS = os.environ.get("MASKGAN_SCREENSHOT_DIR")  # `make screenshots`: the README's images
 
@@ -26,13 +27,13 @@ def chromium():
 def tiny_run(cfg, run_dir, epochs: int = 3):
     """Checkpoints of `epochs` epochs written by the one save function; the generator moves between them."""
     from data_loader import storage
-    from maskgan import assembly
-    from maskgan.objective import make_optimizers
+    from maskgan.run import build, checkpoints
+    from maskgan.training.objective import make_optimizers
 
-    size = assembly.image_size(assembly.data_root(cfg))
-    rec = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu")
+    size = build.image_size(build.data_root(cfg))
+    rec = build.load_recognizer(cfg.model.recognizer_weights, "cpu")
     torch.manual_seed(0)
-    gen = assembly.generator_from_arch(assembly.arch(cfg, size))
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, size))
     opts = make_optimizers(gen, rec.head, cfg.objective)
     for epoch in range(epochs):
         with torch.no_grad():
@@ -42,17 +43,18 @@ def tiny_run(cfg, run_dir, epochs: int = 3):
         folder.mkdir(parents=True)
         metrics = {"epoch": epoch, "train/gen_ce": 1.0 + 0.4 * epoch, "train/head_loss": 2.0 - 0.3 * epoch,
                    "acc/val/generated": 0.5 - 0.1 * epoch, "acc/val/unmasked": 0.8, "train/images_per_s": 9.0}
-        assembly.save_checkpoint(str(folder), cfg=cfg, size=size, epoch=epoch, generator=gen, head=rec.head,
+        checkpoints.save_checkpoint(str(folder), cfg=cfg, size=size, epoch=epoch, generator=gen, head=rec.head,
                                  g_opt=opts.generator, h_opt=opts.head, metrics=metrics)
     return storage.resolve(str(run_dir))
 
 
 def test_report_page_shows_designs_tables_and_curves_with_nothing_from_outside_its_folder(small_cfg, tmp_path,
                                                                                           chromium):
-    from maskgan import evaluate, wearing
+    from maskgan.design import wearing
+    from maskgan.reporting import runner
 
     run = tiny_run(small_cfg, tmp_path / "runs" / "t")
-    report = evaluate.evaluate_run(run.uri, log=lambda *_: None, universal_k=3, defender_steps=5)  # short defender
+    report = runner.evaluate_run(run.uri, log=lambda *_: None, universal_k=3, defender_steps=5)  # short defender
     page = tmp_path / "runs" / "t" / "report.html"
     assert page.exists() and (page.parent / "report.md").exists()
     assert sorted(p.name for p in (page.parent / "designs").glob("epoch_*.png")) == \
@@ -73,10 +75,10 @@ def test_report_page_shows_designs_tables_and_curves_with_nothing_from_outside_i
     # each design again at printed size: 90 mm high at its own W:H, drawn at CSS's 96 px per inch
     from PIL import Image
 
-    from maskgan import printing
+    from maskgan.design import page
 
     w_px, h_px = Image.open(page.parent / "designs" / "universal_0.png").size
-    w_mm, h_mm = printing.panel_size((h_px, w_px))
+    w_mm, h_mm = page.panel_size((h_px, w_px))
     printed = visit.evaluate("[...document.querySelectorAll('img.printed')].map(i => "
                              "[i.getAttribute('src'), i.getBoundingClientRect().width, i.getBoundingClientRect().height])")
     assert [p[0] for p in printed] == [f"designs/universal_{i}.png" for i in range(3)]

@@ -1,4 +1,4 @@
-"""Palette file, chart and reading a photographed chart back (maskgan.palette): fast, no Ray."""
+"""Palette file, chart and reading a photographed chart back (maskgan.design.palette): fast, no Ray."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maskgan import palette
+from maskgan.design import palette
 
 
 def photograph(chart: np.ndarray, seed: int, tilt: float = 0.04, blur: float = 1.5, gain: float = 0.8,

@@ -1,4 +1,4 @@
-"""Mask space, shading, EOT and the TV/NPS losses (maskgan.physical): fast, no Ray."""
+"""Mask space, shading, EOT and the TV/NPS losses (maskgan.design.physical): fast, no Ray."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from data_loader import synth
-from maskgan import physical
-from maskgan.palette import DEFAULT
+from maskgan.design import physical
+from maskgan.design.palette import DEFAULT
 
 
 def synthetic_faces(n: int = 4, seed: int = 0):
@@ -138,7 +138,7 @@ def test_gradients_flow_from_the_face_through_eot_composite_and_place_to_the_des
 
 
 def test_held_out_physical_wear_is_seeded_per_batch_and_design_and_changes_the_face():
-    from maskgan import wearing
+    from maskgan.design import wearing
 
     torch.manual_seed(0)
     masked = torch.rand(4, 3, 64, 64)
@@ -159,7 +159,7 @@ def test_held_out_physical_wear_is_seeded_per_batch_and_design_and_changes_the_f
 
 
 def test_physical_rows_are_scored_on_held_out_splits_only():
-    from maskgan import wearing
+    from maskgan.design import wearing
 
     designs = {"universal/0": torch.zeros(1, 3, 8, 8), "universal/1": torch.ones(1, 3, 8, 8)}
     assert wearing.with_physical(designs, "train") == designs

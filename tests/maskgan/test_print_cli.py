@@ -1,5 +1,5 @@
 """`maskgan palette chart|fit` and `maskgan print`, through the CLI: fast, no Ray (the run is a checkpoint written
-directly with assembly.save_checkpoint from a freshly built generator, not trained: printing only reads it)."""
+directly with checkpoints.save_checkpoint from a freshly built generator, not trained: printing only reads it)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from test_printing import needs_poppler
 
 from cli.main import main
 from data_loader import storage
-from maskgan import assembly, config, palette, printing, wearing
+from maskgan import config
+from maskgan.design import page, palette, wearing
 from maskgan.models.recognizer import Head
+from maskgan.run import checkpoints
 
 SEED = 7  # train.seed of the tiny run: the universal designs' seed, so not the default 0 by accident
 
@@ -94,8 +96,8 @@ def tiny_run(tmp_path):
     ckpt = tmp_path / "run" / "checkpoint_000000"
     ckpt.mkdir(parents=True)
     torch.manual_seed(0)
-    generator = assembly.generator_from_arch(assembly.arch(cfg, 64))
-    assembly.save_checkpoint(str(ckpt), cfg=cfg, size=64, epoch=2, generator=generator,
+    generator = checkpoints.generator_from_arch(checkpoints.arch(cfg, 64))
+    checkpoints.save_checkpoint(str(ckpt), cfg=cfg, size=64, epoch=2, generator=generator,
                              head=Head(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)),
                              g_opt=torch.optim.Adam(generator.parameters()), h_opt=None,
                              metrics={"acc/val/generated": 0.1, "acc/val/unmasked": 0.9})
@@ -132,12 +134,12 @@ def test_print_from_a_run_is_the_scored_design_at_physical_size(tmp_path, capsys
     assert state_sha in flat.replace(" ", "") and "state.pt (no export)" in flat
     assert "universal design 3 of 8 (seed 7)" in flat
     # What is printed is what evaluation scored as universal/3: its seeded designs, upscaled, pixel for pixel.
-    state = assembly.read_checkpoint(storage.resolve(str(tiny_run / "checkpoint_000000")))
-    gen = assembly.generator_from_checkpoint(state, "tiny").eval()
+    state = checkpoints.read_checkpoint(storage.resolve(str(tiny_run / "checkpoint_000000")))
+    gen = checkpoints.generator_from_checkpoint(state, "tiny").eval()
     scored = wearing.universal_designs(gen, state["arch"]["latent_dim"], wearing.UNIVERSAL_K, seed=SEED)[3]
-    want = printing.upscale(printing.to_uint8_image(scored), w_px, h_px)
+    want = page.upscale(page.to_uint8_image(scored), w_px, h_px)
     assert np.array_equal(np.asarray(png.convert("RGB")), want)
-    other = printing.upscale(printing.to_uint8_image(
+    other = page.upscale(page.to_uint8_image(
         wearing.universal_designs(gen, state["arch"]["latent_dim"], wearing.UNIVERSAL_K, seed=0)[3]), w_px, h_px)
     assert not np.array_equal(other, want)  # the seed matters: seed 0 would have printed another design
 
@@ -151,11 +153,11 @@ def test_print_takes_the_number_and_seed_of_universal_designs_from_the_report_th
     assert code == 2 and "design 4: evaluation scores 4 universal designs, numbered 0..3" in one_line_error(err)
     code, out, _ = cli([*argv, "--design", 1], capsys)
     assert code == 0 and "warning" not in out
-    state = assembly.read_checkpoint(ckpt)
-    gen = assembly.generator_from_checkpoint(state, "tiny").eval()
+    state = checkpoints.read_checkpoint(ckpt)
+    gen = checkpoints.generator_from_checkpoint(state, "tiny").eval()
     scored = wearing.universal_designs(gen, state["arch"]["latent_dim"], 4, seed=3)[1]
     png = np.asarray(Image.open(tmp_path / "m.png").convert("RGB"))
-    assert np.array_equal(png, printing.upscale(printing.to_uint8_image(scored), *png.shape[1::-1]))
+    assert np.array_equal(png, page.upscale(page.to_uint8_image(scored), *png.shape[1::-1]))
     # A report of another checkpoint did not score what is printed: said so; evaluation's defaults are used.
     (tiny_run / "report.json").write_text(json.dumps({"checkpoint": "elsewhere", "universal_k": 4}))
     code, out, _ = cli([*argv, "--design", 7], capsys)

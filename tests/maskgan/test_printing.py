@@ -1,4 +1,4 @@
-"""Print export at physical size (maskgan.printing): fast, no Ray; the PDF checks need poppler-utils."""
+"""Print export at physical size (maskgan.reporting.printing): fast, no Ray; the PDF checks need poppler-utils."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maskgan import printing
+from maskgan.design import page
 
 # Skipped where poppler is missing, except in CI (CI=true), which installs it: there a missing poppler fails.
 needs_poppler = pytest.mark.skipif((shutil.which("pdfinfo") is None or shutil.which("pdfimages") is None)
@@ -28,7 +28,7 @@ def smooth_design(h: int = 64, w: int = 128) -> torch.Tensor:
 @pytest.mark.parametrize("width_mm, height_mm, dpi", [(180, 90, 300), (150.5, 80, 150)])
 def test_the_page_has_the_requested_size_and_the_image_its_pixels(tmp_path, width_mm, height_mm, dpi):
     pdf, png = tmp_path / "mask.pdf", tmp_path / "mask.png"
-    out = printing.print_pdf(smooth_design(), width_mm, height_mm, dpi, str(pdf), str(png), "ab12" * 16)
+    out = page.print_pdf(smooth_design(), width_mm, height_mm, dpi, str(pdf), str(png), "ab12" * 16)
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
     w_pt, h_pt = (float(v) for v in info.split("Page size:")[1].split("pts")[0].split(" x "))
     assert w_pt == pytest.approx(width_mm / 25.4 * 72, rel=0.01)
@@ -45,7 +45,7 @@ def test_the_page_has_the_requested_size_and_the_image_its_pixels(tmp_path, widt
 
 def test_the_png_has_the_print_pixels_and_upscaling_keeps_a_smooth_design_smooth(tmp_path):
     pdf, png = tmp_path / "mask.pdf", tmp_path / "mask.png"
-    printing.print_pdf(smooth_design(), 180, 90, 300, str(pdf), str(png), "0" * 64)
+    page.print_pdf(smooth_design(), 180, 90, 300, str(pdf), str(png), "0" * 64)
     image = Image.open(png)
     assert image.size == (round(180 / 25.4 * 300), round(90 / 25.4 * 300))
     assert image.info["dpi"][0] == pytest.approx(300, abs=0.5)
@@ -57,6 +57,6 @@ def test_the_png_has_the_print_pixels_and_upscaling_keeps_a_smooth_design_smooth
 
 def test_designs_of_every_layout_are_accepted_and_bad_sizes_refused(tmp_path):
     for design in (torch.rand(3, 8, 16), torch.rand(1, 3, 8, 16), (np.random.rand(8, 16, 3) * 255).astype(np.uint8)):
-        assert printing.to_uint8_image(design).shape == (8, 16, 3)
+        assert page.to_uint8_image(design).shape == (8, 16, 3)
     with pytest.raises(ValueError, match="print size"):
-        printing.print_pdf(torch.rand(3, 8, 16), 0, 90, 300, str(tmp_path / "a.pdf"), str(tmp_path / "a.png"), "x")
+        page.print_pdf(torch.rand(3, 8, 16), 0, 90, 300, str(tmp_path / "a.pdf"), str(tmp_path / "a.png"), "x")

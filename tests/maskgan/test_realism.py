@@ -1,10 +1,10 @@
-"""Realism figures (maskgan.realism): planted cases whose answers are known, and real recognisers on a few
+"""Realism figures (maskgan.evaluation.realism): planted cases whose answers are known, and real recognisers on a few
 synthetic people."""
 
 import numpy as np
 import pytest
 
-from maskgan import realism
+from maskgan.evaluation import realism
 
 
 def _people(n: int, probes: int) -> realism.People:

@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from data_loader import shards, storage, synth
-from maskgan import calibration, config, defender, diversity, feed, physical, report, scoring, verdicts, wearing
+from maskgan import config
 from maskgan.config import ConfigError
+from maskgan.design import diversity, physical, wearing
+from maskgan.evaluation import calibration, defender, scoring, verdicts
+from maskgan.reporting import report
+from maskgan.run import build
 
 LABELS = np.repeat(np.arange(8), 4)  # 8 identities x 4 probes
 
@@ -184,7 +188,7 @@ def test_a_defender_given_designs_it_cannot_learn_shows_a_flat_loss_and_says_so(
     head.eval()
     n_ids, dim = 16, 1792
     gallery = torch.randn(n_ids, dim)
-    tg = feed.TrainGallery(gallery, np.array(["train"] * n_ids))
+    tg = build.TrainGallery(gallery, np.array(["train"] * n_ids))
     labels = torch.arange(n_ids).repeat_interleave(4)
     swamped = torch.randn(1, dim).expand(len(labels), -1).contiguous()  # every face the same: nothing to learn
     curve: list = []
@@ -233,7 +237,7 @@ def _planted_report(orig_dodging_people: int = 8) -> dict:
 
 
 def test_the_headline_keeps_the_caveat_keeps_random_trunks_apart_and_says_a_saturated_baseline():
-    from maskgan import headline
+    from maskgan.reporting import headline
 
     rep = _planted_report(orig_dodging_people=8)  # the plain mask already dodges 100 %
     text = headline.headline(rep)
@@ -251,7 +255,7 @@ def test_the_headline_keeps_the_caveat_keeps_random_trunks_apart_and_says_a_satu
 
 
 def test_seeds_table_gives_every_verdict_per_seed_and_the_spread():
-    from maskgan import headline
+    from maskgan.reporting import headline
 
     reps = [_planted_report(8), _planted_report(0)]
     reps[1]["universal_seed"] = 1

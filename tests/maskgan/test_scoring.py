@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from maskgan import evaluate, report, scoring, wearing
+from maskgan.design import wearing
+from maskgan.evaluation import evaluate, scoring
+from maskgan.reporting import report, runner
 
 
 def _scores(label, pred, own_sim=None, rank=None):
@@ -115,14 +117,15 @@ def test_a_design_scored_from_its_png_scores_as_the_in_memory_design(assets, tmp
     import torch
 
     from data_loader import storage
-    from maskgan import assembly, recipes
+    from maskgan.config import recipes
+    from maskgan.run import build, checkpoints
 
     cfg = recipes.debug_cpu(str(assets))
-    parts = assembly.build(cfg, "cpu")
+    parts = build.build(cfg, "cpu")
     rec, proj = parts.recognizer, parts.projector
     with torch.no_grad():
         gallery_emb = rec.head(parts.gallery_feats)
-    gen = assembly.generator_from_arch(assembly.arch(cfg, 128)).eval()
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128)).eval()
     models = dict(trunk=rec.trunk, head=rec.head, projector=proj, generator=gen, latent_dim=cfg.model.latent_dim,
                   gallery_emb=gallery_emb, device="cpu")
     design = wearing.universal_designs(gen, cfg.model.latent_dim, k=1, seed=0)[:1]
@@ -143,7 +146,7 @@ def test_evaluate_writes_the_wearers_figures_beside_todays_keys(trained_run_copy
     import os
 
     # the session's trained run; a short defender (test_train_e2e keeps the real length)
-    rep = evaluate.evaluate_run(trained_run_copy, log=lambda *_: None, universal_k=3, defender_steps=5)
+    rep = runner.evaluate_run(trained_run_copy, log=lambda *_: None, universal_k=3, defender_steps=5)
     on_disk = json.load(open(os.path.join(trained_run_copy, "report.json")))
     assert {"accuracy", "chance", "gallery_size", "rows", "impostors"} <= set(on_disk)
     for split in ("train", "val", "test"):

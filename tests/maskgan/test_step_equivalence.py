@@ -3,7 +3,7 @@
 `reference_step` below is the objective written out plainly (the design worn in mask space: grid_sample onto
 the mask region, the mask's shading, the composite; trunk, cosine logits, cross-entropy,
 gradient ascent for the generator, descent for the head with L1, the head's BatchNorm by hand), with no
-caching, no autocast and no fused shortcuts. `maskgan.objective.train_step` must give the same losses, the
+caching, no autocast and no fused shortcuts. `maskgan.training.objective.train_step` must give the same losses, the
 same gradients and the same updated parameters. fp32 on CPU is compared tightly; bf16 only where a GPU is.
 """
 
@@ -17,11 +17,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskgan import feed, objective, physical, train
 from maskgan.config import ObjectiveConfig
+from maskgan.design import physical
 from maskgan.models.generators import build_generator
 from maskgan.models.projector import Projector
 from maskgan.models.recognizer import build_recognizer
+from maskgan.training import feed, objective, train
 
 SIZE = 96  # small images keep the trunk cheap on CPU; the computation is the same at 128
 LATENT = 100
@@ -272,14 +273,14 @@ def test_training_with_resident_rows_sees_every_row_each_epoch(small_cfg, ray_se
     import json
 
     from data_loader import shards, storage
-    from maskgan import assembly
+    from maskgan.run import checkpoints
 
     cfg = small_cfg.replace(objective={"experiment": "exp3"},
                             train={"epochs": 2, "resident_gib": 0.5, "val_probes": 0, "num_to_keep": 2})
     result = train.fit(cfg, log=lambda *_: None)
     run = storage.resolve(result.run_uri)
-    metrics = {e: json.loads(storage.read_text(loc.join(assembly.META_FILE)))["metrics"]
-               for e, loc in assembly.list_checkpoints(run)}
+    metrics = {e: json.loads(storage.read_text(loc.join(checkpoints.META_FILE)))["metrics"]
+               for e, loc in checkpoints.list_checkpoints(run)}
     assert sorted(metrics) == [0, 1]
     assert [metrics[e]["train/resident"] for e in (0, 1)] == [0.0, 1.0]
     root = storage.resolve(cfg.data.uri)

@@ -5,15 +5,18 @@ import json
 import os
 import shutil
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from data_loader import shards, storage
-from maskgan import assembly, evaluate, train
-from maskgan.assembly import CheckpointError
+from maskgan.evaluation import validation
+from maskgan.reporting import runner
+from maskgan.run import build, checkpoints
+from maskgan.run.checkpoints import CheckpointError
+from maskgan.training import train
+
 
 def test_train_then_evaluate_fools_the_recogniser(ray_session, small_cfg):
     # The paper's generator and loss (per-pixel fc3, its rate, no printability terms): the laptop recipe's colour
@@ -22,7 +25,7 @@ def test_train_then_evaluate_fools_the_recogniser(ray_session, small_cfg):
     cfg = small_cfg.replace(train={"epochs": 14, "val_probes": 0}, model={"cell_px": 1},
                             objective={"tv_weight": 0.0, "nps_weight": 0.0, "g_lr": 0.01})
     result = train.fit(cfg)
-    report = evaluate.evaluate_run(result.run_uri, log=lambda *_: None)
+    report = runner.evaluate_run(result.run_uri, log=lambda *_: None)
     acc, chance = report["accuracy"], report["chance"]
     assert report["gallery_size"] == 24 and chance == pytest.approx(1 / 24)
     assert report["illustrative_only"] is True and report["recognizer"]["base"] == "random"
@@ -59,27 +62,27 @@ def _shifted_copy(src: str, dst: str, offset: int) -> None:
 
 
 def test_off_by_one_identity_labels_fall_to_chance(assets, tmp_path):
-    from maskgan import recipes
+    from maskgan.config import recipes
 
     cfg = recipes.debug_cpu(str(assets))
-    rec = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu")
-    proj = assembly.load_projector(cfg.model.projector, "cpu")
-    gallery, _ = assembly.gallery(assembly.data_root(cfg), rec.trunk, "cpu")
+    rec = build.load_recognizer(cfg.model.recognizer_weights, "cpu")
+    proj = build.load_projector(cfg.model.projector, "cpu")
+    gallery, _ = build.gallery(build.data_root(cfg), rec.trunk, "cpu")
     with torch.no_grad():
         gallery_emb = rec.head(gallery)
-    gen = assembly.generator_from_arch(assembly.arch(cfg, 128))
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128))
     models = dict(trunk=rec.trunk, head=rec.head, projector=proj, generator=gen, latent_dim=100,
                   gallery_emb=gallery_emb, device="cpu")
-    good = evaluate.score_set(storage.resolve(cfg.data.uri), "train", ["unmasked"], **models)["unmasked"].mean()
+    good = validation.score_set(storage.resolve(cfg.data.uri), "train", ["unmasked"], **models)["unmasked"].mean()
     _shifted_copy(cfg.data.uri, str(tmp_path / "shifted"), offset=1)
-    bad = evaluate.score_set(storage.resolve(str(tmp_path / "shifted")), "train", ["unmasked"], **models)["unmasked"].mean()
+    bad = validation.score_set(storage.resolve(str(tmp_path / "shifted")), "train", ["unmasked"], **models)["unmasked"].mean()
     assert good > 0.5
     assert bad <= 2 / 24  # chance is 1/24
 
 
 def test_resume_continues_at_next_epoch_with_same_weights(trained_run_copy, small_cfg):
     run = storage.resolve(trained_run_copy)  # a 2-epoch run of small_cfg, trained once per session
-    state_before, _ = assembly.latest_checkpoint(run)
+    state_before, _ = checkpoints.latest_checkpoint(run)
     assert state_before["epoch"] == 1
     with pytest.raises(train.RunExistsError, match="--resume"):
         train.fit(small_cfg.replace(train={"epochs": 3}))
@@ -87,14 +90,14 @@ def test_resume_continues_at_next_epoch_with_same_weights(trained_run_copy, smal
         train.fit(small_cfg.replace(train={"epochs": 3}, model={"generator": "conv"}), resume=True)
     resumed = train.fit(small_cfg.replace(train={"epochs": 3}), resume=True)
     assert resumed.metrics["epoch"] == 2
-    epochs = [e for e, _ in assembly.list_checkpoints(run)]
+    epochs = [e for e, _ in checkpoints.list_checkpoints(run)]
     assert epochs == [1, 2]  # num_to_keep=2: epoch 2 was added after epoch 1, no epoch re-run
     # the resumed run started from epoch 1's weights: its Adam state continued (step count grew)
-    state_after, _ = assembly.latest_checkpoint(run)
+    state_after, _ = checkpoints.latest_checkpoint(run)
     step = lambda s: int(next(iter(s["g_opt"]["state"].values()))["step"])  # noqa: E731
     assert step(state_after) == step(state_before) * 3 // 2
     # a new run may start from another run's checkpoint (what PBT does): refused clearly when it cannot
-    ckpt = assembly.list_checkpoints(run)[0][1].uri
+    ckpt = checkpoints.list_checkpoints(run)[0][1].uri
     other = small_cfg.replace(train={"name": "other", "init_from": ckpt + "-gone"})
     with pytest.raises(CheckpointError, match=r"train.init_from: .*-gone not found"):
         train.fit(other)
@@ -127,9 +130,9 @@ def test_cli_missing_data_and_bad_weights_are_one_line(tmp_path, assets, maskgan
 def test_projector_finds_the_mask_and_nothing_else(assets):
     """The design must land on the mask alone: a projector that leaks alpha into the face lets the generator
     'win' by repainting the eyes, which no printed mask can do."""
-    from maskgan import pretrain
+    from maskgan.training import pretrain
 
-    proj = assembly.load_projector(str(assets / "projector.pt"), "cpu")
+    proj = build.load_projector(str(assets / "projector.pt"), "cpu")
     masked, alpha = pretrain._pairs(storage.resolve(str(assets / "data")), "val", 64)
     assert pretrain.alpha_iou(proj, masked, alpha) >= 0.9
     with torch.no_grad():

@@ -9,8 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from data_loader import storage
-from maskgan import assembly, embedders, evaluate, headline, preflight, recipes, report, scoring, transfer, wearing
-from maskgan.config import ConfigError
+from maskgan.config import ConfigError, recipes
+from maskgan.design import wearing
+from maskgan.evaluation import embedders, evaluate, scoring, transfer, validation
+from maskgan.reporting import headline, report, report_matrix
+from maskgan.run import build, checkpoints, preflight
 
 PROBES = 12
 
@@ -18,8 +21,8 @@ PROBES = 12
 @pytest.fixture(scope="module")
 def built(assets):
     cfg = recipes.debug_cpu(str(assets))
-    parts = assembly.build(cfg, "cpu")
-    gen = assembly.generator_from_arch(assembly.arch(cfg, 128)).eval()
+    parts = build.build(cfg, "cpu")
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128)).eval()
     designs = {f"{wearing.UNIVERSAL}/{i}": d.unsqueeze(0)
                for i, d in enumerate(wearing.universal_designs(gen, cfg.model.latent_dim, k=2, seed=0))}
     return cfg, parts, gen, designs
@@ -54,7 +57,7 @@ def test_each_recogniser_gets_its_own_column_and_thresholds_and_held_out_ones_ar
     # the attacked column is evaluate's ruler on the same probes
     with torch.no_grad():
         gallery_emb = rec.head(parts.gallery_feats)
-    scored, imp = evaluate.score_probes(root, "test", ["unmasked", "original_mask", *designs], max_probes=PROBES,
+    scored, imp = validation.score_probes(root, "test", ["unmasked", "original_mask", *designs], max_probes=PROBES,
                                         designs=designs, trunk=rec.trunk, head=rec.head, projector=parts.projector,
                                         generator=gen, latent_dim=cfg.model.latent_dim, gallery_emb=gallery_emb,
                                         device="cpu")
@@ -70,7 +73,7 @@ def test_each_recogniser_gets_its_own_column_and_thresholds_and_held_out_ones_ar
     # the held-out trunk: no gradient can reach it, and its weights are bit for bit what they were
     assert not any(p.requires_grad for mod in held.modules for p in mod.parameters())
     assert embedders.fingerprint(held) == before
-    md = "\n".join(report.recognizers_section(m, ["1e-02", "1e-03"]))
+    md = "\n".join(report_matrix.recognizers_section(m, ["1e-02", "1e-03"]))
     assert "| row | test: attacked (attacked) | test: random:7 (held-out) | test: mask-blind (held-out) |" in md
     assert "transfer to `mask-blind` (held-out, test): universal dodging@1e-02 minus original_mask +0.0 points" in md
     print("\n" + md)
@@ -79,7 +82,7 @@ def test_each_recogniser_gets_its_own_column_and_thresholds_and_held_out_ones_ar
 def test_evaluate_checkpoint_adds_the_matrix_and_leaves_the_held_out_trunk_alone(built, monkeypatch):
     cfg, parts, gen, _ = built
     cfg = cfg.replace(eval={"held_out": ["random:7"], "max_probes": 8})
-    state = {"arch": assembly.arch(cfg, 128), "epoch": 0, "config": cfg.to_dict(), "generator": gen.state_dict(),
+    state = {"arch": checkpoints.arch(cfg, 128), "epoch": 0, "config": cfg.to_dict(), "generator": gen.state_dict(),
              "head": parts.recognizer.head.state_dict()}
     made = []
     real = embedders.from_spec

@@ -15,11 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_loader import storage
-from maskgan import assembly, embedders, objective, physical, recipes, zoo_embedders, zoo_surrogate
-from maskgan.config import ConfigError, ObjectiveConfig
+from maskgan.config import ConfigError, ObjectiveConfig, recipes
+from maskgan.design import physical
+from maskgan.evaluation import embedders
+from maskgan.models import ops, zoo_surrogate
 from maskgan.models.generators import build_generator
 from maskgan.models.recognizer import build_recognizer, refresh_bn_stats
 from maskgan.models.zoo import Alignment, Provenance, ZooModel
+from maskgan.run import build, checkpoints
+from maskgan.training import objective
 
 SIZE, N, LATENT, CHIP = 80, 6, 100, 24
 
@@ -102,8 +106,8 @@ def test_zoo_specs_are_checked_at_the_config_edge_in_one_line(recognizers, held_
                                                                                                "zoo:hse"]})
     assert ok.model.recognizers == ["zoo:faceplugin", "zoo:expo"]
     with pytest.raises(ConfigError, match=r"^--recognizers: 'arcface': unknown real recogniser \(known: dlib, hse"):
-        zoo_embedders.specs_from_flag("dlib,arcface", "--recognizers")
-    assert zoo_embedders.specs_from_flag(" dlib, zoo:hse,dlib", "--recognizers") == ["zoo:dlib", "zoo:hse"]
+        embedders.specs_from_flag("dlib,arcface", "--recognizers")
+    assert embedders.specs_from_flag(" dlib, zoo:hse,dlib", "--recognizers") == ["zoo:dlib", "zoo:hse"]
 
 
 def test_trunk_and_last_layer_are_the_model_and_the_gradient_flows_through_the_warp():
@@ -167,7 +171,7 @@ def _zoo_score(models, batch, k=8):
     s = models.surrogates[0]
     designs = models.generator(torch.randn(k, LATENT, generator=torch.Generator().manual_seed(5)))
     space = physical.MaskSpace(batch["grid"], batch["alpha"])
-    lg = torch.cat([objective.logits(s.head, s.trunk(physical.wear(batch["masked"], space, d.expand(N, -1, -1, -1)),
+    lg = torch.cat([ops.logits(s.head, s.trunk(physical.wear(batch["masked"], space, d.expand(N, -1, -1, -1)),
                                                      batch["landmarks"]), s.gallery_feats, 32.0) for d in designs])
     label = batch["label"].repeat(k)
     return F.cross_entropy(lg, label).item(), (lg.argmax(1) == label).float().mean().item()
@@ -207,8 +211,8 @@ def test_the_zoo_models_gradient_is_what_moves_it():
 
 
 def test_zoo_surrogate_features_of_real_photos_are_padded_per_surrogate_for_exp3():
-    from maskgan import feed
     from maskgan.models.projector import Projector
+    from maskgan.training import feed
 
     models, opts, batch, gallery, cfg, photos = _setup("exp3")
     s = models.surrogates[0]
@@ -233,9 +237,9 @@ def test_zoo_surrogate_features_of_real_photos_are_padded_per_surrogate_for_exp3
 
 def test_a_zoo_surrogates_head_survives_a_checkpoint_round_trip(small_cfg, tmp_path):
     cfg = small_cfg.replace(model={"recognizers": ["zoo:faceplugin"]})
-    gen = assembly.generator_from_arch(assembly.arch(cfg, 128))
-    rec = assembly.load_recognizer(cfg.model.recognizer_weights, "cpu")
-    sur = assembly.load_recognizer("zoo:faceplugin", "cpu")
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128))
+    rec = build.load_recognizer(cfg.model.recognizer_weights, "cpu")
+    sur = build.load_recognizer("zoo:faceplugin", "cpu")
     assert sur.desc["provenance"]["package"] == "stand-in faceplugin"
     with torch.no_grad():
         sur.head.layer.weight.mul_(2)  # a trained head: not what a fresh split would be
@@ -243,13 +247,13 @@ def test_a_zoo_surrogates_head_survives_a_checkpoint_round_trip(small_cfg, tmp_p
                                      [objective.Surrogate("zoo:faceplugin", sur.trunk, sur.head, None)])
     folder = tmp_path / "runs" / "t" / "checkpoint_000000"
     folder.mkdir(parents=True)
-    assembly.save_checkpoint(str(folder), cfg=cfg, size=128, epoch=0, generator=gen, head=rec.head,
+    checkpoints.save_checkpoint(str(folder), cfg=cfg, size=128, epoch=0, generator=gen, head=rec.head,
                              g_opt=opts.generator, h_opt=opts.head, metrics={},
                              surrogates=[("zoo:faceplugin", sur.head, opts.surrogates[0])])
-    start = assembly.starting_checkpoint(cfg, storage.resolve(str(tmp_path / "runs" / "t")),
+    start = checkpoints.starting_checkpoint(cfg, storage.resolve(str(tmp_path / "runs" / "t")),
                                          storage.resolve(cfg.data.uri))
     (saved,) = start.state["surrogates"]
-    fresh = assembly.load_recognizer("zoo:faceplugin", "cpu")
+    fresh = build.load_recognizer("zoo:faceplugin", "cpu")
     assert not torch.equal(fresh.head.layer.weight, sur.head.layer.weight)
     fresh.head.load_state_dict(saved["head"])
     feats = torch.rand(3, 128)
@@ -274,17 +278,18 @@ def test_a_held_out_zoo_model_is_frozen_unchanged_and_scores_rows_without_landma
 
 
 def test_evaluate_scores_zoo_models_named_on_the_command_line_as_held_out_columns(assets, monkeypatch):
-    from maskgan import evaluate, report, scoring
+    from maskgan.evaluation import evaluate, scoring
+    from maskgan.reporting import report
 
     cfg = recipes.debug_cpu(str(assets)).replace(eval={"held_out": ["random:7"], "max_probes": 8})
-    parts = assembly.build(cfg, "cpu")
-    gen = assembly.generator_from_arch(assembly.arch(cfg, 128)).eval()
-    state = {"arch": assembly.arch(cfg, 128), "epoch": 0, "config": cfg.to_dict(), "generator": gen.state_dict(),
+    parts = build.build(cfg, "cpu")
+    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128)).eval()
+    state = {"arch": checkpoints.arch(cfg, 128), "epoch": 0, "config": cfg.to_dict(), "generator": gen.state_dict(),
              "head": parts.recognizer.head.state_dict()}
     made = []
     real = embedders.from_spec
     monkeypatch.setattr(embedders, "from_spec", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
-    flag = zoo_embedders.specs_from_flag("hse,faceplugin", "--recognizers")
+    flag = embedders.specs_from_flag("hse,faceplugin", "--recognizers")
     rep = evaluate.evaluate_checkpoint(state, storage.resolve(str(cfg.data.uri)), log=lambda *_: None,
                                        splits=("test",), universal_k=1, defender_steps=0, recognizers=flag)
     m = rep["recognizers"]
@@ -303,7 +308,7 @@ def test_evaluate_scores_zoo_models_named_on_the_command_line_as_held_out_column
     assert "weights: stand-in hse, `none` (sha256 000000000000…, test; StandInNet; trained on none" in md
     # a recogniser the run attacked cannot be held out: one line naming the field
     attacked = state | {"config": cfg.replace(model={"recognizers": ["zoo:hse"]}).to_dict(),
-                        "surrogates": [{"spec": "zoo:hse", "head": assembly.load_recognizer("zoo:hse", "cpu")
+                        "surrogates": [{"spec": "zoo:hse", "head": build.load_recognizer("zoo:hse", "cpu")
                                         .head.state_dict(), "h_opt": {}}]}
     with pytest.raises(ConfigError, match=r"^model\.recognizers\[0\]: 'zoo:hse' is also in eval\.held_out"):
         evaluate.evaluate_checkpoint(attacked, storage.resolve(str(cfg.data.uri)), log=lambda *_: None,

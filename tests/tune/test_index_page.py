@@ -11,8 +11,8 @@ import os
 import pytest
 
 from data_loader import storage
-from maskgan import recipes
-from maskgan.pages import browser, screenshot
+from maskgan.config import recipes
+from maskgan.reporting.pages import browser, screenshot
 from tune.index_page import write_index_page
 from tune.space import parse_space
 
@@ -34,10 +34,11 @@ def _design_png(seed: int) -> bytes:
     """A design as a trial's run would hold it: drawn by a freshly built generator (seeded)."""
     import torch
 
-    from maskgan import assembly, wearing
+    from maskgan.design import wearing
+    from maskgan.run import checkpoints
 
     torch.manual_seed(seed)
-    gen = assembly.generator_from_arch({"generator": "fc3", "latent_dim": 16, "hidden": 64, "size": 32,
+    gen = checkpoints.generator_from_arch({"generator": "fc3", "latent_dim": 16, "hidden": 64, "size": 32,
                                          "design_hw": [16, 32]}).eval()
     return wearing.design_png(wearing.universal_designs(gen, 16, k=1, seed=seed)[0])
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from data_loader import storage
-from maskgan import assembly
+from maskgan.run import checkpoints
 from tune import sweep, trial
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def pbt_sweep(ray_session, make_space, tmp_path_factory):
 
 
 def _state(loc):
-    return assembly.read_checkpoint(loc)
+    return checkpoints.read_checkpoint(loc)
 
 
 def test_pbt_clones_the_healthy_trial_into_the_collapsed_one(pbt_sweep):
@@ -50,12 +50,12 @@ def test_pbt_clones_the_healthy_trial_into_the_collapsed_one(pbt_sweep):
         lineage = json.loads(storage.read_text(run.join(trial.LINEAGE)))
         clone_epoch = int(lineage[-1]["epoch"])
         # the clone is a checkpoint of this trial's run, and training went on from it, not from scratch
-        epochs = [e for e, _ in assembly.list_checkpoints(run)]
+        epochs = [e for e, _ in checkpoints.list_checkpoints(run)]
         assert clone_epoch in epochs and max(epochs) == EPOCHS - 1 and row["epochs"] == EPOCHS
-        clone = next(loc for e, loc in assembly.list_checkpoints(run) if e == clone_epoch)
+        clone = next(loc for e, loc in checkpoints.list_checkpoints(run) if e == clone_epoch)
         assert clone.uri.rstrip("/").rsplit("/", 1)[-1] == f"{trial.CLONE_PREFIX}{clone_epoch:04d}"
         # the rates it trained on after the clone are its own (mutated) config's, not the donor's saved ones
-        final = _state(assembly.latest_checkpoint(run)[1])
+        final = _state(checkpoints.latest_checkpoint(run)[1])
         cfg = final["config"]["objective"]
         assert final["g_opt"]["param_groups"][0]["lr"] == pytest.approx(cfg["g_lr"])
         assert final["h_opt"]["param_groups"][0]["lr"] == pytest.approx(cfg["head_lr"])

@@ -210,15 +210,15 @@ def test_relative_paths_are_the_users_and_missing_data_is_one_line(tmp_path, mon
 
 
 def _checkpoint_bytes(tag: str) -> bytes:
-    """A small state.pt that assembly.read_checkpoint accepts (its format marker), told apart by `tag`."""
+    """A small state.pt that checkpoints.read_checkpoint accepts (its format marker), told apart by `tag`."""
     import io
 
     import torch
 
-    from maskgan import assembly
+    from maskgan.run import checkpoints
 
     buf = io.BytesIO()
-    torch.save({"format": assembly.CKPT_FORMAT, "tag": tag}, buf)
+    torch.save({"format": checkpoints.CKPT_FORMAT, "tag": tag}, buf)
     return buf.getvalue()
 
 
@@ -238,7 +238,7 @@ def test_pbt_clone_replaces_the_weak_run_once_and_a_vanished_donor_keeps_it(tmp_
     import json
 
     from data_loader import storage
-    from maskgan import recipes
+    from maskgan.config import recipes
 
     cfg = recipes.debug_cpu(str(tmp_path)).replace(train={"storage": str(tmp_path / "runs"), "name": "weak"})
     weak, strong = tmp_path / "runs" / "weak", tmp_path / "runs" / "strong"

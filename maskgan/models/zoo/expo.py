@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maskgan.models.zoo import Alignment
+from maskgan.models.zoo.base import Alignment
 from maskgan.models.zoo.graph_model import GraphRecogniser, InputNorm
 from maskgan.models.zoo.onnx_graph import GraphSpec, from_onnx
+from maskgan.models.zoo.tflite_graph import tflite_to_onnx
 
 TFLITE_FILE = "android/src/main/assets/MobileFaceNet.tflite"
 DIM = 192
@@ -21,8 +22,6 @@ NORM = InputNorm("RGB", (127.5, 127.5, 127.5), 128.0)
 
 def convert(files: dict[str, str]) -> dict:
     """fetch.CONVERTERS entry: the .tflite -> ONNX -> GraphSpec state (install time; needs `tflite`, `onnx`)."""
-    from maskgan.models.zoo.tflite_graph import tflite_to_onnx
-
     return from_onnx(tflite_to_onnx(Path(files[TFLITE_FILE]).read_bytes())).to_state()
 
 

@@ -6,7 +6,7 @@ into a [1, 3, 112, 112] tensor. The ONNX file is a PyTorch export (its Reshape h
 """
 from __future__ import annotations
 
-from maskgan.models.zoo import Alignment
+from maskgan.models.zoo.base import Alignment
 from maskgan.models.zoo.graph_model import GraphRecogniser, InputNorm
 from maskgan.models.zoo.onnx_graph import GraphSpec, from_onnx
 

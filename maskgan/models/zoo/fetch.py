@@ -26,7 +26,8 @@ from typing import Callable
 
 import torch
 
-from maskgan.models.zoo import ZOO_NAMES, Provenance
+from maskgan.models.zoo import dlib_resnet
+from maskgan.models.zoo.base import ZOO_NAMES, Provenance
 
 FORMAT = 1  # layout of the converted file: {"format", "name", "source", "state"}
 FETCH_COMMAND = "maskgan recognizers fetch"
@@ -100,8 +101,6 @@ Converter = Callable[[dict[str, str]], dict]
 
 
 def _convert_dlib(files: dict[str, str]) -> dict:
-    from maskgan.models.zoo import dlib_resnet  # imported on use: the parser is only needed at install time
-
     return dlib_resnet.convert(files)
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from maskgan.models.zoo import Alignment, ZooModel
+from maskgan.models.zoo.base import Alignment
+from maskgan.models.zoo.model import ZooModel
 from maskgan.models.zoo.onnx_graph import GraphNet, GraphSpec
 
 

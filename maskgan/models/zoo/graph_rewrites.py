@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from maskgan.models.zoo.onnx_graph import GraphSpec, Node
+from maskgan.models.zoo.graph_spec import GraphSpec, Node
 
 
 def free_reshape_batch(spec: GraphSpec, shapes: dict[str, list[int]]) -> None:

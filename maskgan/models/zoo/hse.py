@@ -12,9 +12,10 @@ import os
 import shutil
 import tempfile
 
-from maskgan.models.zoo import Alignment
+from maskgan.models.zoo.base import Alignment
 from maskgan.models.zoo.graph_model import GraphRecogniser, InputNorm
 from maskgan.models.zoo.onnx_graph import GraphSpec, from_onnx
+from maskgan.models.zoo.tfjs_graph import tfjs_to_onnx
 
 JSON_FILE, BIN_FILE = "models/faceres.json", "models/faceres.bin"
 OUTPUT = "global_pooling/Mean"
@@ -28,8 +29,6 @@ NORM = InputNorm("BGR", (103.939, 116.779, 123.68), 1.0)
 
 def convert(files: dict[str, str]) -> dict:
     """fetch.CONVERTERS entry: model.json + its shard -> ONNX -> GraphSpec state (install time; needs `onnx`)."""
-    from maskgan.models.zoo.tfjs_graph import tfjs_to_onnx
-
     with tempfile.TemporaryDirectory(prefix="maskgan-hse-") as tmp:  # the manifest names its shard "faceres.bin"
         shutil.copy(files[JSON_FILE], os.path.join(tmp, "faceres.json"))
         shutil.copy(files[BIN_FILE], os.path.join(tmp, "faceres.bin"))

@@ -12,11 +12,13 @@ freed (-1), so any batch runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from maskgan.models.zoo.graph_rewrites import fold_affine_into_conv, free_reshape_batch, fuse_activations
+from maskgan.models.zoo.graph_spec import GraphSpec, Node  # noqa: F401  (onnx_graph.GraphSpec: the converters' name)
 
 SUPPORTED_OPS = frozenset({
     "Conv", "BatchNormalization", "PRelu", "Relu", "Clip", "Min", "Max", "Abs", "Add", "Sub", "Mul", "Div",
@@ -26,33 +28,6 @@ SUPPORTED_OPS = frozenset({
 
 class UnsupportedOp(ValueError):
     """An ONNX op this interpreter does not implement."""
-
-
-@dataclass
-class Node:
-    op: str
-    inputs: list[str]
-    outputs: list[str]
-    attrs: dict = field(default_factory=dict)
-
-
-@dataclass
-class GraphSpec:
-    """A converted graph: nodes in execution order, constants by name, one input and one output."""
-
-    nodes: list[Node]
-    consts: dict[str, torch.Tensor]
-    input: str
-    output: str
-
-    def to_state(self) -> dict:  # plain containers only, so torch.load(weights_only=True) reads it back
-        return {"nodes": [[n.op, n.inputs, n.outputs, n.attrs] for n in self.nodes], "consts": self.consts,
-                "input": self.input, "output": self.output}
-
-    @classmethod
-    def from_state(cls, state: dict) -> "GraphSpec":
-        nodes = [Node(op, list(i), list(o), dict(a)) for op, i, o, a in state["nodes"]]
-        return cls(nodes, dict(state["consts"]), state["input"], state["output"])
 
 
 # ---- conversion (install time) --------------------------------------------------------------------------------
@@ -78,7 +53,6 @@ def from_onnx(model, batch_free: bool = True) -> GraphSpec:
         raise ValueError(f"expected one input and one output, got {inputs} and {[o.name for o in graph.output]}")
     spec = GraphSpec(nodes, {k: v.float() if v.is_floating_point() else v for k, v in consts.items()},
                      inputs[0], graph.output[0].name)
-    from maskgan.models.zoo.graph_rewrites import fold_affine_into_conv, free_reshape_batch, fuse_activations
 
     if batch_free:
         free_reshape_batch(spec, _inferred_shapes(model))

@@ -13,14 +13,14 @@ from typing import Callable
 
 import torch
 
-from maskgan.models.zoo import ZOO_NAMES, ZooMissing, ZooModel, fetch
+from maskgan.models.zoo import dlib_resnet, fetch
+from maskgan.models.zoo.base import ZOO_NAMES, ZooMissing
+from maskgan.models.zoo.model import ZooModel
 
 Builder = Callable[[dict], ZooModel]
 
 
 def _build_dlib(state: dict) -> ZooModel:
-    from maskgan.models.zoo import dlib_resnet
-
     return dlib_resnet.from_state(state)
 
 

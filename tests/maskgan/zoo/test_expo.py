@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from zoo_ports_support import TOLERANCE, build_or_skip, input_gradient, load_reference, port_error
 
 SIZE = 112

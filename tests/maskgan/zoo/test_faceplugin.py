@@ -13,7 +13,6 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-
 from zoo_ports_support import TOLERANCE, build_or_skip, input_gradient, load_reference, photos, port_error, unit
 
 SIZE = 112

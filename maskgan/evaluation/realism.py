@@ -1,0 +1,267 @@
+"""How real recognisers see a set of people: the figures that say whether synthetic faces are told apart as real
+ones are (`python -m bench.realism` prints them; a report can state them for its own data).
+
+For each recogniser: the similarity (cosine) of genuine pairs (a probe photo and its person's gallery photo) and
+of impostor pairs (a probe and every other person's gallery photo), identification (rank-1 against the gallery)
+and verification (the fraction of genuine pairs above the threshold that lets through a fraction FAR of the
+impostor pairs), unmasked and with the plain surgical mask on. Masked probes are scored at the UNMASKED
+threshold (a deployed system is calibrated on faces), so `dodging` is the fraction of masked probes that fail
+to verify at FAR 1e-2. Alignment uses each photo's exact landmarks (those of its unmasked twin for the masked
+photo), never a detector's guess.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from data_loader import faces, landmark_mask, shards, storage
+from data_loader.faces import draw
+from maskgan.models import dlib_recognizer
+from maskgan.models.zoo import ZOO_NAMES, ZooMissing, registry
+
+FARS = (1e-2, 1e-3)
+Embed = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (uint8 [N,S,S,3], landmarks [N,68,2]) -> unit [N,d]
+
+
+@dataclass(frozen=True)
+class Spread:
+    mean: float
+    p5: float
+    p95: float
+
+    @staticmethod
+    def of(values: np.ndarray) -> "Spread":
+        return Spread(float(np.mean(values)), float(np.percentile(values, 5)), float(np.percentile(values, 95)))
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One recogniser on one set of people."""
+
+    recogniser: str
+    identities: int
+    probes: int
+    genuine: Spread  # unmasked probe vs own gallery photo
+    impostor: Spread  # unmasked probe vs other people's gallery photos
+    rank1: float
+    tar: dict  # FAR -> fraction of unmasked genuine pairs verified
+    masked_genuine: Spread
+    masked_rank1: float
+    masked_tar: dict  # FAR -> fraction of masked probes verified at the unmasked threshold of that FAR
+
+    @property
+    def dodging(self) -> float:
+        """Masked probes that fail verification at FAR 1e-2 (the unmasked threshold)."""
+        return 1.0 - self.masked_tar[1e-2]
+
+
+@dataclass
+class People:
+    """A gallery (one unmasked photo per person) and probes (other photos, unmasked and masked, pixel-aligned)."""
+
+    gallery: np.ndarray  # uint8 [I, S, S, 3]
+    gallery_landmarks: np.ndarray  # [I, 68, 2]
+    probe_labels: np.ndarray  # [P] index into the gallery
+    unmasked: np.ndarray  # uint8 [P, S, S, 3]
+    masked: np.ndarray
+    landmarks: np.ndarray  # [P, 68, 2]
+
+    def first(self, identities: int) -> "People":
+        """The first `identities` people and their probes."""
+        keep = self.probe_labels < identities
+        return People(self.gallery[:identities], self.gallery_landmarks[:identities], self.probe_labels[keep],
+                      self.unmasked[keep], self.masked[keep], self.landmarks[keep])
+
+
+def synthetic_people(identities: int, probes_per_identity: int = 2, size: int = 128, seed: int = 0) -> People:
+    """Fresh synthetic people (data_loader.faces), drawn in memory."""
+    rng = np.random.default_rng(seed)
+    g, gl, labels, un, ma, lm = [], [], [], [], [], []
+    for i in range(identities):
+        p = faces.person(rng)
+        shot = faces.take(p, rng, size)
+        g.append(shot.unmasked)
+        gl.append(shot.landmarks)
+        for _ in range(probes_per_identity):
+            shot = faces.take(p, rng, size)
+            labels.append(i)
+            un.append(shot.unmasked)
+            ma.append(shot.masked)
+            lm.append(shot.landmarks)
+    return People(np.stack(g), np.stack(gl), np.asarray(labels), np.stack(un), np.stack(ma), np.stack(lm))
+
+
+def dataset_people(data_uri: str, split: str = "test", max_probes: int | None = None) -> People:
+    """A prepared dataset's gallery (every identity) and the probes of one split, with their recorded landmarks
+    (shards.landmarks_of); a dataset without landmarks is refused in one line."""
+    root = storage.resolve(data_uri)
+    gallery = shards.load_set(root, "gallery")
+    probes = next(shards.iter_first(root, split, max_probes), None) if max_probes else shards.load_set(root, split)
+    for name, rows in (("gallery", gallery), (split, probes)):
+        if rows is None or "landmarks" not in rows or np.isnan(rows["landmarks"]).any():
+            raise ValueError(f"{root.uri}: the {name} set has rows without landmarks; realism figures need them "
+                             f"(synthetic data and identity folders record them)")
+    order = np.argsort(gallery["label"])
+    return People(gallery["unmasked"][order], gallery["landmarks"][order], probes["label"].astype(np.int64),
+                  probes["unmasked"], probes["masked"], probes["landmarks"])
+
+
+def of_dataset(data_uri: str, embedders: dict[str, Embed], split: str = "test",
+               max_probes: int | None = None) -> list[Figures]:
+    """The realism figures of a prepared dataset's own people (its gallery, one split's probes), one Figures per
+    recogniser: what a report states next to its headline."""
+    people = dataset_people(data_uri, split, max_probes)
+    return [measure(name, embed, people, (len(people.gallery),))[0] for name, embed in embedders.items()]
+
+
+def describe(figures: list[Figures]) -> str:
+    """One line for a report: per recogniser, unmasked rank-1 and verification at FAR 1e-2, and the plain mask's
+    rank-1 and dodging, on the data's own people."""
+    if not figures:
+        return "realism of the data: no real recogniser available"
+    parts = [f"{f.recogniser} rank-1 {f.rank1:.0%} (masked {f.masked_rank1:.0%}), TAR@FAR1e-2 {f.tar[1e-2]:.0%}, "
+             f"plain-mask dodging {f.dodging:.0%}" for f in figures]
+    return (f"realism of the data ({figures[0].identities} people, {figures[0].probes} probes; real recognisers, "
+            f"exact landmarks): " + "; ".join(parts))
+
+
+def real_people() -> tuple[People, str]:
+    """The real photos that ship in installed packages, as People, and a line saying what they are: scikit-image's
+    astronaut (Eileen Collins, NASA, public domain) and matplotlib's Grace Hopper sample: two people, one photo
+    each. Each probe is its person's photo mirrored and 30 % darker (no package ships a second photo of anyone),
+    so real genuine figures are an upper bound; the impostor figure is the one pair of two real people. Faces
+    are found by dlib's HOG and 68-point predictor (data_loader.landmark_mask)."""
+    import matplotlib.cbook
+    from PIL import Image
+    from skimage import data
+
+    hopper = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    photos = [Image.fromarray(data.astronaut()), hopper]
+    size = 160
+    g, gl, un, lm = [], [], [], []
+    for im in photos:
+        box, pts = landmark_mask.detect(im)
+        square = landmark_mask.crop_box(box)
+        crop, at = landmark_mask.crop(im, square, size), landmark_mask.to_crop(pts, square, size)
+        g.append(crop)
+        gl.append(at)
+        un.append((crop[:, ::-1] * 0.7).astype(np.uint8))
+        mirrored = at.copy()
+        mirrored[:, 0] = size - 1 - mirrored[:, 0]
+        lm.append(mirrored[MIRROR_68])
+    masked = [_plain_mask(u, p) for u, p in zip(un, lm)]
+    people = People(np.stack(g), np.stack(gl).astype(np.float32), np.arange(len(g)), np.stack(un), np.stack(masked),
+                    np.stack(lm).astype(np.float32))
+    return people, (f"{len(g)} real people (scikit-image's astronaut, matplotlib's Grace Hopper), one photo each; "
+                    "probes are the photos mirrored and darkened")
+
+
+# dlib's 68 points of a mirrored face: the point that lands where point i was (jaw, brows, nose, eyes, lips)
+MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30, 35, 34, 33, 32, 31]
+                     + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+                     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
+
+
+def _plain_mask(unmasked: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """The synthetic probes' plain surgical-blue mask, fitted to these landmarks and lit by the face beneath."""
+
+    a = landmark_mask.raster(landmark_mask.polygon(pts.astype(np.float64)), unmasked.shape[0])[..., None]
+    lum = unmasked.astype(np.float32).mean(-1, keepdims=True)
+    light = np.clip(0.75 + 0.25 * lum / max(float(lum[a[..., 0] > 0.5].mean()), 1.0), 0.6, 1.2)
+    out = unmasked * (1 - a) + draw.MASK_RGB * light * a
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _threshold(impostor: np.ndarray, far: float) -> float:
+    return float(np.quantile(impostor, 1 - far, method="higher"))
+
+
+def score(name: str, people: People, gallery_emb: np.ndarray, unmasked_emb: np.ndarray,
+          masked_emb: np.ndarray) -> Figures:
+    """Figures from embeddings (unit rows): cosine similarity of each probe to every gallery photo."""
+    labels = people.probe_labels
+    rows = np.arange(len(labels))
+    sims = unmasked_emb @ gallery_emb.T
+    msims = masked_emb @ gallery_emb.T
+    own = np.zeros_like(sims, dtype=bool)
+    own[rows, labels] = True
+    genuine, impostor, mgenuine = sims[rows, labels], sims[~own], msims[rows, labels]
+    thresholds = {far: _threshold(impostor, far) for far in FARS}
+    return Figures(
+        recogniser=name, identities=len(people.gallery), probes=len(labels),
+        genuine=Spread.of(genuine), impostor=Spread.of(impostor),
+        rank1=float(np.mean(sims.argmax(1) == labels)),
+        tar={far: float(np.mean(genuine > t)) for far, t in thresholds.items()},
+        masked_genuine=Spread.of(mgenuine), masked_rank1=float(np.mean(msims.argmax(1) == labels)),
+        masked_tar={far: float(np.mean(mgenuine > t)) for far, t in thresholds.items()},
+    )
+
+
+def measure(name: str, embed: Embed, people: People, at: tuple[int, ...] = (200, 1000)) -> list[Figures]:
+    """Figures of one recogniser at each gallery size in `at` (those above the people's count are skipped);
+    every photo is embedded once, the smaller galleries are the first people of the larger."""
+    g = embed(people.gallery, people.gallery_landmarks)
+    u = embed(people.unmasked, people.landmarks)
+    m = embed(people.masked, people.landmarks)
+    out = []
+    for n in at:
+        if n > len(people.gallery):
+            continue
+        keep = people.probe_labels < n
+        out.append(score(name, people.first(n), g[:n], u[keep], m[keep]))
+    return out
+
+
+def dlib_embedder() -> Embed:
+    """dlib's own face-recognition ResNet (the reference, dlib-bin), aligned by its 68-point chip rule from the
+    exact landmarks given (no detection)."""
+    import dlib
+
+    folder = dlib_recognizer.model_dir()
+    net = dlib.face_recognition_model_v1(os.path.join(folder, dlib_recognizer.RESNET_FILE))
+
+    def embed(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(images), dlib_recognizer.DIM), np.float32)
+        for i, (img, pts) in enumerate(zip(images, landmarks)):
+            x0, y0 = pts.min(0)
+            x1, y1 = pts.max(0)
+            box = dlib.rectangle(int(x0), int(y0), int(x1), int(y1))
+            shape = dlib.full_object_detection(box, [dlib.point(int(round(x)), int(round(y))) for x, y in pts])
+            v = np.asarray(net.compute_face_descriptor(np.ascontiguousarray(img), shape), np.float32)
+            out[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+        return out
+
+    return embed
+
+
+def zoo_embedder(name: str, batch: int = 64) -> Embed:
+    """A torch zoo model by name (raises ZooMissing, one line, when its converted weights are absent)."""
+    import torch
+
+    model = registry.build(name)
+
+    def embed(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(images), batch):
+                x = torch.from_numpy(images[s:s + batch]).permute(0, 3, 1, 2).float() / 255
+                out.append(model.embed(x, torch.from_numpy(landmarks[s:s + batch]).float()).numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    return embed
+
+
+def available_embedders(wanted: list[str] | None = None) -> tuple[dict[str, Embed], dict[str, str]]:
+    """({name: embed}, {name: why it is missing, one line}) for the wanted names: `dlib-bin` (dlib's own
+    runtime) and zoo names (None: every one that loads here)."""
+    found, missing = {}, {}
+    for name in wanted or ["dlib-bin", *ZOO_NAMES]:
+        try:
+            found[name] = dlib_embedder() if name == "dlib-bin" else zoo_embedder(name)
+        except (ImportError, ZooMissing, RuntimeError) as e:
+            missing[name] = str(e).splitlines()[0]
+    return found, missing
