@@ -1,7 +1,7 @@
 """Workarounds of Ray behaviour, each on Ray's public APIs, naming its upstream issue, and switched off by a version
 check once Ray is past the last version known to have the bug.
 
-Leaked placement groups (ray-project/ray issue 62753, "Race condition in PlacementGroupCleaner: newly registered
+Leaked placement groups (ray-project/ray#62753, "Race condition in PlacementGroupCleaner: newly registered
 PG orphaned on controller death"; open, seen on Ray 2.55 and 2.60): when a sweep's driver is killed, the job's
 actors die a few milliseconds apart, one ownership level at a time (trial actor, `_fit` task, Train controller).
 A Train controller that was starting its worker group in between registers its placement group after the job's
@@ -17,14 +17,14 @@ from __future__ import annotations
 import time
 
 # The newest Ray (major, minor) known to leak placement groups as above. Past it, the cleanup does nothing: check
-# issue 62753 when upgrading Ray, and raise this if it is still open (tests/tune's killed-driver resume hangs if so).
+# ray-project/ray#62753 when upgrading Ray, and raise this if it is still open (tests/tune's killed-driver resume hangs if so).
 LEAKED_PLACEMENT_GROUPS_LAST_AFFECTED = (2, 60)
 _STATE_LIMIT = 10_000  # the state API server's own cap (RAY_MAX_LIMIT_FROM_API_SERVER)
 _RECENT_DEATH_MS = 300_000  # a job that died this recently may still have a registration in flight
 
 
 def leaks_placement_groups(ray_version: str | None = None) -> bool:
-    """Whether this Ray is one known to leak a killed driver's placement groups (issue 62753)."""
+    """Whether this Ray is one known to leak a killed driver's placement groups (ray-project/ray#62753)."""
     from packaging.version import Version
 
     if ray_version is None:

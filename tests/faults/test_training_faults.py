@@ -58,7 +58,7 @@ def test_worker_killed_mid_epoch_run_restarts_from_checkpoint(ray_session, small
     steps_per_epoch = _adam_steps(final) // 4
     assert steps_per_epoch > 0 and _adam_steps(final) == 4 * steps_per_epoch
     # The recogniser did not collapse through the restart: val unmasked stays far above chance (1/24). Val
-    # identities are never seen by the adaptation since the leak fix (issue 13), so ~30 %, not the old ~60 %.
+    # identities are never seen by the adaptation since identities were kept out of the adaptation, so ~30 %, not the old ~60 %.
     assert result.metrics["acc/val/unmasked"] > 5 / 24
 
 

@@ -1,4 +1,4 @@
-"""Designs conditioned on the wearer (issue 17): cond_fc3 / cond_conv make each person's own design from the trunk
+"""Designs conditioned on the wearer: cond_fc3 / cond_conv make each person's own design from the trunk
 features of their unmasked photo; the step feeds them, evaluation scores a for_person row on every split, and
 `maskgan print --for photo.jpg` prints the design for the person in a photo (after finding their face)."""
 

@@ -1,4 +1,4 @@
-"""Design diversity (issue 17), checked on planted generators and a stub embedder whose answers are known."""
+"""Design diversity, checked on planted generators and a stub embedder whose answers are known."""
 
 import math
 

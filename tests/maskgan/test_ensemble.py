@@ -1,4 +1,4 @@
-"""An ensemble of white-box surrogates (issue 15, `model.recognizers`): config errors, the step attacking every
+"""An ensemble of white-box surrogates (`model.recognizers`): config errors, the step attacking every
 surrogate together, checkpoints with their heads, and held-out recognisers untouched by ensemble training."""
 
 from __future__ import annotations

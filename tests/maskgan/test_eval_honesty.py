@@ -1,4 +1,4 @@
-"""Issue 13's honesty checks: no identity leaks into adaptation or training, the printed design is the scored one,
+"""The ruler's honesty checks: no identity leaks into adaptation or training, the printed design is the scored one,
 and an adaptive defender can take protection away."""
 
 import json

@@ -1,4 +1,4 @@
-"""data.face_crop: facenet's pretrained weights see the face crop they were trained on (issue 15, item 3)."""
+"""data.face_crop: facenet's pretrained weights see the face crop they were trained on."""
 
 import numpy as np
 import pytest

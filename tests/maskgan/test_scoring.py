@@ -165,7 +165,7 @@ def test_evaluate_writes_the_wearers_figures_beside_todays_keys(trained_run_copy
         assert uni["worst"]["rank1"] >= uni["mean"]["rank1"] >= uni["best"]["rank1"]
         assert uni["worst"]["dodging@1e-02"] <= uni["mean"]["dodging@1e-02"] <= uni["best"]["dodging@1e-02"]
         assert "dodging@1e-02" in uni["paired_vs_original_mask"]
-        div = on_disk["diversity"][split]  # issue 17: how the 3 universal designs differ
+        div = on_disk["diversity"][split]  # how the 3 universal designs differ
         assert div["designs"] == 3 and div["probes"] > 0 and div["pixel"] >= 0 and div["feature"] >= 0
         assert 1 <= div["distinct_identities"]["mean"] <= div["distinct_identities"]["max"] <= 3
         assert div["protection_spread"]["dodging@1e-02"] == pytest.approx(

@@ -1,4 +1,4 @@
-"""The recogniser x row matrix (issue 15): a column per recogniser with its own thresholds, held-out recognisers
+"""The recogniser x row matrix: a column per recogniser with its own thresholds, held-out recognisers
 never touched, the transfer line's sign on a planted case, and one-line errors for what cannot be built."""
 
 import sys
