@@ -107,3 +107,18 @@ def test_the_rules_catch_a_planted_upward_import_and_a_hidden_one(tmp_path):
     assert _room_of_module("maskgan.reporting.report") == "reporting"
     assert ROOMS.index("reporting") > ROOMS.index("models")  # so a models/ module importing it is refused
     assert [f.name for _, _, f in found if f is not None] == ["f", "f"]
+
+
+def test_readme_room_table_matches_the_tree():
+    """Every path in the README's room table exists, and every maskgan room and top-level folder is in it."""
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Where does a change go", 1)[1].split("\n## ", 1)[0]
+    paths = [p.strip("`") for row in table.splitlines() if row.startswith("| `")
+             for p in row.split("|")[1].replace(",", " ").split()]
+    missing = [p for p in paths if not (REPO / p).exists()]
+    assert not missing, f"README's room table names paths the tree does not have: {missing}"
+    for room in ROOMS:
+        assert f"maskgan/{room}/" in paths, f"README's room table lacks maskgan/{room}/"
+    for folder in ("data_loader/", "cluster/", "tune/", "cli/", "k8s/", "bench/", "tests/"):
+        assert folder in paths, f"README's room table lacks {folder}"
+    assert len(readme.splitlines()) <= 120 and max(map(len, readme.splitlines())) <= 200
