@@ -128,7 +128,7 @@ class DefenderRun:
     models, the distinct universal designs [K,3,h,w], the splits to score, its steps, the calibration photos."""
 
     root: storage.Location
-    parts: object  # assembly.Parts
+    parts: object  # maskgan.run.build.Parts
     cfg: RunConfig
     models: dict
     designs: torch.Tensor

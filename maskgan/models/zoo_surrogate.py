@@ -64,7 +64,7 @@ def last_layer(model: ZooModel) -> nn.Module:
 class ZooTrunk(nn.Module):
     """Photos + landmarks -> the features the model's last layer takes, flattened [N, F]. Frozen, eval mode."""
 
-    needs_landmarks = True  # objective.features passes each photo's landmarks
+    needs_landmarks = True  # ops.features passes each photo's landmarks
 
     def __init__(self, model: ZooModel, last: nn.Module | None, front=None):
         super().__init__()

@@ -171,7 +171,7 @@ class TrainGallery:
 
     @classmethod
     def of(cls, root: storage.Location, gallery_feats: torch.Tensor) -> "TrainGallery":
-        """From the gallery set's split column (label order, as assembly.gallery orders the features)."""
+        """From the gallery set's split column (label order, as `gallery` orders the features)."""
         labels, splits = [], []
         for batch in shards.iter_set(root, "gallery", columns=["label", "split"]):
             labels.append(batch["label"])
