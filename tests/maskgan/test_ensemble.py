@@ -220,7 +220,7 @@ def test_transfer_space_sweeps_one_surrogate_against_three_and_the_table_shows_b
          "columns": {"attacked": col("attacked", 0.5), "random:11": col("attacked", 0.3),
                      "random:7": col("held-out", 0.1), "dlib": col("held-out", 0.0)}}
     assert report_matrix.role_means(m, "test", "1e-02") == pytest.approx({"attacked": 0.4, "held-out": 0.05})
-    assert report.role_lines(m, "1e-02", ("test",)) == [
+    assert report_matrix.role_lines(m, "1e-02", ("test",)) == [
         "mean transfer (test, dodging@1e-02 minus original_mask): attacked +40.0 points (2 recognisers), "
         "held-out +5.0 points (2)"]
     row = {"trial": "t_00001", "status": "completed", "model.recognizers": ["random:11", "random:12"], "epochs": 6,
