@@ -18,8 +18,7 @@ import time
 from dataclasses import dataclass
 
 # The newest Ray (major, minor) known to leak placement groups as above. Past it, the cleanup does nothing: check
-# ray-project/ray#62753 when upgrading Ray, and raise this if it is still open (tests/tune's killed-driver resume
-# hangs if so).
+# ray-project/ray#62753 when upgrading Ray, and raise this if it is still open (tests/tune's killed-driver resume hangs if so).
 LEAKED_PLACEMENT_GROUPS_LAST_AFFECTED = (2, 60)
 _STATE_LIMIT = 10_000  # the state API server's own cap (RAY_MAX_LIMIT_FROM_API_SERVER)
 _RECENT_DEATH_MS = 300_000  # a job that died this recently may still have a registration in flight
