@@ -23,11 +23,17 @@ import os
 import time
 
 from cli.args import ranged
+from data_loader import shards, storage
+from data_loader.ray_session import ensure_ray
+from maskgan import demo
+from maskgan.config import RunConfig, recipes
+from maskgan.reporting import runner
+from maskgan.training import train
 
 BAR_RATIO, BAR_POINTS = 3.0, 0.05  # the diversity bar: diversity >= 3x the run without the term, dodging <= 5 points worse
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m bench.diversity")
     p.add_argument("--root", default="demo_out", help="a `make demo` output folder; made there when it has no "
                    "data (default demo_out)")
@@ -41,14 +47,11 @@ def main(argv=None) -> dict:
     p.add_argument("--generator", default="fc3", choices=("fc3", "fc_deep", "conv", "cond_fc3", "cond_conv"),
                    help="model.generator of every run (default fc3, the recipe's; cond_*: designs per wearer)")
     p.add_argument("--out", default="/tmp/diversity", help="where the runs go (default /tmp/diversity)")
-    a = p.parse_args(argv)
-    from data_loader import shards, storage
-    from data_loader.ray_session import ensure_ray
-    from maskgan import demo
-    from maskgan.config import recipes
-    from maskgan.reporting import runner
-    from maskgan.training import train
+    return p.parse_args(argv)
 
+
+def main(argv=None) -> dict:
+    a = parse_args(argv)
     os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # no Prometheus to wait for
     root = os.path.abspath(a.root)
     base = recipes.debug_cpu(root)
@@ -57,34 +60,55 @@ def main(argv=None) -> dict:
     ensure_ray(None, print)
     rows = []
     for weight in a.weights:
-        t0 = time.time()
-        cfg = base.replace(train={"storage": os.path.abspath(a.out), "name": f"div{weight:g}-{int(t0)}",
-                                  "epochs": a.epochs}, objective={"diversity_weight": weight},
-                           model={"generator": a.generator})
-        result = train.fit(cfg, log=lambda *_: None)
-        report = runner.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=a.universal_k,
-                                       defender_steps=0)
-        far = report["fars"][0]
-        uni, orig, div = (report["rows"]["universal"]["test"], report["rows"]["original_mask"]["test"],
-                          report["diversity"]["test"])
-        row = {"diversity_weight": weight, "pixel_diversity": div["pixel"], "feature_diversity": div["feature"],
-               "distinct_identities": div["distinct_identities"]["mean"],
-               "universal_dodging": uni["mean"][f"dodging@{far}"],
-               "universal_dodging_worst": uni["worst"][f"dodging@{far}"],
-               "dodging_spread": div["protection_spread"][f"dodging@{far}"],
-               "original_mask_dodging": orig["verification"]["dodging"][far], "seconds": round(time.time() - t0),
-               "run": result.run_uri}
-        people = div.get("across_people")
-        if people is not None:  # a conditional generator: its designs for different wearers, one latent
-            row["across_people"] = people["pixel"]
-            row["for_person_dodging"] = report["rows"]["for_person"]["test"]["mean"][f"dodging@{far}"]
+        row = train_and_measure(base, weight, a)
         rows.append(row)
-        print(f"diversity_weight {weight:g}: universal designs pixel diversity {row['pixel_diversity']:.4f}, "
-              f"feature {row['feature_diversity']:.4f}, {row['distinct_identities']:.1f} identities per probe; "
-              f"test dodging {row['universal_dodging']:.1%} (worst {row['universal_dodging_worst']:.1%}, spread "
-              f"{row['dodging_spread']:.1%}) vs original_mask {row['original_mask_dodging']:.1%} "
-              f"({row['seconds']} s)" + (f"; across people {row['across_people']:.4f}, for_person dodging "
-                                         f"{row['for_person_dodging']:.1%}" if people is not None else ""), flush=True)
+        print_row(row)
+    judge_against_baseline(rows)
+    out = {"date": datetime.date.today().isoformat(), "generator": a.generator, "epochs": a.epochs,
+           "universal_k": a.universal_k, "runs": rows}
+    print(json.dumps(out))
+    return out
+
+
+def train_and_measure(base: RunConfig, weight: float, a: argparse.Namespace) -> dict:
+    """One run at this diversity_weight, evaluated without the defender: its designs' diversity and dodging."""
+    t0 = time.time()
+    cfg = base.replace(train={"storage": os.path.abspath(a.out), "name": f"div{weight:g}-{int(t0)}",
+                              "epochs": a.epochs}, objective={"diversity_weight": weight},
+                       model={"generator": a.generator})
+    result = train.fit(cfg, log=lambda *_: None)
+    report = runner.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=a.universal_k,
+                                 defender_steps=0)
+    far = report["fars"][0]
+    uni, orig, div = (report["rows"]["universal"]["test"], report["rows"]["original_mask"]["test"],
+                      report["diversity"]["test"])
+    row = {"diversity_weight": weight, "pixel_diversity": div["pixel"], "feature_diversity": div["feature"],
+           "distinct_identities": div["distinct_identities"]["mean"],
+           "universal_dodging": uni["mean"][f"dodging@{far}"],
+           "universal_dodging_worst": uni["worst"][f"dodging@{far}"],
+           "dodging_spread": div["protection_spread"][f"dodging@{far}"],
+           "original_mask_dodging": orig["verification"]["dodging"][far], "seconds": round(time.time() - t0),
+           "run": result.run_uri}
+    people = div.get("across_people")
+    if people is not None:  # a conditional generator: its designs for different wearers, one latent
+        row["across_people"] = people["pixel"]
+        row["for_person_dodging"] = report["rows"]["for_person"]["test"]["mean"][f"dodging@{far}"]
+    return row
+
+
+def print_row(row: dict) -> None:
+    people = "across_people" in row
+    print(f"diversity_weight {row['diversity_weight']:g}: universal designs pixel diversity "
+          f"{row['pixel_diversity']:.4f}, feature {row['feature_diversity']:.4f}, {row['distinct_identities']:.1f} "
+          f"identities per probe; test dodging {row['universal_dodging']:.1%} (worst "
+          f"{row['universal_dodging_worst']:.1%}, spread {row['dodging_spread']:.1%}) vs original_mask "
+          f"{row['original_mask_dodging']:.1%} ({row['seconds']} s)"
+          + (f"; across people {row['across_people']:.4f}, for_person dodging "
+             f"{row['for_person_dodging']:.1%}" if people else ""), flush=True)
+
+
+def judge_against_baseline(rows: list[dict]) -> None:
+    """Each run after the first against the first (the baseline): the diversity bar, printed and added to its row."""
     base_row = rows[0]
     for row in rows[1:]:
         ratio = row["pixel_diversity"] / base_row["pixel_diversity"] if base_row["pixel_diversity"] else float("inf")
@@ -94,9 +118,6 @@ def main(argv=None) -> dict:
         print(f"diversity bar at diversity_weight {row['diversity_weight']:g} (pixel diversity >= {BAR_RATIO:g}x "
               f"weight {base_row['diversity_weight']:g}'s, test dodging <= {BAR_POINTS * 100:.0f} points lower): "
               f"{'MET' if met else 'NOT met'}: {ratio:.2f}x, dodging {-loss * 100:+.1f} points", flush=True)
-    out = {"date": datetime.date.today().isoformat(), "generator": a.generator, "epochs": a.epochs, "universal_k": a.universal_k, "runs": rows}
-    print(json.dumps(out))
-    return out
 
 
 if __name__ == "__main__":

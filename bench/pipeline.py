@@ -108,7 +108,8 @@ def in_memory(cfg: config.RunConfig, device: torch.device, steps: int, warmup: i
     return meter.result()
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The flags, with the device's defaults filled in (a GPU gets more rows, a larger batch, more CPUs)."""
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=None, help="prepared shards (local dir or s3://); default: synthetic")
@@ -134,6 +135,12 @@ def main(argv=None) -> dict:
     args.steps = args.steps or (30 if on_gpu else 3)
     if args.resident_gib != "auto":
         args.resident_gib = float(args.resident_gib)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    on_gpu = args.device == "cuda"
     device = torch.device(args.device)
     if on_gpu:
         torch.backends.cudnn.benchmark = True
@@ -167,6 +174,14 @@ def main(argv=None) -> dict:
            "epochs": [{k: e.get(k) for k in ("epoch", "train/images", "train/images_per_s", "train/data_wait_s",
                                               "train/epoch_s", "train/resident")} for e in epochs],
            "in_memory": mem}
+    compare_with_in_memory(out)
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def compare_with_in_memory(out: dict) -> None:
+    """Print each epoch's images/s and the in-memory step's, and add the end-to-end / in-memory ratios to `out`."""
+    mem = out["in_memory"]
     for e in out["epochs"]:
         mode = "resident" if e.get("train/resident") else "streamed"
         print(f"  epoch {e['epoch'] + 1}  {mode:<8}  {e['train/images_per_s']:>10.1f} images/s   "
@@ -181,9 +196,7 @@ def main(argv=None) -> dict:
     if streamed:  # epochs after the first that streamed from Ray Data (the first also pays warm-up)
         out["ratio_streamed"] = max(streamed) / mem["images_per_s"]
         msg += f", best streamed epoch after the first {out['ratio_streamed']:.0%}"
-    print(msg + f"  (whole fit {fit_s:.0f} s incl. Ray start, gallery, checkpoints)", flush=True)
-    print(json.dumps(out), flush=True)
-    return out
+    print(msg + f"  (whole fit {out['fit_s']:.0f} s incl. Ray start, gallery, checkpoints)", flush=True)
 
 
 if __name__ == "__main__":

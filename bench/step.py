@@ -125,7 +125,8 @@ def paper(args, device, trunk, head, projector, gallery_feats, g, cfg: Objective
     return (lambda: paper_step(m, masked, unmasked, label, gallery_feats, cfg)), n, {"precision": "float32"}
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The flags, with the device's defaults filled in (a GPU's batch and step counts are larger)."""
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(prog="python -m bench.step", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if cuda else "cpu")
@@ -144,15 +145,20 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--skip-paper", action="store_true", help="measure ours only")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
-    on_gpu = device.type == "cuda"
+    on_gpu = args.device == "cuda"
     args.batch = args.batch or (1024 if on_gpu else 32)
     args.steps = args.steps or (30 if on_gpu else 3)
     args.paper_steps = args.paper_steps or (20 if on_gpu else 2)
     args.warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 1)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if on_gpu:
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     cfg = ObjectiveConfig(experiment=args.experiment)

@@ -15,6 +15,7 @@ resumed sweep waits forever. `free_leaked_placement_groups` frees such groups be
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 # The newest Ray (major, minor) known to leak placement groups as above. Past it, the cleanup does nothing: check
 # ray-project/ray#62753 when upgrading Ray, and raise this if it is still open (tests/tune's killed-driver resume hangs if so).
@@ -50,60 +51,80 @@ def free_leaked_placement_groups(timeout_s: float = 60.0, settle_s: float = 1.0,
     if not leaks_placement_groups():
         return []
     import ray
-    from ray import PlacementGroupID
-    from ray.job_submission import JobStatus
-    from ray.util import remove_placement_group
-    from ray.util import state as ray_state
-    from ray.util.placement_group import PlacementGroup
 
     # The connected cluster's address: without one the state API looks for a local Ray and refuses when it
     # finds several (tests, a laptop running two sessions).
     address = ray.get_runtime_context().gcs_address
+    dead = _wait_for_dead_jobs_actors(address, timeout_s, log)
+    if not dead.jobs:
+        return []
+    removed = _remove_leaked_groups(address, dead.jobs, log)
+    watch_until = time.monotonic() + (watch_s if dead.recent else 0)
+    while time.monotonic() < watch_until:
+        time.sleep(settle_s)
+        removed += _remove_leaked_groups(address, dead.jobs, log)
+    if removed:
+        log(f"freed {len(removed)} placement group(s) that a killed driver's job left reserved: {', '.join(removed)}")
+    return removed
 
-    def live_actors():
-        return ray_state.list_actors(address, filters=[("state", "!=", "DEAD")], detail=True, limit=_STATE_LIMIT)
+
+@dataclass
+class _DeadJobs:
+    jobs: set[str]  # ids of the jobs whose driver is gone
+    recent: bool  # one of them died within _RECENT_DEATH_MS: a group registration may still be in flight
+
+
+def _live_actors(address: str) -> list:
+    from ray.util import state as ray_state
+
+    return ray_state.list_actors(address, filters=[("state", "!=", "DEAD")], detail=True, limit=_STATE_LIMIT)
+
+
+def _wait_for_dead_jobs_actors(address: str, timeout_s: float, log) -> _DeadJobs:
+    """The dead jobs, once none of their non-detached actors is alive any more (after which they can register
+    no more placement groups), or after `timeout_s` (logged) with whatever is still dying."""
+    from ray.job_submission import JobStatus
+    from ray.util import state as ray_state
 
     deadline = time.monotonic() + timeout_s
     while True:
         jobs = [j for j in ray_state.list_jobs(address, detail=True, limit=_STATE_LIMIT)
                 if j.job_id and JobStatus(j.status).is_terminal()]
-        dead_jobs = {j.job_id for j in jobs}
-        if not dead_jobs:
-            return []
-        recent = any(time.time() * 1000 - (j.end_time or 0) < _RECENT_DEATH_MS for j in jobs)  # ms since epoch
-        dying = [a for a in live_actors() if a.job_id in dead_jobs and not a.is_detached]
+        dead = _DeadJobs({j.job_id for j in jobs},
+                         any(time.time() * 1000 - (j.end_time or 0) < _RECENT_DEATH_MS for j in jobs))  # ms since epoch
+        if not dead.jobs:
+            return dead
+        dying = [a for a in _live_actors(address) if a.job_id in dead.jobs and not a.is_detached]
         if not dying:
-            break
+            return dead
         if time.monotonic() > deadline:
             log(f"warning: {len(dying)} actor(s) of a dead driver's job still alive after {timeout_s:.0f} s "
                 f"({', '.join(sorted({a.class_name for a in dying}))}); freeing what they left so far")
-            break
+            return dead
         time.sleep(0.5)
 
-    def sweep_once() -> list[str]:
-        groups = ray_state.list_placement_groups(address, filters=[("state", "!=", "REMOVED")], detail=True,
-                                                 limit=_STATE_LIMIT)
-        leaked = [g for g in groups if not g.is_detached and g.creator_job_id in dead_jobs]
-        if not leaked:
-            return []
-        in_use = {a.placement_group_id for a in live_actors() if a.placement_group_id}
-        removed = []
-        for g in leaked:
-            if g.placement_group_id in in_use:
-                continue
-            try:
-                remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(g.placement_group_id)))
-            except Exception as e:  # removed meanwhile: nothing left to free
-                log(f"warning: could not remove placement group {g.placement_group_id}: {e}")
-                continue
-            removed.append(g.placement_group_id)
-        return removed
 
-    removed = sweep_once()
-    watch_until = time.monotonic() + (watch_s if recent else 0)
-    while time.monotonic() < watch_until:
-        time.sleep(settle_s)
-        removed += sweep_once()
-    if removed:
-        log(f"freed {len(removed)} placement group(s) that a killed driver's job left reserved: {', '.join(removed)}")
+def _remove_leaked_groups(address: str, dead_jobs: set[str], log) -> list[str]:
+    """Remove the non-detached groups of dead jobs that no live actor runs in; return their ids (hex)."""
+    from ray import PlacementGroupID
+    from ray.util import remove_placement_group
+    from ray.util import state as ray_state
+    from ray.util.placement_group import PlacementGroup
+
+    groups = ray_state.list_placement_groups(address, filters=[("state", "!=", "REMOVED")], detail=True,
+                                             limit=_STATE_LIMIT)
+    leaked = [g for g in groups if not g.is_detached and g.creator_job_id in dead_jobs]
+    if not leaked:
+        return []
+    in_use = {a.placement_group_id for a in _live_actors(address) if a.placement_group_id}
+    removed = []
+    for g in leaked:
+        if g.placement_group_id in in_use:
+            continue
+        try:
+            remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(g.placement_group_id)))
+        except Exception as e:  # removed meanwhile: nothing left to free
+            log(f"warning: could not remove placement group {g.placement_group_id}: {e}")
+            continue
+        removed.append(g.placement_group_id)
     return removed

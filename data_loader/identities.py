@@ -2,9 +2,9 @@
 local or s3://) -> prepared shards, through the same Ray Data ETL as FFHQ + MaskedFace-Net (data_loader.prepare:
 per-row decode, chunk markers, resume, --max-bad-fraction, the manifest written last).
 
-Layout: `<root>/<identity>/<photo>.{jpg,jpeg,png}`; anything else is ignored (counted, a few listed). A
-`<photo>.json` beside a photo (`maskgan data synth --layout identities` writes them) gives its face box and 68
-landmarks; every other photo is detected with dlib (data_loader.landmark_mask).
+Layout (listed by data_loader.sources): `<root>/<identity>/<photo>.{jpg,jpeg,png}`; anything else is ignored
+(counted, a few listed). A `<photo>.json` beside a photo (`maskgan data synth --layout identities` writes them)
+gives its face box and 68 landmarks; every other photo is detected with dlib (data_loader.landmark_mask).
 
 Two stages, each photo decoded once:
 
@@ -24,80 +24,21 @@ not self-matches (manifest `self_match: false`): no probe's photo is its gallery
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from data_loader import landmark_mask, ranges, shards, storage
-from data_loader.prepare import (MIN_SIDE, WORK, BadImage, PrepareError, decoding, open_rgb, publish, resumed,
-                                 run_stage, spec_hash)
+from data_loader.prepare import MIN_SIDE, BadImage, decoding, open_rgb
 from data_loader.ray_session import ensure_ray
-from data_loader.sources import LINK_REFUSED, MAX_IGNORED_LISTED
+from data_loader.sources import PHOTO, Folder, Found, discover_identity_folders, too_few_photos
+from data_loader.stages import (WORK, PrepareError, Tally, gather_sets, publish, resumed, run_stage, spec_hash,
+                                split_identities, summary_line)
 
-PHOTO = re.compile(r"\.(jpe?g|png)$", re.IGNORECASE)
 VARIANT = "landmark_mask"  # probes' variant: a mask drawn from landmarks onto a photo of its own
 MIN_PHOTOS_RANGE = "[2, 10000]"
 MAX_PHOTOS_RANGE = "[2, 100000]"
-
-
-@dataclass
-class Folder:
-    identity: str
-    photos: list[tuple[str, int, bool]]  # (relative path, bytes, has a sidecar), sorted by name
-
-
-@dataclass
-class Found:
-    folders: list[Folder]
-    skipped: list[dict] = field(default_factory=list)
-    photos: int = 0  # photo files seen (before the cap)
-    sidecars: int = 0
-    capped: int = 0  # photos beyond --max-photos-per-identity, not read
-    ignored: int = 0
-    ignored_examples: list[str] = field(default_factory=list)
-
-
-def discover(root: storage.Location, max_photos: int, min_photos: int) -> Found:
-    """List `<root>/<identity>/<photo>`; folders with fewer photo files than min_photos are skipped here."""
-    found = Found(folders=[])
-    escaped: list[str] = []
-    photos: dict[str, list[tuple[str, int]]] = {}
-    sidecars: set[str] = set()
-    for rel, size in storage.walk_files(root, rejected=escaped):
-        parts = rel.split("/")
-        if len(parts) == 2 and PHOTO.search(parts[1]):
-            found.photos += 1
-            if size == 0:
-                found.skipped.append({"path": root.join(rel).uri, "reason": "empty file (0 bytes)", "kind": "bad"})
-            else:
-                photos.setdefault(parts[0], []).append((rel, size))
-        elif len(parts) == 2 and parts[1].lower().endswith(".json"):
-            sidecars.add(rel[:-5])
-        else:
-            found.ignored += 1
-            if len(found.ignored_examples) < MAX_IGNORED_LISTED:
-                found.ignored_examples.append(root.join(rel).uri)
-    for rel in escaped:
-        found.skipped.append({"path": root.join(rel).uri, "reason": LINK_REFUSED, "kind": "bad"})
-    for ident in sorted(photos):
-        files = sorted(photos[ident])
-        found.capped += max(0, len(files) - max_photos)
-        files = files[:max_photos]
-        if len(files) < min_photos:
-            found.skipped.append(_too_few(root, ident, len(files), min_photos, "photo file"))
-            continue
-        with_sidecar = [(rel, size, PHOTO.sub("", rel) in sidecars) for rel, size in files]
-        found.sidecars += sum(s for _r, _b, s in with_sidecar)
-        found.folders.append(Folder(ident, with_sidecar))
-    return found
-
-
-def _too_few(root: storage.Location, ident: str, n: int, need: int, what: str) -> dict:
-    return {"path": root.join(ident).uri, "kind": "too_few_photos",
-            "reason": f"{n} usable {what}{'s' if n != 1 else ''}, need at least {need} (one gallery photo and "
-                      f"probes of other photos)"}
 
 
 # ---- one photo ---------------------------------------------------------------------------------------------
@@ -194,7 +135,7 @@ def photos_chunk(spec: dict, src: storage.Location, root: storage.Location) -> d
                                              unmasked=got.unmasked, masked=got.masked, alpha=got.alpha,
                                              landmarks=got.landmarks))
         if len(good) < spec["min_photos"]:
-            skipped.append(_too_few(src, ident, len(good), spec["min_photos"], "photo"))
+            skipped.append(too_few_photos(src, ident, len(good), spec["min_photos"], "photo"))
             continue
         rows += good
         kept[ident] = {"gallery": gallery_uri, "probes": len(good) - 1}
@@ -217,8 +158,8 @@ def label_chunk(spec: dict, _src: storage.Location, root: storage.Location) -> d
         return done
     table = shards.read_table(root, spec["photos"])  # verifies its sha256
     labels = spec["labels"]
-    table = table.set_column(table.schema.get_field_index("label"), "label", pa.array([labels[i] for i in table.column("identity").to_pylist()],
-                                                  pa.int32()))
+    table = table.set_column(table.schema.get_field_index("label"), "label",
+                             pa.array([labels[i] for i in table.column("identity").to_pylist()], pa.int32()))
     is_gallery = pc.equal(table.column("variant"), "gallery")
     gallery, probes = table.filter(is_gallery).to_pylist(), table.filter(pc.invert(is_gallery)).to_pylist()
     entry = {
@@ -252,52 +193,93 @@ def run(identities: str, out: str, *, size: int = 128, shard_size: int = 1024, m
         max_photos_per_identity: int = 100000, min_photos_per_identity: int = 2, endpoint: str | None = None,
         log=print, address: str | None = None) -> dict:
     """Prepare shards from identity folders; returns the manifest (also written to out/manifest.json)."""
-    ranges.check("--size", size, f"[{MIN_SIDE}, 1024]", integer=True)
-    ranges.check("--shard-size", shard_size, "[1, 1000000]", integer=True)
-    ranges.check("--max-bad-fraction", max_bad_fraction, "[0, 1]")
-    ranges.check("--max-photos-per-identity", max_photos_per_identity, MAX_PHOTOS_RANGE, integer=True)
-    ranges.check("--min-photos-per-identity", min_photos_per_identity, MIN_PHOTOS_RANGE, integer=True)
-    if min_photos_per_identity > max_photos_per_identity:
-        raise PrepareError(f"--min-photos-per-identity {min_photos_per_identity} is above "
-                           f"--max-photos-per-identity {max_photos_per_identity}: no identity could be kept")
+    check_flags(size, shard_size, max_bad_fraction, max_photos_per_identity, min_photos_per_identity)
     t0 = time.perf_counter()
     src, root = storage.resolve(identities, endpoint), storage.resolve(out, endpoint)
     if not storage.is_dir(src):
         raise PrepareError(f"--identities {src.uri}: not found (expected a directory or s3:// prefix of "
                            f"<identity>/<photo>.jpg folders)")
-    found = discover(src, max_photos_per_identity, min_photos_per_identity)
+    found = find_folders(src, max_photos_per_identity, min_photos_per_identity, log)
+    shards.unpublish(root)  # before the first shard is written: an interrupted rewrite leaves no manifest
+    ensure_ray(address, log=log)
+
+    specs1 = plan(found.folders, shard_size, size, min_photos_per_identity)
+    stage1 = run_stage(photos_chunk, specs1, src, root, "decode photos, detect faces, draw masks", log)
+    tally = Tally(skipped=list(found.skipped))
+    kept = gather_photos(stage1, tally)
+    labels = kept.labels()
+    if not labels:
+        report = root.join(WORK, "report.json")
+        storage.write_text(report, json.dumps({"skipped": sorted(tally.skipped, key=lambda s: s["path"])}, indent=1))
+        raise PrepareError(f"no identity under {src.uri} has {min_photos_per_identity} usable photos (decoded, "
+                           f"with a face); every skipped photo and why: {report.uri}")
+    stage2 = run_stage(label_chunk, label_specs(specs1, stage1, labels), src, root, "label and write shards", log)
+
+    manifest = identities_manifest(found, src, shard_size, size, kept, stage2, tally, max_bad_fraction)
+    log(summary_line(manifest["split_identities"], manifest["sets"], "probes", tally, time.perf_counter() - t0,
+                     extra=f"; landmarks dlib {kept.landmarks['dlib']} / sidecar {kept.landmarks['sidecar']}"))
+    publish(root, manifest, found.photos, log)
+    return {"format": shards.FORMAT, **manifest}
+
+
+def check_flags(size: int, shard_size: int, max_bad_fraction: float, max_photos: int, min_photos: int) -> None:
+    """Each flag in its range, and a minimum that some identity could meet, before anything is listed."""
+    ranges.check("--size", size, f"[{MIN_SIDE}, 1024]", integer=True)
+    ranges.check("--shard-size", shard_size, "[1, 1000000]", integer=True)
+    ranges.check("--max-bad-fraction", max_bad_fraction, "[0, 1]")
+    ranges.check("--max-photos-per-identity", max_photos, MAX_PHOTOS_RANGE, integer=True)
+    ranges.check("--min-photos-per-identity", min_photos, MIN_PHOTOS_RANGE, integer=True)
+    if min_photos > max_photos:
+        raise PrepareError(f"--min-photos-per-identity {min_photos} is above "
+                           f"--max-photos-per-identity {max_photos}: no identity could be kept")
+
+
+def find_folders(src: storage.Location, max_photos: int, min_photos: int, log) -> Found:
+    """List the identity folders (one log line). No folder with enough photos, or photos that need a face
+    detector that is not installed, is a one-line error before any work starts."""
+    found = discover_identity_folders(src, max_photos, min_photos)
     n_photos = sum(len(f.photos) for f in found.folders)
     log(f"prepare: found {found.photos} photos in {len(found.folders)} identity folders with at least "
-        f"{min_photos_per_identity} photos under {src.uri} ({found.sidecars} with landmark sidecars"
+        f"{min_photos} photos under {src.uri} ({found.sidecars} with landmark sidecars"
         + (f", {found.capped} beyond --max-photos-per-identity not read" if found.capped else "")
         + (f", {found.ignored} other files ignored" if found.ignored else "") + ")")
     if not found.folders:
-        raise PrepareError(f"no identities: no folder under {src.uri} holds {min_photos_per_identity} or more "
+        raise PrepareError(f"no identities: no folder under {src.uri} holds {min_photos} or more "
                            f"photos (<identity>/<photo>.jpg|png)")
     if n_photos > found.sidecars:  # some photos need detection: say what to install before any work starts
         problem = landmark_mask.detector_problem()
         if problem:
             raise PrepareError(f"--identities {src.uri}: {n_photos - found.sidecars} photos have no landmark "
                                f"sidecar and {problem}")
-    shards.unpublish(root)  # before the first shard is written: an interrupted rewrite leaves no manifest
-    ensure_ray(address, log=log)
+    return found
 
-    specs1 = plan(found.folders, shard_size, size, min_photos_per_identity)
-    stage1 = run_stage(photos_chunk, specs1, src, root, "decode photos, detect faces, draw masks", log)
-    skipped, converted, kept = list(found.skipped), [], {}
-    landmarks = {"dlib": 0, "sidecar": 0}
+
+@dataclass
+class Kept:
+    """What stage 1 kept over all its chunks."""
+
+    identities: dict[str, dict] = field(default_factory=dict)  # identity -> {"gallery": photo URI, "probes": n}
+    landmarks: dict[str, int] = field(default_factory=lambda: {"dlib": 0, "sidecar": 0})  # photos per source
+
+    def labels(self) -> dict[str, int]:
+        """Labels 0..N-1 by sorted identity."""
+        return {ident: i for i, ident in enumerate(sorted(self.identities))}
+
+
+def gather_photos(stage1: list[dict], tally: Tally) -> Kept:
+    """The identities stage 1 kept, and where their landmarks came from; skipped and converted photos go to
+    the tally."""
+    kept = Kept()
     for e in stage1:
-        skipped += e["skipped"]
-        converted += e["converted"]
-        kept.update(e["kept"])
+        tally.add(e)
+        kept.identities.update(e["kept"])
         for k, v in e["landmarks"].items():
-            landmarks[k] += v
-    labels = {ident: i for i, ident in enumerate(sorted(kept))}
-    if not labels:
-        report = root.join(WORK, "report.json")
-        storage.write_text(report, json.dumps({"skipped": sorted(skipped, key=lambda s: s["path"])}, indent=1))
-        raise PrepareError(f"no identity under {src.uri} has {min_photos_per_identity} usable photos (decoded, "
-                           f"with a face); every skipped photo and why: {report.uri}")
+            kept.landmarks[k] += v
+    return kept
+
+
+def label_specs(specs1: list[dict], stage1: list[dict], labels: dict[str, int]) -> list[dict]:
+    """Stage-2 specs: per stage-1 chunk that wrote photos, its shard and the labels of the identities it kept."""
     stage1_of = {e["chunk"]: e for e in stage1}
     specs2 = []
     for spec in specs1:
@@ -305,47 +287,30 @@ def run(identities: str, out: str, *, size: int = 128, shard_size: int = 1024, m
         if e["shard"]:
             specs2.append({"chunk": spec["chunk"], "split": spec["split"], "index": spec["index"],
                            "photos": e["shard"], "labels": {i: labels[i] for i in e["kept"]}})
-    stage2 = run_stage(label_chunk, specs2, src, root, "label and write shards", log)
+    return specs2
 
-    sets = {name: {"rows": 0, "shards": []} for name in ("gallery", *shards.SPLITS)}
-    for e in stage2:
-        for set_name, shard in (("gallery", e["gallery"]), (e["split"], e["probes"])):
-            if shard:
-                sets[set_name]["shards"].append(shard)
-                sets[set_name]["rows"] += shard["rows"]
-    for s in sets.values():
-        s["shards"].sort(key=lambda x: x["path"])
-    skipped.sort(key=lambda s: s["path"])
-    converted.sort(key=lambda c: c["path"])
-    n_bad = sum(s["kind"] == "bad" for s in skipped)
-    split_ids = {split: sum(shards.split_of(i) == split for i in labels) for split in shards.SPLITS}
-    manifest = {
+
+def identities_manifest(found: Found, src: storage.Location, shard_size: int, size: int, kept: Kept,
+                        stage2: list[dict], tally: Tally, max_bad_fraction: float) -> dict:
+    """The manifest of the finished shards (without its format, which shards.write_manifest adds)."""
+    tally.sort()
+    labels, sets, n_bad = kept.labels(), gather_sets(stage2), tally.bad()
+    return {
         "source": {"kind": "identities", "identities": src.uri, "shard_size": shard_size,
-                   "max_photos_per_identity": max_photos_per_identity,
-                   "min_photos_per_identity": min_photos_per_identity,
+                   "max_photos_per_identity": found.max_photos, "min_photos_per_identity": found.min_photos,
                    "detector": landmark_mask.DETECTOR, "crop": landmark_mask.CROP, "mask": landmark_mask.TEMPLATE,
-                   "landmarks": landmarks, "alpha": "exact: the alpha the drawn mask was composited with"},
+                   "landmarks": kept.landmarks, "alpha": "exact: the alpha the drawn mask was composited with"},
         # each probe is another photo of its person than the gallery's: identification, not retrieval
         "self_match": False,
         "size": size,
         "identities": len(labels),
-        "split_identities": split_ids,
+        "split_identities": split_identities(labels),
         "sets": sets,
         "counts": {split: ({VARIANT: sets[split]["rows"]} if sets[split]["rows"] else {}) for split in shards.SPLITS},
-        "gallery_photos": {ident: kept[ident]["gallery"] for ident in sorted(kept)},
+        "gallery_photos": {ident: kept.identities[ident]["gallery"] for ident in sorted(kept.identities)},
         "inputs": {"photos": found.photos, "sidecars": found.sidecars, "capped": found.capped,
                    "ignored": found.ignored, "ignored_examples": found.ignored_examples},
         "bad": {"count": n_bad, "fraction": n_bad / max(found.photos, 1), "max_fraction": max_bad_fraction},
-        "skipped": skipped,
-        "converted": converted,
+        "skipped": tally.skipped,
+        "converted": tally.converted,
     }
-    kinds: dict[str, int] = {}
-    for s in skipped:
-        kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
-    log(f"prepare: {len(labels)} identities (train {split_ids['train']} / val {split_ids['val']} / test "
-        f"{split_ids['test']}), probes train {sets['train']['rows']} / val {sets['val']['rows']} / test "
-        f"{sets['test']['rows']}; landmarks dlib {landmarks['dlib']} / sidecar {landmarks['sidecar']}; skipped "
-        f"{len(skipped)}" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})" if kinds else "")
-        + f", converted {len(converted)}; {time.perf_counter() - t0:.1f}s")
-    publish(root, manifest, found.photos, log)
-    return {"format": shards.FORMAT, **manifest}

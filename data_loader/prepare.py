@@ -32,7 +32,6 @@ FFHQ numbers unpaired by design.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import time
@@ -41,14 +40,10 @@ import numpy as np
 
 from data_loader import alpha, ranges, shards, sources, storage
 from data_loader.ray_session import ensure_ray
+from data_loader.stages import (WORK, PrepareError, Tally, gather_sets, publish, resumed, run_stage, spec_hash,
+                                split_identities, summary_line)
 
-WORK = "_prepare"
 MIN_SIDE = 32  # images smaller than this on a side carry no usable face
-VERSION = 1  # bump when the per-chunk processing changes, so re-runs redo chunks
-
-
-class PrepareError(RuntimeError):
-    user_error = True  # the CLI prints it as one line
 
 
 class BadImage(ValueError):
@@ -130,27 +125,7 @@ def _to_rgb(im):
     return im.convert("RGB")
 
 
-# ---- the two per-chunk stages (run as Ray Data tasks) -------------------------------------------------------
-
-
-def spec_hash(spec: dict) -> str:
-    return hashlib.sha256(json.dumps({"v": VERSION, **spec}, sort_keys=True).encode()).hexdigest()
-
-
-def resumed(root: storage.Location, marker: storage.Location, spec_hash: str, keys: tuple[str, ...]) -> dict | None:
-    """The marker's entry when it matches this spec and every shard it names verifies; else None."""
-    if not storage.exists(marker):
-        return None
-    try:
-        entry = json.loads(storage.read_text(marker))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if entry.get("spec_hash") != spec_hash:
-        return None
-    for key in keys:
-        if entry.get(key) is not None and not shards.shard_ok(root, entry[key]):
-            return None
-    return {**entry, "resumed": True}
+# ---- the two per-chunk stages (run as Ray Data tasks by data_loader.stages) ------------------------------
 
 
 def unmasked_chunk(spec: dict, ffhq: storage.Location, root: storage.Location) -> dict:
@@ -221,10 +196,6 @@ def pairs_chunk(spec: dict, mfn: storage.Location, root: storage.Location) -> di
     return {**entry, "resumed": False}
 
 
-def _stage_batch(batch: dict, fn, src: storage.Location, root: storage.Location) -> dict:
-    return {"entry": np.array([json.dumps(fn(json.loads(str(s)), src, root)) for s in batch["spec"]], dtype=object)}
-
-
 # ---- driver -----------------------------------------------------------------------------------------------
 
 
@@ -243,27 +214,6 @@ def plan(identities: list[sources.Identity], shard_size: int, size: int) -> list
     return chunks
 
 
-def run_stage(fn, specs: list[dict], src: storage.Location, root: storage.Location, what: str, log) -> list[dict]:
-    """fn(spec, src, root) -> marker entry, once per spec as a Ray Data task (one chunk per block), in chunk order."""
-    import ray.data
-
-    if not specs:
-        return []
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    ds = ray.data.from_items([{"spec": json.dumps(s)} for s in specs], override_num_blocks=len(specs))
-    ds = ds.map_batches(_stage_batch, batch_size=1, batch_format="numpy", num_cpus=1,
-                        fn_kwargs={"fn": fn, "src": src, "root": root})
-    entries, resumed, every = [], 0, max(1, len(specs) // 20)
-    for row in ds.iter_rows():
-        entry = json.loads(row["entry"])
-        entries.append(entry)
-        resumed += bool(entry.get("resumed"))
-        if len(entries) % every == 0 or len(entries) == len(specs):
-            log(f"prepare: {what}: {len(entries)}/{len(specs)} chunks done"
-                + (f" ({resumed} already finished, skipped)" if resumed else ""))
-    return sorted(entries, key=lambda e: e["chunk"])
-
-
 def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size: int = 1024,
         max_bad_fraction: float = 0.01, endpoint: str | None = None, log=print, address: str | None = None) -> dict:
     """Prepare shards from FFHQ + MaskedFace-Net; returns the manifest (also written to out/manifest.json).
@@ -277,9 +227,32 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
     for flag, loc in (("--ffhq", src_f), ("--maskedfacenet", src_m)):
         if not storage.is_dir(loc):
             raise PrepareError(f"{flag} {loc.uri}: not found (expected a directory or s3:// prefix of images)")
+    found = find_pairs(src_f, src_m, log)
+    shards.unpublish(root)  # before the first shard is written: an interrupted rewrite leaves no manifest
+    ensure_ray(address, log=log)
 
+    specs1 = plan(found.identities, shard_size, size)
+    masked_of = {ident: files for s in specs1 for ident, files in s.pop("_masked").items()}
+    stage1 = run_stage(unmasked_chunk, specs1, src_f, root, "decode FFHQ photos", log)
+    tally = Tally(skipped=list(found.skipped))
+    labels = labels_after_decoding(stage1, masked_of, src_m, tally)
+    specs2 = pair_specs(specs1, stage1, labels, masked_of, size)
+    stage2 = run_stage(pairs_chunk, specs2, src_m, root, "decode MaskedFace-Net images + derive alpha", log)
+
+    manifest = pairs_manifest(found, src_f, src_m, shard_size, size, labels, stage2, tally, max_bad_fraction)
+    log(summary_line(manifest["split_identities"], manifest["sets"], "probe pairs", tally, time.perf_counter() - t0))
+    publish(root, manifest, _inputs(found), log)
+    return {"format": shards.FORMAT, **manifest}
+
+
+def _inputs(found: sources.Discovery) -> int:
+    """Recognised image files of both datasets: what --max-bad-fraction is a fraction of."""
+    return found.files["ffhq"] + found.files["maskedfacenet"]
+
+
+def find_pairs(src_f: storage.Location, src_m: storage.Location, log) -> sources.Discovery:
+    """List both roots and pair their files (one log line); no pair at all is a one-line error."""
     found = sources.discover(src_f, src_m)
-    n_inputs = found.files["ffhq"] + found.files["maskedfacenet"]
     n_pairs = sum(len(i.masked) for i in found.identities)
     log(f"prepare: found {found.files['ffhq']} FFHQ and {found.files['maskedfacenet']} MaskedFace-Net images "
         f"-> {n_pairs} pairs of {len(found.identities)} identities"
@@ -288,54 +261,50 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
         raise PrepareError(f"no pairs: {found.files['ffhq']} FFHQ images (NNNNN.png) under {src_f.uri} and "
                            f"{found.files['maskedfacenet']} MaskedFace-Net images (NNNNN_Mask*.jpg) under "
                            f"{src_m.uri} share no number")
-    shards.unpublish(root)  # before the first shard is written: an interrupted rewrite leaves no manifest
-    ensure_ray(address, log=log)
+    return found
 
-    specs1 = plan(found.identities, shard_size, size)
-    masked_of = {ident: files for s in specs1 for ident, files in s.pop("_masked").items()}
-    stage1 = run_stage(unmasked_chunk, specs1, src_f, root, "decode FFHQ photos", log)
 
-    skipped = list(found.skipped)
-    converted: list[dict] = []
+def labels_after_decoding(stage1: list[dict], masked_of: dict, src_m: storage.Location,
+                          tally: Tally) -> dict[str, int]:
+    """Labels 0..N-1 by sorted identity over the identities whose FFHQ photo decoded. The masked partners of
+    an unusable FFHQ photo are listed as skipped ("partner_bad"): they have no gallery photo to pair with."""
     good: set[str] = set()
     for e in stage1:
         good.update(e["good"])
-        skipped += e["skipped"]
-        converted += e["converted"]
-        for ident, uri in e["bad"].items():  # the masked partners of an unusable FFHQ photo
+        tally.add(e)
+        for ident, uri in e["bad"].items():
             for _variant, rel, _bytes in masked_of[ident]:
-                skipped.append({"path": src_m.join(rel).uri, "reason": f"its FFHQ image {uri} is unusable",
-                                "kind": "partner_bad"})
-    labels = {ident: i for i, ident in enumerate(sorted(good))}
+                tally.skipped.append({"path": src_m.join(rel).uri, "reason": f"its FFHQ image {uri} is unusable",
+                                      "kind": "partner_bad"})
+    return {ident: i for i, ident in enumerate(sorted(good))}
 
-    specs2 = []
+
+def pair_specs(specs1: list[dict], stage1: list[dict], labels: dict[str, int], masked_of: dict,
+               size: int) -> list[dict]:
+    """Stage-2 specs: per stage-1 chunk, its labelled identities with their masked files and the chunk's
+    unmasked shard (a chunk whose every FFHQ photo was unusable has none and is left out)."""
     stage1_of = {e["chunk"]: e for e in stage1}
+    specs2 = []
     for spec in specs1:
-        e = stage1_of[spec["chunk"]]
         ids = [[ident, labels[ident], masked_of[ident]] for ident, _rel, _b in spec["ffhq"] if ident in labels]
         if ids:
             specs2.append({"chunk": spec["chunk"], "split": spec["split"], "index": spec["index"],
-                           "size": size, "unmasked": e["shard"], "ids": ids})
-    stage2 = run_stage(pairs_chunk, specs2, src_m, root, "decode MaskedFace-Net images + derive alpha", log)
+                           "size": size, "unmasked": stage1_of[spec["chunk"]]["shard"], "ids": ids})
+    return specs2
 
-    sets = {name: {"rows": 0, "shards": []} for name in ("gallery", *shards.SPLITS)}
+
+def pairs_manifest(found: sources.Discovery, src_f: storage.Location, src_m: storage.Location, shard_size: int,
+                   size: int, labels: dict[str, int], stage2: list[dict], tally: Tally,
+                   max_bad_fraction: float) -> dict:
+    """The manifest of the finished shards (without its format, which shards.write_manifest adds)."""
     counts = {split: {} for split in shards.SPLITS}
     for e in stage2:
-        for set_name, shard in (("gallery", e["gallery"]), (e["split"], e["probes"])):
-            if shard:
-                sets[set_name]["shards"].append(shard)
-                sets[set_name]["rows"] += shard["rows"]
         for variant, n in e["counts"].items():
             counts[e["split"]][variant] = counts[e["split"]].get(variant, 0) + n
-        skipped += e["skipped"]
-        converted += e["converted"]
-    for s in sets.values():
-        s["shards"].sort(key=lambda x: x["path"])
-    skipped.sort(key=lambda s: s["path"])
-    converted.sort(key=lambda c: c["path"])
-    n_bad = sum(s["kind"] == "bad" for s in skipped)
-    split_ids = {split: sum(shards.split_of(i) == split for i in labels) for split in shards.SPLITS}
-    manifest = {
+        tally.add(e)
+    tally.sort()
+    n_bad = tally.bad()
+    return {
         "source": {"kind": "ffhq+maskedfacenet", "ffhq": src_f.uri, "maskedfacenet": src_m.uri,
                    "shard_size": shard_size, "alpha": "derived from each pair (data_loader.alpha)"},
         # MaskedFace-Net draws its mask onto the FFHQ photo of the same number, and that photo is the gallery:
@@ -343,37 +312,12 @@ def run(ffhq: str, maskedfacenet: str, out: str, *, size: int = 128, shard_size:
         "self_match": True,
         "size": size,
         "identities": len(labels),
-        "split_identities": split_ids,
-        "sets": sets,
+        "split_identities": split_identities(labels),
+        "sets": gather_sets(stage2),
         "counts": counts,
         "inputs": {"ffhq": found.files["ffhq"], "maskedfacenet": found.files["maskedfacenet"],
                    "ignored": found.ignored, "ignored_examples": found.ignored_examples},
-        "bad": {"count": n_bad, "fraction": n_bad / max(n_inputs, 1), "max_fraction": max_bad_fraction},
-        "skipped": skipped,
-        "converted": converted,
+        "bad": {"count": n_bad, "fraction": n_bad / max(_inputs(found), 1), "max_fraction": max_bad_fraction},
+        "skipped": tally.skipped,
+        "converted": tally.converted,
     }
-    kinds = {}
-    for s in skipped:
-        kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
-    log(f"prepare: {len(labels)} identities (train {split_ids['train']} / val {split_ids['val']} / test "
-        f"{split_ids['test']}), probe pairs train {sets['train']['rows']} / val {sets['val']['rows']} / test "
-        f"{sets['test']['rows']}; skipped {len(skipped)}"
-        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})" if kinds else "")
-        + f", converted {len(converted)}; {time.perf_counter() - t0:.1f}s")
-    publish(root, manifest, n_inputs, log)
-    return {"format": shards.FORMAT, **manifest}
-
-
-def publish(root: storage.Location, manifest: dict, n_inputs: int, log) -> None:
-    """Write `_prepare/report.json`, then the manifest unless the bad files exceed --max-bad-fraction (then one
-    line naming the report; finished chunks stay, so a re-run resumes)."""
-    report = root.join(WORK, "report.json")
-    storage.write_text(report, json.dumps(manifest, indent=1, sort_keys=True))
-    n_bad, max_bad_fraction = manifest["bad"]["count"], manifest["bad"]["max_fraction"]
-    if n_bad > max_bad_fraction * n_inputs:  # not published: the old manifest was removed before any write
-        raise PrepareError(
-            f"{n_bad} of {n_inputs} input images ({n_bad / n_inputs:.1%}) are unusable, above --max-bad-fraction "
-            f"{max_bad_fraction:.1%}; no manifest written. Every skipped file and why: {report.uri} "
-            f"(finished shards are kept: a re-run resumes)")
-    shards.write_manifest(root, manifest)
-    log(f"prepare: manifest written to {root.join(shards.MANIFEST).uri}")

@@ -56,68 +56,87 @@ def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, s
         resume: bool = False, log=print, address: str | None = None) -> dict:
     """Run (or resume) a sweep under `storage_uri` (the CLI's --storage); evaluate every trial's run; write
     results.csv/.md and paper_table.md. `address`: the Ray to join (else RAY_ADDRESS, else a local one)."""
-    import ray
-    from ray import tune
-
     space = with_absolute_paths(load_space(space_path))
     ranges.check("--num-samples", num_samples, "[1, 100000]", integer=True)  # the CLI flag's range
     loc = sweep_location(space, storage_uri)
     meta_loc = loc.join("sweep.json")
     if resume:
-        if not storage.exists(meta_loc):
-            raise SweepError(f"nothing to resume at {loc.uri} (no sweep.json): run without --resume")
-        saved = json.loads(storage.read_text(meta_loc))
-        space, scheduler = parse_space(saved["space"], meta_loc.uri), saved["scheduler"]
+        space, scheduler = saved_sweep(meta_loc, loc)
     elif storage.exists(meta_loc):
         raise SweepError(f"{loc.uri} already holds a sweep; pass --resume to continue it, or change the space's "
                          "name or --storage")
-    schedulers.make_scheduler(scheduler, space)  # refuse an unavailable scheduler before anything is written
-    if scheduler == "pbt" and space.pbt["perturbation_interval"] >= space.base.train.epochs:
-        raise SweepError(f"pbt.perturbation_interval: {space.pbt['perturbation_interval']} epochs, but "
-                         f"train.epochs is {space.base.train.epochs}: PBT would never perturb a trial")
+    check_scheduler(space, scheduler)
     preflight(space.base)
     ensure_ray(address, log=log)
-    # A driver killed mid-sweep (the usual reason for --resume) can leave a trial's worker CPUs reserved for
-    # good; free them before trials are scheduled, or the sweep can wait forever for Ray Data's read tasks.
-    # Best effort: a failure here (e.g. no dashboard, so no state API) must not stop the sweep.
-    try:
-        free_leaked_placement_groups(log=log)
-    except Exception as e:
-        log(f"warning: could not check for placement groups left by killed drivers: {str(e).splitlines()[0][:200]}")
+    free_placement_groups_of_killed_drivers(log)
     runs = loc.join("runs")
     if not resume:
         storage.write_text(meta_loc, json.dumps({"space": space.to_dict(), "scheduler": scheduler,
                                                  "num_samples": num_samples, "space_file": space_path,
                                                  "code_version": code_version(), "runs": runs.uri}, indent=1))
-    sweep_args = {"space": space.to_dict(), "runs": runs.uri, "sweep": loc.uri}
-    trainable = tune.with_resources(tune.with_parameters(trial, sweep=sweep_args), TRIAL_RESOURCES)
-    if resume and tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs):
-        log(f"resuming sweep {loc.uri} (finished trials are kept; unfinished ones continue from their checkpoints)")
-        tuner = tune.Tuner.restore(loc.path, trainable, resume_errored=True, storage_filesystem=loc.fs)
-    else:
-        if resume:
-            log(f"{loc.uri}: the driver stopped before Tune saved any state; starting the saved sweep afresh")
-        concurrent = space.max_concurrent_trials or schedulers.max_concurrent_trials(space.base,
-                                                                                     ray.cluster_resources())
-        log(f"sweep {space.name}: {len(space.axes)} axes ({', '.join(space.axes) or 'none'}), "
-            f"scheduler {scheduler}, up to {concurrent} trials at once -> {loc.uri}")
-        root = storage.resolve(storage_uri or space.base.train.storage, space.base.data.endpoint_url)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(space),
-            tune_config=tune.TuneConfig(metric=METRIC, mode="min",
-                                        scheduler=schedulers.make_scheduler(scheduler, space, loc.uri),
-                                        num_samples=num_samples, max_concurrent_trials=concurrent,
-                                        trial_name_creator=lambda t: t.trial_id, trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(name=space.name, storage_path=root.path, storage_filesystem=root.fs,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
+    tuner = make_tuner(space, scheduler, num_samples, resume, loc, runs, storage_uri, log)
     grid = tuner.fit()
     rows = results.collect(grid, space, runs, log=log)
     results.write_tables(loc, rows, space)
     index_page.write_index_page(loc, rows, space, runs)
     log(f"results: {loc.join('results.md').uri} ({len(rows)} trials)")
     return {"sweep": loc.uri, "rows": rows}
+
+
+def saved_sweep(meta_loc: storage.Location, loc: storage.Location) -> tuple[Space, str]:
+    """(space, scheduler) as the sweep being resumed saved them in its sweep.json."""
+    if not storage.exists(meta_loc):
+        raise SweepError(f"nothing to resume at {loc.uri} (no sweep.json): run without --resume")
+    saved = json.loads(storage.read_text(meta_loc))
+    return parse_space(saved["space"], meta_loc.uri), saved["scheduler"]
+
+
+def check_scheduler(space: Space, scheduler: str) -> None:
+    """Refuse an unavailable scheduler, or a PBT that could never perturb, before anything is written."""
+    schedulers.make_scheduler(scheduler, space)
+    if scheduler == "pbt" and space.pbt["perturbation_interval"] >= space.base.train.epochs:
+        raise SweepError(f"pbt.perturbation_interval: {space.pbt['perturbation_interval']} epochs, but "
+                         f"train.epochs is {space.base.train.epochs}: PBT would never perturb a trial")
+
+
+def free_placement_groups_of_killed_drivers(log) -> None:
+    """A driver killed mid-sweep (the usual reason for --resume) can leave a trial's worker CPUs reserved for
+    good; free them before trials are scheduled, or the sweep can wait forever for Ray Data's read tasks.
+    Best effort: a failure here (e.g. no dashboard, so no state API) must not stop the sweep."""
+    try:
+        free_leaked_placement_groups(log=log)
+    except Exception as e:
+        log(f"warning: could not check for placement groups left by killed drivers: {str(e).splitlines()[0][:200]}")
+
+
+def make_tuner(space: Space, scheduler: str, num_samples: int, resume: bool, loc: storage.Location,
+               runs: storage.Location, storage_uri: str | None, log):
+    """Tune's Tuner over `trial`: restored from the sweep folder when resuming and Tune saved state there,
+    else a new one (also for a resumed sweep whose driver stopped before Tune saved anything)."""
+    import ray
+    from ray import tune
+
+    sweep_args = {"space": space.to_dict(), "runs": runs.uri, "sweep": loc.uri}
+    trainable = tune.with_resources(tune.with_parameters(trial, sweep=sweep_args), TRIAL_RESOURCES)
+    if resume and tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs):
+        log(f"resuming sweep {loc.uri} (finished trials are kept; unfinished ones continue from their checkpoints)")
+        return tune.Tuner.restore(loc.path, trainable, resume_errored=True, storage_filesystem=loc.fs)
+    if resume:
+        log(f"{loc.uri}: the driver stopped before Tune saved any state; starting the saved sweep afresh")
+    concurrent = space.max_concurrent_trials or schedulers.max_concurrent_trials(space.base, ray.cluster_resources())
+    log(f"sweep {space.name}: {len(space.axes)} axes ({', '.join(space.axes) or 'none'}), "
+        f"scheduler {scheduler}, up to {concurrent} trials at once -> {loc.uri}")
+    root = storage.resolve(storage_uri or space.base.train.storage, space.base.data.endpoint_url)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(space),
+        tune_config=tune.TuneConfig(metric=METRIC, mode="min",
+                                    scheduler=schedulers.make_scheduler(scheduler, space, loc.uri),
+                                    num_samples=num_samples, max_concurrent_trials=concurrent,
+                                    trial_name_creator=lambda t: t.trial_id, trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(name=space.name, storage_path=root.path, storage_filesystem=root.fs,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
 
 
 def _trial_dirname(t) -> str:
