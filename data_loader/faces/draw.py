@@ -287,8 +287,5 @@ def with_mask(img: np.ndarray, light: np.ndarray, pts: np.ndarray, fill: np.ndar
     alpha = landmark_mask.raster(landmark_mask.polygon(pts.astype(np.float64)), size).astype(np.float64)
     rows = np.arange(size)[:, None] / size
     pleats = 1 - 0.07 * (np.sin(rows * 70 + pts[33, 1]) > 0.75)
-    # lit as identity folders' masks are (landmark_mask.lit_by: the shading of the face beneath), and by the
-    # photo's light: the cloth drapes over the nose and chin, it is not a flat sticker
-    shade = landmark_mask.lit_by(img, alpha) * np.clip(light * 1.15, 0.5, 1.1)
-    cloth = fill * (pleats * shade)[..., None] * s.light_rgb
+    cloth = fill * (pleats * np.clip(light * 1.15, 0.5, 1.1))[..., None] * s.light_rgb
     return img * (1 - alpha[..., None]) + cloth * alpha[..., None], alpha
