@@ -174,6 +174,16 @@ def raster(poly: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
+def lit_by(unmasked: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """How bright the cloth is at each pixel [S, S] (0.6 .. 1.2): a quarter of the face's own luminance beneath,
+    relative to its mean under the mask, so the cloth takes the shading of the nose, cheeks and chin it lies on
+    instead of being a flat sticker."""
+    lum = unmasked.astype(np.float32).mean(axis=2)
+    inside = alpha > 0.5
+    ref = float(lum[inside].mean()) if inside.any() else 128.0
+    return np.clip(0.75 + 0.25 * lum / max(ref, 1.0), 0.6, 1.2)
+
+
 def draw(unmasked: np.ndarray, pts: np.ndarray, seed: int,
          colour: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """A photo crop and its landmarks (crop pixels) -> (masked uint8 [S,S,3], alpha uint8 [S,S], fill name).
@@ -185,9 +195,6 @@ def draw(unmasked: np.ndarray, pts: np.ndarray, seed: int,
         fill, name = texture(seed, size)
     else:
         fill, name = np.broadcast_to(np.array(colour, np.float32), (size, size, 3)), f"plain {colour}"
-    lum = unmasked.astype(np.float32).mean(axis=2)
-    inside = a > 0.5
-    ref = float(lum[inside].mean()) if inside.any() else 128.0
-    light = np.clip(0.75 + 0.25 * lum / max(ref, 1.0), 0.6, 1.2)
+    light = lit_by(unmasked, a)
     masked = unmasked.astype(np.float32) * (1 - a[..., None]) + (fill * light[..., None]) * a[..., None]
     return np.clip(np.rint(masked), 0, 255).astype(np.uint8), np.rint(a * 255).astype(np.uint8), name

@@ -144,10 +144,10 @@ def socket_shadows(c: Canvas, p: Person, s: Shot, face: np.ndarray) -> None:
     """Where a real face is concave: eye sockets, the nose's sides, under the nose and the lower lip."""
     dark = np.zeros_like(c.x)
     for side in (-1, 1):
-        dark += 0.22 * gauss(c, side * p.eye_dx, p.eye_y - 0.01, p.eye_w * 1.5, p.eye_h * 2.2)
-        dark += 0.18 * p.nose_bridge * gauss(c, side * p.nose_w * 0.9, (p.eye_y + p.nose_y) / 2 + 0.03, 0.018,
+        dark += 0.3 * gauss(c, side * p.eye_dx, p.eye_y - 0.01, p.eye_w * 1.5, p.eye_h * 2.2)
+        dark += 0.09 * p.nose_bridge * gauss(c, side * p.nose_w * 0.9, (p.eye_y + p.nose_y) / 2 + 0.03, 0.018,
                                              (p.nose_y - p.eye_y) / 2.2)
-        dark += 0.2 * gauss(c, side * p.nose_w * 1.05, p.nose_y - 0.012, 0.018, 0.02)  # alae
+        dark += 0.12 * gauss(c, side * p.nose_w * 1.05, p.nose_y - 0.012, 0.018, 0.02)  # alae
         dark += 0.08 * gauss(c, side * (p.nose_w + 0.05), (p.nose_y + p.mouth_y) / 2 + 0.02, 0.02, 0.06)
     dark += 0.15 * gauss(c, 0, p.nose_y + 0.02, p.nose_w * 1.1, 0.012)
     dark += 0.15 * gauss(c, 0, p.mouth_y + p.lip_lower + 0.03, p.mouth_w * 0.6, 0.015)
@@ -176,8 +176,10 @@ def eyes(c: Canvas, p: Person, s: Shot, shading: np.ndarray) -> None:
         c.paint(inside * c.cover(r - dist), iris_c * 0.9)
         c.paint(inside * c.cover(r * 0.42 - dist), (12, 10, 10))
         c.paint(inside * c.cover(r * 0.18 - np.hypot(c.x - ix + 0.3 * r, c.y - iy + 0.3 * r)), (250, 250, 250))
-        lid = np.minimum(c.cover(0.006 * p.lashes - np.abs(c.y - up + 0.004)), c.cover((1.08 - np.abs(a)) * p.eye_w))
-        c.paint(lid * c.cover(up - p.eye_y + p.eye_h), p.hair * 0.25 + 10)
+        # the lash line: a dark band as wide as a pixel or two at 128 px (thinner, the eyes vanished under blur)
+        lid = np.minimum(c.cover(0.004 + 0.005 * p.lashes - np.abs(c.y - up + 0.004)),
+                         c.cover((1.08 - np.abs(a)) * p.eye_w))
+        c.paint(lid * c.cover(up - p.eye_y + p.eye_h), p.hair * 0.12 + 12)
         crease = np.exp(-((c.y - (up - p.lid_crease * p.eye_h * s.squint)) / 0.006) ** 2) * (np.abs(a) < 1)
         c.shade(crease, 0.78)
         c.shade(np.exp(-((c.y - lo - 0.006) / 0.005) ** 2) * (np.abs(a) < 0.9), 0.88)
@@ -189,7 +191,8 @@ def brows(c: Canvas, p: Person, s: Shot) -> None:
         ends = c.cover(np.minimum(t, 1 - t) * (p.brow_len + 0.8) * p.eye_w)
         body = c.cover(th / 2 - np.abs(c.y - yc)) * ends
         hairs = 0.75 + 0.25 * np.sin(c.x * 260 + c.y * 90)
-        c.paint(body * p.brow_density * hairs, p.hair * 0.55 + 8)
+        # brows are darker than the skin even on fair-haired people (hair-coloured brows vanished on pale skin)
+        c.paint(body * p.brow_density * hairs, np.minimum(p.hair * 0.5, p.skin * 0.35) + 6)
 
 
 def mouth(c: Canvas, p: Person, s: Shot) -> None:

@@ -116,7 +116,7 @@ def person(rng: np.random.Generator) -> Person:
 
     face_w = u(0.40, 0.56)
     eye_y = u(-0.16, -0.06)
-    eye_w = u(0.055, 0.085)
+    eye_w = u(0.062, 0.092)
     style = HAIR_STYLES[rng.integers(len(HAIR_STYLES))]
     nose_y = eye_y + u(0.22, 0.32)
     return Person(
@@ -127,8 +127,8 @@ def person(rng: np.random.Generator) -> Person:
         moles=rng.uniform([-0.4, -0.35], [0.4, 0.5], (rng.integers(0, 5), 2)),
         eye_y=eye_y, eye_dx=u(0.15, 0.22), eye_w=eye_w, eye_h=eye_w * u(0.32, 0.55), eye_tilt=u(-0.18, 0.22),
         lower_lid=u(0.45, 0.8), iris=_pick(rng, IRIS, 15), iris_r=u(0.36, 0.5), lid_crease=u(0.6, 1.4),
-        brow_gap=u(0.07, 0.13), brow_arch=u(0.0, 0.035), brow_t=u(0.012, 0.03), brow_len=u(1.05, 1.45),
-        brow_density=min(1.0, u(0.45, 1.0)),
+        brow_gap=u(0.07, 0.13), brow_arch=u(0.0, 0.035), brow_t=u(0.018, 0.04), brow_len=u(1.05, 1.45),
+        brow_density=min(1.0, u(0.65, 1.0)),
         nose_y=nose_y, nose_w=u(0.045, 0.08), nose_bridge=u(0.2, 0.8),
         mouth_y=nose_y + u(0.08, 0.14), mouth_w=u(0.09, 0.16), lip_upper=u(0.012, 0.03), lip_lower=u(0.015, 0.04),
         lip=np.clip(np.array([175, 90, 90]) + rng.normal(0, 20, 3), 0, 255).astype(np.float32),

@@ -57,3 +57,32 @@ def test_sizes_draw(size):
     photo = faces.take(faces.person(rng), rng, size)
     assert photo.unmasked.shape == (size, size, 3) and photo.alpha.shape == (size, size)
     assert 0.03 < (photo.alpha > 127).mean() < 0.5
+
+
+def _at(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return np.array([image[y, x] for x, y in np.rint(points).astype(int)], dtype=np.float64)
+
+
+def test_every_brow_is_darker_than_the_skin_of_the_nose_bridge():
+    """Brows are what a recogniser reads above a mask: on fair-haired people with hair-coloured brows they
+    vanished into the skin (up to 1.4x the bridge's brightness). People without a fringe or glasses over them."""
+    rng = np.random.default_rng(4)
+    ratios = []
+    for _ in range(40):
+        p = faces.person(rng)
+        photo = faces.take(p, rng, 128)
+        if p.hair_style == "fringe" or p.glasses:
+            continue
+        lum = photo.unmasked.astype(np.float64).mean(-1)
+        ratios.append(_at(lum, photo.landmarks[[18, 19, 20, 23, 24, 25]]).mean() / _at(lum, photo.landmarks[[28]])[0])
+    assert len(ratios) >= 15
+    assert max(ratios) < 0.9, sorted(ratios)
+
+
+def test_the_mask_covers_nose_to_chin_and_leaves_eyes_and_brows_bare():
+    rng = np.random.default_rng(5)
+    for i in range(24):
+        photo = faces.take(faces.person(rng), rng, 128)
+        alpha = photo.alpha.astype(np.float64)
+        assert _at(alpha, photo.landmarks[list(range(17, 27)) + list(range(36, 48))]).max() == 0, i
+        assert _at(alpha, photo.landmarks[[8, 30, 33, 51, 57, 62, 66]]).min() > 230, i
