@@ -1,12 +1,13 @@
 """report.html: one run's results page, written by `maskgan evaluate` beside report.md.
 
-What is on it: the K universal designs (the ones `evaluate` scored, rebuilt exactly from report.json's
-universal_k / universal_seed), each worn by a few test faces, with its own scores, and each again at the size
+What is on it: the K universal designs (the very tensors evaluation scored, handed over in its Report: the
+checkpoint is not read again), each worn by a few test faces, with its own scores, and each again at the size
 it prints (print_page.panel_size) with the `maskgan print` line for it; a slider through the designs
 of every kept checkpoint (`designs/epoch_<n>.png`, n = epochs completed; only checkpoints still in the run
-folder, see train.num_to_keep, get a frame, and frames written earlier are kept); every report table with its
-intervals; the training curves from the kept checkpoints' meta.json metrics (matplotlib PNGs in `curves/`);
-the run's config and provenance. Everything it shows lives in the run folder, linked relatively.
+folder, see train.num_to_keep, get a frame, and frames written earlier are kept); every results table with its
+intervals (built once in maskgan.reporting.results_table, as report.md's are); the training curves from the
+kept checkpoints' meta.json metrics (matplotlib PNGs in `curves/`); the run's config and provenance.
+Everything it shows lives in the run folder, linked relatively.
 """
 
 from __future__ import annotations
@@ -199,8 +200,8 @@ def _epochs(run: storage.Location, saved, result: Report, log) -> str:
 
 
 def _html_table(t: results_table.Table) -> str:
-    def td(c: results_table.Cell) -> str:
-        small = f' <span class="note">{esc(c.small.replace("`", ""))}</span>' if c.small else ""  # Markdown's code marks
+    def td(c: results_table.Cell) -> str:  # the small print without Markdown's code marks
+        small = f' <span class="note">{esc(c.small.replace("`", ""))}</span>' if c.small else ""
         return cell(esc(c.text) + small, c.value)
     return table(t.head, [[td(c) for c in row] for row in t.rows])
 
