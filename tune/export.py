@@ -162,8 +162,8 @@ def _faces_png(cfg, generator, latent_dim: int, log) -> bytes | None:
 
     try:
         projector = load_projector(cfg.model.projector, torch.device("cpu"), cfg.data.endpoint_url)
-        models = {"projector": projector, "latent_dim": latent_dim, "generator": generator, "device": torch.device("cpu")}
-        return wearing.designs_png(data_root(cfg), models, seed=cfg.train.seed)
+        return wearing.designs_png(data_root(cfg), generator, latent_dim, projector, torch.device("cpu"),
+                                   seed=cfg.train.seed)
     except (storage.StorageError, shards.ShardError, WeightsError) as e:
         log(f"warning: no designs.png (faces wearing the designs): {e}")
         return None
@@ -187,11 +187,10 @@ def _report_of(choice: Choice, log) -> dict | None:
             return report
     log(f"evaluating the exported checkpoint {choice.checkpoint.uri} ...")
     try:
-        report = evaluate.evaluate_checkpoint(choice.state, choice.checkpoint, log=log)
+        report = evaluate.evaluate_checkpoint(choice.state, choice.checkpoint, log=log).json
     except (storage.StorageError, shards.ShardError, WeightsError) as e:
         log(f"warning: exporting without report.json: the exported checkpoint cannot be evaluated here ({e})")
         return None
-    report.pop("_designs_png")
     return report
 
 

@@ -8,6 +8,7 @@ import json
 
 from data_loader import storage
 from maskgan.config import RunConfig
+from maskgan.evaluation.scorer import Scorer
 from maskgan.evaluation.validation import score_set
 from maskgan.run import build
 from tune.space import GUARD_ROWS, Guard
@@ -45,11 +46,9 @@ def accuracy_before_training(cfg: RunConfig, rows=GUARD_ROWS) -> dict:
     root = build.data_root(cfg)
     parts = build.build(cfg, device, root)
     rec = parts.recognizer
-    with torch.no_grad():
-        gallery_emb = rec.head(parts.gallery_feats)
-    scored = score_set(root, "val", list(rows), max_probes=cfg.train.val_probes,
-                       seed=cfg.train.seed, trunk=rec.trunk, head=rec.head, projector=parts.projector, generator=None,
-                       latent_dim=cfg.model.latent_dim, gallery_emb=gallery_emb, device=device)
+    scorer = Scorer.of(rec.trunk, rec.head, parts.projector, parts.gallery_feats, device,
+                       latent_dim=cfg.model.latent_dim)
+    scored = score_set(root, "val", list(rows), scorer, max_probes=cfg.train.val_probes, seed=cfg.train.seed)
     return {row: float(v.mean()) if v.size else 0.0 for row, v in scored.items()}
 
 

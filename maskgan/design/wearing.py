@@ -190,24 +190,25 @@ def universal_pngs(generator, latent_dim: int, k: int = UNIVERSAL_K, seed: int =
 
 
 @torch.no_grad()
-def designs_png(root: storage.Location, models: dict, n: int = 8, seed: int = 0) -> bytes:
-    """A grid: original masked faces (top) above the same faces wearing generated designs (bottom)."""
+def designs_png(root: storage.Location, generator, latent_dim: int, projector, device, trunk=None, n: int = 8,
+                seed: int = 0) -> bytes:
+    """A grid: original masked faces (top) above the same faces wearing generated designs (bottom). `trunk`:
+    the recogniser's, from which a conditional generator makes each face its own design."""
     from PIL import Image  # PIL's import is paid only where a picture is drawn
 
     sets = shards.read_manifest(root)["sets"]
     set_name = next(s for s in ("test", "val", "train") if s in sets and sets[s]["rows"])  # the first with probes
     batch = next(shards.iter_set(root, set_name, columns=["label", "size", "masked", "unmasked"]))
     batch = {k: v[:n] for k, v in batch.items()}
-    device = models["device"]
     masked = to_float_images(torch.from_numpy(batch["masked"])).to(device)
     gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(masked.shape[0], models["latent_dim"], generator=gen).to(device)
-    g = unwrap(models["generator"])
-    if is_conditional(g) and "trunk" in models:  # each face wears the design made for it, from its own photo
-        d = g(z, trunk_features(models["trunk"], to_float_images(torch.from_numpy(batch["unmasked"])).to(device)))
+    z = torch.randn(masked.shape[0], latent_dim, generator=gen).to(device)
+    g = unwrap(generator)
+    if is_conditional(g) and trunk is not None:  # each face wears the design made for it, from its own photo
+        d = g(z, trunk_features(trunk, to_float_images(torch.from_numpy(batch["unmasked"])).to(device)))
     else:  # without a trunk (export's copy), a conditional generator's universal designs
         d = universal(g, z)
-    faces = worn(masked, mask_space(models["projector"], masked), d)
+    faces = worn(masked, mask_space(projector, masked), d)
     top = torch.cat(list(masked), 2)
     bottom = torch.cat(list(faces), 2)
     grid = (torch.cat([top, bottom], 1).clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()

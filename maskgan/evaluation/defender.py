@@ -29,8 +29,9 @@ from data_loader import shards, storage
 from maskgan.config import ObjectiveConfig, RunConfig
 from maskgan.design.wearing import PROBE_COLUMNS, probe_photos, worn
 from maskgan.evaluation import calibration, scoring
+from maskgan.evaluation.scorer import RunCalibration, Scorer
 from maskgan.models.ops import head_optimizer, l1, logits, trunk_features, unwrap
-from maskgan.run.build import TrainGallery
+from maskgan.run.build import Parts, TrainGallery
 
 STEPS = 100  # the defender's default fine-tuning steps (config: eval.defender_steps)
 LR = 1e-4  # its default Adam rate (config: eval.defender_lr): the GAN's head rate
@@ -40,19 +41,19 @@ FLAT = 0.05
 
 
 @torch.no_grad()
-def design_features(root: storage.Location, designs: torch.Tensor, *, trunk, projector, device,
+def design_features(root: storage.Location, designs: torch.Tensor, scorer: Scorer,
                     max_probes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Trunk features of every train probe wearing each design, plus its unmasked and original-mask photo:
     the defender's training set (features are constants: the trunk is frozen). Labels: full-gallery ones."""
     feats, labels = [], []
     for batch in shards.iter_first(root, "train", max_probes, PROBE_COLUMNS):
-        masked, unmasked, space = probe_photos(batch, projector, device)
+        masked, unmasked, space = probe_photos(batch, scorer.projector, scorer.device)
         label = torch.from_numpy(batch["label"].astype("int64"))
-        views = [unmasked, masked] + [worn(masked, space, d.to(device).unsqueeze(0)) for d in designs]
+        views = [unmasked, masked] + [worn(masked, space, d.to(scorer.device).unsqueeze(0)) for d in designs]
         for images in views:
-            feats.append(trunk_features(trunk, images))
+            feats.append(trunk_features(scorer.trunk, images))
             labels.append(label)
-    return torch.cat(feats), torch.cat(labels).to(device)
+    return torch.cat(feats), torch.cat(labels).to(scorer.device)
 
 
 def adapt_head(head, generator, feats: torch.Tensor, labels: torch.Tensor, train_gallery: TrainGallery,
@@ -124,50 +125,54 @@ def own_accuracy(head, feats: torch.Tensor, labels: torch.Tensor, train_gallery:
 
 @dataclass
 class DefenderRun:
-    """What the defender trains and is scored with: the data, the run's parts and config, the scorers'
-    models, the distinct universal designs [K,3,h,w], the splits to score, its steps, the calibration photos."""
+    """What the defender trains and is scored with: the data, the run's parts (its gallery features) and config,
+    the attacked scorer, the distinct universal designs [K,3,h,w], the splits to score, its steps, and the run's
+    calibration (the held-apart photos and the frozen trunk's features of them, when the data has them)."""
 
     root: storage.Location
-    parts: object  # maskgan.run.build.Parts
+    parts: Parts
     cfg: RunConfig
-    models: dict
+    scorer: Scorer
     designs: torch.Tensor
     splits: list
     steps: int
-    calibration_photos: object = None  # calibration.CalibrationPhotos | None
-    calibration_features: torch.Tensor | None = None  # the frozen trunk's features of those photos
+    calibration: RunCalibration
+
+
+def _adapted_calibration(run: DefenderRun, head) -> dict | None:
+    """The adapted head is its own recogniser: its own run-wide thresholds (None without a calibration set)."""
+    cal = run.calibration
+    if cal.photos is None:
+        return None
+    with torch.no_grad():
+        emb = head(cal.features.to(run.scorer.device)).cpu()
+    return calibration.from_embeddings(cal.photos, emb)
 
 
 def after_defender(run: DefenderRun, score_split, before: dict, log=print) -> dict:
     """Every row of run.splits again, scored by a head that fine-tuned on train identities wearing the designs.
-    `score_split(split, calibrated=..., **models)` scores one split (maskgan.evaluation.evaluate.split_report); `before`:
-    {split: its result with the attacked head}, for the paired before/after deltas."""
-    m, cfg = run.models, run.cfg
+    `score_split(split, scorer, calibrated)` scores one split (maskgan.evaluation.evaluate.split_report);
+    `before`: {split: its result with the attacked head}, for the paired before/after deltas."""
+    s, cfg = run.scorer, run.cfg
     log(f"defender: a fresh head fine-tunes {run.steps} steps (rate {cfg.eval.defender_lr:g}) on train identities "
         f"wearing the {len(run.designs)} distinct universal designs ...")
     train_gallery = TrainGallery.of(run.root, run.parts.gallery_feats)
-    feats, labels = design_features(run.root, run.designs, trunk=m["trunk"], projector=m["projector"],
-                                    device=m["device"])
+    feats, labels = design_features(run.root, run.designs, s)
     curve: list = []
-    head = adapt_head(m["head"], m["generator"], feats, labels, train_gallery, cfg.objective, steps=run.steps,
+    head = adapt_head(s.head, s.generator, feats, labels, train_gallery, cfg.objective, steps=run.steps,
                       seed=cfg.train.seed, log=log, lr=cfg.eval.defender_lr, curve=curve)
-    with torch.no_grad():
-        adapted = {**m, "head": head, "gallery_emb": head(run.parts.gallery_feats)}
-    cal = None
-    if run.calibration_photos is not None:  # the adapted head is its own recogniser: its own run-wide thresholds
-        with torch.no_grad():
-            emb = head(run.calibration_features.to(m["device"])).cpu()
-        cal = calibration.from_embeddings(run.calibration_photos, emb)
+    adapted = s.with_head(head, run.parts.gallery_feats)
+    cal = _adapted_calibration(run, head)
     loss = loss_summary(curve, len(train_gallery.feats))
     log(f"defender: {loss['sentence']}")
     out: dict = {"steps": run.steps, "lr": cfg.eval.defender_lr, "designs": len(run.designs), "trained_on": "train",
                  "loss": loss, "calibration": cal,
-                 "own_designs_rank1": {"before": own_accuracy(m["head"], feats, labels, train_gallery),
+                 "own_designs_rank1": {"before": own_accuracy(s.head, feats, labels, train_gallery),
                                        "after": own_accuracy(head, feats, labels, train_gallery),
                                        "photos": int(len(feats))},
                  "rows": {}, "impostors": {}}
     for split in run.splits:
-        result = score_split(split, calibrated=cal, **adapted)
+        result = score_split(split, adapted, cal)
         for row, summary in result["rows"].items():
             b = before.get(split)
             if b is not None and row in b["_values"]:

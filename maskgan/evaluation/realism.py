@@ -1,5 +1,5 @@
 """How real recognisers see a set of people: the figures that say whether synthetic faces are told apart as real
-ones are (`python -m bench.realism` prints them; a report can state them for its own data).
+ones are (`python -m bench.realism` prints them).
 
 For each recogniser: the similarity (cosine) of genuine pairs (a probe photo and its person's gallery photo) and
 of impostor pairs (a probe and every other person's gallery photo), identification (rank-1 against the gallery)
@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from data_loader import faces, landmark_mask, shards, storage
+from data_loader import faces, landmark_mask
 from data_loader.faces import draw
 from maskgan.models import dlib_recognizer
 from maskgan.models.zoo import ZOO_NAMES, ZooMissing, registry
@@ -93,29 +93,6 @@ def synthetic_people(identities: int, probes_per_identity: int = 2, size: int = 
             ma.append(shot.masked)
             lm.append(shot.landmarks)
     return People(np.stack(g), np.stack(gl), np.asarray(labels), np.stack(un), np.stack(ma), np.stack(lm))
-
-
-def dataset_people(data_uri: str, split: str = "test", max_probes: int | None = None) -> People:
-    """A prepared dataset's gallery (every identity) and the probes of one split, with their recorded landmarks
-    (shards.landmarks_of); a dataset without landmarks is refused in one line."""
-    root = storage.resolve(data_uri)
-    gallery = shards.load_set(root, "gallery")
-    probes = next(shards.iter_first(root, split, max_probes), None) if max_probes else shards.load_set(root, split)
-    for name, rows in (("gallery", gallery), (split, probes)):
-        if rows is None or "landmarks" not in rows or np.isnan(rows["landmarks"]).any():
-            raise ValueError(f"{root.uri}: the {name} set has rows without landmarks; realism figures need them "
-                             f"(synthetic data and identity folders record them)")
-    order = np.argsort(gallery["label"])
-    return People(gallery["unmasked"][order], gallery["landmarks"][order], probes["label"].astype(np.int64),
-                  probes["unmasked"], probes["masked"], probes["landmarks"])
-
-
-def of_dataset(data_uri: str, embedders: dict[str, Embed], split: str = "test",
-               max_probes: int | None = None) -> list[Figures]:
-    """The realism figures of a prepared dataset's own people (its gallery, one split's probes), one Figures per
-    recogniser: what a report states next to its headline."""
-    people = dataset_people(data_uri, split, max_probes)
-    return [measure(name, embed, people, (len(people.gallery),))[0] for name, embed in embedders.items()]
 
 
 def describe(figures: list[Figures]) -> str:

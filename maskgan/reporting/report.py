@@ -8,6 +8,7 @@ everything else. The demo's printed headline and the verdicts' sentences: maskga
 from __future__ import annotations
 
 from maskgan.evaluation import verdicts
+from maskgan.reporting import results_table
 from maskgan.reporting.report_matrix import recognizers_section
 from maskgan.reporting.textfmt import ROLE, SPLITS, _ci, _ci_pts, _cos, _cos3, _pct, _row_figures  # noqa: F401
 
@@ -41,16 +42,7 @@ def report_markdown(report: dict) -> str:
         lines += ["Gallery and probes are different photos of each person: no probe is its gallery photo.", ""]
     lines += [f"Identification accuracy over a gallery of {report['gallery_size']} identities "
               f"(chance {report['chance']:.2%}); 95 % probe-bootstrap intervals in brackets.", "",
-              "| row | train | val | test |", "|---|---|---|---|"]
-    for row, acc in report["accuracy"].items():
-        cells = []
-        for split in SPLITS:
-            if split in acc:
-                lo, hi = acc["ci95"][split]
-                cells.append(f"{acc[split]:.1%} [{lo:.1%}, {hi:.1%}]")
-            else:
-                cells.append("–")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+              *results_table.markdown(results_table.accuracy_table(report))]
     lines += ["", "Rows: `unmasked` no mask; `original_mask` as photographed; `generated` the generator's designs in "
               "the mask region; `blue`/`black`/`white`/`noise` control designs in the same region; `for_person` "
               "(conditional generators) each probe wearing the design made from its own unmasked photo; `_physical` "
@@ -204,53 +196,13 @@ def _split_section(report: dict, split: str) -> list[str]:
     fars = list(imp["thresholds"])
     if not fars:
         return [f"## {split} ({ROLE.get(split, split)})", "", calibration_line(imp), ""]
-    f0 = fars[0]
     lines = [f"## {split} ({ROLE.get(split, split)})", "", calibration_line(imp) + " "
              f"Dodging = share of probes below the threshold (Wilson 95 %); rank-1 with its identity-bootstrap "
              f"95 %; Δ = row minus `original_mask` on the same probes, Δ best control = row minus the plain control "
              f"that dodges most (identity bootstrap). Rows under held-out physical transforms (`_physical`) are "
              f"compared with `original_mask_physical` and the controls photographed under the same draws.", ""]
-    lines += [f"| row | dodging@{f0} | dodging@{fars[-1]} | mean cos | rank-1 | rank-5 | top id share | entropy "
-              f"| Δ dodging@{f0} | Δ best control |", "|---|---|---|---|---|---|---|---|---|---|"]
-    hubs, distinct_notes = [], []
-    for row, per_split in report["rows"].items():
-        s = per_split.get(split)
-        if s is None:
-            continue
-        physical = s.get("paired_vs_physical_control")
-        delta = (physical["diff"] if physical else s.get("paired_vs_original_mask", {})).get(f"dodging@{f0}")
-        dcell = "–" if delta is None else f"{delta['diff']:+.1%}{_ci(delta['identity95'])}"
-        if physical and delta is not None:
-            dcell += f" vs `{physical['control']}`"
-        best = s.get("paired_vs_best_control")
-        bd = best["diff"].get(f"dodging@{f0}") if best else None
-        bcell = "–" if bd is None else f"{bd['diff']:+.1%}{_ci(bd['identity95'])} vs `{best['control']}`"
-        if "designs" in s:  # universal: mean (worst..best) over its distinct designs
-            m, w, b = s["mean"], s["worst"], s["best"]
-            cell = lambda k, fmt=_pct: f"{fmt(m[k])} ({fmt(w[k])}..{fmt(b[k])})"  # noqa: E731
-            lines.append(f"| {row} ×{s['designs']} mean (worst..best) | {cell(f'dodging@{f0}')} | "
-                         f"{cell(f'dodging@{fars[-1]}')} | {cell('mean_cosine', _cos)} | {cell('rank1')} | "
-                         f"{cell('rank5')} | {cell('top_share')} | {cell('entropy', _cos)} | {dcell} | {bcell} |")
-            if s.get("distinct", s["designs"]) < s["designs"]:
-                hubs_note = (f"- `{row}`: only {s['distinct']} distinct of {s['designs']} designs; mean, worst and "
-                             "best are over the distinct ones.")
-                distinct_notes.append(hubs_note)
-            hubs += [f"- `{row}` design: {t}." for t in s.get("hub_sentences", [])]
-            continue
-        v, iv, h = s["verification"], s["intervals"], s["hubness"]
-        lines.append(f"| {row} | {_pct(v['dodging'][f0])}{_ci(iv[f'dodging@{f0}']['wilson95'])} | "
-                     f"{_pct(v['dodging'][fars[-1]])} | {_cos(v['mean_cosine'])} | "
-                     f"{_pct(v['rank1'])}{_ci(iv['rank1']['identity95'])} | {_pct(v['rank5'])} | "
-                     f"{_pct(h.get('top_share'))} | {_cos(h.get('entropy'))} | {dcell} | {bcell} |")
-        if h.get("hub_dominated"):
-            hubs.append(f"- `{row}` is {h['sentence']}.")
-    lines.append("")
-    if distinct_notes:
-        lines += ["**Distinct designs:**", *distinct_notes, ""]
-    if hubs:
-        lines += [f"**Hub-dominated rows** (one identity takes more than {report.get('hub_share', 0.3):.0%} of the "
-                  "probes):", *hubs, ""]
-    return lines
+    table = results_table.split_table(report, split)
+    return lines + results_table.markdown(table) + [""] + table.notes
 
 
 def design_lines(name: str, by_split: dict) -> str:

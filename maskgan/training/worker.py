@@ -20,6 +20,7 @@ import torch
 from data_loader import shards, storage
 from maskgan.config import RunConfig, from_dict
 from maskgan.design import palette, physical
+from maskgan.evaluation.scorer import Scorer
 from maskgan.evaluation.validation import score_set
 from maskgan.models.generators import set_cond_stats
 from maskgan.models.ops import unwrap
@@ -291,11 +292,9 @@ def _validate(cfg: RunConfig, root: storage.Location, parts: build.Parts, models
         return {}
     generator, head = models.generator, models.head
     unwrap(generator).eval()
-    with torch.no_grad():
-        gallery_emb = unwrap(head)(parts.gallery_feats)
-    scored = score_set(root, "val", VAL_ROWS, max_probes=cfg.train.val_probes, seed=cfg.train.seed,
-                       trunk=parts.recognizer.trunk, head=head, projector=parts.projector, generator=generator,
-                       latent_dim=cfg.model.latent_dim, gallery_emb=gallery_emb, device=device)
+    scorer = Scorer.of(parts.recognizer.trunk, head, parts.projector, parts.gallery_feats, device, generator,
+                       cfg.model.latent_dim)
+    scored = score_set(root, "val", VAL_ROWS, scorer, max_probes=cfg.train.val_probes, seed=cfg.train.seed)
     unwrap(generator).train()
     return {f"acc/val/{row}": float(v.mean()) for row, v in scored.items() if v.size}
 

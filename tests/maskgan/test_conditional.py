@@ -153,7 +153,7 @@ def test_evaluation_scores_each_probe_wearing_its_own_design_on_identities_never
     run = _cond_checkpoint(cfg, tmp_path)
     state, loc = checkpoints.latest_checkpoint(storage_resolve(run), log=lambda *_: None)
     assert state["generator"]["cond_mean"].abs().sum() > 0  # the train gallery's mean face is stored
-    rep = evaluate.evaluate_checkpoint(state, loc, log=lambda *_: None, universal_k=2, defender_steps=0)
+    rep = evaluate.evaluate_checkpoint(state, loc, log=lambda *_: None, universal_k=2, defender_steps=0).json
     person = rep["rows"]["for_person"]
     assert {"val", "test"} <= set(person)  # identities the generator never trained on
     assert person["test"]["designs"] == 2 and "universal" in rep["rows"]  # next to the universal designs

@@ -112,6 +112,7 @@ def test_protection_spread_is_max_minus_min_over_designs():
 def test_evaluation_measures_the_universal_designs_diversity_and_report_md_shows_it(assets):
     from data_loader import storage
     from maskgan.config import recipes
+    from maskgan.evaluation.scorer import Scorer
     from maskgan.run import build, checkpoints
 
     cfg = recipes.debug_cpu(str(assets))
@@ -120,14 +121,14 @@ def test_evaluation_measures_the_universal_designs_diversity_and_report_md_shows
         gallery_emb = parts.recognizer.head(parts.gallery_feats)
     torch.manual_seed(0)
     gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128)).eval()
-    models = dict(trunk=parts.recognizer.trunk, head=parts.recognizer.head, projector=parts.projector, generator=gen,
-                  latent_dim=cfg.model.latent_dim, gallery_emb=gallery_emb, device="cpu")
+    scorer = Scorer(parts.recognizer.trunk, parts.recognizer.head, parts.projector, gallery_emb, "cpu", gen,
+                    cfg.model.latent_dim)
     root = storage.resolve(cfg.data.uri)
     fixed = wearing.universal_designs(gen, cfg.model.latent_dim, k=3)
-    got = evaluate.split_diversity(root, "test", fixed, probes=4, **models)
+    got = evaluate.split_diversity(root, "test", fixed, scorer, probes=4)
     assert (got["designs"], got["probes"]) == (3, 4)
     assert got["pixel"] > 0 and 0 < got["feature"] <= 2 and 1 <= got["distinct_identities"]["mean"] <= 3
-    same = evaluate.split_diversity(root, "test", fixed[:1].expand(3, -1, -1, -1), probes=4, **models)
+    same = evaluate.split_diversity(root, "test", fixed[:1].expand(3, -1, -1, -1), scorer, probes=4)
     assert same["pixel"] == 0 and same["feature"] == pytest.approx(0, abs=1e-6)
     assert same["distinct_identities"] == {"mean": 1.0, "max": 1}
 

@@ -195,7 +195,7 @@ def test_an_ensemble_run_trains_resumes_and_reports_every_surrogate_as_attacked(
     real = embedders.from_spec
     monkeypatch.setattr(embedders, "from_spec", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     rep = evaluate.evaluate_checkpoint(state2, loc, log=lambda *_: None, splits=("test",), universal_k=1,
-                                       defender_steps=0)
+                                       defender_steps=0).json
     m = rep["recognizers"]
     assert m["order"] == ["attacked", "random:11", "random:7"]
     assert [m["columns"][n]["role"] for n in m["order"]] == ["attacked", "attacked", "held-out"]

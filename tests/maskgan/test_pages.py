@@ -75,10 +75,10 @@ def test_report_page_shows_designs_tables_and_curves_with_nothing_from_outside_i
     # each design again at printed size: 90 mm high at its own W:H, drawn at CSS's 96 px per inch
     from PIL import Image
 
-    from maskgan.design import page
+    from maskgan.design import page as print_page  # not `page`: that name is the report.html path above
 
     w_px, h_px = Image.open(page.parent / "designs" / "universal_0.png").size
-    w_mm, h_mm = page.panel_size((h_px, w_px))
+    w_mm, h_mm = print_page.panel_size((h_px, w_px))
     printed = visit.evaluate("[...document.querySelectorAll('img.printed')].map(i => "
                              "[i.getAttribute('src'), i.getBoundingClientRect().width, i.getBoundingClientRect().height])")
     assert [p[0] for p in printed] == [f"designs/universal_{i}.png" for i in range(3)]
@@ -100,3 +100,43 @@ def test_report_page_shows_designs_tables_and_curves_with_nothing_from_outside_i
                        "r.dispatchEvent(new Event('input'))")
         screenshot.save_readme_png(visit, os.path.join(SHOTS, "report_page.png"))
     visit.close()
+
+
+def test_the_page_renders_what_evaluation_built_and_shows_report_mds_figures(small_cfg, tmp_path, monkeypatch):
+    """designs.png and report.html come from the Report evaluation returned: the scored checkpoint is read once
+    (to score it) and never again by the page; the page's results tables hold report.md's figures, row by row."""
+    import html
+    import re
+
+    from maskgan.reporting import runner
+    from maskgan.run import checkpoints
+
+    run = tiny_run(small_cfg, tmp_path / "runs" / "t", epochs=1)
+    reads, real = [], checkpoints.read_checkpoint
+    monkeypatch.setattr(checkpoints, "read_checkpoint", lambda loc: reads.append(loc.uri) or real(loc))
+    report = runner.evaluate_run(run.uri, log=lambda *_: None, universal_k=2, defender_steps=0)
+    assert reads == [report["checkpoint"]]
+    folder = tmp_path / "runs" / "t"
+    assert (folder / "designs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (folder / "designs" / "epoch_1.png").exists()
+    page = (folder / "report.html").read_text()
+    shown = {}  # the page's rows: first cell -> the figures (each cell's text before its small print)
+    for tr in re.findall(r"<tr>(.*?)</tr>", page, re.S):
+        cells = [html.unescape(re.sub(r"<span.*?</span>|<[^>]+>", "", c)).strip()
+                 for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+        if cells:
+            shown.setdefault(cells[0], []).append(cells[1:])
+    md = (folder / "report.md").read_text().splitlines()
+    compared, results = 0, False  # inside report.md's accuracy table or a split's results table
+    for line in md:
+        if re.match(r"\| row \| (train|val|test|dodging@)", line):
+            results = True
+            continue
+        results = results and line.startswith("|")
+        if not results or set(line) <= set("|-"):
+            continue
+        cells = [c.strip() for c in line.strip("| ").split(" | ")]
+        figures = [c.split(" [")[0].split(" (")[0].split(" vs ")[0] for c in cells[1:]]
+        assert figures in shown.get(cells[0], []), (line, shown.get(cells[0]))
+        compared += 1
+    assert compared >= 2 * len(report["accuracy"])  # the accuracy table and a split's table, every row

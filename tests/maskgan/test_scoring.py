@@ -118,6 +118,7 @@ def test_a_design_scored_from_its_png_scores_as_the_in_memory_design(assets, tmp
 
     from data_loader import storage
     from maskgan.config import recipes
+    from maskgan.evaluation.scorer import Scorer
     from maskgan.run import build, checkpoints
 
     cfg = recipes.debug_cpu(str(assets))
@@ -126,16 +127,15 @@ def test_a_design_scored_from_its_png_scores_as_the_in_memory_design(assets, tmp
     with torch.no_grad():
         gallery_emb = rec.head(parts.gallery_feats)
     gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128)).eval()
-    models = dict(trunk=rec.trunk, head=rec.head, projector=proj, generator=gen, latent_dim=cfg.model.latent_dim,
-                  gallery_emb=gallery_emb, device="cpu")
+    scorer = Scorer(rec.trunk, rec.head, proj, gallery_emb, "cpu", gen, cfg.model.latent_dim)
     design = wearing.universal_designs(gen, cfg.model.latent_dim, k=1, seed=0)[:1]
     path = tmp_path / "design.png"
     path.write_bytes(wearing.design_png(design))
     from_disk = wearing.design_from_png(path.read_bytes())
     assert torch.equal(from_disk, design)
     root = storage.resolve(cfg.data.uri)
-    in_memory = evaluate.score_design(root, "test", design, **models)
-    scored = evaluate.score_design(root, "test", from_disk, **models)
+    in_memory = evaluate.score_design(root, "test", design, scorer)
+    scored = evaluate.score_design(root, "test", from_disk, scorer)
     assert json.dumps(scored, sort_keys=True) == json.dumps(in_memory, sort_keys=True)
     assert in_memory["probes"] > 0 and set(in_memory["verification"]["dodging"]) == {"1e-02", "1e-03"}
     assert "dodging@1e-02" in in_memory["paired_vs_original_mask"]

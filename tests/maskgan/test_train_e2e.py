@@ -12,6 +12,7 @@ import torch
 
 from data_loader import shards, storage
 from maskgan.evaluation import validation
+from maskgan.evaluation.scorer import Scorer
 from maskgan.reporting import runner
 from maskgan.run import build, checkpoints
 from maskgan.run.checkpoints import CheckpointError
@@ -71,11 +72,10 @@ def test_off_by_one_identity_labels_fall_to_chance(assets, tmp_path):
     with torch.no_grad():
         gallery_emb = rec.head(gallery)
     gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128))
-    models = dict(trunk=rec.trunk, head=rec.head, projector=proj, generator=gen, latent_dim=100,
-                  gallery_emb=gallery_emb, device="cpu")
-    good = validation.score_set(storage.resolve(cfg.data.uri), "train", ["unmasked"], **models)["unmasked"].mean()
+    scorer = Scorer(rec.trunk, rec.head, proj, gallery_emb, "cpu", gen, 100)
+    good = validation.score_set(storage.resolve(cfg.data.uri), "train", ["unmasked"], scorer)["unmasked"].mean()
     _shifted_copy(cfg.data.uri, str(tmp_path / "shifted"), offset=1)
-    bad = validation.score_set(storage.resolve(str(tmp_path / "shifted")), "train", ["unmasked"], **models)["unmasked"].mean()
+    bad = validation.score_set(storage.resolve(str(tmp_path / "shifted")), "train", ["unmasked"], scorer)["unmasked"].mean()
     assert good > 0.5
     assert bad <= 2 / 24  # chance is 1/24
 

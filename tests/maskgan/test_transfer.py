@@ -12,6 +12,7 @@ from data_loader import storage
 from maskgan.config import ConfigError, recipes
 from maskgan.design import wearing
 from maskgan.evaluation import embedders, evaluate, scoring, transfer, validation
+from maskgan.evaluation.scorer import Scorer
 from maskgan.reporting import headline, report, report_matrix
 from maskgan.run import build, checkpoints, preflight
 
@@ -57,10 +58,9 @@ def test_each_recogniser_gets_its_own_column_and_thresholds_and_held_out_ones_ar
     # the attacked column is evaluate's ruler on the same probes
     with torch.no_grad():
         gallery_emb = rec.head(parts.gallery_feats)
-    scored, imp = validation.score_probes(root, "test", ["unmasked", "original_mask", *designs], max_probes=PROBES,
-                                        designs=designs, trunk=rec.trunk, head=rec.head, projector=parts.projector,
-                                        generator=gen, latent_dim=cfg.model.latent_dim, gallery_emb=gallery_emb,
-                                        device="cpu")
+    scorer = Scorer(rec.trunk, rec.head, parts.projector, gallery_emb, "cpu", gen, cfg.model.latent_dim)
+    scored, imp = validation.score_probes(root, "test", ["unmasked", "original_mask", *designs], scorer,
+                                          designs=designs, max_probes=PROBES)
     ref = scoring.summarise_rows(scored, imp, len(gallery_emb), list(designs), (wearing.UNIVERSAL,))
     assert ref["impostors"]["thresholds"] == pytest.approx(thr["attacked"], abs=1e-6)
     assert ref["rows"]["original_mask"]["verification"] == m["columns"]["attacked"]["splits"]["test"]["rows"][
@@ -88,7 +88,7 @@ def test_evaluate_checkpoint_adds_the_matrix_and_leaves_the_held_out_trunk_alone
     real = embedders.from_spec
     monkeypatch.setattr(embedders, "from_spec", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     rep = evaluate.evaluate_checkpoint(state, storage.resolve(str(cfg.data.uri)), log=lambda *_: None,
-                                       splits=("test",), universal_k=1, defender_steps=0)
+                                       splits=("test",), universal_k=1, defender_steps=0).json
     m = rep["recognizers"]
     assert m["order"] == ["attacked", "random:7"] and set(m["columns"]["random:7"]["splits"]) == {"test"}
     (held,) = made

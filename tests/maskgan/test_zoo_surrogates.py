@@ -291,7 +291,7 @@ def test_evaluate_scores_zoo_models_named_on_the_command_line_as_held_out_column
     monkeypatch.setattr(embedders, "from_spec", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     flag = embedders.specs_from_flag("hse,faceplugin", "--recognizers")
     rep = evaluate.evaluate_checkpoint(state, storage.resolve(str(cfg.data.uri)), log=lambda *_: None,
-                                       splits=("test",), universal_k=1, defender_steps=0, recognizers=flag)
+                                       splits=("test",), universal_k=1, defender_steps=0, recognizers=flag).json
     m = rep["recognizers"]
     assert m["order"] == ["attacked", "random:7", "zoo:hse", "zoo:faceplugin"]
     for name in ("zoo:hse", "zoo:faceplugin"):

@@ -1,12 +1,13 @@
 """report.html: one run's results page, written by `maskgan evaluate` beside report.md.
 
-What is on it: the K universal designs (the ones `evaluate` scored, rebuilt exactly from report.json's
-universal_k / universal_seed), each worn by a few test faces, with its own scores, and each again at the size
+What is on it: the K universal designs (the very tensors evaluation scored, handed over in its Report: the
+checkpoint is not read again), each worn by a few test faces, with its own scores, and each again at the size
 it prints (print_page.panel_size) with the `maskgan print` line for it; a slider through the designs
 of every kept checkpoint (`designs/epoch_<n>.png`, n = epochs completed; only checkpoints still in the run
-folder, see train.num_to_keep, get a frame, and frames written earlier are kept); every report table with its
-intervals; the training curves from the kept checkpoints' meta.json metrics (matplotlib PNGs in `curves/`);
-the run's config and provenance. Everything it shows lives in the run folder, linked relatively.
+folder, see train.num_to_keep, get a frame, and frames written earlier are kept); every results table with its
+intervals (built once in maskgan.reporting.results_table, as report.md's are); the training curves from the
+kept checkpoints' meta.json metrics (matplotlib PNGs in `curves/`); the run's config and provenance.
+Everything it shows lives in the run folder, linked relatively.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from data_loader import shards, storage
 from maskgan.design import page as print_page
 from maskgan.design import wearing
 from maskgan.models.ops import to_float_images
+from maskgan.evaluation.result import Report
+from maskgan.reporting import results_table
 from maskgan.reporting.pages import plots, recognizer_table
-from maskgan.reporting.pages.html import cell, esc, interval, number, page, pct, slider, table
-from maskgan.run import build, checkpoints
+from maskgan.reporting.pages.html import cell, esc, page, pct, slider, table
+from maskgan.reporting.textfmt import SPLITS
+from maskgan.run import checkpoints
 from maskgan.run.provenance import code_version
 
 PAGE = "report.html"
@@ -37,28 +41,19 @@ def frame_name(epochs_completed: int) -> str:
     return f"designs/epoch_{epochs_completed}.png"
 
 
-def write_report_page(run: storage.Location, report: dict, log=print) -> storage.Location:
-    """Write report.html and its images into the run folder; returns the page's Location."""
-    saved = checkpoints.list_checkpoints(run)
-    state = None
-    for epoch, loc in saved:
-        if loc.uri == report["checkpoint"]:
-            state = checkpoints.read_checkpoint(loc)
-    if state is None:
-        state, _ = checkpoints.latest_checkpoint(run, log=log)
-    cfg = checkpoints.config_of(state)
-    generator = checkpoints.generator_from_checkpoint(state, report["checkpoint"]).eval()
-    designs = wearing.universal_designs(generator, state["arch"]["latent_dim"], report["universal_k"],
-                                         seed=report["universal_seed"])
+def write_report_page(run: storage.Location, result: Report, log=print) -> storage.Location:
+    """Write report.html and its images into the run folder from the Report evaluation returned (its designs,
+    projector and data: the scored checkpoint is not read again); returns the page's Location."""
+    report, saved = result.json, checkpoints.list_checkpoints(run)
     best = best_design(report)
-    body = [_header(report, run)]
-    body.append(_gallery(run, cfg, report, designs, best))
-    body.append(_printed(run, designs))
-    body.append(_epochs(run, saved, report, log))
-    body.append(_tables(report))
-    body.append(recognizer_table.section(report))
-    body.append(_curves(run, saved))
-    body.append(_config(run, cfg, saved, report))
+    body = [_header(report, run),
+            _gallery(run, result, best),
+            _printed(run, result.designs),
+            _epochs(run, saved, result, log),
+            _tables(report),
+            recognizer_table.section(report),
+            _curves(run, saved),
+            _config(run, result.loaded.cfg, saved, report)]
     loc = run.join(PAGE)
     storage.write_text(loc, page(f"maskgan report: {report['experiment']} / {report['generator']}", "\n".join(body)))
     return loc
@@ -110,22 +105,24 @@ def _strip(images: torch.Tensor, gap: int = 2) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _faces(cfg, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The first `n` masked test faces and their mask space (None when the data or projector is gone)."""
+def _faces(result: Report, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The first `n` masked test faces (train when the data has no test set) and their mask space, drawn with the
+    projector evaluation scored with."""
+    loaded = result.loaded
+    sets = loaded.manifest["sets"]
+    set_name = "test" if "test" in sets else "train"
     try:
-        projector = build.load_projector(cfg.model.projector, "cpu", cfg.data.endpoint_url)
-        root = build.data_root(cfg)
-        sets = shards.read_manifest(root)["sets"]
-        set_name = "test" if "test" in sets else "train"
-        batch = next(shards.iter_set(root, set_name, columns=["label", "size", "masked"]))
-    except (OSError, RuntimeError, ValueError, StopIteration):  # data or projector gone: designs alone
+        batch = next(shards.iter_set(loaded.root, set_name, columns=["label", "size", "masked"]))
+    except StopIteration:  # no probes in that set: the designs alone
         return None
-    masked = to_float_images(torch.from_numpy(batch["masked"][:n]))
-    return masked, wearing.mask_space(projector, masked)
+    device = loaded.scorer.device
+    masked = to_float_images(torch.from_numpy(batch["masked"][:n])).to(device)
+    return masked, wearing.mask_space(loaded.scorer.projector, masked)
 
 
-def _gallery(run: storage.Location, cfg, report: dict, designs: torch.Tensor, best: int | None) -> str:
-    faces = _faces(cfg, FACES)
+def _gallery(run: storage.Location, result: Report, best: int | None) -> str:
+    report, designs = result.json, result.designs
+    faces = _faces(result, FACES)
     per = {s: report["rows"].get(wearing.UNIVERSAL, {}).get(s, {}).get("per_design") for s in SPLIT_ORDER}
     h, w = designs.shape[-2:]
     figs = []
@@ -135,7 +132,7 @@ def _gallery(run: storage.Location, cfg, report: dict, designs: torch.Tensor, be
                 f'style="width:{max(96, w)}px">']
         if faces is not None:
             masked, space = faces
-            worn = wearing.worn(masked, space, d.unsqueeze(0))
+            worn = wearing.worn(masked, space, d.unsqueeze(0).to(masked.device))
             storage.write_bytes(run.join(f"designs/universal_{i}_faces.png"), _png(_strip(worn)))
             imgs.append(f'<img class="pix faces" src="designs/universal_{i}_faces.png" alt="design {i} worn" '
                         f'style="height:{max(96, h)}px">')
@@ -166,12 +163,16 @@ def _printed(run: storage.Location, designs: torch.Tensor) -> str:
 
 
 @torch.no_grad()
-def _epochs(run: storage.Location, saved, report: dict, log) -> str:
-    """One small frame per kept checkpoint (written once), plus frames already in designs/; a slider over them."""
+def _epochs(run: storage.Location, saved, result: Report, log) -> str:
+    """One small frame per kept checkpoint (written once; the evaluated one's from the designs it was scored
+    on), plus frames already in designs/; a slider over them."""
+    report = result.json
     written = {}
     for epoch, loc in saved:
         name = frame_name(epoch + 1)
-        if not storage.exists(run.join(name)):
+        if loc.uri == report["checkpoint"]:
+            storage.write_bytes(run.join(name), _png(_strip(result.designs[:FRAME_DESIGNS])))
+        elif not storage.exists(run.join(name)):  # an earlier kept checkpoint: its own designs
             try:
                 state = checkpoints.read_checkpoint(loc)
             except checkpoints.CheckpointError as e:
@@ -198,56 +199,32 @@ def _epochs(run: storage.Location, saved, report: dict, log) -> str:
 # ---- tables -----------------------------------------------------------------------------------------------
 
 
+def _html_table(t: results_table.Table) -> str:
+    def td(c: results_table.Cell) -> str:  # the small print without Markdown's code marks
+        small = f' <span class="note">{esc(c.small.replace("`", ""))}</span>' if c.small else ""
+        return cell(esc(c.text) + small, c.value)
+    return table(t.head, [[td(c) for c in row] for row in t.rows])
+
+
 def _tables(report: dict) -> str:
-    splits = [s for s in ("train", "val", "test") if any(s in a for a in report["accuracy"].values())]
-    rows = []
-    for row, acc in report["accuracy"].items():
-        rows.append([f"<td>{esc(row)}</td>"] + [
-            cell(pct(acc.get(s)) + interval(acc.get("ci95", {}).get(s)), acc.get(s)) for s in splits])
     out = ["<h2>Identification accuracy</h2>",
            f'<p class="note">Rank-1 over the full gallery of {report["gallery_size"]} identities; 95 % '
-           "probe-bootstrap intervals in brackets.</p>", table(["row", *splits], rows)]
-    for split in splits:
-        if split in report.get("impostors", {}):
+           "probe-bootstrap intervals in brackets.</p>", _html_table(results_table.accuracy_table(report))]
+    for split in SPLITS:
+        if split in report.get("impostors", {}) and report["impostors"][split]["thresholds"]:
             out.append(_split_table(report, split))
     return "\n".join(out)
 
 
 def _split_table(report: dict, split: str) -> str:
     imp = report["impostors"][split]
-    fars = list(imp["thresholds"])
-    f0, fl = fars[0], fars[-1]
     thr = ", ".join(f"FAR {k}: {t:.3f}" for k, t in imp["thresholds"].items())
-    head = ["row", f"dodging@{f0}", f"dodging@{fl}", "mean cos", "rank-1", "rank-5", "top id share", "entropy",
-            f"Δ dodging@{f0} vs original_mask"]
-    rows = []
-    for name, per_split in report["rows"].items():
-        s = per_split.get(split)
-        if s is None:
-            continue
-        delta = s.get("paired_vs_original_mask", {}).get(f"dodging@{f0}")
-        dcell = cell("–") if delta is None else cell(f"{delta['diff']:+.1%}" + interval(delta["identity95"]),
-                                                     delta["diff"])
-        if "designs" in s:  # universal: mean (worst..best) over the K designs
-            m, w, b = s["mean"], s["worst"], s["best"]
-
-            def over(k, fmt=pct):
-                return cell(f"{fmt(m[k])} <span class=note>({fmt(w[k])}..{fmt(b[k])})</span>", m[k])
-            rows.append([f"<td>{esc(name)} ×{s['designs']} mean (worst..best)</td>", over(f"dodging@{f0}"),
-                         over(f"dodging@{fl}"), over("mean_cosine", number), over("rank1"), over("rank5"),
-                         over("top_share"), over("entropy", number), dcell])
-            continue
-        v, iv, h = s["verification"], s["intervals"], s["hubness"]
-        rows.append([f"<td>{esc(name)}</td>",
-                     cell(pct(v["dodging"][f0]) + interval(iv[f"dodging@{f0}"]["wilson95"]), v["dodging"][f0]),
-                     cell(pct(v["dodging"][fl]), v["dodging"][fl]), cell(number(v["mean_cosine"]), v["mean_cosine"]),
-                     cell(pct(v["rank1"]) + interval(iv["rank1"]["identity95"]), v["rank1"]),
-                     cell(pct(v["rank5"]), v["rank5"]), cell(pct(h.get("top_share")), h.get("top_share")),
-                     cell(number(h.get("entropy")), h.get("entropy")), dcell])
     return (f"<h3>{esc(split)}: verification, identification, hubness</h3>"
             f'<p class="note">Thresholds from {imp["pairs"]} impostor pairs of unmasked photos ({esc(thr)}). '
             "Dodging = share of probes below the threshold (Wilson 95 %); rank-1 with its identity-bootstrap "
-            "95 %; Δ = row minus original_mask on the same probes.</p>" + table(head, rows))
+            "95 %; Δ = row minus original_mask on the same probes (a `_physical` row: minus the plain mask under the "
+            "same draws); Δ best control = row minus the plain control that dodges most.</p>"
+            + _html_table(results_table.split_table(report, split)))
 
 
 # ---- curves, config -----------------------------------------------------------------------------------------
