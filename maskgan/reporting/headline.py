@@ -14,7 +14,7 @@ import numpy as np
 
 from maskgan.evaluation import verdicts
 from maskgan.reporting.report import diversity_line, illustrative_line
-from maskgan.reporting.report_matrix import is_random_trunk, real_role_lines, transfer_lines
+from maskgan.reporting.report_matrix import data_realism, is_random_trunk, real_role_lines, transfer_lines
 from maskgan.reporting.textfmt import ROLE, _ci, _pct
 
 
@@ -96,7 +96,7 @@ def headline(report: dict, split: str = "test") -> str:
     if d:
         blocks.append((f"after the defender adapts ({d['steps']} steps on train identities wearing the designs)",
                        d["rows"]))
-    lines = [*caveat(report), *real_recognisers(report, split),
+    lines = [*caveat(report), *real_recognisers(report, split), *data_realism(report, split),
              f"{split} ({ROLE.get(split, split)}), dodging = similarity to the own gallery photo below the "
              f"FAR {far} threshold (fixed per recogniser for the run):"]
     for title, rows in blocks:

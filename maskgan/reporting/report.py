@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from maskgan.evaluation import verdicts
 from maskgan.reporting import results_table
-from maskgan.reporting.report_matrix import recognizers_section
+from maskgan.reporting.report_matrix import data_realism, recognizers_section
 from maskgan.reporting.textfmt import ROLE, SPLITS, _ci, _ci_pts, _cos, _cos3, _pct, _row_figures  # noqa: F401
 
 
@@ -54,6 +54,9 @@ def report_markdown(report: dict) -> str:
                   f"{_cos3(distinct.get('min_distance'))} per pixel); every mean, worst and best over them counts "
                   "each distinct design once." + (f" **Warning:** {distinct['warning']}." if distinct["warning"]
                                                    else ""), ""]
+    realism = data_realism(report, report["verdicts"]["split"] if report.get("verdicts") else "test")
+    if realism:
+        lines += [realism[0].strip(), "", *(f"- {line.strip()}" for line in realism[1:]), ""]
     if report.get("verdicts"):
         lines += [f"## Verdicts ({report['verdicts']['split']}: met only when the interval's conservative end clears "
                   "the bar, not met when its optimistic end misses, else undecided)", "",
