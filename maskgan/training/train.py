@@ -153,7 +153,8 @@ def _progress_printer(log):
     finally:
         finished.set()
         thread.join(timeout=30)
-        queue.shutdown()
+        with contextlib.suppress(ray.exceptions.RayError):
+            queue.shutdown()
 
 
 def _scaling(cfg: RunConfig, use_gpu: bool):
