@@ -8,7 +8,14 @@ import argparse
 from data_loader import ranges
 from data_loader.identities import MAX_PHOTOS_RANGE, MIN_PHOTOS_RANGE
 
-EPILOG = "Storage URIs are local directories or s3://bucket/prefix (credentials from the usual AWS_* variables)."
+# The metavariables every command's help uses, explained once (tests/cli keeps each flag's metavariable either
+# its own name, spelled out in its help, or one of these).
+METAVARS = ("URI", "DIR", "PNG", "PDF", "N")
+EPILOG = ("Values: URI is a local path or s3://bucket/prefix (credentials from the usual AWS_* variables); DIR a local "
+          "folder; PNG and PDF a file of that kind (path or s3://); N a whole number. --run URI is a run folder "
+          "(train.storage/train.name) or an export folder (`maskgan export`) in every command; --from is the same "
+          "flag. --design N is a universal design's number (the report's universal/<N> rows), --design-file PNG a "
+          "design image file.")
 EXPERIMENTS = ["exp0", "exp1", "exp2", "exp3"]
 GENERATORS = ["fc3", "fc_deep", "conv"]
 # Allowed ranges of numeric flags (data_loader.ranges notation), checked by the command and quoted in its help.
@@ -81,13 +88,23 @@ def _leaf(sub, name: str, help: str, command: str | None = None) -> argparse.Arg
 
 
 def _ray_address(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join (default: RAY_ADDRESS, else a new local Ray instance)")
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="Ray cluster to join, HOST:PORT of its head (default: RAY_ADDRESS, else a new local Ray "
+                        "instance)")
+    _verbose(p)
+
+
+def _verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="also print Ray's own logs (Ray Data plans, Ray Train reports, worker warnings) here; "
+                        "without it they stay in Ray's log directory, named when Ray starts (same as "
+                        "MASKGAN_VERBOSE=1)")
 
 
 def _demo(sub) -> None:
     d = _leaf(sub, "demo", "run the whole pipeline on synthetic data, locally (about 5 minutes)")
-    d.add_argument("--out", default="demo_out", help="folder for data, weights and runs (default: demo_out)")
+    d.add_argument("--out", default="demo_out", metavar="DIR",
+                   help="DIR: folder for data, weights and runs (default: demo_out)")
     d.add_argument("--identities", type=ranged(int, "[2, 1000000]"), default=80,
                    help="synthetic identities, a fifth of them in the test split (default: 80, 16 test identities)")
     d.add_argument("--epochs", type=ranged(int, "[1, 100000]"), default=8, help="GAN epochs (default: 8)")
@@ -102,9 +119,11 @@ def _demo(sub) -> None:
                         "where `maskgan recognizers fetch` converted them, else random:11; "
                         "--surrogates with no SPEC: the adapted recogniser alone)")
     d.add_argument("--seeds", type=ranged(int, "[1, 100]"), default=1,
+                   metavar="N",
                    help="train N times on the same data with training seeds 0..N-1 and print one table of every "
                         "target's verdict and figure per seed, with their mean and spread (about N x 4 minutes; "
                         "default: 1, a single run)")
+    _verbose(d)
 
 
 def _data_synth(data) -> None:
@@ -179,7 +198,8 @@ def _recognizers(rz) -> None:
                             "once into the cache (an install step: nothing is fetched at run time; npm needed)",
                "recognizers fetch")
     rf.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
-                    help=f"fetch only these models, of {', '.join(ZOO_MODELS)} (repeatable; default: all)")
+                    help=f"fetch only the models named, each NAME one of {', '.join(ZOO_MODELS)} (repeatable; "
+                         f"default: all)")
     rf.add_argument("--dir", default=None,
                     help="cache folder for the converted weights (default: $MASKGAN_ZOO_DIR, else "
                          "~/.cache/maskgan/zoo); give the same folder to whatever builds the models")
@@ -196,10 +216,11 @@ def _train(sub) -> None:
 
 def _evaluate(sub) -> None:
     e = _leaf(sub, "evaluate", "score a run: accuracy per split and row, with 95%% intervals")
-    e.add_argument("--run", required=True, help="run folder URI (train.storage/train.name)")
-    e.add_argument("--design", default=None,
-                   help="score exactly this design PNG (e.g. an export's designs/universal_0.png) on every split "
-                        "instead of the full report")
+    e.add_argument("--run", "--from", dest="run", required=True, metavar="URI",
+                   help="run folder URI (train.storage/train.name)")
+    e.add_argument("--design-file", default=None, metavar="PNG",
+                   help="score exactly this design PNG (path or s3://; e.g. an export's designs/universal_0.png) on "
+                        "every split instead of the full report")
     e.add_argument("--recognizers", default="",
                    help="comma-separated real pretrained recognisers to score as held-out columns too, without "
                         "retraining: dlib, hse, faceplugin, expo (each the torch port, zoo:<name>; fetched first "
@@ -221,16 +242,18 @@ def _tune(sub) -> None:
 
 def _export(sub) -> None:
     ex = _leaf(sub, "export", "upload the best checkpoint of a run or sweep to s3:// with a model card")
-    ex.add_argument("--run", required=True, help="train run or sweep URI")
-    ex.add_argument("--to", required=True, help="s3://bucket/prefix (or a local directory)")
+    ex.add_argument("--run", "--from", dest="run", required=True, metavar="URI", help="train run or sweep URI")
+    ex.add_argument("--to", required=True, metavar="URI", help="s3://bucket/prefix (or a local directory) to write to")
     ex.add_argument("--metric", default="acc/val/generated", help="checkpoint metric to rank by (lower is better)")
 
 
 def _sample(sub) -> None:
     sa = _leaf(sub, "sample", "sample new designs from an exported model (or a run)")
-    sa.add_argument("--from", dest="source", required=True, help="export URI (s3://bucket/prefix) or run URI")
-    sa.add_argument("--n", type=ranged(int, "[1, 1024]"), default=16, help="number of designs (default: 16)")
-    sa.add_argument("--out", required=True, help="PNG file to write")
+    sa.add_argument("--run", "--from", dest="source", required=True, metavar="URI",
+                    help="export URI (s3://bucket/prefix) or run URI")
+    sa.add_argument("--n", type=ranged(int, "[1, 1024]"), default=16, metavar="N",
+                    help="number of designs N (default: 16)")
+    sa.add_argument("--out", required=True, metavar="PNG", help="PNG file to write")
 
 
 def _submit(sub) -> None:
@@ -265,29 +288,30 @@ def _palette(pa) -> None:
 
 
 def _print(sub) -> None:
-    pr = _leaf(sub, "print", "write universal design K as a PDF page at physical size (cut outline, model card "
-                             "sha256) and the same design as a PNG beside it")
-    pr.add_argument("--from", "--run", dest="source", default=None,
+    pr = _leaf(sub, "print", "write universal design N (--design N) as a PDF page at physical size (cut outline, "
+                             "model card sha256) and the same design as a PNG beside it")
+    pr.add_argument("--run", "--from", dest="source", default=None, metavar="URI",
                     help="export URI (from `maskgan export`) or run URI (its latest good checkpoint); with --design")
     pr.add_argument("--design-file", default=None, metavar="PNG",
                     help="print this design file instead (path or s3://; transparency prints as white paper, a fully "
                          "transparent file is refused); the page names the file's sha256")
     pr.add_argument("--for", dest="for_photo", default=None, metavar="PHOTO",
                     help="a photo of the wearer (path or s3://): print the design a conditional generator "
-                         "(cond_fc3, cond_conv) makes for that person from latent --design; needs a face found "
+                         "(cond_fc3, cond_conv) makes for that person from latent N (--design N); needs a face found "
                          "by dlib (pip install -e '.[dlib]')")
-    pr.add_argument("--design", type=int, default=None,
-                    help="which universal design of --from, numbered from 0 like the report's universal/<i> rows "
+    pr.add_argument("--design", type=int, default=None, metavar="N",
+                    help="universal design N of --run, numbered from 0 like the report's universal/<N> rows "
                          "(each scored worn by every probe); one the report does not have is refused")
-    pr.add_argument("--width-mm", type=float, default=180.0,
-                    help=f"page width in mm, in {PRINT_MM_RANGE} (default: 180, the 2:1 mask template)")
-    pr.add_argument("--height-mm", type=float, default=90.0,
-                    help=f"page height in mm, in {PRINT_MM_RANGE} (default: 90)")
-    pr.add_argument("--dpi", type=int, default=300, help=f"print resolution, integer in {DPI_RANGE} (default: 300)")
+    pr.add_argument("--width-mm", type=float, default=180.0, metavar="MM",
+                    help=f"page width in MM millimetres, in {PRINT_MM_RANGE} (default: 180, the 2:1 mask template)")
+    pr.add_argument("--height-mm", type=float, default=90.0, metavar="MM",
+                    help=f"page height in MM millimetres, in {PRINT_MM_RANGE} (default: 90)")
+    pr.add_argument("--dpi", type=int, default=300, metavar="DPI",
+                    help=f"print resolution in dots per inch (DPI), integer in {DPI_RANGE} (default: 300)")
     pr.add_argument("--stretch", action="store_true",
                     help="allow a page whose width:height differs from the design's by more than 5 %% (distorts it)")
-    pr.add_argument("--out", required=True, help="PDF file to write (path or s3://); the PNG goes beside it "
-                                                 "(mask.pdf -> mask.png)")
+    pr.add_argument("--out", required=True, metavar="PDF",
+                    help="PDF file to write (path or s3://); the PNG goes beside it (mask.pdf -> mask.png)")
 
 
 def _check(sub) -> None:
@@ -301,16 +325,16 @@ def _check(sub) -> None:
                    help="local folder of other people, one sub-folder of photos per person: thresholds calibrated "
                         "at FAR 1e-2 and 1e-3 (10+ people) and the person's rank among them")
     c.add_argument("--recognizers", nargs="+", default=None, metavar="NAME",
-                   help="recognisers to use: zoo names (dlib, hse, faceplugin, expo), dlib-box (dlib's black box, "
+                   help="recognisers to use, each NAME a zoo name (dlib, hse, faceplugin, expo), dlib-box (dlib's black box, "
                         "its documented 0.6 rule), random:<seed> or facenet weights (default: every zoo model "
                         "whose weights are fetched, and dlib-box)")
     c.add_argument("--try-on", action="store_true",
                    help="also wear a design on the unmasked photos (printed and photographed under held-out "
                         "transforms) and a plain mask for comparison; needs --run with --design, or --design-file")
-    c.add_argument("--run", "--from", dest="source", default=None,
+    c.add_argument("--run", "--from", dest="source", default=None, metavar="URI",
                    help="export or run URI: the design's source (--design N) and the recognisers it attacked "
                         "(white-box vs held-out in the report)")
-    c.add_argument("--design", type=ranged(int, "[0, 1000]"), default=None,
+    c.add_argument("--design", type=ranged(int, "[0, 1000]"), default=None, metavar="N",
                    help="universal design N of --run, numbered as the report's universal/<N> rows")
     c.add_argument("--design-file", default=None, metavar="PNG",
                    help="a design PNG to try on (transparency composited onto white paper, as it prints)")

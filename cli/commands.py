@@ -72,8 +72,8 @@ def evaluate(a) -> None:
     from maskgan.evaluation import evaluate
     from maskgan.reporting import report, runner
 
-    if a.design:
-        print(report.design_lines(a.design, evaluate.score_design_file(a.run, a.design)))
+    if a.design_file:
+        print(report.design_lines(a.design_file, evaluate.score_design_file(a.run, a.design_file)))
         return
     print(evaluate.report_markdown(runner.evaluate_run(a.run, recognizers=zoo_flag(a.recognizers))))
 

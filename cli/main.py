@@ -6,9 +6,11 @@ Each command's flags are declared in `cli/args.py` and done by the function of t
 
 from __future__ import annotations
 
+import os
 import sys
 
 from cli import args, check_cmd, commands, palette_cmd, print_cmd, zoo_cmd
+from data_loader.ray_session import VERBOSE_ENV
 
 TABLE = {
     "demo": commands.demo,
@@ -33,6 +35,8 @@ TABLE = {
 
 def main(argv: list[str] | None = None) -> int:
     parsed = args.parser().parse_args(argv)
+    if getattr(parsed, "verbose", False):  # read where Ray starts (data_loader/ray_session.py), however deep
+        os.environ[VERBOSE_ENV] = "1"
     try:
         code = TABLE[parsed.command](parsed)
     except KeyboardInterrupt:

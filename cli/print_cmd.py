@@ -1,5 +1,5 @@
-"""`maskgan print`: universal design K of an export or a run as a page at physical size, and a PNG beside it;
-with --for photo.jpg, the design a conditional generator makes for the person in the photo, from latent K."""
+"""`maskgan print`: universal design N of an export or a run as a page at physical size, and a PNG beside it;
+with --for photo.jpg, the design a conditional generator makes for the person in the photo, from latent N."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def print_design(a) -> None:
     if a.design_file:
         return _print_file(a, printing)
     if a.source is None or a.design is None:
-        raise page.PrintError("print needs --from URI with --design K, or --design-file PNG")
+        raise page.PrintError("print needs --run URI with --design N, or --design-file PNG")
     src = sample.open_source(a.source)
     if src.card_sha256 is not None:
         sha, of = src.card_sha256, "model card"
@@ -48,7 +48,7 @@ def _print_file(a, printing) -> None:
     from maskgan.design import design_file, page
 
     if a.source is not None or a.design is not None or a.for_photo:
-        raise page.PrintError("--design-file prints that file; it does not take --from, --design or --for")
+        raise page.PrintError("--design-file prints that file; it does not take --run, --design or --for")
     design, data = design_file.read(a.design_file)
     page.check_aspect(a.width_mm, a.height_mm, tuple(design.shape[-2:]), a.stretch)
     sha = hashlib.sha256(data).hexdigest()

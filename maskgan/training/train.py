@@ -5,8 +5,10 @@ Only the driver builds Ray configs (ScalingConfig, RunConfig); the per-worker lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -58,13 +60,12 @@ def _storage_root(cfg: RunConfig) -> storage.Location:
     return storage.resolve(cfg.train.storage, cfg.data.endpoint_url)
 
 
-def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address: str | None = None) -> FitResult:
+def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address: str | None = None,
+        verbose: bool | None = None) -> FitResult:
     """Run (or resume) training under a TorchTrainer; returns where the run lives and its last metrics.
-    `address`: the Ray to join (else RAY_ADDRESS, else a new local instance; see ensure_ray)."""
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
+    `address`: the Ray to join (else RAY_ADDRESS, else a new local instance); `verbose`: Ray's own worker logs on
+    this terminal too (else only in Ray's log directory; see ensure_ray). The workers' progress lines come
+    through `log`, once each, either way."""
     cfg = absolute_paths(cfg)
     storage_root = _storage_root(cfg)  # each URI resolved once here, at the edge
     run = storage_root.join(cfg.train.name)
@@ -81,13 +82,27 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
         log(f"resuming {run.uri} after epoch {start.state['epoch'] + 1} ({start.source})")
     elif start is not None:
         log(f"starting {run.uri} from {start.source} (after its epoch {start.state['epoch'] + 1})")
-    ensure_ray(address, log=log)
+    ensure_ray(address, log=log, verbose=verbose)
+    with _progress_printer(log) as progress:
+        result = _fit_trainer(cfg, run, storage_root, callbacks, progress)
+    storage.delete_file(run.join(checkpoints.FAILED_FILE))  # a resumed run that finishes is finished
+    storage.write_text(run.join("config.yaml"), _yaml(cfg.to_dict()))
+    ckpt = result.checkpoint
+    return FitResult(run.uri, dict(result.metrics or {}), _uri_of(storage_root, ckpt.path) if ckpt else None)
+
+
+def _fit_trainer(cfg: RunConfig, run: storage.Location, storage_root: storage.Location, callbacks, progress):
+    """Build the TorchTrainer and run it; a failure becomes one line naming the run's failure.log."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
     use_gpu = cfg.train.use_gpu
     if use_gpu == "auto":
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"run": cfg.to_dict(), "run_uri": run.uri},
+        train_loop_config={"run": cfg.to_dict(), "run_uri": run.uri, "progress": progress},
         scaling_config=_scaling(cfg, bool(use_gpu)),
         run_config=ray.train.RunConfig(
             name=cfg.train.name, storage_path=storage_root.path, storage_filesystem=storage_root.fs,
@@ -101,7 +116,7 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
         datasets={"train": stream.training_dataset(cfg.data.uri, cfg.data.endpoint_url, cfg.train.seed)},
     )
     try:
-        result = trainer.fit()
+        return trainer.fit()
     except Exception as e:
         if "No space left on device" in _chain_text(e):
             message = (f"{run.uri}: no space left on device while writing a checkpoint; {_kept(run)} "
@@ -109,10 +124,37 @@ def fit(cfg: RunConfig, resume: bool = False, callbacks=None, log=print, address
             _mark_failed(run, message, _chain_text(e))
             raise StorageFullError(message) from None
         _raise_failure(run, e)
-    storage.delete_file(run.join(checkpoints.FAILED_FILE))  # a resumed run that finishes is finished
-    storage.write_text(run.join("config.yaml"), _yaml(cfg.to_dict()))
-    ckpt = result.checkpoint
-    return FitResult(run.uri, dict(result.metrics or {}), _uri_of(storage_root, ckpt.path) if ckpt else None)
+
+
+@contextlib.contextmanager
+def _progress_printer(log):
+    """A queue (a zero-CPU Ray actor) the workers put their progress lines on, and a thread that prints them with
+    `log` while Train runs: each line once, on the driver, whether or not Ray forwards worker output."""
+    import ray
+    from ray.util.queue import Empty, Queue
+
+    queue = Queue(actor_options={"num_cpus": 0})
+    finished = threading.Event()
+
+    def pump():
+        while True:
+            try:
+                log(queue.get(timeout=0.5))
+            except Empty:
+                if finished.is_set():
+                    return  # drained after the run ended
+            except ray.exceptions.RayError:
+                return  # the queue's actor is gone (the cluster went away): nothing more to print
+
+    thread = threading.Thread(target=pump, name="train-progress", daemon=True)
+    thread.start()
+    try:
+        yield queue
+    finally:
+        finished.set()
+        thread.join(timeout=30)
+        with contextlib.suppress(ray.exceptions.RayError):
+            queue.shutdown()
 
 
 def _scaling(cfg: RunConfig, use_gpu: bool):

@@ -40,7 +40,8 @@ class RunStoppedError(RuntimeError):
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """loop_config: {"run": the run config as a dict, "run_uri": the run folder the driver resolved}."""
+    """loop_config: {"run": the run config as a dict, "run_uri": the run folder the driver resolved, and
+    optionally "progress": a ray.util.queue.Queue the driver prints progress lines from}."""
     try:
         _train(loop_config)
     except Exception as e:
@@ -58,6 +59,8 @@ def _train(loop_config: dict) -> None:
     import ray.train.torch
 
     _quiet_train_console()
+    global _progress_queue
+    _progress_queue = loop_config.get("progress")
     cfg = from_dict(loop_config["run"])
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -97,7 +100,7 @@ def _train(loop_config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     metrics_sink = _metrics_sink(cfg.train.name) if rank == 0 else None
     resident = feed.ResidentShard(feed.resident_capacity(cfg, root, size, world_size, device, models.autocast,
-                                                         log=print if rank == 0 else None))
+                                                         log=_tell if rank == 0 else None))
 
     for epoch in range(start_epoch, cfg.train.epochs):
         unwrap(generator).train()
@@ -112,13 +115,31 @@ def _train(loop_config: dict) -> None:
         if metrics_sink is not None:
             metrics_sink.log(metrics, step=epoch)
         if rank == 0:
-            print(_progress_line(cfg, epoch, metrics), flush=True)
+            _tell(_progress_line(cfg, epoch, metrics))
     if metrics_sink is not None:
         metrics_sink.close()
 
 
+# The driver's progress queue (loop_config["progress"]): a line put there is printed once by the driver, whether or
+# not Ray forwards this worker's output (only with --verbose: data_loader/ray_session.py).
+_progress_queue = None
+
+
+def _tell(line: str) -> None:
+    """One progress line for the user: to the driver's queue, else (a caller without one) this worker's stdout."""
+    import ray.exceptions
+
+    if _progress_queue is not None:
+        try:
+            _progress_queue.put(line)
+            return
+        except ray.exceptions.RayError:  # the driver went away: the line still reaches Ray's log files
+            pass
+    print(line, flush=True)
+
+
 def _say(cfg: RunConfig, message: str) -> None:
-    print(f"[{cfg.train.name}] {message}", flush=True)
+    _tell(f"[{cfg.train.name}] {message}")
 
 
 def _load_weights(start: checkpoints.Start | None, generator, head, cfg: RunConfig, say, surrogates=()) -> int:
@@ -268,7 +289,7 @@ def _upload_checkpoint(run: storage.Location, checkpoint, dir_name: str):
 
     ctx = ray.train.get_context().get_storage()
     dest = storage.Location(ctx.storage_filesystem, f"{ctx.experiment_fs_path}/{dir_name}", run.join(dir_name).uri)
-    checkpoints.upload_checkpoint(checkpoint.path, dest, log=lambda m: print(m, flush=True))
+    checkpoints.upload_checkpoint(checkpoint.path, dest, log=_tell)
     return ray.train.Checkpoint(path=dest.path, filesystem=dest.fs)
 
 

@@ -111,7 +111,7 @@ def test_export_of_a_failed_run_is_refused_and_a_sweep_skips_it(cli_error, tmp_p
 def test_export_and_sample_refuse_nan_weights_naming_the_tensor(cli_error, run_cli, tmp_path):
     run = tmp_path / "runs" / "r"
     ckpt = _checkpoint(run, 0, GOOD, damage=nan_weights)
-    line = cli_error("sample", "--from", run, "--out", tmp_path / "d.png")
+    line = cli_error("sample", "--run", run, "--out", tmp_path / "d.png")
     assert line.startswith(f"maskgan: error: {ckpt}: refused: tensor generator.") and "holds nan" in line, line
     r = run_cli("export", "--run", run, "--to", tmp_path / "out")
     assert r.returncode == 2 and "holds nan" in r.stdout and "non-finite weights" in r.stderr, r.stdout + r.stderr
@@ -121,7 +121,7 @@ def test_export_and_sample_refuse_nan_weights_naming_the_tensor(cli_error, run_c
 def test_sample_refuses_an_all_black_grid(cli_error, tmp_path):
     run = tmp_path / "runs" / "r"
     _checkpoint(run, 0, GOOD, damage=black_generator)
-    line = cli_error("sample", "--from", run, "--out", tmp_path / "d.png")
+    line = cli_error("sample", "--run", run, "--out", tmp_path / "d.png")
     assert "all black" in line and "checkpoint_000000" in line
     assert not (tmp_path / "d.png").exists()
 
@@ -131,14 +131,14 @@ def test_sample_refuses_an_all_black_grid(cli_error, tmp_path):
 def test_sample_writes_the_format_its_extension_names(run_cli, tmp_path, name, magic):
     run = tmp_path / "runs" / "r"
     _checkpoint(run, 0, GOOD)
-    r = run_cli("sample", "--from", run, "--n", "4", "--out", tmp_path / name)
+    r = run_cli("sample", "--run", run, "--n", "4", "--out", tmp_path / name)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / name).read_bytes()[:len(magic)] == magic
     assert "epoch 1)" in r.stdout  # the same checkpoint is epoch 1 everywhere a user reads it
 
 
 def test_sample_refuses_an_unknown_extension_before_reading_anything(cli_error, tmp_path):
-    line = cli_error("sample", "--from", tmp_path / "nowhere", "--out", tmp_path / "d.gif")
+    line = cli_error("sample", "--run", tmp_path / "nowhere", "--out", tmp_path / "d.gif")
     assert line == (f"maskgan: error: {tmp_path / 'd.gif'}: unknown image extension '.gif' "
                     "(use .jpeg, .jpg, .png, .webp)")
 

@@ -29,7 +29,7 @@ CASES = [
     (["projector", "train", "--data", "d"], "--max-images", "0", "[1, 10000000]"),
     (["recognizer", "adapt", "--data", "d"], "--steps", "-5", "[1, 1000000]"),
     (["tune", "--space", "s.yaml"], "--num-samples", "0", "[1, 100000]"),
-    (["sample", "--from", "x"], "--n", "0", "[1, 1024]"),
+    (["sample", "--run", "x"], "--n", "0", "[1, 1024]"),
 ]
 
 

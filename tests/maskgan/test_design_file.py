@@ -62,7 +62,7 @@ def one_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("command", [
-    ["evaluate", "--run", "{tmp}/no-run", "--design", "{tmp}/clear.png"],
+    ["evaluate", "--run", "{tmp}/no-run", "--design-file", "{tmp}/clear.png"],
     ["print", "--design-file", "{tmp}/clear.png", "--out", "{tmp}/mask.pdf"],
     ["check", "{tmp}/me", "--try-on", "--design-file", "{tmp}/clear.png"],
 ], ids=["evaluate", "print", "check"])
@@ -86,4 +86,4 @@ def test_print_design_file_prints_transparency_as_paper(tmp_path, capsys):
     h, w, _ = page.shape
     assert page[h // 2, w // 4].tolist() == [255, 0, 0] and page[h // 2, 3 * w // 4].tolist() == [255, 255, 255]
     code = main(["print", "--out", str(tmp_path / "x.pdf")])
-    assert code == 2 and "print needs --from URI with --design K, or --design-file PNG" in one_line(capsys.readouterr().err)
+    assert code == 2 and "print needs --run URI with --design N, or --design-file PNG" in one_line(capsys.readouterr().err)

@@ -154,7 +154,7 @@ def test_an_exported_design_png_scored_from_disk_scores_as_the_report_says(asset
 
     small = tmp_path / "small.png"
     Image.new("RGB", (64, 64)).save(small)
-    code = cli_main(["evaluate", "--run", str(run), "--design", str(small)])
+    code = cli_main(["evaluate", "--run", str(run), "--design-file", str(small)])
     # Ray forwards the session's actor logs to this process's stderr ("(SplitCoordinator pid=…) …" from an
     # earlier test's stream); those lines are not this command's, so they are set aside before counting.
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not RAY_ACTOR_LINE.match(line)]

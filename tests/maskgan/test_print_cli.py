@@ -119,7 +119,7 @@ def page_and_image(pdf) -> tuple[tuple[float, float], tuple[int, int], str]:
 def test_print_from_a_run_is_the_scored_design_at_physical_size(tmp_path, capsys, tiny_run, width_mm, height_mm,
                                                                 dpi, extra):
     pdf = tmp_path / "out" / "mask.pdf"
-    code, out, _ = cli(["print", "--from", tiny_run, "--design", 3, "--width-mm", width_mm, "--height-mm", height_mm,
+    code, out, _ = cli(["print", "--run", tiny_run, "--design", 3, "--width-mm", width_mm, "--height-mm", height_mm,
                         "--dpi", dpi, "--out", pdf, *extra], capsys)
     assert code == 0, out
     (w_pt, h_pt), (w_px, h_px), text = page_and_image(pdf)
@@ -148,7 +148,7 @@ def test_print_takes_the_number_and_seed_of_universal_designs_from_the_report_th
                                                                                                 tiny_run):
     ckpt = storage.resolve(str(tiny_run / "checkpoint_000000"))
     (tiny_run / "report.json").write_text(json.dumps({"checkpoint": ckpt.uri, "universal_k": 4, "universal_seed": 3}))
-    argv = ["print", "--from", tiny_run, "--width-mm", 180, "--height-mm", 90, "--dpi", 72, "--out", tmp_path / "m.pdf"]
+    argv = ["print", "--run", tiny_run, "--width-mm", 180, "--height-mm", 90, "--dpi", 72, "--out", tmp_path / "m.pdf"]
     code, _, err = cli([*argv, "--design", 4], capsys)
     assert code == 2 and "design 4: evaluation scores 4 universal designs, numbered 0..3" in one_line_error(err)
     code, out, _ = cli([*argv, "--design", 1], capsys)
@@ -176,7 +176,7 @@ def test_print_from_an_export_carries_the_model_card_sha256(tmp_path, capsys, ti
                                                       "universal_seed": SEED}))
     export.export(str(tiny_run), str(tmp_path / "exported"), log=lambda *_: None)
     card_sha = hashlib.sha256((tmp_path / "exported" / "model_card.json").read_bytes()).hexdigest()
-    code, out, _ = cli(["print", "--from", tmp_path / "exported", "--design", 0, "--width-mm", 120, "--height-mm", 60,
+    code, out, _ = cli(["print", "--run", tmp_path / "exported", "--design", 0, "--width-mm", 120, "--height-mm", 60,
                         "--out", tmp_path / "mask.pdf"], capsys)
     assert code == 0 and card_sha in out
     _, (w_px, _), text = page_and_image(tmp_path / "mask.pdf")
@@ -184,7 +184,7 @@ def test_print_from_an_export_carries_the_model_card_sha256(tmp_path, capsys, ti
     assert "model card sha256" in text and card_sha in text.replace("\n", "") and "no export" not in text
     # An export whose model card is gone is unfinished: refused (the reader `sample` uses), nothing printed.
     (tmp_path / "exported" / "model_card.json").unlink()
-    code, _, err = cli(["print", "--from", tmp_path / "exported", "--design", 0, "--width-mm", 120, "--height-mm", 60,
+    code, _, err = cli(["print", "--run", tmp_path / "exported", "--design", 0, "--width-mm", 120, "--height-mm", 60,
                         "--out", tmp_path / "again.pdf"], capsys)
     assert code == 2 and "unfinished export" in one_line_error(err) and not (tmp_path / "again.pdf").exists()
 
@@ -198,11 +198,11 @@ def test_print_from_an_export_carries_the_model_card_sha256(tmp_path, capsys, ti
 ], ids=["k-too-big", "k-negative", "aspect", "dpi", "width"])
 def test_print_refusals_are_one_line(tmp_path, capsys, tiny_run, flags, message):
     size = [] if "--width-mm" in flags else ["--width-mm", 180, "--height-mm", 90]
-    code, _, err = cli(["print", "--from", tiny_run, *size, *flags, "--out", tmp_path / "mask.pdf"], capsys)
+    code, _, err = cli(["print", "--run", tiny_run, *size, *flags, "--out", tmp_path / "mask.pdf"], capsys)
     assert code == 2 and message in one_line_error(err)
     assert not (tmp_path / "mask.pdf").exists() and not (tmp_path / "mask.png").exists()
 
 
 def test_print_from_something_else_names_it(tmp_path, capsys):
-    code, _, err = cli(["print", "--from", tmp_path, "--design", 0, "--out", tmp_path / "mask.pdf"], capsys)
+    code, _, err = cli(["print", "--run", tmp_path, "--design", 0, "--out", tmp_path / "mask.pdf"], capsys)
     assert code == 2 and str(tmp_path) in one_line_error(err)

@@ -25,7 +25,10 @@ def test_train_then_evaluate_fools_the_recogniser(ray_session, small_cfg):
     # this test is about the method itself.
     cfg = small_cfg.replace(train={"epochs": 14, "val_probes": 0}, model={"cell_px": 1},
                             objective={"tv_weight": 0.0, "nps_weight": 0.0, "g_lr": 0.01})
-    result = train.fit(cfg)
+    said = []
+    result = train.fit(cfg, log=said.append)
+    # the workers' progress reaches the driver's log: one line per epoch, each once
+    assert [sum(f"epoch {e}/14 " in line for line in said) for e in range(1, 15)] == [1] * 14, said
     report = runner.evaluate_run(result.run_uri, log=lambda *_: None)
     acc, chance = report["accuracy"], report["chance"]
     assert report["gallery_size"] == 24 and chance == pytest.approx(1 / 24)
