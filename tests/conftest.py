@@ -30,6 +30,18 @@ os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # runs here need not wait
 # decorator; a test that starts its own cluster or `cli train|demo|tune` process carries @pytest.mark.slow.
 SLOW_FIXTURES = {"ray_session", "ray_head", "prometheus_server", "submitted_run"}
 
+# The credentials this session's processes hold are canaries: moto's keys, and a Ray token and a Grafana token set
+# before the session's Ray starts (its workers inherit the environment then). tests/faults/test_security.py looks
+# for them in the session's run folders, exports, Ray's logs and the console.
+CANARIES = {
+    "AWS_SECRET_ACCESS_KEY": "canary-aws-secret-7f3a9c",
+    "AWS_ACCESS_KEY_ID": "CANARYKEYID7F3A9C",
+    "RAY_AUTH_TOKEN": "canary-ray-token-7f3a9c",
+    "GRAFANA_TOKEN": "canary-grafana-token-7f3a9c",
+}
+_RAY_CANARIES = ("RAY_AUTH_TOKEN", "GRAFANA_TOKEN")  # RAY_AUTH_TOKEN is unused while RAY_AUTH_MODE is not "token"
+_RAY_ADDRESS_INFO: dict = {}  # ray.init's answer for the session's instance (its session_dir: ray_logs)
+
 
 def pytest_collection_modifyitems(items):
     for item in items:
@@ -48,13 +60,39 @@ def ray_session(s3_server):
     """The one Ray instance of the test session (2 CPUs, as on CI).
 
     Started after moto: Ray workers inherit the environment at start-up, so the AWS_* variables that point
-    at the S3 server must be set before Ray starts, or workers of later tests cannot reach the bucket."""
+    at the S3 server (and the canary tokens) must be set before Ray starts, or workers of later tests cannot
+    reach the bucket."""
     import ray
 
+    old = {k: os.environ.get(k) for k in _RAY_CANARIES}
+    os.environ.update({k: CANARIES[k] for k in _RAY_CANARIES})
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=True, configure_logging=False, log_to_driver=True)
+        context = ray.init(address="local", num_cpus=2, include_dashboard=True, configure_logging=False,
+                           log_to_driver=True)
+        _RAY_ADDRESS_INFO.update(context.address_info)
     yield ray
     ray.shutdown()
+    _restore(old)
+
+
+def _restore(old: dict) -> None:
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def canaries() -> dict[str, str]:
+    """{variable: canary value} of the credentials this session holds (CANARIES)."""
+    return dict(CANARIES)
+
+
+@pytest.fixture(scope="session")
+def ray_logs(ray_session) -> str:
+    """The folder of the session's Ray logs (raylet, GCS, dashboard, every worker), from what ray.init returned."""
+    return os.path.join(_RAY_ADDRESS_INFO["session_dir"], "logs")
 
 
 @pytest.fixture(scope="session")
@@ -66,16 +104,12 @@ def s3_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+    env = {**{k: CANARIES[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield endpoint
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    _restore(old)
     server.stop()
 
 
@@ -150,8 +184,9 @@ _HIDDEN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning
 @pytest.fixture
 def maskgan_cli(capsys, monkeypatch):
     """`maskgan ARGV...` run in this process through cli.main.main: (exit code, stdout, stderr) as a user sees them,
-    without a new interpreter importing torch each time. For commands that stop before any work (refusals, --help):
-    one that would start Ray fails the test, and warnings a user would see are added to stderr."""
+    without a new interpreter importing torch each time. For commands that need no Ray (refusals, --help, and local
+    work such as `data synth`, `recognizer adapt`, `export` and `sample`): one that would start Ray fails the test,
+    and warnings a user would see are added to stderr."""
     import ray
 
     from cli.main import main

@@ -241,7 +241,7 @@ def test_train_and_evaluate_run_end_to_end_on_identity_data(prepared, tmp_path):
     with pytest.raises(shards.ShardError, match=r"images are 64 px; the facenet recogniser needs at least 75"):
         preflight.inputs(cfg.replace(data={"uri": str(small)}))
     result = train.fit(cfg)
-    report = runner.evaluate_run(result.run_uri, log=lambda *_: None)
+    report = runner.evaluate_run(result.run_uri, log=lambda *_: None, universal_k=3, defender_steps=5)  # short
     assert report["self_match"] is False and report["gallery_size"] == m["identities"]
     scored = [s for s in shards.SPLITS if m["sets"][s]["rows"]]
     for row in ("unmasked", "original_mask", "generated"):

@@ -68,14 +68,14 @@ def _strict(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_export_skips_a_diverged_checkpoint_says_so_and_writes_strict_json(run_cli, tmp_path):
+def test_export_skips_a_diverged_checkpoint_says_so_and_writes_strict_json(maskgan_cli, tmp_path):
     run = tmp_path / "runs" / "r"
     _checkpoint(run, 0, GOOD)
     diverged = _checkpoint(run, 1, DIVERGED)  # 0 % generated: the "best" by the metric, but NaN losses
     report = {"checkpoint": str(run / "checkpoint_000000"), "epoch": 0,
               "accuracy": {"generated": {"test": 0.1, "ci95": {"test": [float("nan"), float("nan")]}}}}
     (run / "report.json").write_text(json.dumps(report))  # Python writes NaN here; the card must not
-    r = run_cli("export", "--run", run, "--to", tmp_path / "out")
+    r = maskgan_cli("export", "--run", run, "--to", tmp_path / "out")
     assert r.returncode == 0, r.stderr[-2000:]
     skipped = [line for line in r.stdout.splitlines() if line.startswith(f"skipping {diverged}")]
     assert len(skipped) == 1 and "metric train/gen_ce = nan" in skipped[0], r.stdout
@@ -108,12 +108,12 @@ def test_export_of_a_failed_run_is_refused_and_a_sweep_skips_it(cli_error, tmp_p
     assert "neither a train run" in line
 
 
-def test_export_and_sample_refuse_nan_weights_naming_the_tensor(cli_error, run_cli, tmp_path):
+def test_export_and_sample_refuse_nan_weights_naming_the_tensor(cli_error, maskgan_cli, tmp_path):
     run = tmp_path / "runs" / "r"
     ckpt = _checkpoint(run, 0, GOOD, damage=nan_weights)
     line = cli_error("sample", "--run", run, "--out", tmp_path / "d.png")
     assert line.startswith(f"maskgan: error: {ckpt}: refused: tensor generator.") and "holds nan" in line, line
-    r = run_cli("export", "--run", run, "--to", tmp_path / "out")
+    r = maskgan_cli("export", "--run", run, "--to", tmp_path / "out")
     assert r.returncode == 2 and "holds nan" in r.stdout and "non-finite weights" in r.stderr, r.stdout + r.stderr
     assert not (tmp_path / "d.png").exists() and not (tmp_path / "out" / "model_card.json").exists()
 
@@ -128,10 +128,10 @@ def test_sample_refuses_an_all_black_grid(cli_error, tmp_path):
 
 @pytest.mark.parametrize("name, magic", [("d.png", b"\x89PNG"), ("d.jpg", b"\xff\xd8\xff"), ("d.JPEG", b"\xff\xd8\xff"),
                                          ("d.webp", b"RIFF")])
-def test_sample_writes_the_format_its_extension_names(run_cli, tmp_path, name, magic):
+def test_sample_writes_the_format_its_extension_names(maskgan_cli, tmp_path, name, magic):
     run = tmp_path / "runs" / "r"
     _checkpoint(run, 0, GOOD)
-    r = run_cli("sample", "--run", run, "--n", "4", "--out", tmp_path / name)
+    r = maskgan_cli("sample", "--run", run, "--n", "4", "--out", tmp_path / name)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / name).read_bytes()[:len(magic)] == magic
     assert "epoch 1)" in r.stdout  # the same checkpoint is epoch 1 everywhere a user reads it

@@ -13,18 +13,18 @@ import pytest
 from data_loader import progress, synth
 
 
-def test_data_synth_prints_progress_with_rate_and_time_left(run_cli, tmp_path):
-    r = run_cli("data", "synth", "--identities", "20", "--images-per-identity", "1", "--adapt-per-identity", "0",
-                "--size", "32", "--out", tmp_path / "d")
+def test_data_synth_prints_progress_with_rate_and_time_left(maskgan_cli, tmp_path):
+    r = maskgan_cli("data", "synth", "--identities", "20", "--images-per-identity", "1", "--adapt-per-identity", "0",
+                    "--size", "32", "--out", tmp_path / "d")
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith(f"synth {tmp_path / 'd'}: ")]
     assert lines and lines[-1].startswith(f"synth {tmp_path / 'd'}: 20/20 identities (100 %)"), r.stdout
     assert all(re.search(r"[\d.]+ identities/s, (about \d+ s left|done in \d+ s)$", ln) for ln in lines), lines
 
 
-def test_recognizer_adapt_reports_feature_extraction_and_steps(run_cli, tmp_path):
+def test_recognizer_adapt_reports_feature_extraction_and_steps(maskgan_cli, tmp_path):
     synth.generate(str(tmp_path / "d"), 4, 1, adapt_per_identity=1, log=None)
-    r = run_cli("recognizer", "adapt", "--data", tmp_path / "d", "--out", tmp_path / "r.pt", "--steps", "20")
+    r = maskgan_cli("recognizer", "adapt", "--data", tmp_path / "d", "--out", tmp_path / "r.pt", "--steps", "20")
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
     first_step = out.index("adapt: trunk features: 4/4 photos (100 %)")  # before any optimiser step

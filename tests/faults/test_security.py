@@ -2,38 +2,57 @@
 
 import json
 import os
-import subprocess
-import sys
+import shutil
 
 import pytest
 
 from data_loader import shards, storage, synth
 
-CANARIES = {
-    "AWS_SECRET_ACCESS_KEY": "canary-aws-secret-7f3a9c",
-    "AWS_ACCESS_KEY_ID": "CANARYKEYID7F3A9C",
-    "RAY_AUTH_TOKEN": "canary-ray-token-7f3a9c",
-    "GRAFANA_TOKEN": "canary-grafana-token-7f3a9c",
-}
+
+def _files(*folders) -> dict[str, bytes]:
+    found = {}
+    for folder in folders:
+        for root, _, files in os.walk(folder):
+            for name in files:
+                path = os.path.join(root, name)
+                if os.path.isfile(path):  # a socket or a link to nowhere in Ray's session folder is not a file
+                    with open(path, "rb") as f:
+                        found[path] = f.read()
+    return found
 
 
-@pytest.mark.slow  # the whole demo, with its own Ray, in a subprocess
-def test_demo_never_writes_or_prints_credentials(tmp_path):
-    out = tmp_path / "demo"
-    env = {**os.environ, **CANARIES, "RAY_ADDRESS": ""}
-    env.pop("AWS_ENDPOINT_URL", None)
-    r = subprocess.run([sys.executable, "-m", "cli", "demo", "--out", str(out), "--identities", "10",
-                        "--epochs", "1"], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    texts = {"stdout": r.stdout, "stderr": r.stderr}
-    for root, _, files in os.walk(out):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                texts[os.path.join(root, name)] = f.read().decode("latin-1")
+def test_runs_exports_logs_and_console_never_hold_credentials(ray_session, ray_logs, canaries, assets, trained_run,
+                                                              trained_run_copy, bucket, tmp_path, capfd):
+    """The session's credentials are canaries (the `canaries` fixture), set before its Ray started: the
+    shared assets, the session's trained run, an evaluated copy, its exports (to a folder, and to the S3
+    server over those very keys), every log Ray wrote and everything printed hold none of them."""
+    from maskgan import assembly, evaluate
+    from tune import export
+
+    @ray_session.remote(num_cpus=0)
+    def worker_env():
+        return {k: os.environ.get(k) for k in canaries}
+
+    assert ray_session.get(worker_env.remote()) == canaries  # the workers that trained held the canaries
+    # one checkpoint left, so the exports ship the report evaluated here (a short defender) instead of
+    # evaluating their best checkpoint again with the full one
+    (_, older), _ = assembly.list_checkpoints(storage.resolve(trained_run_copy))
+    shutil.rmtree(older.path)
+    report = evaluate.evaluate_run(trained_run_copy, log=print, universal_k=3, defender_steps=5)  # short defender
+    assert report["epoch"] == 1
+    folder = export.export(trained_run_copy, str(tmp_path / "export"), log=print)
+    assert folder.checkpoint.startswith(trained_run_copy)
+    export.export(trained_run_copy, f"s3://{bucket}/best", log=print)
+    client = storage.boto3_client()
+    texts = {f"s3://{bucket}/{o['Key']}": client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+             for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    out, err = capfd.readouterr()
+    texts.update({"stdout": out.encode(), "stderr": err.encode()})
+    texts.update(_files(assets, trained_run.run_uri, trained_run_copy, tmp_path / "export", ray_logs))
     assert any(p.endswith("report.json") for p in texts)
     for where, text in texts.items():
-        for secret in CANARIES.values():
-            assert secret not in text, f"{secret} leaked into {where}"
+        for secret in canaries.values():
+            assert secret.encode() not in text, f"{secret} leaked into {where}"
 
 
 @pytest.mark.parametrize("bad", ["../../outside.parquet", "/etc/passwd", "train/../../x.parquet"])

@@ -29,13 +29,17 @@ def collapsed_recognizer(assets) -> str:
 
 def space_over_assets(assets, path, **changes) -> str:
     """tune/spaces/ci.yaml with data and weights pointing at the test assets (its recogniser axis: the assets'
-    recogniser and its planted collapse); written to `path`."""
+    recogniser and its planted collapse) and a short defender; written to `path`."""
     with open(os.path.join(SPACES, "ci.yaml")) as f:
         data = yaml.safe_load(f)
     base = data["base"]
     base["data"]["uri"] = str(assets / "data")
     base["model"]["recognizer_weights"] = str(assets / "recognizer.pt")
     base["model"]["projector"] = str(assets / "projector.pt")
+    # Every trial's run is evaluated (and an export evaluates its checkpoint): a short defender, as elsewhere in
+    # the tests where the defender is not what is tested (its real length: test_train_e2e.py; its behaviour:
+    # test_eval_honesty.py). 100 steps made the four trials' evaluations most of a sweep test's time.
+    base.setdefault("eval", {})["defender_steps"] = 5
     for key, value in changes.items():
         data[key] = value
     if "model.recognizer_weights" in data.get("grid", {}):  # whatever it listed: the assets' pair
