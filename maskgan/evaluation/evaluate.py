@@ -114,7 +114,7 @@ def load_models(state: dict, ckpt_loc: storage.Location, device) -> tuple[RunCon
     rec.head.load_state_dict(state["head"])
     checkpoints.check_surrogates(state, cfg, ckpt_loc.uri)
     for s, saved in zip(parts.surrogates, state.get("surrogates", [])):
-        s.recognizer.head.load_state_dict(saved["head"])
+        s.head.load_state_dict(saved["head"])
     generator = checkpoints.generator_from_checkpoint(state, ckpt_loc.uri).to(device).eval()
     with torch.no_grad():
         gallery_emb = rec.head(parts.gallery_feats)
@@ -218,7 +218,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     if cfg.eval.held_out and held_out:
         columns = [embedders.attacked(models["trunk"], models["head"], f"{cfg.model.recognizer_weights} trunk + the "
                                       "head the generator attacked")]
-        columns += [embedders.attacked(s.recognizer.trunk, s.recognizer.head, f"surrogate {s.spec}: its trunk + the "
+        columns += [embedders.attacked(s.trunk, s.head, f"surrogate {s.spec}: its trunk + the "
                                        "head the generator attacked with the others", name=s.spec)
                     for s in parts.surrogates]
         columns += [embedders.from_spec(s, device, cfg.data.endpoint_url, cache_dir,

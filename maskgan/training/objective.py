@@ -46,20 +46,10 @@ from maskgan.config import ObjectiveConfig
 from maskgan.design import diversity, palette, physical
 from maskgan.models.generators import is_conditional
 from maskgan.models.ops import head_optimizer, features, l1, logits, unwrap
+from maskgan.models.recognizer import Surrogate
 
 HEAD_TERMS = {"exp0": (), "exp1": ("generated",), "exp2": ("generated", "unmasked"),
               "exp3": ("generated", "unmasked", "original_mask")}
-
-
-@dataclass
-class Surrogate:
-    """One extra white-box recogniser the generator attacks (config `model.recognizers`): its own
-    frozen trunk, its own head (trained as the experiment says) and its own gallery features."""
-
-    name: str  # its model.recognizers spec
-    trunk: nn.Module  # frozen
-    head: nn.Module  # possibly DDP-wrapped
-    gallery_feats: torch.Tensor  # [identities, 1792]: this trunk's features of the gallery the step trains against
 
 
 @dataclass
@@ -71,7 +61,8 @@ class Models:
     autocast: torch.dtype | None = None  # forward passes under autocast to this dtype (bf16 on CUDA); None: fp32
     palette: torch.Tensor | None = None  # [P,3] in [0,1], what objective.nps_weight measures against
     eot: object | None = None  # physical.EOT (config `physical.enabled`): generated faces printed and photographed
-    surrogates: tuple = ()  # Surrogate, ...: attacked together with trunk + head; (): the single recogniser
+    # attacked together with trunk + head, each with the gallery the step trains against; (): the single recogniser
+    surrogates: tuple[Surrogate, ...] = ()
 
 
 @dataclass

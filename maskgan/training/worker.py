@@ -14,6 +14,7 @@ import math
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 
 import torch
 
@@ -25,7 +26,7 @@ from maskgan.models.generators import set_cond_stats
 from maskgan.models.ops import unwrap
 from maskgan.run import build, checkpoints
 from maskgan.training import feed
-from maskgan.training.objective import Models, Optimizers, Surrogate, accelerate, make_optimizers, train_step
+from maskgan.training.objective import Models, Optimizers, accelerate, make_optimizers, train_step
 
 VAL_ROWS = ("unmasked", "original_mask", "generated")
 SKIPPED_NAMED = 5  # skipped shards named in a too-few-rows error; the rest are counted
@@ -79,12 +80,12 @@ def _train(loop_config: dict) -> None:
     # a conditional generator sees a wearer as their features' distance from the train gallery's (docs/diversity.md)
     set_cond_stats(generator, train_gallery.feats)
     generator = ray.train.torch.prepare_model(generator)
-    s_heads = [s.recognizer.head for s in parts.surrogates]
+    s_heads = [s.head for s in parts.surrogates]
     if cfg.objective.experiment != "exp0":  # DDP wraps only modules that train
         head = ray.train.torch.prepare_model(head)
         s_heads = [ray.train.torch.prepare_model(h) for h in s_heads]
     # Each surrogate trains against its own trunk's features of the train identities' gallery photos.
-    surrogates = tuple(Surrogate(s.spec, s.recognizer.trunk, h, train_gallery.select(s.gallery_feats))
+    surrogates = tuple(replace(s, head=h, gallery_feats=train_gallery.select(s.gallery_feats))
                        for s, h in zip(parts.surrogates, s_heads))
     opts = make_optimizers(generator, head, cfg.objective, surrogates)
     _load_optimizers(start, opts, cfg)
@@ -128,7 +129,7 @@ def _load_weights(start: checkpoints.Start | None, generator, head, cfg: RunConf
     generator.load_state_dict(start.state["generator"])
     head.load_state_dict(start.state["head"])
     for s, saved in zip(surrogates, start.state.get("surrogates", [])):
-        s.recognizer.head.load_state_dict(saved["head"])
+        s.head.load_state_dict(saved["head"])
     start_epoch = start.state["epoch"] + 1
     if say:
         how = "resumed from" if start.resumed else f"started from {cfg.train.init_from}:"
@@ -249,7 +250,7 @@ def _report(cfg: RunConfig, run: storage.Location, rank: int, size: int, epoch: 
         if rank == 0:
             checkpoints.save_checkpoint(tmp, cfg=cfg, size=size, epoch=epoch, generator=unwrap(models.generator),
                                      head=unwrap(models.head), g_opt=opts.generator, h_opt=opts.head,
-                                     metrics=metrics, surrogates=[(s.name, unwrap(s.head), o) for s, o in
+                                     metrics=metrics, surrogates=[(s.spec, unwrap(s.head), o) for s, o in
                                                                   zip(models.surrogates, opts.surrogates)])
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         t_up = time.perf_counter()
