@@ -23,6 +23,7 @@ import os
 import time
 
 from cli.args import ranged
+from maskgan.config import GENERATORS
 
 BAR_RATIO, BAR_POINTS = 3.0, 0.05  # the diversity bar: diversity >= 3x the run without the term, dodging <= 5 points worse
 
@@ -38,7 +39,7 @@ def main(argv=None) -> dict:
                    help="epochs per run, integer in [1, 100000] (default 8, the demo's)")
     p.add_argument("--universal-k", type=ranged(int, "[2, 1000]"), default=4,
                    help="universal designs scored, integer in [2, 1000] (default 4, the demo's)")
-    p.add_argument("--generator", default="fc3", choices=("fc3", "fc_deep", "conv", "cond_fc3", "cond_conv"),
+    p.add_argument("--generator", default="fc3", choices=GENERATORS,
                    help="model.generator of every run (default fc3, the recipe's; cond_*: designs per wearer)")
     p.add_argument("--out", default="/tmp/diversity", help="where the runs go (default /tmp/diversity)")
     a = p.parse_args(argv)

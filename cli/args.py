@@ -7,10 +7,11 @@ import argparse
 
 from data_loader import ranges
 from data_loader.identities import MAX_PHOTOS_RANGE, MIN_PHOTOS_RANGE
+from maskgan import config
 
 EPILOG = "Storage URIs are local directories or s3://bucket/prefix (credentials from the usual AWS_* variables)."
 EXPERIMENTS = ["exp0", "exp1", "exp2", "exp3"]
-GENERATORS = ["fc3", "fc_deep", "conv"]
+GENERATORS = [g for g in config.GENERATORS if not g.startswith("cond_")]  # the demo's: universal designs
 # Allowed ranges of numeric flags (data_loader.ranges notation), checked by the command and quoted in its help.
 COLOURS_RANGE = "[1, 200]"  # patches that fit on one chart page
 PRINT_MM_RANGE = "[10, 500]"  # a mask panel is ~180 x 90 mm; 500 mm at 600 dpi is already ~12k pixels across
