@@ -26,7 +26,7 @@ from cli.args import ranged
 from data_loader import shards, storage
 from data_loader.ray_session import ensure_ray
 from maskgan import demo
-from maskgan.config import RunConfig, recipes
+from maskgan.config import GENERATORS, RunConfig, recipes
 from maskgan.reporting import runner
 from maskgan.training import train
 
@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="epochs per run, integer in [1, 100000] (default 8, the demo's)")
     p.add_argument("--universal-k", type=ranged(int, "[2, 1000]"), default=4,
                    help="universal designs scored, integer in [2, 1000] (default 4, the demo's)")
-    p.add_argument("--generator", default="fc3", choices=("fc3", "fc_deep", "conv", "cond_fc3", "cond_conv"),
+    p.add_argument("--generator", default="fc3", choices=GENERATORS,
                    help="model.generator of every run (default fc3, the recipe's; cond_*: designs per wearer)")
     p.add_argument("--out", default="/tmp/diversity", help="where the runs go (default /tmp/diversity)")
     return p.parse_args(argv)

@@ -7,6 +7,7 @@ import argparse
 
 from data_loader import ranges
 from data_loader.identities import MAX_PHOTOS_RANGE, MIN_PHOTOS_RANGE
+from maskgan import config
 
 # The metavariables every command's help uses, explained once (tests/cli keeps each flag's metavariable either
 # its own name, spelled out in its help, or one of these).
@@ -17,7 +18,7 @@ EPILOG = ("Values: URI is a local path or s3://bucket/prefix (credentials from t
           "flag. --design N is a universal design's number (the report's universal/<N> rows), --design-file PNG a "
           "design image file.")
 EXPERIMENTS = ["exp0", "exp1", "exp2", "exp3"]
-GENERATORS = ["fc3", "fc_deep", "conv"]
+GENERATORS = [g for g in config.GENERATORS if not g.startswith("cond_")]  # the demo's: universal designs
 # Allowed ranges of numeric flags (data_loader.ranges notation), checked by the command and quoted in its help.
 COLOURS_RANGE = "[1, 200]"  # patches that fit on one chart page
 PRINT_MM_RANGE = "[10, 500]"  # a mask panel is ~180 x 90 mm; 500 mm at 600 dpi is already ~12k pixels across

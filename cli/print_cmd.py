@@ -28,13 +28,12 @@ def print_design(a) -> None:
 
         # meta.json's sha256 of state.pt, which read_checkpoint just verified against the bytes it loaded
         sha, of = checkpoints.read_meta(src.checkpoint)["sha256"], "checkpoint state.pt (no export)"
+    spec = _spec(a, sha, of)
     if a.for_photo:
-        out = printing.print_for_person(src.state, src.checkpoint, a.for_photo, a.design, a.width_mm, a.height_mm,
-                                        a.dpi, a.out, sha, of, stretch=a.stretch)
+        out = printing.print_for_person(src.state, src.checkpoint, a.for_photo, a.design, spec)
         what = f"the design for {a.for_photo} from latent {a.design}"
     else:
-        out = printing.print_universal(src.state, src.checkpoint, a.design, a.width_mm, a.height_mm, a.dpi, a.out,
-                                       sha, of, stretch=a.stretch)
+        out = printing.print_universal(src.state, src.checkpoint, a.design, spec)
         what = f"universal design {a.design}"
     w, h = out["pixels"]
     print(f"wrote {out['pdf']} ({a.width_mm:g} x {a.height_mm:g} mm, {w} x {h} px at {a.dpi} dpi) and {out['png']}: "
@@ -50,11 +49,15 @@ def _print_file(a, printing) -> None:
     if a.source is not None or a.design is not None or a.for_photo:
         raise page.PrintError("--design-file prints that file; it does not take --run, --design or --for")
     design, data = design_file.read(a.design_file)
-    page.check_aspect(a.width_mm, a.height_mm, tuple(design.shape[-2:]), a.stretch)
     sha = hashlib.sha256(data).hexdigest()
-    name = a.design_file.rsplit("/", 1)[-1]
-    out = page.print_pdf(design, a.width_mm, a.height_mm, a.dpi, a.out, page.png_beside(a.out), sha,
-                             "design file", note=name)
+    out = page.print_design(design, _spec(a, sha, "design file"), note=a.design_file.rsplit("/", 1)[-1])
     w, h = out["pixels"]
     print(f"wrote {out['pdf']} ({a.width_mm:g} x {a.height_mm:g} mm, {w} x {h} px at {a.dpi} dpi) and {out['png']}: "
           f"{a.design_file}; design file sha256 {sha}")
+
+
+def _spec(a, sha256_text: str, sha256_of: str):
+    """The page the flags ask for: --width-mm x --height-mm at --dpi into --out, naming the sha256 given."""
+    from maskgan.design.page import PrintSpec
+
+    return PrintSpec(a.width_mm, a.height_mm, a.dpi, a.out, sha256_text, sha256_of, stretch=a.stretch)

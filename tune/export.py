@@ -201,8 +201,9 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
     cfg = checkpoints.config_of(state)
     generator = checkpoints.generator_from_checkpoint(state, choice.checkpoint.uri)
     latent = state["arch"]["latent_dim"]
-    files = {STATE: storage.read_bytes(choice.checkpoint.join(checkpoints.STATE_FILE)),
-             META: storage.read_bytes(choice.checkpoint.join(checkpoints.META_FILE))}
+    # the checkpoint's own reader: state.pt's bytes checked against the sha256 its meta.json records
+    ckpt = checkpoints.checkpoint_files(choice.checkpoint)
+    files = {STATE: ckpt[checkpoints.STATE_FILE], META: ckpt[checkpoints.META_FILE]}
     faces = _faces_png(cfg, generator, latent, log)
     if faces is not None:
         files["designs.png"] = faces
@@ -248,9 +249,9 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
 def _training_code_version(run: storage.Location) -> str | None:
     """The sweep driver's code version when the run belongs to a sweep (runs/<trial> under it); else None."""
     try:
-        meta_loc = storage.resolve(run.uri.rsplit("/runs/", 1)[0]).join("sweep.json") if "/runs/" in run.uri else None
-        if meta_loc is not None and storage.exists(meta_loc):
-            return json.loads(storage.read_text(meta_loc)).get("code_version")
+        sweep_loc = storage.resolve(run.uri.rsplit("/runs/", 1)[0]).join("sweep.json") if "/runs/" in run.uri else None
+        if sweep_loc is not None and storage.exists(sweep_loc):
+            return json.loads(storage.read_text(sweep_loc)).get("code_version")
     except (storage.StorageError, json.JSONDecodeError):
         pass
     return None

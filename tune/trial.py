@@ -170,7 +170,7 @@ def trial(config: dict, sweep: dict) -> None:
     done = checkpoints.list_checkpoints(run) if storage.exists(run) else []
     if done and done[-1][0] >= cfg.train.epochs - 1:
         # Finished before the sweep driver went away: report its last epoch again instead of training more.
-        meta = json.loads(storage.read_text(done[-1][1].join(checkpoints.META_FILE)))
+        meta = checkpoints.read_meta(done[-1][1])
         log(f"already finished ({done[-1][1].uri}); not rerun")
         _report_to_tune({**meta["metrics"], **guarded(meta["metrics"], floors)}, done[-1][1].uri, run.uri)
         return

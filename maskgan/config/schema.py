@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
 from maskgan.config.parse import ConfigError, _build, read_yaml  # noqa: F401 (re-exported: callers import them here)
 
 EXPERIMENTS = ("exp0", "exp1", "exp2", "exp3")
+# The generator architectures, the one list (maskgan.models.generators builds each): fc3 is the paper's; cond_*
+# are conditioned on the wearer, a design per person (docs/diversity.md).
+GeneratorName = Literal["fc3", "fc_deep", "conv", "cond_fc3", "cond_conv"]
+GENERATORS: tuple[str, ...] = typing.get_args(GeneratorName)
 
 # Pretrained recogniser weights by name: facenet-pytorch's release files (the one list of names and where
 # each comes from; maskgan.models.weights downloads them).
@@ -55,8 +60,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # registry name; fc3 is the paper's; cond_*: conditioned on the wearer, a design per person (docs/diversity.md)
-    generator: Literal["fc3", "fc_deep", "conv", "cond_fc3", "cond_conv"] = "fc3"
+    generator: GeneratorName = "fc3"  # one of GENERATORS; fc3 is the paper's
     latent_dim: int = ranged(100, "[1, 65536]")  # the paper samples 100-d N(0,1)
     hidden: int = ranged(32, "[1, 65536]")  # units per hidden layer (fc3: 32, as in the paper)
     # side of one colour cell of the design, in design pixels: the generator draws a grid of cells, upsampled

@@ -147,8 +147,3 @@ def wearer_seeking(mine: torch.Tensor, others: torch.Tensor, eps: float = EPS) -
     a, b = (physical.at_least_fp32(t.reshape(t.shape[0], -1)) for t in (mine, others))
     lc = (a - b).abs().mean(1).mean()
     return 1 / (lc + eps), lc
-
-
-def mode_seeking_loss(designs: torch.Tensor, z: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """MSGAN's generator term 1 / (lz + eps): large when different latents give the same design."""
-    return mode_seeking(designs, z, eps)[0]

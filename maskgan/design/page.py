@@ -5,6 +5,7 @@ maskgan.reporting.printing; the palette's chart page goes through write_page too
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +33,20 @@ ASPECT_TOLERANCE = 0.05  # a page whose W:H is off the design's by more than thi
 
 class PrintError(ValueError):
     user_error = True  # about the user's request (size, design number): the CLI prints it as one line
+
+
+@dataclass(frozen=True)
+class PrintSpec:
+    """How a design is printed: the page's physical size and resolution, where it goes, and what the sha256 in
+    its corner names (the model card's, a checkpoint's state.pt, or a design file's)."""
+
+    width_mm: float
+    height_mm: float
+    dpi: int
+    out_pdf: str  # a storage URI ending .pdf; the PNG is written beside it (png_beside)
+    sha256_text: str
+    sha256_of: str = "model card"
+    stretch: bool = False  # print a page whose W:H differs from the design's (check_aspect)
 
 
 def to_uint8_image(design) -> np.ndarray:
@@ -111,6 +126,14 @@ def print_pdf(design, width_mm: float, height_mm: float, dpi: int, out_pdf: str,
     Image.fromarray(image).save(buf, format="PNG", dpi=(dpi, dpi))
     storage.write_bytes(storage.resolve(out_png), buf.getvalue())
     return {"pdf": out_pdf, "png": out_png, "pixels": (w_px, h_px)}
+
+
+def print_design(design, spec: PrintSpec, note: str = "") -> dict:
+    """The design as the page `spec` describes (its aspect checked first) and a PNG beside it; see print_pdf."""
+    out_png = png_beside(spec.out_pdf)
+    check_aspect(spec.width_mm, spec.height_mm, tuple(design.shape[-2:]), spec.stretch)
+    return print_pdf(design, spec.width_mm, spec.height_mm, spec.dpi, spec.out_pdf, out_png, spec.sha256_text,
+                     spec.sha256_of, note=note)
 
 
 def png_beside(out_pdf: str) -> str:

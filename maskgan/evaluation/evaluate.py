@@ -214,7 +214,7 @@ def _recognizer_matrix(loaded: Loaded, cal: RunCalibration, uni: Universal, held
     cfg, s, root = loaded.cfg, loaded.scorer, loaded.root
     columns = [embedders.attacked(s.trunk, s.head, f"{cfg.model.recognizer_weights} trunk + the head the "
                                   "generator attacked")]
-    columns += [embedders.attacked(g.recognizer.trunk, g.recognizer.head, f"surrogate {g.spec}: its trunk + the "
+    columns += [embedders.attacked(g.trunk, g.head, f"surrogate {g.spec}: its trunk + the "
                                    "head the generator attacked with the others", name=g.spec)
                 for g in loaded.parts.surrogates]
     columns += [embedders.from_spec(spec, s.device, cfg.data.endpoint_url, cache_dir,

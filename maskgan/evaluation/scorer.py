@@ -88,7 +88,7 @@ def load(state: dict, ckpt_loc: storage.Location, device) -> Loaded:
     rec.head.load_state_dict(state["head"])
     checkpoints.check_surrogates(state, cfg, ckpt_loc.uri)
     for s, saved in zip(parts.surrogates, state.get("surrogates", [])):
-        s.recognizer.head.load_state_dict(saved["head"])
+        s.head.load_state_dict(saved["head"])
     generator = checkpoints.generator_from_checkpoint(state, ckpt_loc.uri).to(device).eval()
     scorer = Scorer.of(rec.trunk, rec.head, parts.projector, parts.gallery_feats, device, generator,
                        state["arch"]["latent_dim"], cfg.physical)

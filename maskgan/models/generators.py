@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskgan.config import GENERATORS  # the one list of names (model.generator validates against it)
 from maskgan.models.recognizer import FEATURE_DIM
 
 
@@ -87,7 +88,6 @@ class Conv(nn.Module):
 
 COND_WIDTH = 32  # the wearer's features are projected to this many inputs, concatenated with the latent
 CONDITIONAL = {"cond_fc3": "fc3", "cond_conv": "conv"}  # conditional name -> the unconditional body it wraps
-NAMES = ("fc3", "fc_deep", "conv", *CONDITIONAL)
 
 
 class Conditioned(nn.Module):
@@ -164,4 +164,4 @@ def build_generator(name: str, latent_dim: int, hidden: int, hw: tuple[int, int]
         return FC(latent_dim, max(hidden // 2, 8), 8, hw, cell_px)  # thin and deep
     if name == "conv":
         return Conv(latent_dim, hidden, hw, cell_px)
-    raise ValueError(f"unknown generator {name!r} (allowed: {', '.join(NAMES)})")
+    raise ValueError(f"unknown generator {name!r} (allowed: {', '.join(GENERATORS)})")

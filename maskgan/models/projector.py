@@ -19,7 +19,6 @@ from torch import nn
 
 ARCHS = {"paper": ((6, 12, 18, 24, 1), (1, 1, 1, 1, 1)),
          "dilated": ((16, 24, 32, 32, 1), (1, 2, 4, 8, 1))}
-CHANNELS = ARCHS["paper"][0]  # the paper's five layers
 
 
 def arch_for(manifest: dict, arch: str = "auto") -> str:

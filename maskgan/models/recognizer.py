@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import sys
 import types
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +122,19 @@ def refresh_bn_stats(head: Head, feats: torch.Tensor) -> None:
     head(feats)
     bn.momentum = momentum
     head.train(was_training)
+
+
+@dataclass
+class Surrogate:
+    """One extra white-box recogniser the generator attacks (config `model.recognizers`): its own frozen trunk,
+    its own head (trained as the experiment says) and its own trunk's features of the gallery. The one shape
+    for it: maskgan.run.build makes one per spec (the whole gallery's features); the worker hands the step a
+    copy with the head wrapped for DDP and the train identities' rows only."""
+
+    spec: str  # its model.recognizers spec
+    trunk: nn.Module  # frozen (possibly compiled for the step)
+    head: nn.Module  # possibly DDP-wrapped
+    gallery_feats: torch.Tensor  # [identities, 1792] (a zoo trunk: its own width), in label order
 
 
 RANDOM_SEED = 1234  # "random" weights are the same in every process: workers must agree

@@ -24,7 +24,7 @@ import torch
 from data_loader import identities, landmark_mask, storage
 from data_loader.prepare import BadImage
 from maskgan.design import wearing
-from maskgan.design.page import PrintError, check_aspect, png_beside, print_pdf
+from maskgan.design.page import PrintError, PrintSpec, print_design
 from maskgan.models.generators import CONDITIONAL
 from maskgan.models.ops import to_float_images
 from maskgan.run import build, checkpoints
@@ -63,13 +63,10 @@ def universal_design(state: dict, checkpoint: storage.Location, k: int, log=prin
     return designs[k], f"universal design {k} of {count} (seed {seed}), epoch {state['epoch'] + 1}"
 
 
-def print_universal(state: dict, checkpoint: storage.Location, k: int, width_mm: float, height_mm: float, dpi: int,
-                    out_pdf: str, sha256_text: str, sha256_of: str, stretch: bool = False, log=print) -> dict:
-    """Universal design k of a checkpoint as a page (out_pdf) and a PNG beside it; see print_pdf."""
-    out_png = png_beside(out_pdf)
+def print_universal(state: dict, checkpoint: storage.Location, k: int, spec: PrintSpec, log=print) -> dict:
+    """Universal design k of a checkpoint as the page `spec` describes and a PNG beside it; see print_pdf."""
     design, which = universal_design(state, checkpoint, k, log)
-    check_aspect(width_mm, height_mm, tuple(design.shape[-2:]), stretch)
-    return print_pdf(design, width_mm, height_mm, dpi, out_pdf, out_png, sha256_text, sha256_of, note=which)
+    return print_design(design, spec, note=which)
 
 
 def person_photo(photo_uri: str, size: int) -> np.ndarray:
@@ -118,11 +115,8 @@ def person_design(state: dict, checkpoint: storage.Location, photo_uri: str, k: 
     return design, f"design for {who} from latent {k} of {count} (seed {seed}), epoch {state['epoch'] + 1}"
 
 
-def print_for_person(state: dict, checkpoint: storage.Location, photo_uri: str, k: int, width_mm: float,
-                     height_mm: float, dpi: int, out_pdf: str, sha256_text: str, sha256_of: str,
-                     stretch: bool = False, log=print) -> dict:
-    """The design for the person in the photo (person_design) as a page and a PNG beside it; see print_pdf."""
-    out_png = png_beside(out_pdf)
+def print_for_person(state: dict, checkpoint: storage.Location, photo_uri: str, k: int, spec: PrintSpec,
+                     log=print) -> dict:
+    """The design for the person in the photo (person_design) as the page `spec` describes and a PNG beside it."""
     design, which = person_design(state, checkpoint, photo_uri, k, log)
-    check_aspect(width_mm, height_mm, tuple(design.shape[-2:]), stretch)
-    return print_pdf(design, width_mm, height_mm, dpi, out_pdf, out_png, sha256_text, sha256_of, note=which)
+    return print_design(design, spec, note=which)

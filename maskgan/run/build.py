@@ -14,7 +14,7 @@ from maskgan.config import PRETRAINED, RANDOM_TRUNK, RunConfig, zoo_name
 from maskgan.models import weights, zoo_surrogate
 from maskgan.models.ops import to_float_images, trunk_features
 from maskgan.models.projector import Projector
-from maskgan.models.recognizer import Head, Trunk, build_recognizer
+from maskgan.models.recognizer import Head, Surrogate, Trunk, build_recognizer
 
 
 @dataclass
@@ -102,16 +102,7 @@ class Parts:
     projector: Projector
     gallery_feats: torch.Tensor  # [identities, 1792], in label order
     gallery_labels: np.ndarray
-    surrogates: list = field(default_factory=list)  # Surrogate, one per model.recognizers spec, in order
-
-
-@dataclass
-class Surrogate:
-    """An extra attacked recogniser (model.recognizers): its weights and its own trunk's gallery features."""
-
-    spec: str
-    recognizer: Recognizer
-    gallery_feats: torch.Tensor  # [identities, 1792], in label order
+    surrogates: list[Surrogate] = field(default_factory=list)  # one per model.recognizers spec, in order
 
 
 def build(cfg: RunConfig, device, root: storage.Location | None = None) -> Parts:
@@ -128,7 +119,7 @@ def build(cfg: RunConfig, device, root: storage.Location | None = None) -> Parts
     for spec in cfg.model.recognizers:
         s_rec = load_recognizer(spec, device, cfg.data.endpoint_url,
                                 face_crop(cfg.data.face_crop, spec, manifest, root.uri))
-        surrogates.append(Surrogate(spec, s_rec, gallery(root, s_rec.trunk, device)[0]))
+        surrogates.append(Surrogate(spec, s_rec.trunk, s_rec.head, gallery(root, s_rec.trunk, device)[0]))
     return Parts(rec, projector, feats, labels, surrogates)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -48,11 +48,23 @@ def generator_from_arch(a: dict, where: str = "checkpoint") -> torch.nn.Module:
 # ---- checkpoints: one save/load pair --------------------------------------------------------------------
 
 
-def save_checkpoint(directory: str, *, cfg: RunConfig, size: int, epoch: int, generator, head, g_opt, h_opt,
-                    metrics: dict, surrogates=()) -> None:
-    """Write state.pt then meta.json (with state.pt's sha256) into a fresh local directory. `surrogates`:
-    (spec, head, optimiser or None) of each model.recognizers surrogate, saved under "surrogates" (a
-    checkpoint of a single-recogniser run has no such key, as before)."""
+@dataclass
+class Trained:
+    """What a checkpoint keeps of training besides its config: the generator and the attacked head (unwrapped),
+    their optimisers (h_opt None: a frozen head, exp0), and (spec, head, optimiser or None) of each
+    model.recognizers surrogate."""
+
+    generator: torch.nn.Module
+    head: torch.nn.Module
+    g_opt: torch.optim.Optimizer
+    h_opt: torch.optim.Optimizer | None
+    surrogates: list = field(default_factory=list)
+
+
+def save_checkpoint(directory: str, *, cfg: RunConfig, size: int, epoch: int, trained: Trained,
+                    metrics: dict) -> None:
+    """Write state.pt then meta.json (with state.pt's sha256) into a fresh local directory. The surrogates are
+    saved under "surrogates" (a checkpoint of a single-recogniser run has no such key, as before)."""
     import os
 
     state = {
@@ -60,14 +72,14 @@ def save_checkpoint(directory: str, *, cfg: RunConfig, size: int, epoch: int, ge
         "arch": arch(cfg, size),
         "epoch": epoch,
         "config": cfg.to_dict(),
-        "generator": generator.state_dict(),
-        "head": head.state_dict(),
-        "g_opt": g_opt.state_dict(),
-        "h_opt": h_opt.state_dict() if h_opt is not None else {},
+        "generator": trained.generator.state_dict(),
+        "head": trained.head.state_dict(),
+        "g_opt": trained.g_opt.state_dict(),
+        "h_opt": trained.h_opt.state_dict() if trained.h_opt is not None else {},
     }
-    if surrogates:
+    if trained.surrogates:
         state["surrogates"] = [{"spec": spec, "head": h.state_dict(), "h_opt": o.state_dict() if o is not None else {}}
-                               for spec, h, o in surrogates]
+                               for spec, h, o in trained.surrogates]
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()

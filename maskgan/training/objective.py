@@ -46,20 +46,10 @@ from maskgan.config import ObjectiveConfig
 from maskgan.design import diversity, palette, physical
 from maskgan.models.generators import is_conditional
 from maskgan.models.ops import head_optimizer, features, l1, logits, unwrap
+from maskgan.models.recognizer import Surrogate
 
 HEAD_TERMS = {"exp0": (), "exp1": ("generated",), "exp2": ("generated", "unmasked"),
               "exp3": ("generated", "unmasked", "original_mask")}
-
-
-@dataclass
-class Surrogate:
-    """One extra white-box recogniser the generator attacks (config `model.recognizers`): its own
-    frozen trunk, its own head (trained as the experiment says) and its own gallery features."""
-
-    name: str  # its model.recognizers spec
-    trunk: nn.Module  # frozen
-    head: nn.Module  # possibly DDP-wrapped
-    gallery_feats: torch.Tensor  # [identities, 1792]: this trunk's features of the gallery the step trains against
 
 
 @dataclass
@@ -71,7 +61,8 @@ class Models:
     autocast: torch.dtype | None = None  # forward passes under autocast to this dtype (bf16 on CUDA); None: fp32
     palette: torch.Tensor | None = None  # [P,3] in [0,1], what objective.nps_weight measures against
     eot: object | None = None  # physical.EOT (config `physical.enabled`): generated faces printed and photographed
-    surrogates: tuple = ()  # Surrogate, ...: attacked together with trunk + head; (): the single recogniser
+    # attacked together with trunk + head, each with the gallery the step trains against; (): the single recogniser
+    surrogates: tuple[Surrogate, ...] = ()
 
 
 @dataclass
@@ -151,19 +142,53 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
     with surrogates s_feats_unmasked / s_feats_masked [B,surrogates,widest] (each surrogate trunk's, zero-padded),
     and with zoo surrogates `landmarks` [B,68,2] (each photo's, NaN where unknown: maskgan.models.zoo_surrogate). All
     are per-image constants computed outside the step (maskgan.training.feed)."""
-    masked, label = batch["masked"], batch["label"]
-    space = physical.MaskSpace(batch["grid"], batch["alpha"])
-    n = masked.shape[0]
-    head = unwrap(models.head)
-    heads = [head, *(unwrap(s.head) for s in models.surrogates)]
-
+    heads = [unwrap(models.head), *(unwrap(s.head) for s in models.surrogates)]
     # Generator: maximise the cross-entropy of the recogniser as deployed (eval mode). The heads are
     # constants here (their own updates come from their own losses below): their parameters leave this graph.
     for h in heads:
         h.eval()
         h.requires_grad_(False)
+    worn = _wear_designs(models, batch, cfg)
+    attack = _attack(models, worn.faces, batch, gallery_feats, cfg)
+    g_loss, design_scalars = _generator_loss(models, worn, attack, cfg)
+    opts.generator.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opts.generator.step()
+    for h in heads:
+        h.requires_grad_(True)
+
+    scalars = _attack_scalars(attack, batch["label"], design_scalars)
+    terms = HEAD_TERMS[cfg.experiment]
+    if terms:
+        scalars.update(_heads_update(models, opts, batch, attack, gallery_feats, cfg, terms))
+    # One transfer (one device sync) for every scalar of the step, not one per .item().
+    values = torch.stack([v.to(torch.float64) for v in scalars.values()]).tolist()
+    out = dict(zip(scalars, values))
+    if not terms:
+        out["train/head_loss"] = 0.0
+    return out
+
+
+@dataclass
+class _Worn:
+    """The generator's side of a step: its designs, the latents that made them, and the faces wearing them."""
+
+    designs: torch.Tensor  # [B,3,h,w], one per image
+    z: torch.Tensor  # [B, latent_dim]: kept, the mode-seeking term needs them
+    faces: torch.Tensor  # [B,3,S,S]: each photo wearing its design
+    half: int = 0  # wearer seeking: how many of the first latents were drawn again on other wearers
+    others: torch.Tensor | None = None  # [half,3,h,w]: those designs, on the second half's wearers
+
+
+def _wear_designs(models: Models, batch: dict, cfg: ObjectiveConfig) -> _Worn:
+    """One design per image from fresh latents (a conditional generator's for each wearer), worn on the photo
+    (printed and photographed on the way with EOT)."""
+    masked = batch["masked"]
+    space = physical.MaskSpace(batch["grid"], batch["alpha"])
+    n = masked.shape[0]
+    others = None
     with amp(masked.device, models.autocast):
-        z = torch.randn(n, models.latent_dim, device=masked.device)  # kept: the mode-seeking term needs it
+        z = torch.randn(n, models.latent_dim, device=masked.device)
         cond = batch["feats_unmasked"] if is_conditional(models.generator) else None  # each wearer's own design
         half = n // 2 if cond is not None and cfg.diversity_weight else 0
         if half:  # wearer seeking: the first half's latents again, on the second half's wearers (one forward)
@@ -176,65 +201,87 @@ def train_step(models: Models, opts: Optimizers, batch: dict, gallery_feats: tor
             faces = physical.wear(masked, space, designs)
     if models.eot is not None:  # kornia's transforms in fp32, outside autocast
         faces = models.eot.wear(masked, space, designs.float())
-    with amp(masked.device, models.autocast):
+    return _Worn(designs, z, faces, half, others)
+
+
+@dataclass
+class _Attack:
+    """The worn faces as every attacked recogniser sees them: the primary's, then each surrogate's."""
+
+    feats: torch.Tensor  # the primary trunk's features of the faces
+    logits: torch.Tensor
+    ce: torch.Tensor
+    s_feats: list  # per surrogate, its own trunk's features
+    s_logits: list
+    s_ce: list
+
+
+def _attack(models: Models, faces: torch.Tensor, batch: dict, gallery_feats: torch.Tensor,
+            cfg: ObjectiveConfig) -> _Attack:
+    label = batch["label"]
+    with amp(batch["masked"].device, models.autocast):
         feats = models.trunk(faces)
-        gen_logits = logits(head, feats, gallery_feats, cfg.cosine_scale)
+        gen_logits = logits(unwrap(models.head), feats, gallery_feats, cfg.cosine_scale)
         gen_ce = F.cross_entropy(gen_logits, label)
         # Each surrogate embeds the same worn faces with its own trunk and head, against its own gallery.
         s_feats = [features(s.trunk, faces, batch.get("landmarks")) for s in models.surrogates]
         s_logits = [logits(unwrap(s.head), f, s.gallery_feats, cfg.cosine_scale)
                     for s, f in zip(models.surrogates, s_feats)]
         s_ce = [F.cross_entropy(lg, label) for lg in s_logits]
+    return _Attack(feats, gen_logits, gen_ce, s_feats, s_logits, s_ce)
+
+
+def _generator_loss(models: Models, worn: _Worn, attack: _Attack,
+                    cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The generator's loss (to minimise) and its design terms' scalars."""
+    s_ce = attack.s_ce
     # The ensemble's loss is the mean over every attacked recogniser (the single one: exactly -gen_ce).
-    g_loss = -(gen_ce + sum(s_ce)) / (1 + len(s_ce)) if s_ce else -gen_ce
+    g_loss = -(attack.ce + sum(s_ce)) / (1 + len(s_ce)) if s_ce else -attack.ce
     scalars = {}
+    designs = worn.designs
     if cfg.tv_weight or cfg.nps_weight:
         designs = designs.float()  # the printability terms in fp32 (small tensors; bf16 would blur TV)
         tv, nps = physical.tv(designs).mean(), physical.nps(designs, _palette(models)).mean()
         g_loss = g_loss + cfg.tv_weight * tv + cfg.nps_weight * nps
         scalars = {"train/design_tv": tv.detach(), "train/design_nps": nps.detach()}
-    if cfg.diversity_weight and n > 1:  # mode seeking: pairs within the batch; one image has none
-        seek, lz = diversity.mode_seeking(designs, z)
+    if cfg.diversity_weight and designs.shape[0] > 1:  # mode seeking: pairs within the batch; one image has none
+        seek, lz = diversity.mode_seeking(designs, worn.z)
         g_loss, scalars["train/design_diversity"] = g_loss + cfg.diversity_weight * seek, lz.detach()
-        if half:  # and across people: one latent, two wearers (designs for a person)
-            seek_c, lc = diversity.wearer_seeking(designs[:half], others)
+        if worn.half:  # and across people: one latent, two wearers (designs for a person)
+            seek_c, lc = diversity.wearer_seeking(designs[:worn.half], worn.others)
             g_loss, scalars["train/design_diversity_people"] = g_loss + cfg.diversity_weight * seek_c, lc.detach()
-    opts.generator.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opts.generator.step()
-    for h in heads:
-        h.requires_grad_(True)
+    return g_loss, scalars
 
-    scalars = {"train/gen_ce": gen_ce.detach(), "train/gen_acc": (gen_logits.argmax(1) == label).float().mean(),
-               **scalars}
+
+def _attack_scalars(attack: _Attack, label: torch.Tensor, design_scalars: dict) -> dict[str, torch.Tensor]:
+    scalars = {"train/gen_ce": attack.ce.detach(), "train/gen_acc": (attack.logits.argmax(1) == label).float().mean(),
+               **design_scalars}
+    s_ce = attack.s_ce
     if s_ce:  # the primary keeps today's names; these cover every attacked recogniser
-        scalars["train/gen_ce_mean"] = (gen_ce.detach() + sum(c.detach() for c in s_ce)) / (1 + len(s_ce))
-        accs = [(lg.argmax(1) == label).float().mean() for lg in (gen_logits, *s_logits)]
+        scalars["train/gen_ce_mean"] = (attack.ce.detach() + sum(c.detach() for c in s_ce)) / (1 + len(s_ce))
+        accs = [(lg.argmax(1) == label).float().mean() for lg in (attack.logits, *attack.s_logits)]
         scalars["train/gen_acc_mean"] = sum(accs) / len(accs)
         scalars["train/gen_acc_min"] = torch.stack(accs).min()  # the recogniser the designs fool least
-    terms = HEAD_TERMS[cfg.experiment]
-    if terms:
-        # Recogniser head: minimise cross-entropy on the experiment's mixture + lambda * L1.
-        parts = {"generated": feats.detach(), "unmasked": batch.get("feats_unmasked"),
-                 "original_mask": batch.get("feats_masked")}
-        probe = torch.cat([parts[t].to(feats.dtype) for t in terms])
-        ce, head_loss = _head_update(models.head, opts.head, probe, gallery_feats, label.repeat(len(terms)), cfg,
-                                     models.autocast)
-        scalars["train/head_ce"] = ce.detach()
-        scalars["train/head_loss"] = head_loss.detach()
-        # Each surrogate's head on the same mixture, in its own trunk's features (the real photos' from feed:
-        # s_feats_unmasked / s_feats_masked [B, surrogates, widest], each zero-padded to the widest trunk's).
-        real = {"unmasked": "s_feats_unmasked", "original_mask": "s_feats_masked"}
-        for i, (s, f, opt) in enumerate(zip(models.surrogates, s_feats, opts.surrogates)):
-            probe = torch.cat([f.detach() if t == "generated" else batch[real[t]][:, i, :f.shape[1]].to(f.dtype)
-                               for t in terms])
-            _head_update(s.head, opt, probe, s.gallery_feats, label.repeat(len(terms)), cfg, models.autocast)
-    # One transfer (one device sync) for every scalar of the step, not one per .item().
-    values = torch.stack([v.to(torch.float64) for v in scalars.values()]).tolist()
-    out = dict(zip(scalars, values))
-    if not terms:
-        out["train/head_loss"] = 0.0
-    return out
+    return scalars
+
+
+def _heads_update(models: Models, opts: Optimizers, batch: dict, attack: _Attack, gallery_feats: torch.Tensor,
+                  cfg: ObjectiveConfig, terms: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Recogniser heads: each minimises cross-entropy + lambda * L1 on the experiment's mixture `terms`."""
+    label, feats = batch["label"], attack.feats
+    parts = {"generated": feats.detach(), "unmasked": batch.get("feats_unmasked"),
+             "original_mask": batch.get("feats_masked")}
+    probe = torch.cat([parts[t].to(feats.dtype) for t in terms])
+    ce, head_loss = _head_update(models.head, opts.head, probe, gallery_feats, label.repeat(len(terms)), cfg,
+                                 models.autocast)
+    # Each surrogate's head on the same mixture, in its own trunk's features (the real photos' from feed:
+    # s_feats_unmasked / s_feats_masked [B, surrogates, widest], each zero-padded to the widest trunk's).
+    real = {"unmasked": "s_feats_unmasked", "original_mask": "s_feats_masked"}
+    for i, (s, f, opt) in enumerate(zip(models.surrogates, attack.s_feats, opts.surrogates)):
+        probe = torch.cat([f.detach() if t == "generated" else batch[real[t]][:, i, :f.shape[1]].to(f.dtype)
+                           for t in terms])
+        _head_update(s.head, opt, probe, s.gallery_feats, label.repeat(len(terms)), cfg, models.autocast)
+    return {"train/head_ce": ce.detach(), "train/head_loss": head_loss.detach()}
 
 
 def _head_update(head: nn.Module, opt: torch.optim.Optimizer, probe: torch.Tensor, gallery_feats: torch.Tensor,

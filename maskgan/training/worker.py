@@ -14,6 +14,8 @@ import math
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -25,8 +27,8 @@ from maskgan.evaluation.validation import score_set
 from maskgan.models.generators import set_cond_stats
 from maskgan.models.ops import unwrap
 from maskgan.run import build, checkpoints
-from maskgan.training import feed
-from maskgan.training.objective import Models, Optimizers, Surrogate, accelerate, make_optimizers, train_step
+from maskgan.training import feed, resume
+from maskgan.training.objective import Models, Optimizers, accelerate, make_optimizers, train_step
 
 VAL_ROWS = ("unmasked", "original_mask", "generated")
 SKIPPED_NAMED = 5  # skipped shards named in a too-few-rows error; the rest are counted
@@ -54,13 +56,55 @@ def train_loop_per_worker(loop_config: dict) -> None:
         raise
 
 
-def _train(loop_config: dict) -> None:
-    import ray.train
-    import ray.train.torch
+@dataclass
+class Worker:
+    """What one Ray Train worker builds once and every epoch uses."""
 
+    cfg: RunConfig
+    rank: int
+    device: torch.device
+    root: storage.Location  # the data
+    run: storage.Location  # the run folder the driver resolved
+    size: int  # the prepared images' side
+    parts: build.Parts
+    train_gallery: build.TrainGallery  # training sees train identities only
+    models: Models
+    opts: Optimizers
+    shard: object  # this worker's Ray Data shard of the train set
+    resident: feed.ResidentShard  # the rows it keeps on its device once they fit
+    say: Callable[[str], None] | None  # rank 0's progress lines; None on the other ranks
+
+
+def _train(loop_config: dict) -> None:
     _quiet_train_console()
     global _progress_queue
     _progress_queue = loop_config.get("progress")
+    w, start_epoch = _setup(loop_config)
+    cfg, rank = w.cfg, w.rank
+    metrics_sink = _metrics_sink(cfg.train.name) if rank == 0 else None
+    for epoch in range(start_epoch, cfg.train.epochs):
+        unwrap(w.models.generator).train()
+        metrics, skipped_shards = _train_epoch(w, epoch)
+        _stop_if_broken(cfg, w.run, w.root, epoch, metrics, skipped_shards)
+        # The epoch's rows over every worker: the same whatever the worker count (an elastic restart changes it)
+        metrics["train/rows"] = sum(_gather_from_workers(metrics["train/images"]))
+        if rank == 0:
+            metrics.update(_validate(cfg, w.root, w.parts, w.models, w.device))
+        _report(cfg, w.run, rank, w.size, epoch, w.models, w.opts, metrics)
+        if metrics_sink is not None:
+            metrics_sink.log(metrics, step=epoch)
+        if rank == 0:
+            _tell(_progress_line(cfg, epoch, metrics))
+    if metrics_sink is not None:
+        metrics_sink.close()
+
+
+def _setup(loop_config: dict) -> tuple[Worker, int]:
+    """The worker's models (from the starting checkpoint when there is one, wrapped for DDP), optimisers and
+    data sources; and the first epoch to train."""
+    import ray.train
+    import ray.train.torch
+
     cfg = from_dict(loop_config["run"])
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -74,50 +118,41 @@ def _train(loop_config: dict) -> None:
     run = storage.resolve(loop_config["run_uri"], cfg.data.endpoint_url)
     size = build.image_size(root)
     parts = build.build(cfg, device, root)
+    train_gallery = build.TrainGallery.of(root, parts.gallery_feats)
+    start = checkpoints.starting_checkpoint(cfg, run, root, log=functools.partial(_say, cfg))
+    models, opts, start_epoch = _models(cfg, rank, device, size, parts, train_gallery, start, say)
+    resident = feed.ResidentShard(feed.resident_capacity(cfg, root, size, world_size, device, models.autocast,
+                                                         log=_tell if rank == 0 else None))
+    return Worker(cfg, rank, device, root, run, size, parts, train_gallery, models, opts,
+                  ray.train.get_dataset_shard("train"), resident, say), start_epoch
+
+
+def _models(cfg: RunConfig, rank: int, device, size: int, parts: build.Parts, train_gallery: build.TrainGallery,
+            start: checkpoints.Start | None, say) -> tuple[Models, Optimizers, int]:
+    """The step's models and optimisers, loaded from `start` (before DDP wraps them), and the first epoch."""
+    import ray.train.torch
+
     generator = checkpoints.generator_from_arch(checkpoints.arch(cfg, size))
     head = parts.recognizer.head
-    train_gallery = build.TrainGallery.of(root, parts.gallery_feats)  # training sees train identities only
-
-    start = checkpoints.starting_checkpoint(cfg, run, root, log=functools.partial(_say, cfg))
-    start_epoch = _load_weights(start, generator, head, cfg, say, parts.surrogates)
+    start_epoch = resume.load_weights(start, generator, head, cfg, say, parts.surrogates)
     # a conditional generator sees a wearer as their features' distance from the train gallery's (docs/diversity.md)
     set_cond_stats(generator, train_gallery.feats)
     generator = ray.train.torch.prepare_model(generator)
-    s_heads = [s.recognizer.head for s in parts.surrogates]
+    s_heads = [s.head for s in parts.surrogates]
     if cfg.objective.experiment != "exp0":  # DDP wraps only modules that train
         head = ray.train.torch.prepare_model(head)
         s_heads = [ray.train.torch.prepare_model(h) for h in s_heads]
     # Each surrogate trains against its own trunk's features of the train identities' gallery photos.
-    surrogates = tuple(Surrogate(s.spec, s.recognizer.trunk, h, train_gallery.select(s.gallery_feats))
+    surrogates = tuple(replace(s, head=h, gallery_feats=train_gallery.select(s.gallery_feats))
                        for s, h in zip(parts.surrogates, s_heads))
     opts = make_optimizers(generator, head, cfg.objective, surrogates)
-    _load_optimizers(start, opts, cfg)
+    resume.load_optimizers(start, opts, cfg)
     models = accelerate(Models(generator=generator, trunk=parts.recognizer.trunk, head=head,
                                latent_dim=cfg.model.latent_dim,
                                palette=palette.load(cfg.objective.palette).tensor(device), eot=_eot(cfg, rank),
                                surrogates=surrogates),
                         device, cfg.train.precision, cfg.train.compile)
-    shard = ray.train.get_dataset_shard("train")
-    metrics_sink = _metrics_sink(cfg.train.name) if rank == 0 else None
-    resident = feed.ResidentShard(feed.resident_capacity(cfg, root, size, world_size, device, models.autocast,
-                                                         log=_tell if rank == 0 else None))
-
-    for epoch in range(start_epoch, cfg.train.epochs):
-        unwrap(generator).train()
-        metrics, skipped_shards = _train_epoch(cfg, epoch, rank, device, parts, models, opts, shard, resident, say,
-                                               train_gallery)
-        _stop_if_broken(cfg, run, root, epoch, metrics, skipped_shards)
-        # The epoch's rows over every worker: the same whatever the worker count (an elastic restart changes it)
-        metrics["train/rows"] = sum(_gather_from_workers(metrics["train/images"]))
-        if rank == 0:
-            metrics.update(_validate(cfg, root, parts, models, device))
-        _report(cfg, run, rank, size, epoch, models, opts, metrics)
-        if metrics_sink is not None:
-            metrics_sink.log(metrics, step=epoch)
-        if rank == 0:
-            _tell(_progress_line(cfg, epoch, metrics))
-    if metrics_sink is not None:
-        metrics_sink.close()
+    return models, opts, start_epoch
 
 
 # The driver's progress queue (loop_config["progress"]): a line put there is printed once by the driver, whether or
@@ -142,67 +177,28 @@ def _say(cfg: RunConfig, message: str) -> None:
     _tell(f"[{cfg.train.name}] {message}")
 
 
-def _load_weights(start: checkpoints.Start | None, generator, head, cfg: RunConfig, say, surrogates=()) -> int:
-    """Load the starting checkpoint's generator and heads (before DDP wraps them); the first epoch to train.
-    (checkpoints.starting_checkpoint checked that its surrogates are the config's, in order.)"""
-    if start is None:
-        return 0
-    generator.load_state_dict(start.state["generator"])
-    head.load_state_dict(start.state["head"])
-    for s, saved in zip(surrogates, start.state.get("surrogates", [])):
-        s.recognizer.head.load_state_dict(saved["head"])
-    start_epoch = start.state["epoch"] + 1
-    if say:
-        how = "resumed from" if start.resumed else f"started from {cfg.train.init_from}:"
-        say(f"{how} the checkpoint of epoch {start_epoch}")
-    return start_epoch
-
-
-def _load_optimizers(start: checkpoints.Start | None, opts: Optimizers, cfg: RunConfig) -> None:
-    if start is None:
-        return
-    opts.generator.load_state_dict(start.state["g_opt"])
-    if opts.head is not None and start.state["h_opt"]:
-        opts.head.load_state_dict(start.state["h_opt"])
-    for opt, saved in zip(opts.surrogates, start.state.get("surrogates", [])):
-        if opt is not None and saved["h_opt"]:
-            opt.load_state_dict(saved["h_opt"])
-    # The learning rates are this config's, not the saved ones: the same on a resume, the mutated ones
-    # when PBT starts a trial from another's checkpoint; Adam's moments carry over either way.
-    _set_lr(opts.generator, cfg.objective.g_lr)
-    for opt in (opts.head, *opts.surrogates):
-        _set_lr(opt, cfg.objective.head_lr)
-
-
-def _set_lr(opt, lr: float) -> None:
-    if opt is not None:
-        for group in opt.param_groups:
-            group["lr"] = lr
-
-
-def _train_epoch(cfg: RunConfig, epoch: int, rank: int, device, parts: build.Parts, models: Models,
-                 opts: Optimizers, shard, resident: feed.ResidentShard, say,
-                 train_gallery: build.TrainGallery) -> tuple[dict, list[str]]:
+def _train_epoch(w: Worker, epoch: int) -> tuple[dict, list[str]]:
     """One epoch of steps; its metrics (means of the step's scalars, throughput, where the batches came from)
     and the paths of the shards whose rows were skipped (they failed their checksum)."""
+    cfg, rank, device, resident, models = w.cfg, w.rank, w.device, w.resident, w.models
     t0, wait, images, sums, steps, data_stats = time.perf_counter(), 0.0, 0, {}, 0, {}
     filling = resident.capacity > 0 and not resident.ready and epoch < cfg.train.epochs - 1
     if resident.ready:
         batches = resident.batches(cfg.data.batch_size, seed=(cfg.train.seed * 1000 + rank) * 100_000 + epoch)
     else:
-        batches = feed.streamed_batches(shard, cfg, epoch, parts.projector, parts.recognizer.trunk, device,
+        batches = feed.streamed_batches(w.shard, cfg, epoch, w.parts.projector, w.parts.recognizer.trunk, device,
                                         models.autocast, resident if filling else None, data_stats,
                                         tuple(s.trunk for s in models.surrogates))
     drew_resident = resident.ready
     for batch, waited in batches:
         wait += waited
-        out = train_step(models, opts, train_gallery.batch(batch), train_gallery.feats, cfg.objective)
+        out = train_step(models, w.opts, w.train_gallery.batch(batch), w.train_gallery.feats, cfg.objective)
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v
         images += int(batch["label"].shape[0])
         steps += 1
-    if filling and resident.seal(lambda ok: feed.all_workers_agree(ok, device)) and say:
-        say(f"later epochs draw from the {resident.rows} rows resident on {device}")
+    if filling and resident.seal(lambda ok: feed.all_workers_agree(ok, device)) and w.say:
+        w.say(f"later epochs draw from the {resident.rows} rows resident on {device}")
     elapsed = time.perf_counter() - t0
     metrics = {k: v / max(steps, 1) for k, v in sums.items()}
     metrics.update({"epoch": epoch, "train/images": images, "train/images_per_s": images / max(elapsed, 1e-9),
@@ -269,10 +265,9 @@ def _report(cfg: RunConfig, run: storage.Location, rank: int, size: int, epoch: 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            checkpoints.save_checkpoint(tmp, cfg=cfg, size=size, epoch=epoch, generator=unwrap(models.generator),
-                                     head=unwrap(models.head), g_opt=opts.generator, h_opt=opts.head,
-                                     metrics=metrics, surrogates=[(s.name, unwrap(s.head), o) for s, o in
-                                                                  zip(models.surrogates, opts.surrogates)])
+            trained = checkpoints.Trained(unwrap(models.generator), unwrap(models.head), opts.generator, opts.head,
+                                          [(s.spec, unwrap(s.head), o) for s, o in zip(models.surrogates, opts.surrogates)])
+            checkpoints.save_checkpoint(tmp, cfg=cfg, size=size, epoch=epoch, trained=trained, metrics=metrics)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         t_up = time.perf_counter()
         ray.train.report(metrics, checkpoint=checkpoint,

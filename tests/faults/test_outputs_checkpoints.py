@@ -34,8 +34,8 @@ def _checkpoint(run, epoch: int, metrics: dict, damage=None):
     g_opt = torch.optim.Adam(gen.parameters(), lr=1e-3)
     folder = run / f"checkpoint_{epoch:06d}"
     folder.mkdir(parents=True)
-    checkpoints.save_checkpoint(str(folder), cfg=cfg, size=32, epoch=epoch, generator=gen, head=head, g_opt=g_opt,
-                             h_opt=None, metrics=metrics)
+    checkpoints.save_checkpoint(str(folder), cfg=cfg, size=32, epoch=epoch,
+                                trained=checkpoints.Trained(gen, head, g_opt, None), metrics=metrics)
     if damage is not None:
         state = torch.load(folder / "state.pt", weights_only=True)
         damage(state)

@@ -144,9 +144,10 @@ def tiny_run(tmp_path, recognizers) -> str:
     ckpt.mkdir(parents=True)
     gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 64))
     head = Head(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
-    checkpoints.save_checkpoint(str(ckpt), cfg=cfg, size=64, epoch=0, generator=gen, head=head,
-                             g_opt=torch.optim.Adam(gen.parameters()), h_opt=None,
-                             metrics={"acc/val/generated": 0.1}, surrogates=[(s, head, None) for s in recognizers])
+    trained = checkpoints.Trained(gen, head, torch.optim.Adam(gen.parameters()), None,
+                                  [(s, head, None) for s in recognizers])
+    checkpoints.save_checkpoint(str(ckpt), cfg=cfg, size=64, epoch=0, trained=trained,
+                                metrics={"acc/val/generated": 0.1})
     return str(tmp_path / "run")
 
 

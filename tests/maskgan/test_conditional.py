@@ -137,8 +137,9 @@ def _cond_checkpoint(cfg, tmp_path, size=128, stats=None):
     opts = make_optimizers(gen, head, cfg.objective)
     ckpt = tmp_path / "runs" / "r" / "checkpoint_000000"
     ckpt.mkdir(parents=True)
-    checkpoints.save_checkpoint(str(ckpt), cfg=cfg, size=size, epoch=0, generator=gen, head=head, g_opt=opts.generator,
-                             h_opt=opts.head, metrics={"acc/val/generated": 0.5, "acc/val/unmasked": 0.9})
+    checkpoints.save_checkpoint(str(ckpt), cfg=cfg, size=size, epoch=0,
+                                trained=checkpoints.Trained(gen, head, opts.generator, opts.head),
+                                metrics={"acc/val/generated": 0.5, "acc/val/unmasked": 0.9})
     return tmp_path / "runs" / "r"
 
 

@@ -46,7 +46,7 @@ def test_pixel_diversity_is_zero_for_a_constant_generator_and_grows_with_one_tha
 
 def test_mode_seeking_loss_falls_as_designs_spread_and_is_one_over_lz():
     z = torch.randn(8, LATENT, generator=torch.Generator().manual_seed(1))
-    losses = [diversity.mode_seeking_loss(Copy(g)(z), z).item() for g in (0.0, 0.01, 0.1, 1.0)]
+    losses = [diversity.mode_seeking(Copy(g)(z), z)[0].item() for g in (0.0, 0.01, 0.1, 1.0)]  # the step's term
     assert losses[0] == pytest.approx(1 / diversity.EPS)  # collapsed: lz = 0
     assert losses[0] > losses[1] > losses[2] > losses[3]
     # designs = 0.5 + z exactly: image distance equals latent distance, lz = 1
@@ -61,7 +61,7 @@ def test_mode_seeking_loss_falls_as_designs_spread_and_is_one_over_lz():
     before = diversity.pixel_diversity(gen(z))
     for _ in range(5):
         opt.zero_grad()
-        diversity.mode_seeking_loss(gen(z), z).backward()
+        diversity.mode_seeking(gen(z), z)[0].backward()
         opt.step()
     assert diversity.pixel_diversity(gen(z)) > 3 * before
     with pytest.raises(ValueError):

@@ -153,9 +153,9 @@ def test_checkpoint_keeps_the_surrogate_heads_and_refuses_another_list(small_cfg
     run = storage.resolve(str(tmp_path / "runs" / "t"))
     folder = tmp_path / "runs" / "t" / "checkpoint_000000"
     folder.mkdir(parents=True)
-    checkpoints.save_checkpoint(str(folder), cfg=cfg, size=128, epoch=0, generator=gen, head=rec.head,
-                             g_opt=opts.generator, h_opt=opts.head, metrics={},
-                             surrogates=[("random:11", sur.head, opts.surrogates[0])])
+    trained = checkpoints.Trained(gen, rec.head, opts.generator, opts.head,
+                                  [("random:11", sur.head, opts.surrogates[0])])
+    checkpoints.save_checkpoint(str(folder), cfg=cfg, size=128, epoch=0, trained=trained, metrics={})
     data = storage.resolve(cfg.data.uri)
     start = checkpoints.starting_checkpoint(cfg, run, data)
     (saved,) = start.state["surrogates"]

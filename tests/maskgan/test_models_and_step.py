@@ -6,12 +6,12 @@ import pickle
 import pytest
 import torch
 
-from maskgan.config import ObjectiveConfig
+from maskgan.config import GENERATORS, ObjectiveConfig
 from maskgan.design import physical
 from maskgan.models import weights
-from maskgan.models.generators import build_generator
+from maskgan.models.generators import build_generator, is_conditional
 from maskgan.models.projector import Projector
-from maskgan.models.recognizer import build_recognizer
+from maskgan.models.recognizer import FEATURE_DIM, build_recognizer
 from maskgan.training import objective
 
 
@@ -20,6 +20,15 @@ def test_generators_make_designs(name):
     g = build_generator(name, 100, 32, physical.design_hw(128))
     d = g(torch.randn(3, 100))
     assert d.shape == (3, 3, 64, 128) and 0 <= d.min() and d.max() <= 1  # a 2:1 mask panel
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_every_generator_the_config_accepts_builds_and_makes_designs(name):
+    g = build_generator(name, 100, 32, physical.design_hw(128))
+    assert is_conditional(g) == name.startswith("cond_")
+    z = torch.randn(3, 100)
+    d = g(z, torch.rand(3, FEATURE_DIM)) if is_conditional(g) else g(z)
+    assert d.shape == (3, 3, 64, 128) and 0 <= d.min() and d.max() <= 1
 
 
 def test_unknown_generator():

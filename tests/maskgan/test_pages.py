@@ -43,8 +43,9 @@ def tiny_run(cfg, run_dir, epochs: int = 3):
         folder.mkdir(parents=True)
         metrics = {"epoch": epoch, "train/gen_ce": 1.0 + 0.4 * epoch, "train/head_loss": 2.0 - 0.3 * epoch,
                    "acc/val/generated": 0.5 - 0.1 * epoch, "acc/val/unmasked": 0.8, "train/images_per_s": 9.0}
-        checkpoints.save_checkpoint(str(folder), cfg=cfg, size=size, epoch=epoch, generator=gen, head=rec.head,
-                                 g_opt=opts.generator, h_opt=opts.head, metrics=metrics)
+        checkpoints.save_checkpoint(str(folder), cfg=cfg, size=size, epoch=epoch,
+                                    trained=checkpoints.Trained(gen, rec.head, opts.generator, opts.head),
+                                    metrics=metrics)
     return storage.resolve(str(run_dir))
 
 

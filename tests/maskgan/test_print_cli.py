@@ -97,10 +97,10 @@ def tiny_run(tmp_path):
     ckpt.mkdir(parents=True)
     torch.manual_seed(0)
     generator = checkpoints.generator_from_arch(checkpoints.arch(cfg, 64))
-    checkpoints.save_checkpoint(str(ckpt), cfg=cfg, size=64, epoch=2, generator=generator,
-                             head=Head(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)),
-                             g_opt=torch.optim.Adam(generator.parameters()), h_opt=None,
-                             metrics={"acc/val/generated": 0.1, "acc/val/unmasked": 0.9})
+    trained = checkpoints.Trained(generator, Head(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)),
+                                  torch.optim.Adam(generator.parameters()), None)
+    checkpoints.save_checkpoint(str(ckpt), cfg=cfg, size=64, epoch=2, trained=trained,
+                                metrics={"acc/val/generated": 0.1, "acc/val/unmasked": 0.9})
     return tmp_path / "run"
 
 

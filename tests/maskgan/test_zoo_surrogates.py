@@ -247,9 +247,9 @@ def test_a_zoo_surrogates_head_survives_a_checkpoint_round_trip(small_cfg, tmp_p
                                      [objective.Surrogate("zoo:faceplugin", sur.trunk, sur.head, None)])
     folder = tmp_path / "runs" / "t" / "checkpoint_000000"
     folder.mkdir(parents=True)
-    checkpoints.save_checkpoint(str(folder), cfg=cfg, size=128, epoch=0, generator=gen, head=rec.head,
-                             g_opt=opts.generator, h_opt=opts.head, metrics={},
-                             surrogates=[("zoo:faceplugin", sur.head, opts.surrogates[0])])
+    trained = checkpoints.Trained(gen, rec.head, opts.generator, opts.head,
+                                  [("zoo:faceplugin", sur.head, opts.surrogates[0])])
+    checkpoints.save_checkpoint(str(folder), cfg=cfg, size=128, epoch=0, trained=trained, metrics={})
     start = checkpoints.starting_checkpoint(cfg, storage.resolve(str(tmp_path / "runs" / "t")),
                                          storage.resolve(cfg.data.uri))
     (saved,) = start.state["surrogates"]
