@@ -75,7 +75,7 @@ def evaluate(a) -> None:
     if a.design_file:
         print(report.design_lines(a.design_file, evaluate.score_design_file(a.run, a.design_file)))
         return
-    print(evaluate.report_markdown(runner.evaluate_run(a.run, recognizers=zoo_flag(a.recognizers))))
+    print(report.report_markdown(runner.evaluate_run(a.run, recognizers=zoo_flag(a.recognizers))))
 
 
 def zoo_flag(text: str) -> list[str]:
