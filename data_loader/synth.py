@@ -71,9 +71,33 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
     root = storage.resolve(out_uri)
     shards.unpublish(root)
     rng = np.random.default_rng(seed)
-    progress = Progress(f"synth {root.uri}", identities, "identities", log=log)  # ~17 s for 40 identities
     writers = {name: shards.ShardWriter(root, name, shard_size) for name in shards.SETS}
     counts = {name: 0 for name in shards.SETS}
+    progress = Progress(f"synth {root.uri}", identities, "identities", log=log)  # ~17 s for 40 identities
+    split_ids = _write_people(writers, counts, rng, identities, images_per_identity, size, progress)
+    # the adapt pool: after the gallery's, so those faces stay as they were
+    _write_adapt_pool(writers, counts, rng, adapt_identities, adapt_per_identity, size)
+    sets = {}
+    for name, w in writers.items():
+        shard_list = w.close()
+        if shard_list:
+            sets[name] = {"rows": counts[name], "shards": shard_list}
+    manifest = {
+        "source": {"kind": "synthetic", "seed": seed, "images_per_identity": images_per_identity,
+                   "adapt_per_identity": adapt_per_identity, "adapt_identities": adapt_identities},
+        "size": size,
+        "identities": identities,
+        "split_identities": split_ids,
+        "sets": sets,
+        "skipped": [],
+    }
+    shards.write_manifest(root, manifest)
+    return manifest
+
+
+def _write_people(writers: dict, counts: dict, rng: np.random.Generator, identities: int, images_per_identity: int,
+                  size: int, progress: Progress) -> dict[str, int]:
+    """Each identity's gallery photo and its probes (into its split's set); the number of identities per split."""
     split_ids = {s: 0 for s in shards.SPLITS}
     for label in range(identities):
         ident = f"synth-{label:06d}"
@@ -93,7 +117,14 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
                 writers[set_name].add(**row)
                 counts[set_name] += 1
         progress.update(label + 1)
-    for label in range(adapt_identities):  # the adapt pool: after the gallery's, so those faces stay as they were
+    return split_ids
+
+
+def _write_adapt_pool(writers: dict, counts: dict, rng: np.random.Generator, adapt_identities: int,
+                      adapt_per_identity: int, size: int) -> None:
+    """The adapt pool's identities (`synth-adapt-*`, disjoint from the gallery's): a gallery-style photo each and
+    `adapt_per_identity` masked photos with varied masks."""
+    for label in range(adapt_identities):
         ident, p = f"{ADAPT_PREFIX}{label:06d}", identity_params(rng)
         photo = faces.take(p, rng, size)
         writers["adapt"].add(**shards.image_row(label=label, identity=ident, split="adapt", variant="gallery",
@@ -104,22 +135,6 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
                                                     unmasked=photo.unmasked, masked=photo.masked, alpha=photo.alpha,
                                                     landmarks=photo.landmarks))
         counts["adapt"] += 1 + adapt_per_identity
-    sets = {}
-    for name, w in writers.items():
-        shard_list = w.close()
-        if shard_list:
-            sets[name] = {"rows": counts[name], "shards": shard_list}
-    manifest = {
-        "source": {"kind": "synthetic", "seed": seed, "images_per_identity": images_per_identity,
-                   "adapt_per_identity": adapt_per_identity, "adapt_identities": adapt_identities},
-        "size": size,
-        "identities": identities,
-        "split_identities": split_ids,
-        "sets": sets,
-        "skipped": [],
-    }
-    shards.write_manifest(root, manifest)
-    return manifest
 
 
 SIDECAR_BY = "maskgan data synth"  # the sidecar's "by": prepare says how many photos' landmarks came from one
