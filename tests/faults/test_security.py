@@ -26,7 +26,8 @@ def test_runs_exports_logs_and_console_never_hold_credentials(ray_session, ray_l
     """The session's credentials are canaries (the `canaries` fixture), set before its Ray started: the
     shared assets, the session's trained run, an evaluated copy, its exports (to a folder, and to the S3
     server over those very keys), every log Ray wrote and everything printed hold none of them."""
-    from maskgan import assembly, evaluate
+    from maskgan.reporting import runner
+    from maskgan.run import checkpoints
     from tune import export
 
     @ray_session.remote(num_cpus=0)
@@ -36,9 +37,9 @@ def test_runs_exports_logs_and_console_never_hold_credentials(ray_session, ray_l
     assert ray_session.get(worker_env.remote()) == canaries  # the workers that trained held the canaries
     # one checkpoint left, so the exports ship the report evaluated here (a short defender) instead of
     # evaluating their best checkpoint again with the full one
-    (_, older), _ = assembly.list_checkpoints(storage.resolve(trained_run_copy))
+    (_, older), _ = checkpoints.list_checkpoints(storage.resolve(trained_run_copy))
     shutil.rmtree(older.path)
-    report = evaluate.evaluate_run(trained_run_copy, log=print, universal_k=3, defender_steps=5)  # short defender
+    report = runner.evaluate_run(trained_run_copy, log=print, universal_k=3, defender_steps=5)  # short defender
     assert report["epoch"] == 1
     folder = export.export(trained_run_copy, str(tmp_path / "export"), log=print)
     assert folder.checkpoint.startswith(trained_run_copy)
