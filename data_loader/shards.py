@@ -242,11 +242,9 @@ def read_table(root: Location, shard: dict, verify: bool = True) -> pa.Table:
     return with_landmarks(pq.read_table(io.BytesIO(data)))
 
 
-def iter_set(root: Location, set_name: str, columns: Iterable[str] | None = None,
-             manifest: dict | None = None) -> Iterator[dict]:
-    """Decoded numpy batches of one set, one shard at a time (memory bounded by the shard size). `manifest`: the
-    one the command already read (read_manifest), so a command reads manifest.json once; None reads it here."""
-    manifest = read_manifest(root) if manifest is None else manifest
+def iter_set(root: Location, set_name: str, columns: Iterable[str] | None = None) -> Iterator[dict]:
+    """Decoded numpy batches of one set, one shard at a time (memory bounded by the shard size)."""
+    manifest = read_manifest(root)
     for shard in set_shards(root, manifest, set_name):
         table = read_table(root, shard)
         if columns is not None:
@@ -254,11 +252,10 @@ def iter_set(root: Location, set_name: str, columns: Iterable[str] | None = None
         yield decode(table.to_pydict())
 
 
-def iter_first(root: Location, set_name: str, limit: int | None, columns: Iterable[str] | None = None,
-               manifest: dict | None = None) -> Iterator[dict]:
+def iter_first(root: Location, set_name: str, limit: int | None, columns: Iterable[str] | None = None) -> Iterator[dict]:
     """iter_set's batches, cut to the set's first `limit` rows (None: every row)."""
     seen = 0
-    for batch in iter_set(root, set_name, columns, manifest):
+    for batch in iter_set(root, set_name, columns):
         if limit is not None:
             batch = {k: v[: limit - seen] for k, v in batch.items()}
             if not batch or len(next(iter(batch.values()))) == 0:
@@ -269,9 +266,9 @@ def iter_first(root: Location, set_name: str, limit: int | None, columns: Iterab
             return
 
 
-def load_set(root: Location, set_name: str, manifest: dict | None = None) -> dict:
+def load_set(root: Location, set_name: str) -> dict:
     """A whole set as numpy arrays. For small sets only (evaluation, gallery, tests)."""
-    parts = list(iter_set(root, set_name, manifest=manifest))
+    parts = list(iter_set(root, set_name))
     if not parts:
         raise ShardError(f"{root.uri}: set {set_name!r} is empty")
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
