@@ -132,8 +132,12 @@ def _progress_printer(log):
     `log` while Train runs: each line once, on the driver, whether or not Ray forwards worker output."""
     import ray
     from ray.util.queue import Empty, Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    queue = Queue(actor_options={"num_cpus": 0})
+    # On the driver's own node: a queue placed on a worker's node would die with it, and every line after a lost
+    # node (the restart, the epochs that finish the run) with the queue.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     finished = threading.Event()
 
     def pump():

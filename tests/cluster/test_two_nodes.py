@@ -109,6 +109,9 @@ def test_run_across_two_nodes_survives_losing_one(two_nodes, assets, bucket, tmp
     lost = (worker_nodes - {head_id}).pop()
     drivers = [j["driver_node_id"] for j in two_nodes.state("jobs") if "maskgan train" in j["entrypoint"]]
     assert drivers == [head_id], drivers
+    # The queue the workers' progress lines go through lived beside the driver, so the lost node did not take it.
+    queues = {a["node_id"] for a in two_nodes.state("actors", "class_name=_QueueActor")}
+    assert queues == {head_id}, queues
     nodes = {n["node_id"]: n["state"] for n in two_nodes.state("nodes")}
     assert nodes[lost] == "DEAD" and nodes[head_id] == "ALIVE", nodes
     # ... mid-run and mid-epoch: some epochs' checkpoints were committed, the next one's not yet, when it went.
