@@ -17,7 +17,7 @@ from maskgan.reporting import runner
 from maskgan.reporting.headline import headline, seeds_table
 from maskgan.training import pretrain, train
 
-DEMO_UNIVERSAL_K = 4  # universal designs scored (evaluation's default is 8): keeps the demo near 5 minutes
+DEMO_UNIVERSAL_K = 4  # eval.universal_k (its default is 8): keeps the demo near 5 minutes
 # Real pretrained recognisers (maskgan.models.zoo, converted at install time by `maskgan recognizers fetch`): the
 # generator attacks the two MobileFaceNets white-box (each its own fine-tuned last layer) together with the
 # adapted stand-in, and is judged on two of other families it never saw: dlib's ResNet (the torch port, and
@@ -80,7 +80,7 @@ def prepare(cfg, identities: int = DEMO_IDENTITIES, images_per_identity: int = D
 
 def run(out: str = "demo_out", identities: int = DEMO_IDENTITIES, images_per_identity: int = DEMO_PHOTOS,
         epochs: int = 8,
-        experiment: str = "exp1", generator: str = "fc3", universal_k: int = DEMO_UNIVERSAL_K,
+        experiment: str = "exp1", generator: str = "fc3",
         surrogates: list[str] | tuple | None = None, seeds: int = 1, log=print) -> dict:
     """The demo: one run (training seed 0), or `seeds` runs on the same data (training seeds 0..seeds-1) and
     one table of their verdicts; returns the (last) report. `surrogates`: None for the demo's own choice
@@ -92,14 +92,15 @@ def run(out: str = "demo_out", identities: int = DEMO_IDENTITIES, images_per_ide
     cfg = recipes.debug_cpu(out).replace(train={"epochs": epochs},
                                         objective={"experiment": experiment},
                                         model={"generator": generator, "recognizers": list(surrogates)},
-                                        eval={"held_out": held_out(log), "max_probes": 32})
+                                        eval={"held_out": held_out(log), "max_probes": 32,
+                                              "universal_k": DEMO_UNIVERSAL_K})
     log("maskgan demo: the whole pipeline on synthetic data, about 5 minutes on a 2-core machine "
         + (f"per seed, {seeds} training seeds " if seeds > 1 else "") + "(the wall time is printed at the end)")
     prepare(cfg, identities, images_per_identity, log=log)
     reports = []
     for seed in range(seeds):
         seeded = cfg if seeds == 1 else cfg.replace(train={"seed": seed, "name": f"{cfg.train.name}_seed{seed}"})
-        reports.append(_train_and_evaluate(seeded, universal_k, log))
+        reports.append(_train_and_evaluate(seeded, log))
     if seeds > 1:
         log("")
         log(seeds_table(reports, "test"))
@@ -108,7 +109,7 @@ def run(out: str = "demo_out", identities: int = DEMO_IDENTITIES, images_per_ide
     return reports[-1]
 
 
-def _train_and_evaluate(cfg, universal_k: int, log=print) -> dict:
+def _train_and_evaluate(cfg, log=print) -> dict:
     """Steps 4-5 for one config: GAN training, then evaluation; prints the headline and where report.md and the
     rest went (report.md's tables are a page long: the terminal gets the verdicts, the file the detail)."""
     run_loc = train.run_location(cfg)
@@ -119,7 +120,7 @@ def _train_and_evaluate(cfg, universal_k: int, log=print) -> dict:
         + (f", attacking {len(cfg.model.recognizers) + 1} recognisers together" if cfg.model.recognizers else "") + ")")
     result = train.fit(cfg, log=log)
     log(f"[5/5] evaluation of {result.run_uri}")
-    report = runner.evaluate_run(result.run_uri, log=log, universal_k=universal_k)
+    report = runner.evaluate_run(result.run_uri, log=log)
     log("")
     log(headline(report, "test"))
     log("")

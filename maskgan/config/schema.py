@@ -184,6 +184,9 @@ ZOO_NAMES = ("dlib", "hse", "faceplugin", "expo")
 SEED_RANGE = "[0, 4294967295]"
 
 
+UNIVERSAL_K = 8  # eval.universal_k's default
+
+
 @dataclass
 class EvalConfig:
     """What `maskgan evaluate` scores besides the attacked recogniser: the recogniser x row matrix (held-out
@@ -191,6 +194,8 @@ class EvalConfig:
 
     held_out: list[str] = field(default_factory=list)  # recognisers the generator never saw (specs: see above)
     max_probes: int = ranged(64, "[1, 10000000]")  # probes per split scored by every held-out recogniser
+    # fixed universal designs scored per run (seeded from train.seed): each is worn by every probe of every split
+    universal_k: int = ranged(UNIVERSAL_K, "[1, 1000]")
     # the adaptive defender: a copy of the attacked head fine-tunes this many Adam steps at this rate on train
     # identities wearing the universal designs (0 steps: no defender)
     defender_steps: int = ranged(100, "[0, 1000000]")

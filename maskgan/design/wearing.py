@@ -25,6 +25,7 @@ import io
 import torch
 
 from data_loader import shards, storage
+from maskgan.config import UNIVERSAL_K
 from maskgan.design import design_file, physical
 from maskgan.models.generators import is_conditional, universal
 from maskgan.models.ops import to_float_images, trunk_features, unwrap
@@ -47,7 +48,6 @@ PHYSICAL_SUFFIX = "_physical"
 ORIGINAL_PHYSICAL = "original_mask" + PHYSICAL_SUFFIX
 PHYSICAL_CONTROLS = (ORIGINAL_PHYSICAL, *(c + PHYSICAL_SUFFIX for c in CONTROLS))
 FOR_PERSON = "for_person"  # conditional generators: each probe wears the design made from its own features
-UNIVERSAL_K = 8  # fixed designs scored per run (no `eval` config section yet: evaluate_run's universal_k)
 
 
 @torch.no_grad()

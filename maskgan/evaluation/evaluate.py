@@ -23,7 +23,7 @@ from data_loader import shards, storage
 from maskgan.config import RunConfig
 from maskgan.design import design_file, diversity, palette, printability
 from maskgan.design.physical import design_hw
-from maskgan.design.wearing import (CONTROLS, FOR_PERSON, PHYSICAL, PHYSICAL_CONTROLS, ROWS, UNIVERSAL, UNIVERSAL_K,
+from maskgan.design.wearing import (CONTROLS, FOR_PERSON, PHYSICAL, PHYSICAL_CONTROLS, ROWS, UNIVERSAL,
                                     for_person_latents, mask_space, person_designs, universal_designs,
                                     with_physical_controls, worn)
 from maskgan.evaluation import defender, embedders, scoring, transfer, verdicts
@@ -239,11 +239,11 @@ def _after_defender(loaded: Loaded, cal: RunCalibration, uni: Universal, held_ou
 
 
 def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, splits=shards.SPLITS,
-                        universal_k: int = UNIVERSAL_K, defender_steps: int | None = None,
+                        universal_k: int | None = None, defender_steps: int | None = None,
                         cache_dir: str | None = None, recognizers=()) -> Report:
     """The Report of exactly this checkpoint (nothing written): report.json's dict and what it was scored with.
     With cfg.eval.held_out, `recognizers` holds the recogniser x row matrix of the held-out splits (dlib's
-    descriptors cached under `cache_dir`, else a temporary folder). `defender_steps` None: cfg.eval's."""
+    descriptors cached under `cache_dir`, else a temporary folder). `universal_k`, `defender_steps` None: cfg.eval's."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load(state, ckpt_loc, device)
     loaded = dataclasses.replace(loaded, cfg=with_held_out(loaded.cfg, recognizers))
@@ -252,7 +252,7 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
     if cal.attacked is None:
         log("warning: the data has no calibration or adapt set: thresholds are calibrated per split on the "
             "split's own unmasked photos (not held apart)")
-    uni = _universal(loaded, universal_k, log)
+    uni = _universal(loaded, cfg.eval.universal_k if universal_k is None else universal_k, log)
     present = _present(manifest, splits, log)
     scores = _score_splits(loaded, cal, uni, present, log)
     report = _summary(state, ckpt_loc, loaded, cal, uni, scores)

@@ -33,11 +33,12 @@ from maskgan.run import build, checkpoints
 def universal_settings(state: dict, checkpoint: storage.Location, log=print) -> tuple[int, int]:
     """(how many universal designs, their seed) as evaluation scored them for this checkpoint.
 
-    evaluate_run's defaults (UNIVERSAL_K, train.seed); when the run's report.json scored this very checkpoint, its
+    evaluate_run's defaults (eval.universal_k, train.seed); when the run's report.json scored this very checkpoint, its
     `universal_k` and `universal_seed`. A report of another checkpoint is named in a warning (it did not score
     what is printed)."""
 
-    count, seed = wearing.UNIVERSAL_K, checkpoints.config_of(state).train.seed
+    cfg = checkpoints.config_of(state)
+    count, seed = cfg.eval.universal_k, cfg.train.seed
     report_loc = storage.resolve(checkpoint.uri.rsplit("/", 1)[0], checkpoint.endpoint).join("report.json")
     if not storage.exists(report_loc):  # an export folder, or a run not evaluated yet
         return count, seed

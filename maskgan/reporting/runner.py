@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from data_loader import shards, storage
-from maskgan.design.wearing import UNIVERSAL_K, designs_png
+from maskgan.design.wearing import designs_png
 from maskgan.evaluation.evaluate import evaluate_checkpoint
 from maskgan.evaluation.result import Report
 from maskgan.reporting.pages.run_page import write_report_page
@@ -22,7 +22,7 @@ def faces_png(result: Report) -> bytes:
                        seed=result.loaded.cfg.train.seed)
 
 
-def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int = UNIVERSAL_K,
+def evaluate_run(run_uri: str, log=print, splits=shards.SPLITS, universal_k: int | None = None,
                  defender_steps: int | None = None, recognizers=()) -> dict:
     """Full evaluation of a run's latest good checkpoint; writes report.json, report.md, designs.png, report.html
     and returns report.json's dict. `recognizers`: more held-out specs (zoo:<name>) scored beside the config's

@@ -97,7 +97,7 @@ def test_torn_checkpoint_is_named_and_the_previous_one_used(trained_run_copy, sm
     state, loc = checkpoints.latest_checkpoint(run, log=warnings.append)
     assert (state["epoch"], loc.uri) == (e0, loc0.uri)
     assert "checksum mismatch" in warnings[0] and "state.pt" in warnings[0] and os.path.basename(loc1.path) in warnings[0]
-    report = runner.evaluate_run(trained_run_copy, log=lambda *_: None, defender_steps=5)  # a short defender
+    report = runner.evaluate_run(trained_run_copy, log=lambda *_: None, universal_k=3, defender_steps=5)  # short
     assert report["epoch"] == e0
     # resuming falls back to the good checkpoint and redoes the torn epoch
     resumed = train.fit(cfg.replace(train={"epochs": 3}), resume=True)

@@ -111,7 +111,10 @@ def _saved_run(assets, tmp_path):
     from maskgan.run import build, checkpoints
     from maskgan.training.objective import make_optimizers
 
-    cfg = recipes.debug_cpu(str(assets)).replace(train={"storage": str(tmp_path / "runs"), "name": "r"})
+    # A short defender and three designs (the export evaluates): what is tested is that the file scores as the
+    # report says, not the defender (its real length: test_train_e2e.py).
+    cfg = recipes.debug_cpu(str(assets)).replace(train={"storage": str(tmp_path / "runs"), "name": "r"},
+                                                 eval={"defender_steps": 5, "universal_k": 3})
     torch.manual_seed(0)
     gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128))
     head = build.load_recognizer(cfg.model.recognizer_weights, "cpu").head
@@ -138,6 +141,7 @@ def test_an_exported_design_png_scored_from_disk_scores_as_the_report_says(asset
     report = json.loads((out / "report.json").read_text())
     assert card["evaluation"]["same_checkpoint"] and report["checkpoint"].endswith("checkpoint_000000")
     pngs = sorted(p.name for p in (out / "designs").iterdir())
+    assert report["universal_k"] == 3  # eval.universal_k of the run's config
     assert pngs == [f"universal_{i}.png" for i in range(report["universal_k"])]
     assert "after_defender" in report and "test" in report["after_defender"]["rows"]["universal"]
 

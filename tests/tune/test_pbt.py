@@ -1,7 +1,7 @@
 """PBT on the shared Ray session: the trial with ci.yaml's planted collapsed recogniser (below the guard) is
 replaced by a clone of the healthy trial's checkpoint with resampled/perturbed rates, and trains on from there instead of from scratch.
 
-2 trials x 4 epochs, both running at once (no pauses for pending trials); ~3 minutes on 2 CPUs.
+2 trials x 6 epochs (EPOCHS), both running at once (no pauses for pending trials); about 3 to 4 minutes on 2 CPUs.
 """
 
 import json
