@@ -70,7 +70,7 @@ npm:
 test: venv system-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
-# The development loop: no Ray cluster, no training subprocess (tests/conftest.py marks those `slow`).
+# The development loop: no Ray cluster, no training subprocess, no whole evaluation (tests/conftest.py marks those `slow`).
 test-quick: venv system-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow"
 

@@ -6,6 +6,7 @@ network like any S3), Ray is a real local cluster with 2 CPUs, the recogniser ha
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import socket
@@ -43,10 +44,25 @@ _RAY_CANARIES = ("RAY_AUTH_TOKEN", "GRAFANA_TOKEN")  # RAY_AUTH_TOKEN is unused 
 _RAY_ADDRESS_INFO: dict = {}  # ray.init's answer for the session's instance (its session_dir: ray_logs)
 
 
+# A whole evaluation of a checkpoint (every split, every design, the defender; an export runs one) takes 15 to 60 s
+# on 2 cores even on the tiny assets: a test whose body runs one is `slow` too, for the whole suite, not the
+# development loop. (Scoring one batch or one design is not a whole evaluation.)
+WHOLE_EVALUATION = ("evaluate_run(", "evaluate_checkpoint(", "export.export(")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())) or _runs_a_whole_evaluation(item):
             item.add_marker(pytest.mark.slow)
+
+
+def _runs_a_whole_evaluation(item) -> bool:
+    function = getattr(item, "function", None)
+    try:
+        source = inspect.getsource(function) if function else ""
+    except (OSError, TypeError):
+        return False
+    return any(call in source for call in WHOLE_EVALUATION)
 
 
 def free_port() -> int:

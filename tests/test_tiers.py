@@ -1,0 +1,46 @@
+"""The two tiers: `make test-quick` leaves out what starts Ray or runs a whole evaluation (tests/conftest.py marks
+those `slow`); a rule that marked nothing, or everything, would make the quick tier a lie either way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT_CONFTEST = Path(__file__).parent / "conftest.py"
+
+
+def _evaluates(runner, run):
+    return runner.evaluate_run(run, universal_k=3)
+
+
+def _exports(export, run, out):
+    export.export(run, out)
+
+
+def _scores_one_design(scoring, batch):
+    return scoring.score_batch(batch)
+
+
+class _Item(SimpleNamespace):
+    def __init__(self, function, fixtures=()):
+        super().__init__(function=function, fixturenames=list(fixtures), markers=[])
+
+    def add_marker(self, marker):
+        self.markers.append(marker.name)
+
+
+@pytest.mark.parametrize(("function", "fixtures", "slow"), [
+    (_evaluates, (), True),
+    (_exports, (), True),
+    (_scores_one_design, ("ray_session",), True),
+    (_scores_one_design, ("assets", "tmp_path"), False),
+], ids=["whole-evaluation", "export", "ray-fixture", "quick"])
+def test_slow_is_what_starts_ray_or_runs_a_whole_evaluation(function, fixtures, slow, pytestconfig):
+    # the conftest pytest loaded for this session (not a second import of it)
+    conftest = next(p for p in pytestconfig.pluginmanager.get_plugins()
+                    if Path(getattr(p, "__file__", "") or "-").resolve() == ROOT_CONFTEST.resolve())
+    item = _Item(function, fixtures)
+    conftest.pytest_collection_modifyitems([item])
+    assert (item.markers == ["slow"]) is slow, item.markers
