@@ -95,13 +95,28 @@ def make_scheduler(kind: str, space: Space, sweep_uri: str | None = None):
                                reduction_factor=space.asha["reduction_factor"])
     if kind == "pbt":
         from ray import tune
-        from ray.tune.schedulers import PopulationBasedTraining
 
         # Every perturbation_interval epochs, a trial in the bottom quarter restarts from a top-quarter trial's
         # checkpoint (see trial._adopt) with its learning rates and lambda resampled (25 %) or scaled by 0.8 / 1.2.
         mutations = {k: (tune.loguniform if k.endswith("_lr") else tune.uniform)(low, high)
                      for k, (low, high) in space.pbt["mutations"].items()}
-        return PopulationBasedTraining(time_attr=TIME_ATTR, perturbation_interval=space.pbt["perturbation_interval"],
-                                       hyperparam_mutations=mutations, quantile_fraction=0.25,
-                                       resample_probability=0.25)
+        return _pbt_before_the_last_epoch(space.base.train.epochs, time_attr=TIME_ATTR,
+                                          perturbation_interval=space.pbt["perturbation_interval"],
+                                          hyperparam_mutations=mutations, quantile_fraction=0.25,
+                                          resample_probability=0.25)
     raise SweepError(f"--scheduler {kind}: unknown (asha, pbt, none)")
+
+
+def _pbt_before_the_last_epoch(epochs: int, **kwargs):
+    """Tune's PopulationBasedTraining, except at a trial's last report (its final epoch): an exploit there would
+    restart the trial only to copy the donor's final checkpoint over its own run and train nothing after it, so the
+    trial's row would be a copy of the donor's and its own result lost."""
+    from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+
+    class PBTBeforeTheLastEpoch(PopulationBasedTraining):
+        def on_trial_result(self, tune_controller, trial, result):
+            if result.get(TIME_ATTR, 0) >= epochs:
+                return TrialScheduler.CONTINUE
+            return super().on_trial_result(tune_controller, trial, result)
+
+    return PBTBeforeTheLastEpoch(**kwargs)

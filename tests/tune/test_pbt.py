@@ -31,6 +31,8 @@ def pbt_sweep(ray_session, make_space, tmp_path_factory):
 
     data = yaml.safe_load(open(space))
     data["base"]["train"]["epochs"] = EPOCHS
+    # every checkpoint kept: the one trained right after a clone must still be there when a later clone follows
+    data["base"]["train"]["num_to_keep"] = EPOCHS
     yaml.safe_dump(data, open(space, "w"), sort_keys=False)
     lines = []
     result = sweep.run(space, storage_uri=str(tmp / "sweeps"), scheduler="pbt", log=lines.append)
@@ -51,20 +53,34 @@ def test_pbt_clones_the_healthy_trial_into_the_collapsed_one(pbt_sweep):
         assert donor in rows and donor != row["trial"]
         run = storage.resolve(row["run"])
         lineage = json.loads(storage.read_text(run.join(trial.LINEAGE)))
-        clone_epoch = int(lineage[-1]["epoch"])
+        listed = dict(checkpoints.list_checkpoints(run))
+        epochs = sorted(listed)
+        assert max(epochs) == EPOCHS - 1 and row["epochs"] == EPOCHS
+        # With two trials PBT may exploit at every report but the last: what is checked is the last clone this
+        # trial then trained an epoch from.
+        def _name(epoch):
+            return listed[epoch].uri.rstrip("/").rsplit("/", 1)[-1]
+
+        trained_on = [int(c["epoch"]) for c in lineage if int(c["epoch"]) + 1 in listed
+                      and not _name(int(c["epoch"]) + 1).startswith(trial.CLONE_PREFIX)]
+        assert trained_on, f"no epoch was trained from any clone: lineage {lineage}, checkpoints {epochs}"
+        # ... and never at the trial's last epoch (tune/schedulers.py leaves that report alone)
+        assert all(int(c["epoch"]) < EPOCHS - 1 for c in lineage), lineage
+        clone_epoch = trained_on[-1]
         # the clone is a checkpoint of this trial's run, and training went on from it, not from scratch
-        epochs = [e for e, _ in checkpoints.list_checkpoints(run)]
-        assert clone_epoch in epochs and max(epochs) == EPOCHS - 1 and row["epochs"] == EPOCHS
-        clone = next(loc for e, loc in checkpoints.list_checkpoints(run) if e == clone_epoch)
-        assert clone.uri.rstrip("/").rsplit("/", 1)[-1] == f"{trial.CLONE_PREFIX}{clone_epoch:04d}"
+        assert clone_epoch in epochs
+        clone = listed[clone_epoch]
+        assert _name(clone_epoch) == f"{trial.CLONE_PREFIX}{clone_epoch:04d}"
         # the rates it trained on after the clone are its own (mutated) config's, not the donor's saved ones
+        after = _state(listed[clone_epoch + 1])
+        cfg = after["config"]["objective"]
+        assert after["g_opt"]["param_groups"][0]["lr"] == pytest.approx(cfg["g_lr"])
+        assert after["h_opt"]["param_groups"][0]["lr"] == pytest.approx(cfg["head_lr"])
+        # the table's rate is what the trial's last checkpoint trained with
         final = _state(checkpoints.latest_checkpoint(run)[1])
-        cfg = final["config"]["objective"]
-        assert final["g_opt"]["param_groups"][0]["lr"] == pytest.approx(cfg["g_lr"])
-        assert final["h_opt"]["param_groups"][0]["lr"] == pytest.approx(cfg["head_lr"])
-        assert row["objective.head_lr"] == pytest.approx(cfg["head_lr"])
+        assert row["objective.head_lr"] == pytest.approx(final["config"]["objective"]["head_lr"])
         # Adam's step count went on from the donor's: the optimiser state came with the weights
-        assert float(final["g_opt"]["state"][0]["step"]) > float(_state(clone)["g_opt"]["state"][0]["step"])
+        assert float(after["g_opt"]["state"][0]["step"]) > float(_state(clone)["g_opt"]["state"][0]["step"])
     def collapsed(r):
         return r["model.recognizer_weights"].endswith("recognizer_collapsed.pt")
 

@@ -197,6 +197,20 @@ def test_asha_rung_records_survive_a_driver_restart(tmp_path):
     assert forgetful.on_trial_result(None, T("c"), {"epochs_done": 1, guard.METRIC: 1.0}) == "CONTINUE"
 
 
+def test_pbt_leaves_a_trials_last_report_alone():
+    """An exploit at a trial's last epoch would copy the donor's final checkpoint over the trial's run and train
+    nothing after it: that report is answered CONTINUE without PBT; an earlier one goes to PBT (which, given no
+    trial it knows, fails looking it up)."""
+    space = parse_space({"name": "p", "base": {"data": {"uri": "/d"}, "model": {"projector": "/p.pt"},
+                                                "train": {"epochs": 4}},
+                         "pbt": {"perturbation_interval": 1, "mutations": {"objective.g_lr": [1.0e-3, 1.0e-1]}}})
+    pbt = schedulers.make_scheduler("pbt", space)
+    pbt.set_search_properties(guard.METRIC, "min")  # as the Tuner sets it
+    assert pbt.on_trial_result(None, None, {guard.TIME_ATTR: 4, guard.METRIC: 1.0}) == "CONTINUE"
+    with pytest.raises(KeyError):
+        pbt.on_trial_result(None, None, {guard.TIME_ATTR: 3, guard.METRIC: 1.0})
+
+
 def test_relative_paths_are_the_users_and_missing_data_is_one_line(tmp_path, monkeypatch, maskgan_cli):
     monkeypatch.chdir(tmp_path)
     space = sweep.with_absolute_paths(load_space(os.path.join(SPACES, "paper.yaml")))
