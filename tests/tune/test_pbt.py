@@ -31,7 +31,8 @@ def pbt_sweep(ray_session, make_space, tmp_path_factory):
 
     data = yaml.safe_load(open(space))
     data["base"]["train"]["epochs"] = EPOCHS
-    # every checkpoint kept: the one trained right after a clone must still be there when a later clone follows
+    # every checkpoint kept: the epoch trained right after a clone (Ray Train keeps num_to_keep of its own; the
+    # clone it does not manage) must still be there after the epochs that follow it
     data["base"]["train"]["num_to_keep"] = EPOCHS
     yaml.safe_dump(data, open(space, "w"), sort_keys=False)
     lines = []
