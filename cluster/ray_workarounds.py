@@ -10,6 +10,14 @@ group ...02000000"), and Train's detached PlacementGroupCleaner exits with the p
 the new one, and its CPUs stay reserved for the life of the cluster. On a 2-CPU cluster a leaked 0.5-CPU worker
 bundle next to two resumed trials' bundles leaves 0.5 CPU, so Ray Data's 1-CPU read tasks never start and a
 resumed sweep waits forever. `free_leaked_placement_groups` frees such groups before a sweep schedules trials.
+
+Credentials in Ray's logs (ray-project/ray#28276, "Secure Env Variables"; open): Tune copies the driver's
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and session token into every trial actor's runtime_env (the private
+`ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE`, Ray 2.60), and Ray's runtime-env agent writes each
+runtime_env it creates, values included, to the session's runtime_env_agent.log. `keep_credentials_out_of_trials`
+takes the AWS names out of that set (the one reach into Ray's internals here), so trials read credentials from
+their node's own environment: a local Ray inherits the driver's when the driver starts it, and on KubeRay they
+come from the pod (a Secret or a cloud role), never from a log line.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ from dataclasses import dataclass
 # The newest Ray (major, minor) known to leak placement groups as above. Past it, the cleanup does nothing: check
 # ray-project/ray#62753 when upgrading Ray, and raise this if it is still open (tests/tune's killed-driver resume hangs if so).
 LEAKED_PLACEMENT_GROUPS_LAST_AFFECTED = (2, 60)
+# The newest Ray known to copy AWS credentials into trials' runtime_env; check ray-project/ray#28276 (or Tune's
+# class_cache.py) when upgrading Ray, and raise this if it still does (tests/tune's log scan fails if so).
+CREDENTIALS_IN_TRIAL_ENV_LAST_AFFECTED = (2, 60)
 _STATE_LIMIT = 10_000  # the state API server's own cap (RAY_MAX_LIMIT_FROM_API_SERVER)
 _RECENT_DEATH_MS = 300_000  # a job that died this recently may still have a registration in flight
 
@@ -33,6 +44,20 @@ def leaks_placement_groups(ray_version: str | None = None) -> bool:
 
         ray_version = ray.__version__
     return Version(ray_version).release[:2] <= LEAKED_PLACEMENT_GROUPS_LAST_AFFECTED
+
+
+def keep_credentials_out_of_trials(ray_version: str | None = None) -> frozenset[str]:
+    """Stop Tune copying the driver's AWS credentials into trial actors' runtime_env (logged by Ray in plain text:
+    see the module docstring); return the names it no longer copies. Nothing past the last affected Ray."""
+    import ray
+    from packaging.version import Version
+    from ray.tune.execution import class_cache  # private: ray-project/ray#28276; remove when Ray stops copying
+
+    if Version(ray_version or ray.__version__).release[:2] > CREDENTIALS_IN_TRIAL_ENV_LAST_AFFECTED:
+        return frozenset()
+    dropped = frozenset(n for n in class_cache.ENV_VARS_TO_PROPAGATE if n.startswith("AWS_"))
+    class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - dropped
+    return dropped
 
 
 def free_leaked_placement_groups(timeout_s: float = 60.0, settle_s: float = 1.0, watch_s: float = 15.0,

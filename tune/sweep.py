@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import json
 
-from cluster.ray_workarounds import free_leaked_placement_groups
+from cluster.ray_workarounds import free_leaked_placement_groups, keep_credentials_out_of_trials
 from data_loader import ranges, storage
 from data_loader.ray_session import ensure_ray
 from maskgan import config as mconfig
@@ -68,6 +68,7 @@ def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, s
     check_scheduler(space, scheduler)
     preflight(space.base)
     ensure_ray(address, log=log)
+    keep_credentials_out_of_trials()  # Tune would put the AWS keys in every trial's runtime_env, which Ray logs
     free_placement_groups_of_killed_drivers(log)
     runs = loc.join("runs")
     if not resume:

@@ -5,6 +5,7 @@ import os
 import pytest
 import yaml
 
+from cluster.ray_workarounds import keep_credentials_out_of_trials
 from tune import guard, results, schedulers, sweep, trial
 from tune.space import Guard, SpaceError, load_space, param_space, parse_space, trial_config
 
@@ -280,3 +281,25 @@ def test_pbt_clone_replaces_the_weak_run_once_and_a_vanished_donor_keeps_it(tmp_
     # the trial restarted before reporting from the clone: the same start is not copied again
     assert trial._adopt(cfg, run, start, guard, lines.append).train.init_from == str(clone)
     assert (clone / "meta.json").stat().st_mtime_ns == mtime and len(json.loads((weak / "pbt.json").read_text())) == 1
+
+
+def test_trials_no_longer_get_the_drivers_aws_keys_in_their_logged_runtime_env(monkeypatch):
+    """Tune puts the driver's AWS keys in each trial actor's runtime_env, which Ray writes to its logs; after
+    keep_credentials_out_of_trials it puts none there (other variables still travel)."""
+    from ray.tune.execution import class_cache
+
+    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", class_cache.ENV_VARS_TO_PROPAGATE)  # undone after
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-secret")
+    monkeypatch.setenv("RAY_CHDIR_TO_TRIAL_DIR", "0")
+
+    def trial_env():
+        class Trainable:
+            pass
+        # the options ray.remote recorded for the trial actor class (private: what Tune's cache asked for)
+        return class_cache._ActorClassCache().get(Trainable)._default_options["runtime_env"]["env_vars"]
+
+    assert trial_env()["AWS_SECRET_ACCESS_KEY"] == "canary-secret"  # Ray 2.60 does copy it: the reason for the fix
+    assert keep_credentials_out_of_trials() >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    env = trial_env()
+    assert "AWS_SECRET_ACCESS_KEY" not in env and env["RAY_CHDIR_TO_TRIAL_DIR"] == "0"
+    assert keep_credentials_out_of_trials("99.0.0") == frozenset()  # a Ray past the bug is left alone

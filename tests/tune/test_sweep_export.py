@@ -158,6 +158,24 @@ def test_asha_stops_a_trial_early_and_the_guard_keeps_collapsed_trials_from_winn
     assert best in healthy
 
 
+def test_the_sweep_leaves_no_credentials_in_rays_logs(resumed_sweep, ray_logs, canaries):
+    """Tune copies the driver's AWS keys into each trial's runtime_env, which Ray logs in plain text
+    (runtime_env_agent.log); the sweep stops that (cluster/ray_workarounds.py). The keys were in the sweep driver's
+    environment all along (the session's S3 server sets them), and its trials ran."""
+    assert resumed_sweep["result"]["rows"]  # trials ran, from a killed driver's sweep and an in-process resume
+    secrets = [canaries[k].encode() for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+    scanned = 0
+    for root, _, files in os.walk(ray_logs):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    text = f.read()
+                scanned += 1
+                assert not any(s in text for s in secrets), f"an AWS credential is in {path}"
+    assert scanned > 10 and os.path.exists(os.path.join(ray_logs, "runtime_env_agent.log"))
+
+
 def test_results_and_paper_tables(resumed_sweep):
     d = resumed_sweep["dir"]
     with open(d / "results.csv") as f:
