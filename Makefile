@@ -70,9 +70,10 @@ npm:
 test: venv system-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
-# The development loop: no Ray cluster, no training subprocess, no whole evaluation (tests/conftest.py marks those `slow`).
+# The development loop: no Ray cluster, no training subprocess, no whole evaluation (tests/conftest.py marks those `slow`),
+# on two processes (pytest-xdist; torch keeps one thread each). `make test` stays one process: one Ray per session.
 test-quick: venv system-packages
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow" -n 2
 
 # The README's screenshots of report.html and index.html (docs/img/): the page tests, which build a tiny run and a
 # fake sweep and open them in headless Chromium, save the top of each page there.

@@ -139,22 +139,69 @@ def bucket(s3_server, request):
     return name
 
 
+# The session's assets are the same bytes for the same code and seed, so they are built once per state of the code
+# that makes them and kept in ASSET_CACHE/<key> (MASKGAN_TEST_ASSET_CACHE; "off": always build); each session
+# works on its own copy, since tests add files there. The key hashes every file under ASSET_SOURCES, this file,
+# and torch's and numpy's versions: a change to any of them builds afresh.
+ASSET_CACHE = os.environ.get("MASKGAN_TEST_ASSET_CACHE", os.path.expanduser("~/.cache/maskgan/test-assets"))
+ASSET_SOURCES = ("data_loader", "maskgan")
+
+
+def _asset_key() -> str:
+    import hashlib
+
+    import numpy
+    import torch
+
+    h = hashlib.sha256(f"{torch.__version__} {numpy.__version__}".encode())
+    files = [os.path.abspath(__file__)] + sorted(
+        os.path.join(d, f) for src in ASSET_SOURCES for d, _, names in os.walk(os.path.join(ROOT, src))
+        for f in names if f.endswith(".py"))
+    for path in files:
+        h.update(os.path.relpath(path, ROOT).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:20]
+
+
+def _build_assets(root) -> None:
+    from data_loader import synth
+    from maskgan.training import pretrain
+
+    data = str(root / "data")
+    synth.generate(data, identities=24, images_per_identity=4, adapt_per_identity=4, adapt_identities=30, seed=0)
+    pretrain.train_projector(data, str(root / "projector.pt"), epochs=20, max_images=200, log=lambda *_: None)
+    pretrain.adapt_recognizer(data, str(root / "recognizer.pt"), base="random", log=lambda *_: None)
+
+
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory):
     """Tiny synthetic dataset + trained projector + adapted recogniser, shared by the whole session.
 
     24 identities (chance 4 %), 4 probe photos each; the same recipe as the demo, smaller. 30 adapt identities
     (150 unmasked photos): the held-apart calibration set then holds 10 875 impostor pairs, enough for FAR 1e-3
-    (maskgan.evaluation.calibration needs 10 / FAR).
+    (maskgan.evaluation.calibration needs 10 / FAR). Built once per state of the code (ASSET_CACHE above).
     """
-    from data_loader import synth
-    from maskgan.training import pretrain
-
     root = tmp_path_factory.mktemp("assets")
-    data = str(root / "data")
-    synth.generate(data, identities=24, images_per_identity=4, adapt_per_identity=4, adapt_identities=30, seed=0)
-    pretrain.train_projector(data, str(root / "projector.pt"), epochs=20, max_images=200, log=lambda *_: None)
-    pretrain.adapt_recognizer(data, str(root / "recognizer.pt"), base="random", log=lambda *_: None)
+    if ASSET_CACHE == "off":
+        _build_assets(root)
+        return root
+    cached = os.path.join(ASSET_CACHE, _asset_key())
+    if not os.path.isdir(cached):
+        import pathlib
+        import tempfile
+
+        os.makedirs(ASSET_CACHE, exist_ok=True)
+        building = tempfile.mkdtemp(prefix=".building-", dir=ASSET_CACHE)  # beside it: the rename stays atomic
+        try:
+            _build_assets(pathlib.Path(building))
+            os.rename(building, cached)  # another session (a parallel worker) may have put it there first
+        except OSError:
+            if not os.path.isdir(cached):
+                raise
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    shutil.copytree(cached, root, dirs_exist_ok=True)
     return root
 
 
