@@ -286,9 +286,16 @@ def test_pbt_clone_replaces_the_weak_run_once_and_a_vanished_donor_keeps_it(tmp_
 def test_trials_no_longer_get_the_drivers_aws_keys_in_their_logged_runtime_env(monkeypatch):
     """Tune puts the driver's AWS keys in each trial actor's runtime_env, which Ray writes to its logs; after
     keep_credentials_out_of_trials it puts none there (other variables still travel)."""
+    import importlib.util
+
     from ray.tune.execution import class_cache
 
-    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", class_cache.ENV_VARS_TO_PROPAGATE)  # undone after
+    # Ray's own set, read from its source: an in-process sweep earlier in the session has already trimmed the
+    # module's (test_pbt.py). Set for this test only.
+    spec = importlib.util.find_spec(class_cache.__name__)
+    as_shipped = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(as_shipped)
+    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", as_shipped.ENV_VARS_TO_PROPAGATE)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-secret")
     monkeypatch.setenv("RAY_CHDIR_TO_TRIAL_DIR", "0")
 
