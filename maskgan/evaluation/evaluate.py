@@ -28,7 +28,7 @@ from maskgan.design.wearing import (CONTROLS, FOR_PERSON, PHYSICAL, PHYSICAL_CON
                                     with_physical_controls, worn)
 from maskgan.evaluation import defender, embedders, scoring, transfer, verdicts
 from maskgan.evaluation.result import Report
-from maskgan.evaluation.scorer import Loaded, RunCalibration, Scorer, load, run_calibration
+from maskgan.evaluation.scorer import Loaded, RunCalibration, Scorer, TrunkMemo, load, run_calibration
 from maskgan.evaluation.validation import score_probes
 from maskgan.models.ops import to_float_images, trunk_features
 from maskgan.run import build, checkpoints
@@ -254,9 +254,12 @@ def evaluate_checkpoint(state: dict, ckpt_loc: storage.Location, log=print, spli
             "split's own unmasked photos (not held apart)")
     uni = _universal(loaded, cfg.eval.universal_k if universal_k is None else universal_k, log)
     present = _present(manifest, splits, log)
+    held_out = [s for s in present if s != "train"]
+    # the defender scores the held-out splits again, with its own head on the same frozen trunk and on the same
+    # images: their trunk features are kept for it
+    loaded = dataclasses.replace(loaded, scorer=dataclasses.replace(loaded.scorer, memo=TrunkMemo(held_out)))
     scores = _score_splits(loaded, cal, uni, present, log)
     report = _summary(state, ckpt_loc, loaded, cal, uni, scores)
-    held_out = [s for s in present if s != "train"]
     if cfg.eval.held_out and held_out:
         report["recognizers"] = _recognizer_matrix(loaded, cal, uni, held_out, cache_dir, log)
         report["calibration"].update({n: c["calibration"] for n, c in report["recognizers"]["columns"].items()

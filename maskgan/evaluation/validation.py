@@ -33,14 +33,15 @@ class Draws:
 
 @torch.no_grad()
 def score_batch(batch: dict, rows, scorer: Scorer, draws: Draws, designs: dict | None = None,
-                batch_index: int = 0) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
+                batch_index: int = 0, set_name: str | None = None) -> tuple[dict[str, scoring.ProbeScores], np.ndarray]:
     """Per-probe scores of each row for one decoded batch, and the impostor similarities of its unmasked photos.
 
     A row named in `designs` wears that one fixed design ([1,3,h,w] in [0,1], mask space) on every probe; a
     `PHYSICAL/<i>` row wears it through the held-out physical transforms (seeded by batch_index and i); a
     `FOR_PERSON/<i>` entry holds a latent [1, latent_dim] instead, and each probe wears the design a conditional
     generator makes from it and the probe's own unmasked photo. Every physical row of a batch (designs and
-    their paired controls, ORIGINAL_PHYSICAL included) draws from the one seed of batch_index."""
+    their paired controls, ORIGINAL_PHYSICAL included) draws from the one seed of batch_index. `set_name` names
+    the batch's images (set, batch_index, row) for the scorer's memo of trunk features."""
     s = scorer
     masked, unmasked, space = probe_photos(batch, s.projector, s.device)
     label = batch["label"].astype(np.int64)
@@ -58,7 +59,8 @@ def score_batch(batch: dict, rows, scorer: Scorer, draws: Draws, designs: dict |
             imgs = worn(masked, space, designs[row].to(s.device))
         else:
             imgs = row_images(row, masked, unmasked, space, s.generator, s.latent_dim, draws.gen, cond)
-        sims = (s.embed(imgs).float() @ s.gallery_emb.float().T).cpu().numpy()
+        key = None if set_name is None else (set_name, batch_index, row)
+        sims = (s.embed(imgs, key).float() @ s.gallery_emb.float().T).cpu().numpy()
         out[row] = scoring.probe_scores(sims, label)
         if row == "unmasked":
             impostor = scoring.impostor_similarities(sims, label, draws.rng)
@@ -72,7 +74,7 @@ def score_probes(root: storage.Location, set_name: str, rows, scorer: Scorer, de
     parts: dict[str, list] = {r: [] for r in rows}
     impostors = []
     for index, batch in enumerate(shards.iter_first(root, set_name, max_probes, PROBE_COLUMNS)):
-        scored, impostor = score_batch(batch, rows, scorer, draws, designs, batch_index=index)
+        scored, impostor = score_batch(batch, rows, scorer, draws, designs, batch_index=index, set_name=set_name)
         for row, s in scored.items():
             parts[row].append(s)
         impostors.append(impostor)
