@@ -67,11 +67,16 @@ npm:
 	    [ "$$CI" != true ]; \
 	  fi; }
 
+# The whole suite, in two runs: the quick tier on two processes (as test-quick), then the `slow` tier in one
+# process (one Ray per session: two processes would start two clusters on the same cores). Both always run; the
+# target fails if either did.
 test: venv system-packages
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
+	@$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow" -n 2; quick=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30 -m slow; slow=$$?; \
+	echo "quick tier: exit $$quick; slow tier: exit $$slow"; [ $$quick = 0 ] && [ $$slow = 0 ]
 
 # The development loop: no Ray cluster, no training subprocess, no whole evaluation (tests/conftest.py marks those `slow`),
-# on two processes (pytest-xdist; torch keeps one thread each). `make test` stays one process: one Ray per session.
+# on two processes (pytest-xdist; torch keeps one thread each).
 test-quick: venv system-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow" -n 2
 
