@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 
@@ -24,10 +25,16 @@ def _run_cli(*args, cwd=None, timeout=180) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def _interruptible() -> None:
+    # A suite started as a background job of a non-interactive shell (`make test &`) inherits SIGINT ignored, and
+    # so would this command, which then never sees the Ctrl-C the test sends; a user at a terminal has the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_cli(*args) -> subprocess.Popen:
-    """`maskgan ARGS...` started in the background (for tests that signal it mid-way)."""
+    """`maskgan ARGS...` started in the background (for tests that signal it mid-way), with SIGINT as at a terminal."""
     return subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env())
+                            env=_env(), preexec_fn=_interruptible)
 
 
 def _one_error_line(r) -> str:
