@@ -9,24 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from data_loader import storage
-from maskgan.config import ConfigError, recipes
+from maskgan.config import ConfigError
 from maskgan.design import wearing
 from maskgan.evaluation import embedders, evaluate, scoring, transfer, validation
 from maskgan.evaluation.scorer import Scorer
 from maskgan.reporting import headline, report, report_matrix
-from maskgan.run import build, checkpoints, preflight
+from maskgan.run import checkpoints, preflight
 
 PROBES = 12
-
-
-@pytest.fixture(scope="module")
-def built(assets):
-    cfg = recipes.debug_cpu(str(assets))
-    parts = build.build(cfg, "cpu")
-    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128)).eval()
-    designs = {f"{wearing.UNIVERSAL}/{i}": d.unsqueeze(0)
-               for i, d in enumerate(wearing.universal_designs(gen, cfg.model.latent_dim, k=2, seed=0))}
-    return cfg, parts, gen, designs
 
 
 def mask_blind() -> embedders.Embedder:

@@ -5,28 +5,14 @@ answered from it."""
 import copy
 
 import numpy as np
-import pytest
 import torch
 
 from data_loader import storage
-from maskgan.config import recipes
 from maskgan.design import wearing
 from maskgan.evaluation import validation
 from maskgan.evaluation.scorer import Scorer, TrunkMemo
-from maskgan.run import build, checkpoints
 
 ROWS = ["unmasked", "original_mask", "generated", "noise"]  # generated and noise draw from the pass's seed
-
-
-@pytest.fixture(scope="module")
-def built(assets):
-    cfg = recipes.debug_cpu(str(assets))
-    parts = build.build(cfg, "cpu")
-    gen = checkpoints.generator_from_arch(checkpoints.arch(cfg, 128)).eval()
-    designs = {f"{wearing.UNIVERSAL}/{i}": d.unsqueeze(0)
-               for i, d in enumerate(wearing.universal_designs(gen, cfg.model.latent_dim, k=2, seed=0))}
-    designs.update(wearing.with_physical_controls(designs, "test"))
-    return cfg, parts, gen, designs
 
 
 def _other_head(head):
@@ -47,6 +33,7 @@ def _same(a: dict, b: dict) -> None:
 
 def test_a_second_head_on_the_same_trunk_scores_exactly_as_without_the_memo_and_reuses_its_features(built):
     cfg, parts, gen, designs = built
+    designs = {**designs, **wearing.with_physical_controls(designs, "test")}
     rec, root = parts.recognizer, storage.resolve(cfg.data.uri)
     rows = ROWS + list(designs)
     plain = Scorer.of(rec.trunk, rec.head, parts.projector, parts.gallery_feats, "cpu", gen, cfg.model.latent_dim,
