@@ -24,9 +24,10 @@ class TrunkMemo:
 
     Why: the adaptive defender scores the held-out splits again with another head on the same trunk, on the very
     same images, and the trunk's forward is most of an evaluation's time (on the test assets, 24 of 35 s). Each
-    entry keeps a fingerprint of its images (shape, and each one's sum and position-weighted sum), so other images under the same
-    key are embedded afresh, never answered from here. Only the `sets` named are kept (those scored again), up to
-    `max_bytes` of features; beyond that they are computed again. Features stay where the trunk put them."""
+    entry keeps a fingerprint of its images (shape, and each image's sum and position-weighted sum in float32), so
+    other images under the same key are embedded afresh, never answered from here. Only the `sets` named are kept
+    (those scored again), up to `max_bytes` of features; beyond that they are computed again. Features stay where
+    the trunk put them."""
 
     def __init__(self, sets=(), max_bytes: int = 1 << 30):
         self.sets, self.max_bytes, self.kept_bytes, self.hits = set(sets), max_bytes, 0, 0
@@ -35,8 +36,8 @@ class TrunkMemo:
     @staticmethod
     def fingerprint(images: torch.Tensor) -> tuple:
         """Each image's sum and position-weighted sum (one matrix-vector product: no copy of the batch)."""
-        flat = images.detach().reshape(images.shape[0], -1)
-        weights = torch.linspace(1.0, 2.0, flat.shape[1], device=flat.device, dtype=flat.dtype)
+        flat = images.detach().reshape(images.shape[0], -1).float()  # half precision would blur the sums
+        weights = torch.linspace(1.0, 2.0, flat.shape[1], device=flat.device)
         return tuple(images.shape), tuple(flat.sum(1).tolist()), tuple((flat @ weights).tolist())
 
     def __len__(self) -> int:
