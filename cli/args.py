@@ -189,7 +189,7 @@ def _recognizer(rc) -> None:
     ra = _leaf(rc, "adapt", "fit the recogniser head on a synthetic dataset's adapt photos", "recognizer adapt")
     ra.add_argument("--data", required=True, help="dataset URI with an 'adapt' set (synthetic data)")
     ra.add_argument("--out", required=True, help="where to write the adapted weights (path or s3://)")
-    ra.add_argument("--base", default="random", help="starting weights: random, vggface2, casia-webface, path, s3://")
+    ra.add_argument("--base", default="random", help="starting weights: random, random-compact (a small fast trunk), vggface2, casia-webface, path, s3://")
     ra.add_argument("--steps", type=ranged(int, "[1, 1000000]"), default=300,
                     help="optimiser steps on the head (default: 300)")
 

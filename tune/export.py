@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 from data_loader import shards, storage
+from maskgan.config import NAMED_WEIGHTS
 from maskgan.design import wearing
 from maskgan.evaluation import evaluate
 from maskgan.models.generators import universal
@@ -236,7 +237,7 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
             "illustrative_only": report.get("illustrative_only")},
         "data": {"uri": cfg.data.uri, "manifest_sha256": manifest_sha},
         "recognizer": {"weights": weights,
-                       "sha256": None if weights in ("random", "vggface2", "casia-webface")
+                       "sha256": None if weights in NAMED_WEIGHTS
                        else _file_sha256(weights, cfg.data.endpoint_url),
                        "description": (report or {}).get("recognizer")},
         "projector": {"uri": cfg.model.projector, "sha256": _file_sha256(cfg.model.projector, cfg.data.endpoint_url)},

@@ -32,6 +32,11 @@ PRETRAINED = {
     "vggface2": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
     "casia-webface": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
 }
+# Seeded random recogniser weights by name, and the trunk each builds (maskgan.models.recognizer): `random` is
+# facenet's InceptionResnetV1, `random-compact` a small convolutional trunk with the same 1792-d features at about a
+# tenth of the arithmetic (fast smoke runs and the test suite; no more a face recogniser than `random`).
+RANDOM_WEIGHTS = {"random": "facenet", "random-compact": "compact"}
+NAMED_WEIGHTS = (*RANDOM_WEIGHTS, *PRETRAINED)  # recogniser weights named, not read from a file
 
 
 def ranged(default, interval: str):
@@ -66,7 +71,7 @@ class ModelConfig:
     # side of one colour cell of the design, in design pixels: the generator draws a grid of cells, upsampled
     # bilinearly (smooth blocks a printer reproduces). 1: every pixel its own output (the paper's)
     cell_px: int = ranged(1, "[1, 64]")
-    recognizer_weights: str = "random"  # vggface2 | casia-webface | random | path | s3:// URI
+    recognizer_weights: str = "random"  # vggface2 | casia-webface | random | random-compact | path | s3:// URI
     # EXTRA white-box surrogates attacked together with recognizer_weights: the generator's loss
     # averages over all of them, each has its own head trained as the experiment says. Specs: random:<seed>
     # (a facenet trunk initialised from the seed, its own fresh head), random, a pretrained name, a path or
@@ -236,7 +241,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"train.name: {name!r} must be a plain folder name (no '/', not starting with '.')")
     w = cfg.model.recognizer_weights
     if not w:
-        raise ConfigError(f"model.recognizer_weights: required ({', '.join(PRETRAINED)}, random, a path or s3:// URI)")
+        raise ConfigError(f"model.recognizer_weights: required ({', '.join(NAMED_WEIGHTS)}, a path or s3:// URI)")
     if cfg.train.min_workers > cfg.train.num_workers:
         raise ConfigError(f"train.min_workers: {cfg.train.min_workers} is more than train.num_workers "
                           f"{cfg.train.num_workers} (0 keeps the worker count fixed)")
@@ -288,8 +293,8 @@ def check_surrogate(path: str, spec: str, attacked: list, held_out) -> None:
 def check_held_out(path: str, spec: str, before=()) -> None:
     """One held-out recogniser spec is well formed (whether its weights load is preflight's question)."""
     if not spec or spec != spec.strip():
-        raise ConfigError(f"{path}: {spec!r}: expected random:<seed>, dlib, zoo:<name>, random, "
-                          f"{', '.join(PRETRAINED)}, a path or s3:// URI")
+        raise ConfigError(f"{path}: {spec!r}: expected random:<seed>, dlib, zoo:<name>, "
+                          f"{', '.join(NAMED_WEIGHTS)}, a path or s3:// URI")
     if spec in before:
         raise ConfigError(f"{path}: {spec!r} is listed twice")
     name = zoo_name(spec)
@@ -321,7 +326,7 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     """Relative local paths in a config mean the driver's working directory; Ray workers run elsewhere."""
 
     def fix(value: str) -> str:
-        if not value or "://" in value or os.path.isabs(value) or value in ("random", *PRETRAINED):
+        if not value or "://" in value or os.path.isabs(value) or value in NAMED_WEIGHTS:
             return value
         return os.path.abspath(value)
 

@@ -1,5 +1,6 @@
 """Recogniser: facenet-pytorch InceptionResnetV1, trunk frozen, last 512-unit layer (last_linear + last_bn)
-fine-tuned, as in the paper.
+fine-tuned, as in the paper. `CompactNet` is the other trunk a recogniser can have (weights `random-compact`): the
+same 1792-d features and head at a fraction of the arithmetic, for smoke runs and the test suite.
 
 facenet_pytorch's package __init__ imports MTCNN, which imports torchvision; the CPU torch wheel has no
 matching torchvision on PyPI. `_inception_resnet_v1()` registers the parent package without running its
@@ -64,6 +65,47 @@ def crop_to_face(x: torch.Tensor, face_box: tuple[float, float, float, float]) -
     return F.interpolate(x[:, :, y0:y1, x0:x1], size=(FACE_SIDE, FACE_SIDE), mode="bilinear", align_corners=False)
 
 
+class CompactNet(nn.Module):
+    """A small convolutional trunk with facenet's interface: five stride-2 3 x 3 convolutions (32 to 448 channels,
+    BatchNorm, ReLU), average-pooled to 2 x 2 and flattened (448 x 4 = FEATURE_DIM), then facenet's last_linear +
+    last_bn. About 77 M multiply-adds a 128 px photo against facenet's 810 M: a training step on a CPU is several
+    times faster. Pooled to 2 x 2, not to one value a channel: on the tests' synthetic people a global pool left
+    half the unmasked probes unrecognised. Randomly initialised it is no face recogniser; adapted (`maskgan
+    recognizer adapt`) it is a mask-aware stand-in, as `random` is, but a weaker one (docs/testing.md)."""
+
+    WIDTHS = (3, 32, 64, 128, 256, 448)
+
+    def __init__(self):
+        super().__init__()
+        layers = []
+        for cin, cout in zip(self.WIDTHS, self.WIDTHS[1:]):
+            conv = nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False)
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")  # keeps the activations' scale layer to layer
+            layers += [conv, nn.BatchNorm2d(cout), nn.ReLU()]
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2))
+        self.last_linear = nn.Linear(FEATURE_DIM, 512, bias=False)  # facenet's head, shape for shape
+        self.last_bn = nn.BatchNorm1d(512, eps=0.001, momentum=0.1, affine=True)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _facenet_features(n: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    for layer in (n.conv2d_1a, n.conv2d_2a, n.conv2d_2b, n.maxpool_3a, n.conv2d_3b, n.conv2d_4a,
+                  n.conv2d_4b, n.repeat_1, n.mixed_6a, n.repeat_2, n.mixed_7a, n.repeat_3, n.block8,
+                  n.avgpool_1a):
+        x = layer(x)
+    return x
+
+
+ARCHITECTURES = ("facenet", "compact")  # maskgan.config.RANDOM_WEIGHTS names a random initialisation of each
+
+
+def architecture(state_dict: dict) -> str:
+    """Which trunk a recogniser state dict is for: CompactNet's keys start with `body.`, facenet's never do."""
+    return "compact" if any(k.startswith("body.") for k in state_dict) else "facenet"
+
+
 class Trunk(nn.Module):
     """Everything before last_linear: image -> 1792-d features. Frozen, always in eval mode.
 
@@ -86,10 +128,7 @@ class Trunk(nn.Module):
         if self.face_box is not None:
             x = crop_to_face(x, self.face_box)
         x = facenet_input(x)
-        for layer in (n.conv2d_1a, n.conv2d_2a, n.conv2d_2b, n.maxpool_3a, n.conv2d_3b, n.conv2d_4a,
-                      n.conv2d_4b, n.repeat_1, n.mixed_6a, n.repeat_2, n.mixed_7a, n.repeat_3, n.block8,
-                      n.avgpool_1a):
-            x = layer(x)
+        x = n.features(x) if isinstance(n, CompactNet) else _facenet_features(n, x)
         return x.flatten(1)
 
 
@@ -140,19 +179,23 @@ class Surrogate:
 RANDOM_SEED = 1234  # "random" weights are the same in every process: workers must agree
 
 
-def build_recognizer(state_dict: dict | None, seed: int = RANDOM_SEED) -> tuple[Trunk, Head]:
-    """Trunk and head from a facenet state dict (None: random initialisation from `seed`; another seed gives the
-    held-out random trunks of maskgan.evaluation.embedders)."""
-    cls = _inception_resnet_v1()
+def build_recognizer(state_dict: dict | None, seed: int = RANDOM_SEED, arch: str = "facenet") -> tuple[Trunk, Head]:
+    """Trunk and head from a recogniser state dict, whose keys say its architecture (None: `arch` randomly
+    initialised from `seed`; another seed gives the held-out random trunks of maskgan.evaluation.embedders)."""
+    if state_dict is not None:
+        arch = architecture(state_dict)
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown recogniser architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = cls(pretrained=None, classify=False)
+        net = CompactNet() if arch == "compact" else _inception_resnet_v1()(pretrained=None, classify=False)
     if state_dict is not None:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("logits.")}
         missing, unexpected = net.load_state_dict(state_dict, strict=False)
         if missing or unexpected:
+            name = "the compact trunk" if arch == "compact" else "InceptionResnetV1"
             raise ValueError(
-                f"recogniser weights do not fit InceptionResnetV1 (missing: {missing[:3]}, unexpected: {unexpected[:3]})")
+                f"recogniser weights do not fit {name} (missing: {missing[:3]}, unexpected: {unexpected[:3]})")
     head = Head(net.last_linear, net.last_bn)
     net.last_linear = None  # the head owns these now; the trunk's state dict no longer carries them
     net.last_bn = None
@@ -160,6 +203,6 @@ def build_recognizer(state_dict: dict | None, seed: int = RANDOM_SEED) -> tuple[
 
 
 def recognizer_state(trunk: Trunk, head: Head) -> dict:
-    """The full facenet state dict (trunk + head), loadable by InceptionResnetV1 and by build_recognizer."""
+    """The full state dict (trunk + head), loadable by build_recognizer (a facenet one by InceptionResnetV1 too)."""
     state = {**trunk.net.state_dict(), **head.state_dict()}
     return {k: v.detach().cpu().clone() for k, v in state.items()}

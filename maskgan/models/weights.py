@@ -15,7 +15,7 @@ import warnings
 import torch
 
 from data_loader import storage
-from maskgan.config import PRETRAINED
+from maskgan.config import PRETRAINED, RANDOM_WEIGHTS
 from maskgan.models.recognizer import _inception_resnet_v1
 
 
@@ -80,8 +80,8 @@ def save_torch(obj: dict, uri: str, endpoint: str | None = None) -> None:
 
 def recognizer_state(spec: str, endpoint: str | None = None) -> tuple[dict | None, dict]:
     """(state dict or None for random, description). The description says what the numbers mean."""
-    if spec == "random":
-        return None, {"weights": "random", "pretrained": False}
+    if spec in RANDOM_WEIGHTS:
+        return None, {"weights": spec, "pretrained": False}
     if spec in PRETRAINED:
         _inception_resnet_v1()  # registers facenet_pytorch without its torchvision-needing __init__
         from facenet_pytorch.models.utils.download import download_url_to_file

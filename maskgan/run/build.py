@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from data_loader import face_box, shards, storage
-from maskgan.config import PRETRAINED, RANDOM_TRUNK, RunConfig, zoo_name
+from maskgan.config import PRETRAINED, RANDOM_TRUNK, RANDOM_WEIGHTS, RunConfig, zoo_name
 from maskgan.models import weights, zoo_surrogate
 from maskgan.models.ops import to_float_images, trunk_features
 from maskgan.models.projector import Projector
@@ -25,7 +25,7 @@ class Recognizer:
 
 
 def load_recognizer(spec: str, device, endpoint: str | None = None, crop: tuple | None = None) -> Recognizer:
-    """Trunk + head from weights (`random`, a pretrained name, a path or s3:// URI) or, for a
+    """Trunk + head from weights (`random`, `random-compact`, a pretrained name, a path or s3:// URI) or, for a
     model.recognizers surrogate, `random:<seed>`: the trunk embedders.random_trunk builds, with its own head.
     `crop`: the face box its trunk crops every input to (`face_crop`; None: the whole photo)."""
     if zoo_name(spec) is not None:  # a real pretrained recogniser: its network frozen, its last layer the head
@@ -36,7 +36,8 @@ def load_recognizer(spec: str, device, endpoint: str | None = None, crop: tuple 
     else:
         (state, desc), seed = weights.recognizer_state(spec, endpoint), None
     try:
-        trunk, head = build_recognizer(state) if seed is None else build_recognizer(None, seed=seed)
+        trunk, head = (build_recognizer(state, arch=RANDOM_WEIGHTS.get(spec, "facenet")) if seed is None
+                       else build_recognizer(None, seed=seed))
     except ValueError as e:
         raise weights.WeightsError(f"{spec}: {e}") from None
     trunk.face_box = crop

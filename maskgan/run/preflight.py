@@ -12,7 +12,7 @@ way the workers will load it. The errors are the loaders' own (`user_error = Tru
 from __future__ import annotations
 
 from data_loader import shards, storage
-from maskgan.config import PRETRAINED, RANDOM_TRUNK, ConfigError, RunConfig
+from maskgan.config import NAMED_WEIGHTS, RANDOM_TRUNK, ConfigError, RunConfig
 from maskgan.design import palette
 from maskgan.models import dlib_recognizer, weights
 from maskgan.models.recognizer import MIN_INPUT
@@ -39,10 +39,10 @@ def inputs(cfg: RunConfig) -> storage.Location:
     for _ in shards.iter_set(data, "gallery", columns=["label"]):  # every gallery shard read and verified
         pass
     build.face_crop(cfg.data.face_crop, cfg.model.recognizer_weights, manifest, data.uri)  # face: a box recorded
-    if cfg.model.recognizer_weights not in ("random", *PRETRAINED):
+    if cfg.model.recognizer_weights not in NAMED_WEIGHTS:
         build.load_recognizer(cfg.model.recognizer_weights, "cpu", cfg.data.endpoint_url)  # loads, fits
     for i, spec in enumerate(cfg.model.recognizers):  # the surrogates' weights files, as the workers load them
-        if not spec.startswith(RANDOM_TRUNK) and spec not in ("random", *PRETRAINED):
+        if not spec.startswith(RANDOM_TRUNK) and spec not in NAMED_WEIGHTS:
             try:
                 build.load_recognizer(spec, "cpu", cfg.data.endpoint_url)
             except weights.WeightsError as e:
@@ -63,7 +63,7 @@ def check_held_out(cfg: RunConfig) -> None:
     for i, spec in enumerate(cfg.eval.held_out):
         if spec == "dlib":
             dlib_recognizer.model_dir()
-        elif not spec.startswith(RANDOM_TRUNK) and spec not in ("random", *PRETRAINED):
+        elif not spec.startswith(RANDOM_TRUNK) and spec not in NAMED_WEIGHTS:
             try:
                 build.load_recognizer(spec, "cpu", cfg.data.endpoint_url)
             except weights.WeightsError as e:

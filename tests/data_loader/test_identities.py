@@ -233,7 +233,7 @@ def test_train_and_evaluate_run_end_to_end_on_identity_data(prepared, tmp_path):
     assert fitted["arch"] == "dilated"  # auto: masks drawn from landmarks in several colours
     assert fitted["iou"] < 0.9 and said[-1].startswith(f"WARNING: projector IoU {fitted['iou']:.3f} is below 0.9")
     cfg = recipes.debug_cpu(str(tmp_path)).replace(
-        data={"uri": data, "batch_size": 4}, model={"projector": projector, "recognizer_weights": "random"},
+        data={"uri": data, "batch_size": 4}, model={"projector": projector, "recognizer_weights": "random-compact"},
         train={"epochs": 1, "num_workers": 1, "cpus_per_worker": 1.0, "val_probes": 0,
                "storage": f"s3://{BUCKET}/runs", "name": "ident"})
     small = tmp_path / "small"  # images facenet cannot take are refused before Ray starts, in one line

@@ -85,7 +85,7 @@ def test_training_runs_from_the_bucket(bucket_data, s3_server, tmp_path):
     pretrain.train_projector(data, f"s3://{BUCKET}/projector.pt", epochs=2, max_images=64, log=lambda *_: None)
     cfg = config.from_dict({
         "data": {"uri": data, "endpoint_url": s3_server, "batch_size": 8, "shuffle_buffer": 16},
-        "model": {"recognizer_weights": "random", "projector": f"s3://{BUCKET}/projector.pt"},
+        "model": {"recognizer_weights": "random-compact", "projector": f"s3://{BUCKET}/projector.pt"},
         "train": {"epochs": 1, "num_workers": 2, "use_gpu": False, "cpus_per_worker": 0.5,
                   "storage": f"s3://{BUCKET}/runs", "name": "from-bucket", "val_probes": 8},
     })

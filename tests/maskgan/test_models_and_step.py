@@ -11,7 +11,7 @@ from maskgan.design import physical
 from maskgan.models import weights
 from maskgan.models.generators import build_generator, is_conditional
 from maskgan.models.projector import Projector
-from maskgan.models.recognizer import FEATURE_DIM, build_recognizer
+from maskgan.models.recognizer import FEATURE_DIM, CompactNet, build_recognizer, recognizer_state
 from maskgan.training import objective
 
 
@@ -72,6 +72,32 @@ def test_random_recogniser_is_reproducible_and_trunk_frozen():
     assert all(p.requires_grad for p in h1.parameters())
     t1.train()
     assert not t1.training  # BatchNorm statistics of the trunk stay fixed
+
+
+def test_random_compact_weights_build_the_small_trunk_and_a_file_of_it_loads_as_it(tmp_path):
+    from maskgan.config import RunConfig, absolute_paths
+    from maskgan.run import build
+
+    rec = build.load_recognizer("random-compact", "cpu")
+    assert isinstance(rec.trunk.net, CompactNet) and rec.desc == {"weights": "random-compact", "pretrained": False}
+    assert not isinstance(build.load_recognizer("random", "cpu").trunk.net, CompactNet)  # `random` stays facenet
+    x = torch.rand(3, 3, 128, 128)
+    feats = rec.trunk(x)
+    assert feats.shape == (3, FEATURE_DIM) and feats.std() > 0  # the width every caller of a trunk expects
+    # written and read back as a weights file, its keys say what it is: the same features, the same embeddings
+    state = recognizer_state(rec.trunk, rec.head)
+    weights.save_torch({"state_dict": state, "meta": {"base": "random-compact"}}, str(tmp_path / "c.pt"))
+    again = build.load_recognizer(str(tmp_path / "c.pt"), "cpu")
+    assert isinstance(again.trunk.net, CompactNet) and torch.equal(again.trunk(x), feats)
+    assert torch.allclose(again.head(feats), rec.head(feats))
+    del state["body.3.weight"]  # a layer short: one line naming the file and the trunk it does not fit
+    weights.save_torch({"state_dict": state, "meta": {}}, str(tmp_path / "short.pt"))
+    with pytest.raises(weights.WeightsError, match=r"short\.pt: recogniser weights do not fit the compact trunk "
+                                                   r"\(missing: \['body\.3\.weight'\]"):
+        build.load_recognizer(str(tmp_path / "short.pt"), "cpu")
+    # a name, not a file: never made absolute against the working directory
+    cfg = RunConfig().replace(data={"uri": "d"}, train={"storage": "s"}, model={"recognizer_weights": "random-compact"})
+    assert absolute_paths(cfg).model.recognizer_weights == "random-compact"
 
 
 def _models(experiment):

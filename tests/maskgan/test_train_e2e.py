@@ -19,11 +19,12 @@ from maskgan.run.checkpoints import CheckpointError
 from maskgan.training import train
 
 
-def test_train_then_evaluate_fools_the_recogniser(ray_session, small_cfg):
+def test_train_then_evaluate_fools_the_recogniser(ray_session, small_cfg, assets):
     # The paper's generator and loss (per-pixel fc3, its rate, no printability terms): the laptop recipe's colour
     # cells and TV/NPS trade most of the white-box fooling for printable designs (measured in docs/printing.md);
-    # this test is about the method itself.
-    cfg = small_cfg.replace(train={"epochs": 14, "val_probes": 0}, model={"cell_px": 1},
+    # this test is about the method itself, so against facenet's trunk (the demo's), not the suite's compact one.
+    cfg = small_cfg.replace(train={"epochs": 14, "val_probes": 0},
+                            model={"cell_px": 1, "recognizer_weights": str(assets / "recognizer_facenet.pt")},
                             objective={"tv_weight": 0.0, "nps_weight": 0.0, "g_lr": 0.01})
     said = []
     result = train.fit(cfg, log=said.append)

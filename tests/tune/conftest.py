@@ -11,16 +11,21 @@ SPACES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.ab
 
 
 def collapsed_recognizer(assets) -> str:
-    """The planted collapse of ci.yaml: the assets' recogniser with its head's BatchNorm scale zeroed and its
-    shift set to ones, so every face embeds to the same vector (measured: val accuracy 0 % on every row)."""
+    """The planted collapse of ci.yaml: the assets' recogniser with its trunk's last BatchNorm zeroed (scale and
+    shift), so every photo's trunk features are zeros and any head embeds every face to one vector. The trunk is
+    frozen in every experiment, so no trial's training undoes it (a collapsed head did recover under exp2)."""
+    import re
+
     import torch
 
     path = assets / "recognizer_collapsed.pt"
     if not path.exists():
         d = torch.load(assets / "recognizer.pt", weights_only=True)
-        d["state_dict"]["last_bn.weight"].zero_()
-        d["state_dict"]["last_bn.bias"].fill_(1.0)
-        d["meta"] = {**d["meta"], "planted": "collapsed head: every face embeds to one vector"}
+        state = d["state_dict"]
+        last = max(int(m.group(1)) for k in state if (m := re.fullmatch(r"body\.(\d+)\.running_var", k)))
+        state[f"body.{last}.weight"].zero_()
+        state[f"body.{last}.bias"].zero_()
+        d["meta"] = {**d["meta"], "planted": "collapsed trunk: every face has the same features"}
         tmp = path.with_suffix(".tmp")
         torch.save(d, tmp)
         os.replace(tmp, path)
