@@ -1,6 +1,7 @@
 """Images/s of the paper-structured step and of ours, on the same device in the same run.
 
     python -m bench.step [--device cuda|cpu] [--batch N] [--steps K] [--experiment exp3] [--compile]
+                         [--recognizer random|random-compact]
 
 Ours is maskgan.training.objective.train_step, the one step the trainer runs, fed from memory with its per-image
 constants precomputed (the mask space from the projector's alpha, the real photos' trunk features), set up by
@@ -24,7 +25,7 @@ import time
 import torch
 
 from bench.paper_step import PAPER_BATCH, paper_models, paper_step
-from maskgan.config import ObjectiveConfig
+from maskgan.config import RANDOM_WEIGHTS, ObjectiveConfig
 from maskgan.design.physical import design_hw, mask_warp
 from maskgan.models.generators import build_generator, is_conditional
 from maskgan.models.ops import trunk_features
@@ -87,7 +88,7 @@ def random_images(n: int, size: int, device, gen: torch.Generator) -> torch.Tens
 
 def build(args, device: torch.device):
     torch.manual_seed(0)
-    trunk, head = build_recognizer(None)
+    trunk, head = build_recognizer(None, arch=RANDOM_WEIGHTS[args.recognizer])
     trunk, head = trunk.to(device), head.to(device).eval()
     projector = Projector().to(device).eval().requires_grad_(False)
     g = torch.Generator().manual_seed(0)
@@ -140,6 +141,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--identities", type=int, default=1000, help="gallery size")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--generator", default="fc3")
+    p.add_argument("--recognizer", choices=list(RANDOM_WEIGHTS), default="random",
+                   help="the seeded trunk both steps attack: random (facenet's InceptionResnetV1) or random-compact "
+                        "(the small trunk the test suite uses)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="ours (train.precision)")
     p.add_argument("--compile", action="store_true", help="ours with a compiled trunk (train.compile)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -164,8 +168,10 @@ def main(argv=None) -> dict:
     cfg = ObjectiveConfig(experiment=args.experiment)
     trunk, head, projector, gallery_feats, g = build(args, device)
     print(f"bench.step | {device_name(device)} | torch {torch.__version__} | {args.size}x{args.size} | "
-          f"{args.experiment} | gallery {args.identities} | {datetime.date.today().isoformat()}", flush=True)
+          f"{args.experiment} | {args.recognizer} | gallery {args.identities} | {datetime.date.today().isoformat()}",
+          flush=True)
     result = {"device": device_name(device), "torch": torch.__version__, "experiment": args.experiment,
+              "recognizer": args.recognizer,
               "size": args.size, "identities": args.identities, "date": datetime.date.today().isoformat()}
     runs, about = {}, {}
     if not args.skip_paper:

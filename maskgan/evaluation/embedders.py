@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from maskgan.config import RANDOM_TRUNK, ZOO, ConfigError, zoo_name
 from maskgan.models import dlib_recognizer
 from maskgan.models.ops import trunk_features, unwrap
-from maskgan.models.recognizer import build_recognizer
+from maskgan.models.recognizer import CompactNet, build_recognizer
 from maskgan.models.zoo import ZOO_NAMES, registry
 from maskgan.models.zoo_surrogate import fill_unknown, median_landmarks, read_gallery_landmarks
 from maskgan.run import build
@@ -143,7 +143,8 @@ def from_spec(spec: str, device, endpoint: str | None = None, cache_dir: str | N
     if spec.startswith(RANDOM_TRUNK):
         return random_trunk(int(spec[len(RANDOM_TRUNK):]), device)
     rec = build.load_recognizer(spec, device, endpoint, crop)
-    return facenet(rec.trunk, rec.head, spec, f"facenet weights {spec} (trunk + head, frozen)")
+    trunk = "compact trunk" if isinstance(rec.trunk.net, CompactNet) else "facenet"
+    return facenet(rec.trunk, rec.head, spec, f"{trunk} weights {spec} (trunk + head, frozen)")
 
 
 def fingerprint(embedder: Embedder) -> str:
