@@ -24,6 +24,11 @@ if ROOT not in sys.path:
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # runs here need not wait for a metrics export
+# Ray Train's controller polls its workers every 2 s by default, so every run here waited up to 2 s after its last
+# epoch (and before noticing a dead worker): 0.25 s took 138 s to 124 s for tests/faults/test_training_faults.py
+# (docs/testing.md). Set before the session's Ray starts, so its workers, the `cli` subprocesses and the clusters
+# tests start inherit it; Ray Train passes it on to its controllers. A latency, not a behaviour: the same code runs.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
 # A test that starts a Ray cluster or a training subprocess is `slow`; `make test-quick` runs the rest
