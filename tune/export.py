@@ -14,7 +14,8 @@ An export folder (s3://bucket/prefix or a local directory) holds:
 
 model_card.json is written last and only after every other object was read back and verified, so a folder
 without it is an unfinished export; `maskgan sample` refuses it, and verifies SHA256SUMS before loading.
-Exporting the same checkpoint again uploads nothing (objects are compared by size and sha256 first).
+Exporting the same checkpoint again uploads nothing (objects are compared by size and sha256 first), and evaluates
+nothing again when the folder already holds this checkpoint's verified export from the same committed code and inputs.
 """
 
 from __future__ import annotations
@@ -177,6 +178,49 @@ def _file_sha256(uri: str, endpoint) -> str | None:
         return None
 
 
+@dataclass
+class Inputs:
+    """What an evaluation of a checkpoint depends on besides its state: the data's manifest, the recogniser's and
+    the projector's weights (sha256; None where out of reach or named, not a file), and the code."""
+
+    manifest_sha256: str | None
+    recognizer_sha256: str | None
+    projector_sha256: str | None
+    code: str
+
+
+def _inputs(cfg) -> Inputs:
+    manifest_loc = data_root(cfg).join(shards.MANIFEST)
+    weights = cfg.model.recognizer_weights
+    return Inputs(sha256(storage.read_bytes(manifest_loc)) if storage.exists(manifest_loc) else None,
+                  None if weights in NAMED_WEIGHTS else _file_sha256(weights, cfg.data.endpoint_url),
+                  _file_sha256(cfg.model.projector, cfg.data.endpoint_url), code_version())
+
+
+def exported_report(dest: storage.Location, checkpoint_uri: str, state_sha256: str, inputs: Inputs) -> bytes | None:
+    """report.json's bytes from a finished export of this very checkpoint at `dest`, when its model card says the
+    same committed code evaluated it on the same data and weights and the object verifies against the card: then
+    exporting again (nothing to upload, or one corrupted object to repair) does not evaluate again. None
+    otherwise; a working tree with uncommitted changes ("-dirty") never reuses one."""
+    card = read_card(dest)
+    if card is None or card.get("format") != FORMAT or inputs.code.endswith("-dirty"):
+        return None
+    source = card.get("source") or {}
+    same = (source.get("checkpoint") == checkpoint_uri
+            and source.get("state_sha256") == state_sha256
+            and (card.get("code_version") or {}).get("export") == inputs.code
+            and (card.get("data") or {}).get("manifest_sha256") == inputs.manifest_sha256
+            and (card.get("recognizer") or {}).get("sha256") == inputs.recognizer_sha256
+            and (card.get("projector") or {}).get("sha256") == inputs.projector_sha256)
+    if not same or not source.get("report_sha256"):
+        return None
+    try:
+        raw = storage.read_bytes(dest.join("report.json"))
+    except storage.StorageError:
+        return None
+    return raw if sha256(raw) == source["report_sha256"] else None
+
+
 def _report_of(choice: Choice, log) -> dict | None:
     """The run's report.json when it is about the chosen checkpoint, else a fresh evaluation of that one; None
     (with a warning) when that checkpoint cannot be evaluated from here (its data or weights out of reach)."""
@@ -195,8 +239,9 @@ def _report_of(choice: Choice, log) -> dict | None:
     return report
 
 
-def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dict]:
-    """(files except the card and SHA256SUMS, the card without its `files` entry)."""
+def build(choice: Choice, metric: str, log=print, dest: storage.Location | None = None) -> tuple[dict[str, bytes], dict]:
+    """(files except the card and SHA256SUMS, the card without its `files` entry). `dest`: where it is going; its
+    finished export of this checkpoint lends its report.json (exported_report) instead of a new evaluation."""
 
     state = choice.state
     cfg = checkpoints.config_of(state)
@@ -205,20 +250,24 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
     # the checkpoint's own reader: state.pt's bytes checked against the sha256 its meta.json records
     ckpt = checkpoints.checkpoint_files(choice.checkpoint)
     files = {STATE: ckpt[checkpoints.STATE_FILE], META: ckpt[checkpoints.META_FILE]}
+    inputs = _inputs(cfg)
     faces = _faces_png(cfg, generator, latent, log)
     if faces is not None:
         files["designs.png"] = faces
     files["samples.png"] = design_grid(generator, latent, 16, seed=cfg.train.seed, where=choice.checkpoint.uri)
 
-    report = _report_of(choice, log)  # the evaluation of exactly this checkpoint, shipped as report.json
+    reused = None if dest is None else exported_report(dest, choice.checkpoint.uri, sha256(files[STATE]), inputs)
+    if reused is not None:
+        log(f"{dest.uri}: its report.json is this checkpoint's evaluation by the same code and inputs; not evaluated again")
+        report = json.loads(reused)
+    else:
+        report = _report_of(choice, log)  # the evaluation of exactly this checkpoint, shipped as report.json
     report_sha = None
     if report is not None:
-        files["report.json"] = raw = json.dumps(report, indent=1, sort_keys=True).encode()
+        files["report.json"] = raw = reused or json.dumps(report, indent=1, sort_keys=True).encode()
         report_sha = sha256(raw)
     k = (report or {}).get("universal_k", wearing.UNIVERSAL_K)  # seeded as evaluation seeds them
     files.update(wearing.universal_pngs(generator, latent, k, (report or {}).get("universal_seed", cfg.train.seed)))
-    manifest_loc = data_root(cfg).join(shards.MANIFEST)
-    manifest_sha = sha256(storage.read_bytes(manifest_loc)) if storage.exists(manifest_loc) else None
     weights = cfg.model.recognizer_weights
     card = {
         "format": FORMAT,
@@ -235,13 +284,11 @@ def build(choice: Choice, metric: str, log=print) -> tuple[dict[str, bytes], dic
             "epoch": report.get("epoch"), "gallery_size": report.get("gallery_size"), "chance": report.get("chance"),
             "accuracy": report.get("accuracy"),  # accuracy[row][split] and accuracy[row].ci95[split]
             "illustrative_only": report.get("illustrative_only")},
-        "data": {"uri": cfg.data.uri, "manifest_sha256": manifest_sha},
-        "recognizer": {"weights": weights,
-                       "sha256": None if weights in NAMED_WEIGHTS
-                       else _file_sha256(weights, cfg.data.endpoint_url),
+        "data": {"uri": cfg.data.uri, "manifest_sha256": inputs.manifest_sha256},
+        "recognizer": {"weights": weights, "sha256": inputs.recognizer_sha256,
                        "description": (report or {}).get("recognizer")},
-        "projector": {"uri": cfg.model.projector, "sha256": _file_sha256(cfg.model.projector, cfg.data.endpoint_url)},
-        "code_version": {"export": code_version(), "training": _training_code_version(choice.run)},
+        "projector": {"uri": cfg.model.projector, "sha256": inputs.projector_sha256},
+        "code_version": {"export": inputs.code, "training": _training_code_version(choice.run)},
         "sample": "maskgan sample --from <this folder> --n 16 --out designs.png",
     }
     return files, card
@@ -284,8 +331,8 @@ def export(run_uri: str, to_uri: str, metric: str = "acc/val/generated", log=pri
     log(f"best by {metric} (lower is better): {choice.checkpoint.uri} (epoch {choice.epoch + 1}, "
         f"{metric} = {choice.value:.4g}; {choice.considered} checkpoints considered"
         + (f", {choice.excluded_by_guard} excluded by the recogniser guard" if choice.excluded_by_guard else "") + ")")
-    files, card = build(choice, metric, log=log)
     dest = storage.resolve(to_uri)
+    files, card = build(choice, metric, log=log, dest=dest)
     parts = storage.Multipart(multipart_threshold, multipart_chunksize)
 
     existing_card = read_card(dest)
