@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 
 from cluster.ray_workarounds import free_leaked_placement_groups, keep_credentials_out_of_trials
 from data_loader import ranges, storage
@@ -69,14 +70,17 @@ def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, s
     preflight(space.base)
     ensure_ray(address, log=log)
     keep_credentials_out_of_trials()  # Tune would put the AWS keys in every trial's runtime_env, which Ray logs
-    free_placement_groups_of_killed_drivers(log)
+    freeing = free_placement_groups_of_killed_drivers(log)
     runs = loc.join("runs")
     if not resume:
         storage.write_text(meta_loc, json.dumps({"space": space.to_dict(), "scheduler": scheduler,
                                                  "num_samples": num_samples, "space_file": space_path,
                                                  "code_version": code_version(), "runs": runs.uri}, indent=1))
     tuner = make_tuner(space, scheduler, num_samples, resume, loc, runs, storage_uri, log)
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        freeing.join()  # bounded: its waits end by themselves (cluster/ray_workarounds.py)
     rows = results.collect(grid, space, runs, log=log)
     results.write_tables(loc, rows, space)
     index_page.write_index_page(loc, rows, space, runs)
@@ -100,14 +104,25 @@ def check_scheduler(space: Space, scheduler: str) -> None:
                          f"train.epochs is {space.base.train.epochs}: PBT would never perturb a trial")
 
 
-def free_placement_groups_of_killed_drivers(log) -> None:
+def free_placement_groups_of_killed_drivers(log) -> threading.Thread:
     """A driver killed mid-sweep (the usual reason for --resume) can leave a trial's worker CPUs reserved for
-    good; free them before trials are scheduled, or the sweep can wait forever for Ray Data's read tasks.
-    Best effort: a failure here (e.g. no dashboard, so no state API) must not stop the sweep."""
-    try:
-        free_leaked_placement_groups(log=log)
-    except Exception as e:
-        log(f"warning: could not check for placement groups left by killed drivers: {str(e).splitlines()[0][:200]}")
+    good, and the sweep would wait forever for Ray Data's read tasks: free them, beside the sweep. The freeing
+    waits for a dead driver's actors to go and, while a job ended in the last minutes, keeps looking for 15 s
+    (a group can register late); done before trials were scheduled, that held every sweep started soon after
+    any job ended for 15 s. Trials wait for CPUs a leaked group holds until it is freed, so nothing is lost by
+    scheduling meanwhile. Best effort: a failure here (e.g. no dashboard, so no state API) must not stop the
+    sweep. Returns the started thread: join it when the trials are done."""
+
+    def free() -> None:
+        try:
+            free_leaked_placement_groups(log=log)
+        except Exception as e:
+            log(f"warning: could not check for placement groups left by killed drivers: "
+                f"{str(e).splitlines()[0][:200]}")
+
+    thread = threading.Thread(target=free, name="free-leaked-placement-groups", daemon=True)
+    thread.start()
+    return thread
 
 
 def make_tuner(space: Space, scheduler: str, num_samples: int, resume: bool, loc: storage.Location,
