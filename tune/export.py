@@ -35,8 +35,8 @@ from maskgan.run import checkpoints
 from maskgan.run.build import data_root, load_projector
 from maskgan.run.finite import nonfinite_metric, nonfinite_tensor, strict_json
 from maskgan.run.provenance import code_version
-from tune.export_folder import (CARD, FORMAT, META, STATE, SUMS, ExportError, read_card, read_sums, same_bytes,
-                                sha256, sums_text, verify_objects)
+from tune.export_folder import (CARD, FORMAT, META, STATE, SUMS, ExportError, Inputs, exported_report, read_card,
+                                read_sums, same_bytes, sha256, sums_text, verify_objects)
 from tune.guard import guard_ok
 
 MB = storage.MB
@@ -178,47 +178,12 @@ def _file_sha256(uri: str, endpoint) -> str | None:
         return None
 
 
-@dataclass
-class Inputs:
-    """What an evaluation of a checkpoint depends on besides its state: the data's manifest, the recogniser's and
-    the projector's weights (sha256; None where out of reach or named, not a file), and the code."""
-
-    manifest_sha256: str | None
-    recognizer_sha256: str | None
-    projector_sha256: str | None
-    code: str
-
-
 def _inputs(cfg) -> Inputs:
     manifest_loc = data_root(cfg).join(shards.MANIFEST)
     weights = cfg.model.recognizer_weights
     return Inputs(sha256(storage.read_bytes(manifest_loc)) if storage.exists(manifest_loc) else None,
                   None if weights in NAMED_WEIGHTS else _file_sha256(weights, cfg.data.endpoint_url),
                   _file_sha256(cfg.model.projector, cfg.data.endpoint_url), code_version())
-
-
-def exported_report(dest: storage.Location, checkpoint_uri: str, state_sha256: str, inputs: Inputs) -> bytes | None:
-    """report.json's bytes from a finished export of this very checkpoint at `dest`, when its model card says the
-    same committed code evaluated it on the same data and weights and the object verifies against the card: then
-    exporting again (nothing to upload, or one corrupted object to repair) does not evaluate again. None
-    otherwise; a working tree with uncommitted changes ("-dirty") never reuses one."""
-    card = read_card(dest)
-    if card is None or card.get("format") != FORMAT or inputs.code.endswith("-dirty"):
-        return None
-    source = card.get("source") or {}
-    same = (source.get("checkpoint") == checkpoint_uri
-            and source.get("state_sha256") == state_sha256
-            and (card.get("code_version") or {}).get("export") == inputs.code
-            and (card.get("data") or {}).get("manifest_sha256") == inputs.manifest_sha256
-            and (card.get("recognizer") or {}).get("sha256") == inputs.recognizer_sha256
-            and (card.get("projector") or {}).get("sha256") == inputs.projector_sha256)
-    if not same or not source.get("report_sha256"):
-        return None
-    try:
-        raw = storage.read_bytes(dest.join("report.json"))
-    except storage.StorageError:
-        return None
-    return raw if sha256(raw) == source["report_sha256"] else None
 
 
 def _report_of(choice: Choice, log) -> dict | None:
@@ -239,7 +204,8 @@ def _report_of(choice: Choice, log) -> dict | None:
     return report
 
 
-def build(choice: Choice, metric: str, log=print, dest: storage.Location | None = None) -> tuple[dict[str, bytes], dict]:
+def build(choice: Choice, metric: str, log=print,
+          dest: storage.Location | None = None) -> tuple[dict[str, bytes], dict]:
     """(files except the card and SHA256SUMS, the card without its `files` entry). `dest`: where it is going; its
     finished export of this checkpoint lends its report.json (exported_report) instead of a new evaluation."""
 
@@ -258,7 +224,8 @@ def build(choice: Choice, metric: str, log=print, dest: storage.Location | None 
 
     reused = None if dest is None else exported_report(dest, choice.checkpoint.uri, sha256(files[STATE]), inputs)
     if reused is not None:
-        log(f"{dest.uri}: its report.json is this checkpoint's evaluation by the same code and inputs; not evaluated again")
+        log(f"{dest.uri}: its report.json is this checkpoint's evaluation by the same code and inputs; "
+            "not evaluated again")
         report = json.loads(reused)
     else:
         report = _report_of(choice, log)  # the evaluation of exactly this checkpoint, shipped as report.json

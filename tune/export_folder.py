@@ -1,11 +1,13 @@
 """An export folder's names and its integrity: SHA256SUMS, the one verifier of its objects, and reading a
-finished export back (`maskgan sample` and `maskgan print` start here). The layout is in tune/export.py.
+finished export back (`maskgan sample` and `maskgan print` start here; a new export of the same checkpoint takes its
+report.json from here). The layout is in tune/export.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 from data_loader import storage
 
@@ -103,3 +105,38 @@ def verify_export(uri: str) -> dict:
     if missing:
         raise ExportError(f"{loc.join(SUMS).uri}: does not cover {sorted(missing)[0]}")
     return card
+
+
+@dataclass
+class Inputs:
+    """What an evaluation of a checkpoint depends on besides its state: the data's manifest, the recogniser's and
+    the projector's weights (sha256; None where out of reach or named, not a file), and the code."""
+
+    manifest_sha256: str | None
+    recognizer_sha256: str | None
+    projector_sha256: str | None
+    code: str
+
+
+def exported_report(dest: storage.Location, checkpoint_uri: str, state_sha256: str, inputs: Inputs) -> bytes | None:
+    """report.json's bytes from a finished export of this very checkpoint at `dest`, when its model card says the
+    same committed code evaluated it on the same data and weights and the object verifies against the card: then
+    exporting again (nothing to upload, or one corrupted object to repair) does not evaluate again. None
+    otherwise; a working tree with uncommitted changes ("-dirty") never reuses one."""
+    card = read_card(dest)
+    if card is None or card.get("format") != FORMAT or inputs.code.endswith("-dirty"):
+        return None
+    source = card.get("source") or {}
+    same = (source.get("checkpoint") == checkpoint_uri
+            and source.get("state_sha256") == state_sha256
+            and (card.get("code_version") or {}).get("export") == inputs.code
+            and (card.get("data") or {}).get("manifest_sha256") == inputs.manifest_sha256
+            and (card.get("recognizer") or {}).get("sha256") == inputs.recognizer_sha256
+            and (card.get("projector") or {}).get("sha256") == inputs.projector_sha256)
+    if not same or not source.get("report_sha256"):
+        return None
+    try:
+        raw = storage.read_bytes(dest.join("report.json"))
+    except storage.StorageError:
+        return None
+    return raw if sha256(raw) == source["report_sha256"] else None

@@ -7,12 +7,11 @@ import json
 import pytest
 
 from data_loader import storage
-from tune import export
-from tune.export_folder import CARD, FORMAT, sha256
+from tune.export_folder import CARD, FORMAT, Inputs, exported_report, sha256
 
 CHECKPOINT = "s3://bucket/runs/t/checkpoint_0002"
 STATE_SHA = "a" * 64
-INPUTS = export.Inputs(manifest_sha256="m" * 64, recognizer_sha256="r" * 64, projector_sha256="p" * 64,
+INPUTS = Inputs(manifest_sha256="m" * 64, recognizer_sha256="r" * 64, projector_sha256="p" * 64,
                        code="git 1a2b3c4")
 REPORT = json.dumps({"checkpoint": CHECKPOINT, "accuracy": {"generated": {"test": 0.25}}}, indent=1).encode()
 
@@ -33,7 +32,7 @@ def _finished_export(folder, report: bytes = REPORT, **card_changes):
 
 def test_a_finished_export_of_the_same_checkpoint_lends_its_report(tmp_path):
     dest = _finished_export(tmp_path / "best")
-    assert export.exported_report(dest, CHECKPOINT, STATE_SHA, INPUTS) == REPORT
+    assert exported_report(dest, CHECKPOINT, STATE_SHA, INPUTS) == REPORT
 
 
 @pytest.mark.parametrize("change", [
@@ -46,19 +45,19 @@ def test_a_finished_export_of_the_same_checkpoint_lends_its_report(tmp_path):
 ])
 def test_anything_the_evaluation_depends_on_changed_means_a_new_evaluation(tmp_path, change):
     dest = _finished_export(tmp_path / "best", **change)
-    assert export.exported_report(dest, CHECKPOINT, STATE_SHA, INPUTS) is None
+    assert exported_report(dest, CHECKPOINT, STATE_SHA, INPUTS) is None
 
 
 def test_a_corrupted_report_an_unfinished_export_or_uncommitted_code_is_never_reused(tmp_path):
     flipped = bytearray(REPORT)
     flipped[10] ^= 0x01
-    assert export.exported_report(_finished_export(tmp_path / "a", report=bytes(flipped)), CHECKPOINT, STATE_SHA,
+    assert exported_report(_finished_export(tmp_path / "a", report=bytes(flipped)), CHECKPOINT, STATE_SHA,
                                   INPUTS) is None
     unfinished = _finished_export(tmp_path / "b")
     (tmp_path / "b" / CARD).unlink()  # an export that died before its card
-    assert export.exported_report(unfinished, CHECKPOINT, STATE_SHA, INPUTS) is None
-    dirty = export.Inputs(**{**INPUTS.__dict__, "code": INPUTS.code + "-dirty"})
-    assert export.exported_report(_finished_export(tmp_path / "c", code_version__export=dirty.code), CHECKPOINT,
+    assert exported_report(unfinished, CHECKPOINT, STATE_SHA, INPUTS) is None
+    dirty = Inputs(**{**INPUTS.__dict__, "code": INPUTS.code + "-dirty"})
+    assert exported_report(_finished_export(tmp_path / "c", code_version__export=dirty.code), CHECKPOINT,
                                   STATE_SHA, dirty) is None
     # and the same folder, untouched, is reused: the refusals above are the changes, not the fixture
-    assert export.exported_report(_finished_export(tmp_path / "d"), CHECKPOINT, STATE_SHA, INPUTS) == REPORT
+    assert exported_report(_finished_export(tmp_path / "d"), CHECKPOINT, STATE_SHA, INPUTS) == REPORT
