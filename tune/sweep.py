@@ -77,10 +77,9 @@ def run(space_path: str, storage_uri: str | None = None, num_samples: int = 1, s
                                                  "num_samples": num_samples, "space_file": space_path,
                                                  "code_version": code_version(), "runs": runs.uri}, indent=1))
     tuner = make_tuner(space, scheduler, num_samples, resume, loc, runs, storage_uri, log)
-    try:
-        grid = tuner.fit()
-    finally:
-        freeing.join()  # bounded: its waits end by themselves (cluster/ray_workarounds.py)
+    grid = tuner.fit()
+    # bounded (its waits end by themselves: cluster/ray_workarounds.py); not waited for when fit raised (Ctrl-C)
+    freeing.join()
     rows = results.collect(grid, space, runs, log=log)
     results.write_tables(loc, rows, space)
     index_page.write_index_page(loc, rows, space, runs)
