@@ -61,7 +61,7 @@ def two_nodes(s3_server, tmp_path):
         # After the node is lost, Ray Train 2.60 first restarts with the lost node's share still counted (its
         # autoscaling coordinator drops dead nodes every 20 s) and waits for those workers until the worker group's
         # start timeout, 60 s by default, before it restarts on what is left: 81 s from the kill to the end of the
-        # job, against 50 s with 30 s here (docs/faults.md tells users of the knob; a worker group here starts in
+        # job, against 50 s with 30 s here (docs/scaling.md tells users of the knob; a worker group here starts in
         # 3-6 s, so 30 s is no race).
         RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="30")
     try:
