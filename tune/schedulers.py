@@ -100,23 +100,43 @@ def make_scheduler(kind: str, space: Space, sweep_uri: str | None = None):
         # checkpoint (see trial._adopt) with its learning rates and lambda resampled (25 %) or scaled by 0.8 / 1.2.
         mutations = {k: (tune.loguniform if k.endswith("_lr") else tune.uniform)(low, high)
                      for k, (low, high) in space.pbt["mutations"].items()}
-        return _pbt_before_the_last_epoch(space.base.train.epochs, time_attr=TIME_ATTR,
+        return _pbt_before_the_last_epoch(space.base.train.epochs, space.pbt["min_improvement"], time_attr=TIME_ATTR,
                                           perturbation_interval=space.pbt["perturbation_interval"],
                                           hyperparam_mutations=mutations, quantile_fraction=0.25,
                                           resample_probability=0.25)
     raise SweepError(f"--scheduler {kind}: unknown (asha, pbt, none)")
 
 
-def _pbt_before_the_last_epoch(epochs: int, **kwargs):
-    """Tune's PopulationBasedTraining, except at a trial's last report (its final epoch): an exploit there would
-    restart the trial only to copy the donor's final checkpoint over its own run and train nothing after it, so the
-    trial's row would be a copy of the donor's and its own result lost."""
+def _pbt_before_the_last_epoch(epochs: int, min_improvement: float = 0.0, **kwargs):
+    """Tune's PopulationBasedTraining, except
+    - at a trial's last report (its final epoch): an exploit there would restart the trial only to copy the
+      donor's final checkpoint over its own run and train nothing after it, so the trial's row would be a copy of
+      the donor's and its own result lost;
+    - with `min_improvement` > 0, a bottom-quarter trial is replaced only while every top-quarter trial's objective
+      is better than its own by more than that. Tune's rule replaces the bottom quarter at every interval however
+      close the scores are: two equally good trials then clone each other back and forth, and each clone is a
+      restart (a new Train run)."""
     from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+
+    # Tune's PBT has no margin (no upstream issue or option as of Ray 2.60): the split into quarters is its
+    # private `_quantiles`, narrowed below. Refuse rather than silently drop the margin if a Ray upgrade renames it;
+    # remove this when Tune's PBT takes a margin of its own.
+    if min_improvement > 0 and not callable(getattr(PopulationBasedTraining, "_quantiles", None)):
+        raise SweepError("pbt.min_improvement: this Ray's PopulationBasedTraining has no _quantiles to narrow; "
+                         "set it to 0")
 
     class PBTBeforeTheLastEpoch(PopulationBasedTraining):
         def on_trial_result(self, tune_controller, trial, result):
             if result.get(TIME_ATTR, 0) >= epochs:
                 return TrialScheduler.CONTINUE
             return super().on_trial_result(tune_controller, trial, result)
+
+        def _quantiles(self):
+            lower, upper = super()._quantiles()
+            if min_improvement <= 0 or not upper:
+                return lower, upper
+            # scores are Tune's: higher is better whatever the mode (the objective times -1 under "min")
+            weakest_donor = min(self._trial_state[t].last_score for t in upper)
+            return [t for t in lower if weakest_donor - self._trial_state[t].last_score > min_improvement], upper
 
     return PBTBeforeTheLastEpoch(**kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field
 
+from data_loader import ranges
 from maskgan import config as mconfig
 from maskgan.config import ConfigError, RunConfig
 
@@ -47,7 +48,7 @@ class Space:
     loguniform: dict = field(default_factory=dict)  # dotted field -> [low, high]
     uniform: dict = field(default_factory=dict)  # dotted field -> [low, high]
     asha: dict = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 2})
-    pbt: dict = field(default_factory=dict)  # perturbation_interval, mutations {field: [low, high]}
+    pbt: dict = field(default_factory=dict)  # perturbation_interval, mutations {field: [low, high]}, min_improvement
     guard: Guard = field(default_factory=Guard)
     max_concurrent_trials: int | None = None
 
@@ -183,10 +184,13 @@ def _parse(data) -> Space:
     return space
 
 
+PBT_KEYS = ("perturbation_interval", "mutations", "min_improvement")
+
+
 def _parse_pbt(pbt, base: RunConfig) -> dict:
-    if not isinstance(pbt, dict) or set(pbt) - {"perturbation_interval", "mutations"}:
-        bad = sorted(set(pbt) - {"perturbation_interval", "mutations"}) if isinstance(pbt, dict) else ["(not a mapping)"]
-        raise SpaceError(f"pbt.{bad[0]}: unknown key (allowed: perturbation_interval, mutations)")
+    if not isinstance(pbt, dict) or set(pbt) - set(PBT_KEYS):
+        bad = sorted(set(pbt) - set(PBT_KEYS)) if isinstance(pbt, dict) else ["(not a mapping)"]
+        raise SpaceError(f"pbt.{bad[0]}: unknown key (allowed: {', '.join(PBT_KEYS)})")
     mutations = pbt.get("mutations")
     if mutations is None:  # around the base values: lr x/÷ 10, l1 lambda 1e-3 .. 1e-1
         o = base.objective
@@ -200,8 +204,14 @@ def _parse_pbt(pbt, base: RunConfig) -> dict:
         _check_axis("pbt.mutations", base, key, spec)
         if key.endswith("_lr") and spec[0] <= 0:  # resampled log-uniformly
             raise SpaceError(f"pbt.mutations.{key}: needs low > 0, got {spec[0]}")
+    # the objective is an accuracy: a gap of more than 1 could never be met, and PBT would never exploit
+    min_improvement = pbt.get("min_improvement", 0.0)
+    problem = ranges.problem(min_improvement, "[0, 1)")
+    if problem:
+        raise SpaceError(f"pbt.min_improvement: {problem}")
     return {"perturbation_interval": _number("pbt.perturbation_interval", pbt.get("perturbation_interval", 1), int, 1),
-            "mutations": {k: [float(v[0]), float(v[1])] for k, v in mutations.items()}}
+            "mutations": {k: [float(v[0]), float(v[1])] for k, v in mutations.items()},
+            "min_improvement": float(min_improvement)}
 
 
 def load_space(path: str) -> Space:

@@ -212,6 +212,43 @@ def test_pbt_leaves_a_trials_last_report_alone():
         pbt.on_trial_result(None, None, {guard.TIME_ATTR: 3, guard.METRIC: 1.0})
 
 
+def test_pbt_min_improvement_spares_a_trial_as_good_as_its_donors():
+    """With pbt.min_improvement, the bottom quarter is replaced only by trials better by more than the margin: two
+    equally good trials no longer clone each other back and forth (each clone a Train restart), while a collapsed
+    trial (objective 1.0) still is. Without it, Tune's rule: the bottom quarter always."""
+    from types import SimpleNamespace
+
+    def quarters(min_improvement, objectives):
+        pbt_spec = {"perturbation_interval": 1, "mutations": {"objective.g_lr": [1.0e-3, 1.0e-1]}}
+        if min_improvement is not None:
+            pbt_spec["min_improvement"] = min_improvement
+        space = parse_space({"name": "p", "base": {"data": {"uri": "/d"}, "model": {"projector": "/p.pt"},
+                                                    "train": {"epochs": 4}}, "pbt": pbt_spec})
+        pbt = schedulers.make_scheduler("pbt", space)
+        pbt.set_search_properties(guard.METRIC, "min")
+        class Trial:  # what _quantiles asks of a trial
+            def __init__(self, name):
+                self.name = name
+
+            def is_finished(self):
+                return False
+
+        trials = {name: Trial(name) for name in objectives}
+        # Tune's per-trial state, as its on_trial_result leaves it (the score is -objective under "min")
+        pbt._trial_state = {trials[n]: SimpleNamespace(last_score=-objective) for n, objective in objectives.items()}
+        lower, upper = pbt._quantiles()
+        return [t.name for t in lower], [t.name for t in upper]
+
+    close = {"a": 0.4375, "b": 0.375}  # one val probe apart
+    assert quarters(None, close) == (["a"], ["b"])  # Tune's rule
+    assert quarters(0.25, close) == ([], ["b"])  # spared: "a" trains on with its own run
+    assert quarters(0.25, {"a": 1.0, "b": 0.375}) == (["a"], ["b"])  # the collapsed trial is still replaced
+    four = {"w": 1.0, "x": 0.5, "y": 0.45, "z": 0.3}
+    assert quarters(0.1, four) == (["w"], ["z"])
+    with pytest.raises(SpaceError, match=r"pbt.min_improvement: must be a finite number in \[0, 1\), got 1.5"):
+        quarters(1.5, close)
+
+
 def test_relative_paths_are_the_users_and_missing_data_is_one_line(tmp_path, monkeypatch, maskgan_cli):
     monkeypatch.chdir(tmp_path)
     space = sweep.with_absolute_paths(load_space(os.path.join(SPACES, "paper.yaml")))
