@@ -68,19 +68,28 @@ class MaskSpace(NamedTuple):
 def largest_component(fg: torch.Tensor) -> torch.Tensor:
     """bool [B,1,H,W] -> the largest 8-connected component of each image (bool, same shape).
 
-    Max-label propagation (3x3 max-pool restricted to the foreground) until nothing changes; batched, any device."""
+    Max-label propagation (3x3 max-pool restricted to the foreground) with pointer jumping until nothing changes;
+    batched, any device. A label is 1 + the flat index of the pixel it started at, which is in the same component,
+    and that pixel's own label is at least as large and of the component too: taking it moves labels along a
+    region in doubling steps, where a max-pool moves them one pixel a pass (a mask region 100 pixels across took
+    about 110 passes; an evaluation spent a quarter of its time here)."""
     b, _, h, w = fg.shape
     if h * w >= 2 ** 24:
         raise ValueError(f"largest_component: {h}x{w} pixels exceed float32's exact integers (labels)")
     fgf = fg.float()
     labels = (torch.arange(1, h * w + 1, device=fg.device, dtype=torch.float32).view(1, 1, h, w) * fgf)
-    while True:
-        # 16 passes between checks: one device sync per 16 (a pass moves a label at least one pixel).
-        prev = labels
-        for _ in range(16):
-            labels = F.max_pool2d(labels, 3, stride=1, padding=1) * fgf
-        if torch.equal(prev, labels):
-            break
+    labels = labels.expand(b, 1, h, w).contiguous()
+    # Only the images still changing go on: most masks settle in under 10 rounds, a ragged one can take 60.
+    active = torch.arange(b, device=fg.device)
+    while active.numel():
+        prev = labels[active]
+        mine, now = fgf[active], prev
+        for _ in range(4):  # 4 rounds between checks: one device sync per 4
+            flat = (F.max_pool2d(now, 3, stride=1, padding=1) * mine).view(-1, h * w)
+            origin = (flat.long() - 1).clamp(min=0)  # background (0) reads pixel 0, then is zeroed again
+            now = (torch.gather(flat, 1, origin) * (flat > 0)).view(-1, 1, h, w)
+        labels[active] = now
+        active = active[(now != prev).flatten(1).any(1)]
     flat = labels.view(b, -1).long()
     offset = torch.arange(b, device=fg.device).view(b, 1) * (h * w + 1)
     counts = torch.bincount((flat + offset).view(-1), minlength=b * (h * w + 1)).view(b, h * w + 1)

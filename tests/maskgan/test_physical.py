@@ -79,6 +79,59 @@ def test_a_stray_projector_blob_near_the_eyes_is_never_painted():
     assert torch.equal(face[:, :, 30:38, 40:48], masked[:, :, 30:38, 40:48])
 
 
+def _largest_component_by_flood_fill(fg: np.ndarray) -> np.ndarray:
+    """The reference: a plain breadth-first flood fill, 8-connected; ties go to the component met last in row
+    order (largest_component keeps the one with the largest label, its last pixel in row order)."""
+    h, w = fg.shape
+    seen = np.zeros_like(fg)
+    best, best_key = np.zeros_like(fg), (0, -1)
+    for y0, x0 in zip(*np.nonzero(fg)):
+        if seen[y0, x0]:
+            continue
+        queue, comp = [(y0, x0)], []
+        seen[y0, x0] = True
+        while queue:
+            y, x = queue.pop()
+            comp.append((y, x))
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < h and 0 <= nx < w and fg[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        queue.append((ny, nx))
+        key = (len(comp), max(yy * w + xx for yy, xx in comp))
+        if key > best_key:
+            best_key, best = key, np.zeros_like(fg)
+            best[tuple(np.array(comp).T)] = True
+    return best
+
+
+def test_the_mask_region_is_the_largest_8_connected_component_even_a_long_thin_one():
+    """A spiral 1 px wide (a label must travel about 2,000 pixels along it) beside a more compact but smaller blob,
+    two regions that touch only at a corner (one component, 8-connected), and random blobs: the same pixels as a
+    plain flood fill."""
+    spiral = np.zeros((64, 64), dtype=bool)
+    top, left, bottom, right = 2, 2, 61, 61
+    while top < bottom and left < right:
+        spiral[top, left:right + 1] = True
+        spiral[top:bottom + 1, right] = True
+        spiral[bottom, left + 2:right + 1] = True
+        spiral[top + 2:bottom + 1, left + 2] = True
+        top, left, bottom, right = top + 4, left + 4, bottom - 4, right - 4
+    corner = np.zeros((64, 64), dtype=bool)
+    corner[5:20, 5:20] = True
+    corner[20:40, 20:40] = True  # touches the first square only at (19, 19)-(20, 20)
+    corner[50:60, 2:12] = True  # apart: smaller than the two squares together
+    rng = np.random.default_rng(0)
+    blobs = [torch.nn.functional.avg_pool2d(torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(k)), 7, 1, 3)
+             [0, 0].numpy() > 0.5 for k in range(6)]
+    cases = [spiral, corner, *blobs, rng.random((64, 64)) > 0.6, np.zeros((64, 64), dtype=bool)]
+    got = physical.largest_component(torch.from_numpy(np.stack(cases)).unsqueeze(1))[:, 0].numpy()
+    for k, fg in enumerate(cases):
+        assert np.array_equal(got[k], _largest_component_by_flood_fill(fg)), k
+    assert got[1][5:40, 5:40].sum() == 15 * 15 + 20 * 20 and not got[1][50:60, 2:12].any()
+
+
 def test_the_composite_carries_the_masks_shading_onto_the_design():
     masked, alpha = synthetic_faces(2)
     space = physical.mask_warp(alpha)
