@@ -9,7 +9,7 @@ A search space file (tune/spaces/*.yaml) is a base RunConfig plus axes keyed by 
     loguniform: {objective.g_lr: [1.0e-3, 3.0e-2]}                # sampled, [low, high]
     uniform:    {objective.l1_lambda: [0.0, 0.05]}
     asha: {grace_period: 1, reduction_factor: 2}
-    pbt:  {perturbation_interval: 1, mutations: {objective.g_lr: [1.0e-3, 1.0e-1], ...}}
+    pbt:  {perturbation_interval: 1, mutations: {objective.g_lr: [1.0e-3, 1.0e-1], ...}, min_improvement: 0.0}
     guard: {rows: [unmasked, original_mask], min_ratio: 0.5, min_accuracy: 0.0}
     max_concurrent_trials: null     # default: from the cluster's GPUs (or CPUs)
 

@@ -123,8 +123,8 @@ def test_the_mask_region_is_the_largest_8_connected_component_even_a_long_thin_o
     corner[20:40, 20:40] = True  # touches the first square only at (19, 19)-(20, 20)
     corner[50:60, 2:12] = True  # apart: smaller than the two squares together
     rng = np.random.default_rng(0)
-    blobs = [torch.nn.functional.avg_pool2d(torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(k)), 7, 1, 3)
-             [0, 0].numpy() > 0.5 for k in range(6)]
+    noise = [torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(k)) for k in range(6)]
+    blobs = [torch.nn.functional.avg_pool2d(x, 7, 1, 3)[0, 0].numpy() > 0.5 for x in noise]
     cases = [spiral, corner, *blobs, rng.random((64, 64)) > 0.6, np.zeros((64, 64), dtype=bool)]
     got = physical.largest_component(torch.from_numpy(np.stack(cases)).unsqueeze(1))[:, 0].numpy()
     for k, fg in enumerate(cases):
