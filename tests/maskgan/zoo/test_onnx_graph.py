@@ -11,7 +11,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from maskgan.models.zoo.onnx_graph import GraphNet, GraphSpec, UnsupportedOp, from_onnx  # noqa: E402
+from maskgan.models.zoo.onnx_graph import (  # noqa: E402
+    NEGLIGIBLE_WEIGHT, GraphNet, GraphSpec, UnsupportedOp, from_onnx)
 
 RNG = np.random.default_rng(0)
 
@@ -66,6 +67,35 @@ def test_matches_onnxruntime_at_any_batch_after_folding_and_fusing():
         got = GraphNet(GraphSpec.from_state(spec.to_state()))(torch.from_numpy(x)).numpy()
     assert got.shape == (3, 4)
     assert np.abs(got - want).max() < 1e-5
+
+
+def test_weights_trained_to_nothing_are_zeroed_and_the_output_is_unchanged():
+    """Kernel entries, biases and PReLU slopes under NEGLIGIBLE_WEIGHT (subnormal ones too: faceplugin has over
+    100,000, which put the CPU on its slow subnormal path) become exact zeros; onnxruntime, on the untouched
+    weights, gives the same output; a small constant that is not a weight (an epsilon) is kept."""
+    n = helper.make_node
+    w = RNG.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32)
+    w[0, 0] = 1e-39  # subnormal
+    w[1, 1, 1, 1] = -3e-25
+    b = np.array([0.1, 1e-40, -2e-30, 0.3], np.float32)
+    slope = np.array([0.25, 1e-41, 4e-36, -0.1], np.float32).reshape(4, 1, 1)
+    nodes = [n("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             n("PRelu", ["c", "slope"], ["p"]), n("Add", ["p", "eps"], ["e"]), n("GlobalAveragePool", ["e"], ["y"])]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(slope, "slope"),
+             numpy_helper.from_array(np.float32(1e-30), "eps")]
+    model = _model(nodes, inits, [1, 4, 1, 1])
+    net = GraphNet(from_onnx(model))
+    tiny = [(name, v) for name, v in (("w", net.const("w")), ("b", net.const("b")), ("slope", net.const("slope")))
+            if ((v != 0) & (v.abs() < NEGLIGIBLE_WEIGHT)).any()]
+    assert not tiny, tiny
+    assert (net.const("w") == 0).sum() == 9 + 1 and (net.const("b") == 0).sum() == 2
+    assert (net.const("slope") == 0).sum() == 2 and net.const("slope").flatten()[0] == 0.25
+    assert net.const("eps").item() == np.float32(1e-30)  # not a weight: kept
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = RNG.normal(0, 1, (1, 3, 9, 9)).astype(np.float32)
+    with torch.no_grad():
+        got = net(torch.from_numpy(x)).numpy()
+    assert np.abs(got - sess.run(None, {"x": x})[0]).max() < 1e-6
 
 
 def test_gradient_reaches_the_input():
