@@ -2,7 +2,7 @@
 beside the same recognisers on the real photos that ship in installed packages.
 
     python -m bench.realism [--identities 200,1000] [--probes 1] [--recognisers dlib-bin,dlib,...] [--size 128]
-                            [--real-photos DIR] [--real-degraded]
+                            [--real-photos DIR] [--real-degraded] [--distinct CAP [--distinct-under NAMES]]
 
 Draws max(--identities) people (data_loader.faces, as `maskgan data synth` does), a gallery photo and --probes
 probe photos each (every probe also wearing the plain surgical mask), embeds each photo once per recogniser
@@ -89,6 +89,13 @@ def main(argv=None) -> dict:
     p.add_argument("--real-degraded", action="store_true",
                    help="also score the real gallery photos blurred, at 64 px, and painted (their detail median-"
                         "filtered away): impostor similarity among real people as each look takes detail away")
+    p.add_argument("--distinct", type=ranged(float, "(0, 1]"), default=None, metavar="CAP",
+                   help="no near-twins: pass over a drawn person whose gallery photo is at cosine CAP or more to an "
+                        "earlier kept person's, averaged over --distinct-under (default: keep everyone, as `maskgan "
+                        "data synth` does)")
+    p.add_argument("--distinct-under", default="expo,faceplugin", metavar="NAMES",
+                   help="comma-separated zoo names that judge --distinct (default expo,faceplugin, the recognisers "
+                        "the demo attacks; report the others as held out)")
     a = p.parse_args(argv)
     try:
         sizes = sorted({int(x) for x in a.identities.split(",")})
@@ -103,11 +110,23 @@ def main(argv=None) -> dict:
         print(f"{name}: not measured ({why})")
     if not found:
         p.error("no recogniser loads: install dlib (pip install -e '.[dlib]') or run `maskgan recognizers fetch`")
+    distinct = None
+    if a.distinct is not None:
+        judges, absent = realism.available_embedders(a.distinct_under.split(","))
+        if absent:
+            p.error(f"--distinct-under: {', '.join(f'{k} ({v})' for k, v in absent.items())}")
+        distinct = realism.Distinct(judges, a.distinct)
     t0 = time.perf_counter()
-    people = realism.synthetic_people(max(sizes), a.probes, a.size, a.seed)
+    try:
+        people = realism.synthetic_people(max(sizes), a.probes, a.size, a.seed, distinct=distinct)
+    except ValueError as e:
+        p.error(str(e))
     photos = len(people.gallery) + len(people.probe_labels)
     speed = photos / (time.perf_counter() - t0)
     print(f"drew {photos} photos of {max(sizes)} people at {a.size} px: {speed:.1f} photos/s (one process)")
+    if distinct is not None:
+        print(f"no near-twins: kept {len(distinct.kept)} of {distinct.drawn} people drawn (cosine under "
+              f"{a.distinct} averaged over {a.distinct_under}; `maskgan data synth` keeps everyone)")
     if a.real_photos and not os.path.isdir(a.real_photos):
         p.error(f"--real-photos: {a.real_photos}: not a folder")
     real, what = ({}, "") if a.no_real else realism.real_people(a.real_photos)
@@ -137,7 +156,10 @@ def main(argv=None) -> dict:
                 print(f"| {name} | {r['look']} | {i['mean']:.3f} [{i['p5']:.3f}, {i['p95']:.3f}] | "
                       f"{r['to_original']:.3f} |", flush=True)
     out = {"bench": "realism", "date": datetime.date.today().isoformat(), "cpu": cpu_name(),
-           "photos_per_s": round(speed, 2), "synthetic": [dataclasses.asdict(f) for f in results],
+           "photos_per_s": round(speed, 2),
+           "distinct": None if distinct is None else {"cap": a.distinct, "under": a.distinct_under,
+                                                       "kept": len(distinct.kept), "drawn": distinct.drawn},
+           "synthetic": [dataclasses.asdict(f) for f in results],
            "real": [dataclasses.asdict(f) for f in real_rows], "real_degraded": degraded, "missing": missing}
     print(json.dumps(out, default=str))
     return out

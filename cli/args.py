@@ -140,6 +140,13 @@ def _data_synth(data) -> None:
     s.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0,
                    help="random seed: the same seed writes the same faces (default: 0)")
     s.add_argument("--size", type=ranged(int, "[32, 1024]"), default=128, help="image size in pixels (default: 128)")
+    s.add_argument("--distinct", type=ranged(float, "(0, 1]"), default=None, metavar="CAP",
+                   help="no near-twins: pass over a drawn person whose first photo is at cosine CAP or more to an "
+                        "earlier kept person's, averaged over --distinct-under (the demo uses 0.65; default: keep "
+                        "everyone). Needs those recognisers converted (`maskgan recognizers fetch`)")
+    s.add_argument("--distinct-under", default="expo,faceplugin",
+                   help="comma-separated zoo recognisers that judge --distinct (default: expo,faceplugin, the ones "
+                        "the demo attacks)")
     s.add_argument("--layout", choices=["shards", "identities"], default="shards",
                    help="shards (default): a prepared dataset; identities: <out>/<identity>/<NN>.png photo folders "
                         "(--images-per-identity photos each, with landmark sidecars; --adapt-* do not apply) for "

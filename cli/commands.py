@@ -18,17 +18,35 @@ def data_synth(a) -> None:
     from data_loader import synth
     from maskgan.config import ConfigError
 
+    distinct = _distinct(a.distinct, a.distinct_under) if a.distinct is not None else None
+    keep = distinct.keep if distinct else None
     try:
         if a.layout == "identities":
-            t = synth.write_identity_tree(a.out, a.identities, a.images_per_identity, seed=a.seed, size=a.size)
-            print(f"wrote {t['photos']} photos of {t['identities']} identities to {t['uri']}")
+            t = synth.write_identity_tree(a.out, a.identities, a.images_per_identity, seed=a.seed, size=a.size,
+                                          keep=keep)
+            print(f"wrote {t['photos']} photos of {t['identities']} identities to {t['uri']}"
+                  + (f" ({t['passed_over']} near-twins passed over)" if distinct else ""))
             return
         m = synth.generate(a.out, a.identities, a.images_per_identity, a.adapt_per_identity, seed=a.seed, size=a.size,
-                           adapt_identities=a.adapt_identities)
+                           adapt_identities=a.adapt_identities, keep=keep, keep_rule=distinct and distinct.rule)
     except ValueError as e:  # synth's argument checks: a user error, printed as one line
         raise ConfigError(str(e)) from None
+    if distinct:
+        print(f"no near-twins: {m['source']['passed_over']} people passed over ({distinct.rule})")
     print(f"wrote {sum(s['rows'] for s in m['sets'].values())} rows "
           "(" + ", ".join(f"{k}: {v['rows']}" for k, v in m["sets"].items()) + f") to {a.out}")
+
+
+def _distinct(cap: float, names: str):
+    """realism.Distinct judged by the named zoo recognisers, or a one-line error naming what is missing."""
+    from maskgan.config import ConfigError
+    from maskgan.evaluation.realism import Distinct
+    from maskgan.models.zoo import ZooMissing
+
+    try:
+        return Distinct.under([n.strip() for n in names.split(",") if n.strip()], cap)
+    except (ZooMissing, KeyError, ValueError) as e:
+        raise ConfigError(f"--distinct-under {names}: {str(e).splitlines()[0]}") from None
 
 
 def data_prepare(a) -> None:

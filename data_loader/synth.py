@@ -14,10 +14,15 @@ within the set) for the adaptation softmax and photos wearing masks of random co
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from data_loader import faces, ranges, shards, storage
 from data_loader.progress import Progress
+
+# Asked of each drawn person's first photo (uint8 [S, S, 3], its 68 landmarks): keep this person? (no near-twins)
+Keep = Callable[[np.ndarray, np.ndarray], bool]
 
 ADAPT_PREFIX = "synth-adapt-"
 MIN_SIZE = 32  # pixels a side: below this the eyes, brows and mask edge are a few pixels (as prepare's MIN_SIDE)
@@ -52,11 +57,15 @@ def synth_split(index: int) -> str:
 
 def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_identity: int = 4,
              seed: int = 0, size: int = 128, shard_size: int = 256, log=print,
-             adapt_identities: int | None = None) -> dict:
+             adapt_identities: int | None = None, keep: Keep | None = None, keep_rule: str | None = None) -> dict:
     """Write a synthetic dataset to out_uri (local dir or s3://) in the shard format; returns the manifest.
 
     adapt_identities (default: as many as `identities`; none when adapt_per_identity is 0): the adapt pool,
     identities of their own (`synth-adapt-*`), disjoint from the gallery's.
+
+    keep (default: everyone): asked of each drawn person's gallery photo; a person it refuses is passed over and
+    another drawn (no near-twins: maskgan.evaluation.realism.Distinct). The manifest's source records `keep_rule`
+    and how many were passed over.
 
     Into an existing dataset: its manifest is removed before the first shard is written and the new one is
     written last, so an interrupted rewrite leaves no manifest (readers then say so) and never a mix."""
@@ -74,7 +83,8 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
     writers = {name: shards.ShardWriter(root, name, shard_size) for name in shards.SETS}
     counts = {name: 0 for name in shards.SETS}
     progress = Progress(f"synth {root.uri}", identities, "identities", log=log)  # ~17 s for 40 identities
-    split_ids = _write_people(writers, counts, rng, identities, images_per_identity, size, progress)
+    split_ids, passed_over = _write_people(writers, counts, rng, identities, images_per_identity, size, progress,
+                                           keep)
     # the adapt pool: after the gallery's, so those faces stay as they were
     _write_adapt_pool(writers, counts, rng, adapt_identities, adapt_per_identity, size)
     sets = {}
@@ -84,7 +94,8 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
             sets[name] = {"rows": counts[name], "shards": shard_list}
     manifest = {
         "source": {"kind": "synthetic", "seed": seed, "images_per_identity": images_per_identity,
-                   "adapt_per_identity": adapt_per_identity, "adapt_identities": adapt_identities},
+                   "adapt_per_identity": adapt_per_identity, "adapt_identities": adapt_identities,
+                   **({"kept_if": keep_rule or "a rule not described", "passed_over": passed_over} if keep else {})},
         "size": size,
         "identities": identities,
         "split_identities": split_ids,
@@ -95,18 +106,32 @@ def generate(out_uri: str, identities: int, images_per_identity: int, adapt_per_
     return manifest
 
 
+def kept_person(rng: np.random.Generator, size: int, keep: Keep | None) -> tuple[faces.Person, faces.Photo, int]:
+    """(the next person `keep` accepts, their first photo, how many were passed over before them)."""
+    passed = 0
+    while True:
+        p = identity_params(rng)
+        photo = faces.take(p, rng, size)  # its landmarks are the points drawn: alignment needs no detector
+        if keep is None or keep(photo.unmasked, photo.landmarks):
+            return p, photo, passed
+        passed += 1
+
+
 def _write_people(writers: dict, counts: dict, rng: np.random.Generator, identities: int, images_per_identity: int,
-                  size: int, progress: Progress) -> dict[str, int]:
-    """Each identity's gallery photo and its probes (into its split's set); the number of identities per split."""
+                  size: int, progress: Progress, keep: Keep | None) -> tuple[dict[str, int], int]:
+    """Each identity's gallery photo and its probes (into its split's set); (identities per split, people passed
+    over by `keep`)."""
     split_ids = {s: 0 for s in shards.SPLITS}
+    passed_over = 0
     for label in range(identities):
         ident = f"synth-{label:06d}"
         split = synth_split(label)
         split_ids[split] += 1
-        p = identity_params(rng)
+        p, first, passed = kept_person(rng, size, keep)
+        passed_over += passed
         for set_name, n in [("gallery", 1), (split, images_per_identity)]:
             for _ in range(n):
-                photo = faces.take(p, rng, size)  # its landmarks are the points drawn: alignment needs no detector
+                photo = first if set_name == "gallery" else faces.take(p, rng, size)
                 if set_name == "gallery":
                     row = shards.image_row(label=label, identity=ident, split=split, variant="gallery",
                                            unmasked=photo.unmasked, landmarks=photo.landmarks)
@@ -117,7 +142,7 @@ def _write_people(writers: dict, counts: dict, rng: np.random.Generator, identit
                 writers[set_name].add(**row)
                 counts[set_name] += 1
         progress.update(label + 1)
-    return split_ids
+    return split_ids, passed_over
 
 
 def _write_adapt_pool(writers: dict, counts: dict, rng: np.random.Generator, adapt_identities: int,
@@ -141,7 +166,7 @@ SIDECAR_BY = "maskgan data synth"  # the sidecar's "by": prepare says how many p
 
 
 def write_identity_tree(out_uri: str, identities: int, photos_per_identity: int, seed: int = 0, size: int = 128,
-                        log=print) -> dict:
+                        log=print, keep: Keep | None = None) -> dict:
     """Write the identity-folder layout a user's LFW-style download has, `<out>/<identity>/<NN>.png`, for
     `maskgan data prepare --identities`. Photos of one identity differ as every synthetic photo does (pose,
     light, expression, camera distance, background, sensor noise). They are unmasked: prepare draws the masks
@@ -162,10 +187,13 @@ def write_identity_tree(out_uri: str, identities: int, photos_per_identity: int,
     root = storage.resolve(out_uri)
     rng = np.random.default_rng(seed)
     progress = Progress(f"synth {root.uri}", identities, "identities", log=log)
+    passed_over = 0
     for label in range(identities):
-        ident, p = f"synth-{label:06d}", faces.person(rng)
+        ident = f"synth-{label:06d}"
+        p, first, passed = kept_person(rng, size, keep)
+        passed_over += passed
         for k in range(photos_per_identity):
-            photo = faces.take(p, rng, size)
+            photo = first if k == 0 else faces.take(p, rng, size)
             un, pts = photo.unmasked, photo.landmarks
             # a box like dlib's HOG box: as wide as the jaw, square, ending a little above the chin
             side = float(pts[:17, 0].max() - pts[:17, 0].min())
@@ -178,4 +206,5 @@ def write_identity_tree(out_uri: str, identities: int, photos_per_identity: int,
                        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in pts]}
             storage.write_text(root.join(ident, f"{k:02d}.json"), json.dumps(sidecar))
         progress.update(label + 1)
-    return {"identities": identities, "photos": identities * photos_per_identity, "uri": root.uri}
+    return {"identities": identities, "photos": identities * photos_per_identity, "uri": root.uri,
+            "passed_over": passed_over}

@@ -77,13 +77,18 @@ class People:
                       self.unmasked[keep], self.masked[keep], self.landmarks[keep])
 
 
-def synthetic_people(identities: int, probes_per_identity: int = 2, size: int = 128, seed: int = 0) -> People:
-    """Fresh synthetic people (data_loader.faces), drawn in memory."""
+def synthetic_people(identities: int, probes_per_identity: int = 2, size: int = 128, seed: int = 0,
+                     distinct: "Distinct | None" = None) -> People:
+    """Fresh synthetic people (data_loader.faces), drawn in memory. With `distinct`, a drawn person whose gallery
+    photo it finds too close to an earlier kept person's is passed over (see Distinct)."""
     rng = np.random.default_rng(seed)
     g, gl, labels, un, ma, lm = [], [], [], [], [], []
-    for i in range(identities):
+    while len(g) < identities:
         p = faces.person(rng)
         shot = faces.take(p, rng, size)
+        if distinct is not None and not distinct.keep(shot.unmasked, shot.landmarks):
+            continue
+        i = len(g)
         g.append(shot.unmasked)
         gl.append(shot.landmarks)
         for _ in range(probes_per_identity):
@@ -93,6 +98,39 @@ def synthetic_people(identities: int, probes_per_identity: int = 2, size: int = 
             ma.append(shot.masked)
             lm.append(shot.landmarks)
     return People(np.stack(g), np.stack(gl), np.asarray(labels), np.stack(un), np.stack(ma), np.stack(lm))
+
+
+class Distinct:
+    """No near-twins: keeps a person only if, averaged over the given recognisers, the cosine similarity of their
+    photo to every kept person's is below `cap` (the drawn people have many more look-alikes than real people;
+    decide it on the recognisers a run attacks and report the others as they come). Passes over at most
+    `max_drawn` people in all, then raises ValueError naming the cap."""
+
+    def __init__(self, embedders: dict[str, Embed], cap: float, max_drawn: int = 100_000):
+        self.embedders, self.cap, self.max_drawn = embedders, cap, max_drawn
+        self.kept: list[np.ndarray] = []
+        self.drawn = 0
+
+    @staticmethod
+    def under(names: list[str], cap: float) -> "Distinct":
+        """Judged by these zoo recognisers (ZooMissing, one line, for one not converted here)."""
+        return Distinct({name: zoo_embedder(name) for name in names}, cap)
+
+    @property
+    def rule(self) -> str:
+        return f"cosine under {self.cap} to every kept person, averaged over {', '.join(self.embedders)}"
+
+    def keep(self, photo: np.ndarray, landmarks: np.ndarray) -> bool:
+        self.drawn += 1
+        if self.drawn > self.max_drawn:
+            raise ValueError(f"--distinct {self.cap}: {len(self.kept)} people kept of {self.max_drawn} drawn; "
+                             "raise the cap or ask for fewer people")
+        e = np.concatenate([f(photo[None], landmarks[None].astype(np.float32))[0] for f in self.embedders.values()])
+        e = e / len(self.embedders) ** 0.5
+        if self.kept and float((np.stack(self.kept) @ e).max()) >= self.cap:
+            return False
+        self.kept.append(e)
+        return True
 
 
 def describe(figures: list[Figures]) -> str:

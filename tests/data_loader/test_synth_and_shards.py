@@ -36,6 +36,31 @@ def test_same_seed_same_data(tmp_path):
     assert np.array_equal(a["masked"], b["masked"])
 
 
+def test_a_person_keep_refuses_is_passed_over_and_the_manifest_says_how_many(tmp_path):
+    asked = []
+
+    def every_second(photo, landmarks):  # a planted rule: refuse the 1st, 3rd, 5th ... person drawn
+        assert photo.dtype == np.uint8 and photo.shape == (64, 64, 3) and landmarks.shape == (68, 2)
+        asked.append(photo)
+        return len(asked) % 2 == 0
+
+    m = synth.generate(str(tmp_path / "d"), 5, 1, 0, size=64, keep=every_second, keep_rule="every second")
+    assert len(asked) == 10 and m["source"]["passed_over"] == 5 and m["source"]["kept_if"] == "every second"
+    gallery = shards.load_set(storage.resolve(str(tmp_path / "d")), "gallery")
+    # the gallery photo is the very photo the rule kept, and the refused people left nothing behind
+    assert len(gallery["unmasked"]) == 5
+    assert all(np.array_equal(g, k) for g, k in zip(gallery["unmasked"], asked[1::2]))
+    assert "kept_if" not in synth.generate(str(tmp_path / "e"), 4, 1, 0, size=64)["source"]
+    drawn = []
+
+    def every_third(photo, landmarks):
+        drawn.append(photo)
+        return len(drawn) % 3 == 0
+
+    tree = synth.write_identity_tree(str(tmp_path / "t"), 3, 2, size=64, keep=every_third, log=lambda *_: None)
+    assert tree["passed_over"] == 6 and tree["identities"] == 3
+
+
 def test_corrupt_shard_is_named(tmp_path):
     synth.generate(str(tmp_path / "d"), 4, 1, 0)
     root = storage.resolve(str(tmp_path / "d"))

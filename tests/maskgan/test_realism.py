@@ -106,3 +106,32 @@ def test_each_degraded_look_is_scored_on_its_own_photos_against_the_real_people(
     # every look takes most of the noise away, so no photo is still itself (a look scored on the originals is 1.0)
     assert all(r["to_original"] < 0.5 for r in rows[1:])
     assert all(r["impostor"]["p5"] <= r["impostor"]["mean"] <= r["impostor"]["p95"] for r in rows)
+
+
+def test_distinct_passes_over_a_near_twin_of_anyone_kept_and_says_when_it_cannot_fill_the_gallery():
+    # a planted recogniser that sees only the photo's first pixel: people 0 and 2 of the stream are twins
+    looks = {0: [1.0, 0.0], 1: [0.0, 1.0], 2: [0.99, 0.14], 3: [-1.0, 0.0]}
+
+    def first_pixel(images, landmarks):
+        return np.asarray([looks[int(im[0, 0, 0])] for im in images], np.float32)
+
+    distinct = realism.Distinct({"planted": first_pixel}, cap=0.9)
+    photo = np.zeros((4, 4, 3), np.uint8)
+    kept = []
+    for who in range(4):
+        photo[0, 0, 0] = who
+        kept.append(distinct.keep(photo, np.zeros((68, 2), np.float32)))
+    assert kept == [True, True, False, True] and distinct.drawn == 4 and len(distinct.kept) == 3
+    # two judges: their similarities are averaged (0.99 and 0.0 -> 0.495, under the cap)
+    other = {0: [1.0, 0.0], 2: [0.0, 1.0]}
+    both = realism.Distinct({"a": first_pixel, "b": lambda images, landmarks: np.asarray(
+        [other[int(im[0, 0, 0])] for im in images], np.float32)}, cap=0.9)
+    for who in (0, 2):
+        photo[0, 0, 0] = who
+        assert both.keep(photo, np.zeros((68, 2), np.float32))
+    # a judge to whom everyone looks the same keeps the first person only: the limit is named, not an endless loop
+    same = realism.Distinct({"same": lambda images, landmarks: np.ones((len(images), 1), np.float32)}, cap=0.5,
+                            max_drawn=3)
+    with pytest.raises(ValueError, match="1 people kept of 3 drawn"):
+        realism.synthetic_people(2, 1, 32, seed=0, distinct=same)
+    assert same.drawn == 4 and len(same.kept) == 1
