@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from data_loader import faces, landmark_mask
+from data_loader import faces, landmark_mask, synth
 from data_loader.faces import draw
 from maskgan.models import dlib_recognizer
 from maskgan.models.zoo import ZOO_NAMES, ZooMissing, registry
@@ -84,10 +84,7 @@ def synthetic_people(identities: int, probes_per_identity: int = 2, size: int = 
     rng = np.random.default_rng(seed)
     g, gl, labels, un, ma, lm = [], [], [], [], [], []
     while len(g) < identities:
-        p = faces.person(rng)
-        shot = faces.take(p, rng, size)
-        if distinct is not None and not distinct.keep(shot.unmasked, shot.landmarks):
-            continue
+        p, shot, _ = synth.kept_person(rng, size, distinct.keep if distinct else None)
         i = len(g)
         g.append(shot.unmasked)
         gl.append(shot.landmarks)
@@ -108,7 +105,8 @@ class Distinct:
 
     def __init__(self, embedders: dict[str, Embed], cap: float, max_drawn: int = 100_000):
         self.embedders, self.cap, self.max_drawn = embedders, cap, max_drawn
-        self.kept: list[np.ndarray] = []
+        self._kept = np.zeros((0, 0), np.float32)  # rows: kept people's joined embeddings (grown by doubling)
+        self.count = 0
         self.drawn = 0
 
     @staticmethod
@@ -120,16 +118,27 @@ class Distinct:
     def rule(self) -> str:
         return f"cosine under {self.cap} to every kept person, averaged over {', '.join(self.embedders)}"
 
+    @property
+    def kept(self) -> np.ndarray:
+        """[kept people, joined embedding size]: each kept person's embeddings, joined and scaled to unit length."""
+        return self._kept[:self.count]
+
     def keep(self, photo: np.ndarray, landmarks: np.ndarray) -> bool:
         self.drawn += 1
         if self.drawn > self.max_drawn:
-            raise ValueError(f"--distinct {self.cap}: {len(self.kept)} people kept of {self.max_drawn} drawn; "
+            raise ValueError(f"--distinct {self.cap}: {self.count} people kept of {self.max_drawn} drawn; "
                              "raise the cap or ask for fewer people")
         e = np.concatenate([f(photo[None], landmarks[None].astype(np.float32))[0] for f in self.embedders.values()])
         e = e / len(self.embedders) ** 0.5
-        if self.kept and float((np.stack(self.kept) @ e).max()) >= self.cap:
+        if self.count and float((self.kept @ e).max()) >= self.cap:
             return False
-        self.kept.append(e)
+        if self.count == len(self._kept):
+            grown = np.zeros((max(16, 2 * self.count), len(e)), np.float32)
+            if self.count:
+                grown[:self.count] = self.kept
+            self._kept = grown
+        self._kept[self.count] = e
+        self.count += 1
         return True
 
 

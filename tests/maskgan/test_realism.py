@@ -129,6 +129,13 @@ def test_distinct_passes_over_a_near_twin_of_anyone_kept_and_says_when_it_cannot
     for who in (0, 2):
         photo[0, 0, 0] = who
         assert both.keep(photo, np.zeros((68, 2), np.float32))
+    # many kept people: every one is compared with, in the order kept (the store grows past its first rows)
+    basis = np.eye(40, dtype=np.float32)
+    wide = realism.Distinct({"basis": lambda images, landmarks: basis[[int(im[0, 0, 0]) for im in images]]}, cap=0.5)
+    for who in [*range(40), 0, 17, 39]:
+        photo[0, 0, 0] = who
+        wide.keep(photo, np.zeros((68, 2), np.float32))
+    assert wide.count == 40 and wide.drawn == 43 and np.array_equal(wide.kept, basis)
     # a judge to whom everyone looks the same keeps the first person only: the limit is named, not an endless loop
     same = realism.Distinct({"same": lambda images, landmarks: np.ones((len(images), 1), np.float32)}, cap=0.5,
                             max_drawn=3)
