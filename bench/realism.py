@@ -91,8 +91,8 @@ def main(argv=None) -> dict:
                         "filtered away): impostor similarity among real people as each look takes detail away")
     p.add_argument("--distinct", type=ranged(float, "(0, 1]"), default=None, metavar="CAP",
                    help="no near-twins: pass over a drawn person whose gallery photo is at cosine CAP or more to an "
-                        "earlier kept person's, averaged over --distinct-under (default: keep everyone, as `maskgan "
-                        "data synth` does)")
+                        "earlier kept person's, averaged over --distinct-under, as `maskgan data synth --distinct` "
+                        "and the demo (0.65) draw them (default: keep everyone)")
     p.add_argument("--distinct-under", default="expo,faceplugin", metavar="NAMES",
                    help="comma-separated zoo names that judge --distinct (default expo,faceplugin, the recognisers "
                         "the demo attacks; report the others as held out)")
@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
     print(f"drew {photos} photos of {max(sizes)} people at {a.size} px: {speed:.1f} photos/s (one process)")
     if distinct is not None:
         print(f"no near-twins: kept {len(distinct.kept)} of {distinct.drawn} people drawn (cosine under "
-              f"{a.distinct} averaged over {a.distinct_under}; `maskgan data synth` keeps everyone)")
+              f"{a.distinct} averaged over {a.distinct_under}, as `maskgan data synth --distinct {a.distinct}` draws)")
     if a.real_photos and not os.path.isdir(a.real_photos):
         p.error(f"--real-photos: {a.real_photos}: not a folder")
     real, what = ({}, "") if a.no_real else realism.real_people(a.real_photos)

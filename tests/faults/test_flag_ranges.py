@@ -13,7 +13,8 @@ import pytest
     (["--images-per-identity", "0"], "--images-per-identity: must be an integer in [1, 10000], got 0"),
     (["--adapt-per-identity", "-1"], "--adapt-per-identity: must be an integer in [0, 10000], got -1"),
     (["--distinct", "0"], "--distinct: must be a finite number in (0, 1], got 0.0"),
-    (["--distinct", "0.6", "--distinct-under", "expo,nosuch"], "--distinct-under expo,nosuch: unknown zoo model 'nosuch'"),
+    (["--distinct", "0.6", "--distinct-under", "expo,nosuch"],
+     "--distinct-under expo,nosuch: unknown zoo model 'nosuch'"),
 ])
 def test_synth_flags(cli_error, tmp_path, args, needle):
     out = tmp_path / "d"
