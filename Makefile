@@ -67,13 +67,22 @@ npm:
 	    [ "$$CI" != true ]; \
 	  fi; }
 
-# The whole suite, in two runs: the quick tier on two processes (as test-quick), then the `slow` tier in one
-# process (one Ray per session: two processes would start two clusters on the same cores). Both always run; the
-# target fails if either did.
+# The whole suite, in two runs at once (docs/testing.md): the session's assets built first (cached per state of the
+# code); then the tests that start Ray (the `slow` tier less its `evaluation` tests) in one process, one Ray per
+# session (two would start two clusters on the same cores); and beside them, at the lowest priority (nice 19, below
+# Ray's workers, which Ray starts at nice 15), on two processes, the quick tier and the whole evaluations that need
+# no Ray, which fill the cores while the Ray tests wait on processes and clocks. Their output is printed when both are done; the target fails if either did.
 test: venv system-packages
-	@$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow" -n 2; quick=$$?; \
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30 -m slow; slow=$$?; \
-	echo "quick tier: exit $$quick; slow tier: exit $$slow"; [ $$quick = 0 ] && [ $$slow = 0 ]
+	@cd tests && ../$(BIN)/python -c 'import conftest as c; c.ASSET_CACHE == "off" or c.build_cached_assets()'
+	@beside_log=$$(mktemp "$${TMPDIR:-/tmp}/maskgan-beside.XXXXXX"); \
+	nice -n 19 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow or evaluation" -n 2 \
+	  > "$$beside_log" 2>&1 & beside_pid=$$!; \
+	trap 'kill $$beside_pid 2>/dev/null; rm -f "$$beside_log"; exit 130' INT TERM; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30 -m "slow and not evaluation"; ray=$$?; \
+	wait $$beside_pid; beside=$$?; \
+	echo "---- the quick tier and the whole evaluations, run beside the Ray tests ----"; cat "$$beside_log"; \
+	rm -f "$$beside_log"; \
+	echo "Ray tests: exit $$ray; quick tier and evaluations: exit $$beside"; [ $$ray = 0 ] && [ $$beside = 0 ]
 
 # The development loop: no Ray cluster, no training subprocess, no whole evaluation (tests/conftest.py marks those `slow`),
 # on two processes (pytest-xdist; torch keeps one thread each).

@@ -69,8 +69,13 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())) or _runs_a_whole_evaluation(item):
+        uses_ray = bool(SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+        evaluates = _runs_a_whole_evaluation(item)
+        if uses_ray or evaluates:
             item.add_marker(pytest.mark.slow)
+        if evaluates and not uses_ray:
+            # Slow only for its computing: `make test` runs it beside the quick tier, not in the Ray session's run.
+            item.add_marker(pytest.mark.evaluation)
 
 
 def _runs_a_whole_evaluation(item) -> bool:
@@ -219,23 +224,33 @@ def assets(tmp_path_factory):
     if ASSET_CACHE == "off":
         _build_assets(root)
         return root
-    cached = os.path.join(ASSET_CACHE, _asset_key())
+    shutil.copytree(build_cached_assets(), root, dirs_exist_ok=True)
+    return root
+
+
+def build_cached_assets() -> str:
+    """The cached assets' folder for this state of the code, built first if missing. `make test` calls it before
+    the two tiers start beside each other, so the build runs at full priority, once."""
+    key = _asset_key()
+    cached = os.path.join(ASSET_CACHE, key)
     if not os.path.isdir(cached):
+        import fcntl
         import pathlib
         import tempfile
 
         os.makedirs(ASSET_CACHE, exist_ok=True)
-        building = tempfile.mkdtemp(prefix=".building-", dir=ASSET_CACHE)  # beside it: the rename stays atomic
-        try:
-            _build_assets(pathlib.Path(building))
-            os.rename(building, cached)  # another session (a parallel worker) may have put it there first
-        except OSError:
+        # One session builds; another (the quick tier's second process, the slow tier) waits for it rather than
+        # building the same bytes at once on the same cores.
+        with open(os.path.join(ASSET_CACHE, f".lock-{key}"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             if not os.path.isdir(cached):
-                raise
-        finally:
-            shutil.rmtree(building, ignore_errors=True)
-    shutil.copytree(cached, root, dirs_exist_ok=True)
-    return root
+                building = tempfile.mkdtemp(prefix=".building-", dir=ASSET_CACHE)  # beside it: the rename is atomic
+                try:
+                    _build_assets(pathlib.Path(building))
+                    os.rename(building, cached)
+                finally:
+                    shutil.rmtree(building, ignore_errors=True)
+    return cached
 
 
 @pytest.fixture(scope="session")

@@ -31,16 +31,19 @@ class _Item(SimpleNamespace):
         self.markers.append(marker.name)
 
 
-@pytest.mark.parametrize(("function", "fixtures", "slow"), [
-    (_evaluates, (), True),
-    (_exports, (), True),
-    (_scores_one_design, ("ray_session",), True),
-    (_scores_one_design, ("assets", "tmp_path"), False),
-], ids=["whole-evaluation", "export", "ray-fixture", "quick"])
-def test_slow_is_what_starts_ray_or_runs_a_whole_evaluation(function, fixtures, slow, pytestconfig):
+@pytest.mark.parametrize(("function", "fixtures", "markers"), [
+    (_evaluates, (), ["slow", "evaluation"]),
+    (_exports, (), ["slow", "evaluation"]),
+    (_evaluates, ("ray_session",), ["slow"]),  # it needs the session's Ray: it stays in the Ray tier
+    (_scores_one_design, ("ray_session",), ["slow"]),
+    (_scores_one_design, ("assets", "tmp_path"), []),
+], ids=["whole-evaluation", "export", "evaluation-on-ray", "ray-fixture", "quick"])
+def test_slow_is_what_starts_ray_or_runs_a_whole_evaluation(function, fixtures, markers, pytestconfig):
+    """`slow`: left out of `make test-quick`; `evaluation`: slow only for its computing (no Ray), so `make test`
+    runs it beside the quick tier rather than in the Ray session's run."""
     # the conftest pytest loaded for this session (not a second import of it)
     conftest = next(p for p in pytestconfig.pluginmanager.get_plugins()
                     if Path(getattr(p, "__file__", "") or "-").resolve() == ROOT_CONFTEST.resolve())
     item = _Item(function, fixtures)
     conftest.pytest_collection_modifyitems([item])
-    assert (item.markers == ["slow"]) is slow, item.markers
+    assert item.markers == markers
