@@ -71,7 +71,8 @@ npm:
 # code); then the tests that start Ray (the `slow` tier less its `evaluation` tests) in one process, one Ray per
 # session (two would start two clusters on the same cores); and beside them, at the lowest priority (nice 19, below
 # Ray's workers, which Ray starts at nice 15), on two processes, the quick tier and the whole evaluations that need
-# no Ray, which fill the cores while the Ray tests wait on processes and clocks. Their output is printed when both are done; the target fails if either did.
+# no Ray, which fill the cores while the Ray tests wait on processes and clocks. Their output is printed when both
+# are done; the target fails if either run did; Ctrl-C stops both.
 test: venv system-packages
 	@cd tests && ../$(BIN)/python -c 'import conftest as c; c.ASSET_CACHE == "off" or c.build_cached_assets()'
 	@beside_log=$$(mktemp "$${TMPDIR:-/tmp}/maskgan-beside.XXXXXX"); \

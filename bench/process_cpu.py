@@ -1,5 +1,6 @@
-"""Where a command's CPU goes, by process: every process it starts (Ray's workers by their titles, `ray::RayTrainWorker`,
-`ray::TrainController`, ...), its CPU seconds summed by kind, against the cores the wall time offered.
+"""Where a command's CPU goes, by process: every process it starts (Ray's workers by their titles,
+`ray::RayTrainWorker`, `ray::TrainController`, ...), its CPU seconds summed by kind, against the cores the wall
+time offered.
 
     python -m bench.process_cpu [--interval 0.3] [--top 30] -- COMMAND [ARGS...]
 
