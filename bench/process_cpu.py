@@ -94,8 +94,9 @@ class Sampler:
     def by_kind(self) -> dict[str, list]:
         kinds = collections.defaultdict(lambda: [0.0, 0])
         for title, cpu in self.seen.values():
-            kinds[kind(title)][0] += cpu
-            kinds[kind(title)][1] += 1
+            entry = kinds[kind(title)]
+            entry[0] += cpu
+            entry[1] += 1
         return dict(kinds)
 
 
