@@ -29,6 +29,10 @@ os.environ.setdefault("MASKGAN_METRICS_FLUSH_S", "0")  # runs here need not wait
 # (docs/testing.md). Set before the session's Ray starts, so its workers, the `cli` subprocesses and the clusters
 # tests start inherit it; Ray Train passes it on to its controllers. A latency, not a behaviour: the same code runs.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+# Ray Train starts a preemption watcher with every worker group: one more process importing Ray Train (1.2 s of CPU)
+# on the path to the first epoch, to react to nodes that drain, and no run on the session's Ray drains one. Off here
+# (Ray's own switch); the clusters tests/cluster starts, KubeRay's stand-ins, keep Ray's default (ray_nodes.py).
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 # A test that starts a Ray cluster or a training subprocess is `slow`; `make test-quick` runs the rest

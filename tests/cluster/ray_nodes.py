@@ -24,7 +24,10 @@ from pathlib import Path
 BIN = Path(sys.executable).parent  # the venv's bin: ray, maskgan (not resolved: that would leave the venv)
 # Variables of this process that must not leak into the nodes or the clients (ray_session may have set some).
 _RAY_CLIENT_VARS = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
-                    "RAY_AUTH_TOKEN_PATH")
+                    "RAY_AUTH_TOKEN_PATH",
+                    # tests/conftest.py turns Ray Train's preemption watcher off for the session's Ray; the
+                    # clusters started here stand in for KubeRay's and run it as Ray's default does
+                    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
 
 
 def free_ports(n: int) -> list[int]:
