@@ -74,10 +74,12 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(items):
     for item in items:
         uses_ray = bool(SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+        # marked slow by hand: it starts its own cluster or a `cli train|demo|tune` process
+        starts_its_own = item.get_closest_marker("slow") is not None
         evaluates = _runs_a_whole_evaluation(item)
         if uses_ray or evaluates:
             item.add_marker(pytest.mark.slow)
-        if evaluates and not uses_ray:
+        if evaluates and not uses_ray and not starts_its_own:
             # Slow only for its computing: `make test` runs it beside the quick tier, not in the Ray session's run.
             item.add_marker(pytest.mark.evaluation)
 

@@ -5,7 +5,6 @@ import json
 import re
 
 import numpy as np
-import pytest
 import torch
 
 from cli.main import main as cli_main
@@ -130,7 +129,6 @@ def _saved_run(assets, tmp_path):
 RAY_ACTOR_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\(\w+ pid=\d+")
 
 
-@pytest.mark.slow
 def test_an_exported_design_png_scored_from_disk_scores_as_the_report_says(assets, tmp_path, capsys):
     from tune import export, sample
 
