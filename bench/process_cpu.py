@@ -5,10 +5,12 @@ time offered.
     python -m bench.process_cpu [--interval 0.3] [--top 30] -- COMMAND [ARGS...]
 
 Linux only (it reads /proc). Samples every process every --interval seconds and keeps, per process, its last CPU
-time (user + system) and title; counts only processes started after COMMAND, so a Ray instance already running
-is left out. A process that lives less than one interval can be missed, so the total is a floor. Prints the
-command's exit code, its wall time, the CPU seconds counted, the share of the cores they kept busy, and the kinds
-of process by CPU; exits with COMMAND's exit code.
+time (user + system) and title. It counts every process started while COMMAND runs: a Ray instance already
+running is left out, but anything else started meanwhile is counted too (Ray's daemons leave the command's
+process tree, so what the command started cannot be told apart from the rest): measure on an otherwise quiet
+machine. A process that lives less than one interval can be missed, so the total is a floor. Prints the command's
+exit code, its wall time, the CPU seconds counted, the share of the cores they kept busy, and the kinds of process
+by CPU; exits with COMMAND's exit code.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def main(argv=None) -> int:
     cores = os.cpu_count() or 1
     print(f"\n{' '.join(command)}: exit {code}, {wall:.0f} s wall, {datetime.date.today()}, {cpu_name()}, "
           f"{cores} cores")
-    print(f"CPU of the processes it started: {total:.0f} s, {total / (wall * cores):.0%} of the cores' time "
+    print(f"CPU of the processes started while it ran: {total:.0f} s, {total / (wall * cores):.0%} of the cores' time "
           f"(a floor: a process shorter than {args.interval} s can be missed)")
     print("| CPU s | processes | kind |\n|---:|---:|---|")
     for name, (cpu, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0])[:args.top]:

@@ -42,7 +42,7 @@ class _Item(SimpleNamespace):
     (_evaluates, (), ["slow"], ["slow", "slow"]),
     (_scores_one_design, ("ray_session",), [], ["slow"]),
     (_scores_one_design, ("assets", "tmp_path"), [], []),
-], ids=["whole-evaluation", "export", "evaluation-on-ray", "evaluation-beside-its-own-ray", "ray-fixture", "quick"])
+], ids=["whole-evaluation", "export", "evaluation-on-ray", "evaluation-starting-its-own-ray", "ray-fixture", "quick"])
 def test_slow_is_what_starts_ray_or_runs_a_whole_evaluation(function, fixtures, by_hand, markers, pytestconfig):
     """`slow`: left out of `make test-quick`; `evaluation`: slow only for its computing (no Ray), so `make test`
     runs it beside the quick tier rather than in the Ray session's run."""
